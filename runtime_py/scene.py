@@ -1,0 +1,130 @@
+"""Scene featurizer: what a phone can compute from its clock (PROTOCOL v1, "Scene").
+
+Shared by the server (sdk imports it) and the phone, so both see exactly the same features.
+The layout is versioned in `SceneSpec`; the bundle manifest records it and the runtime refuses a mismatch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from functools import lru_cache
+
+import numpy as np
+
+SCENE_SPEC_VERSION = 1
+DAY_PARTS = ("night", "morning", "afternoon", "evening")  # 0-6, 6-12, 12-18, 18-24 local
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneSpec:
+    """How a timestamp becomes a scene vector. Recorded in the manifest."""
+
+    version: int = SCENE_SPEC_VERSION
+    utc_offset_hours: float = -6.0  # the data's users are mostly in the US (PROTOCOL v1)
+    holiday_window_days: int = 3  # "within 3 days of a US federal holiday"
+
+    def __post_init__(self) -> None:
+        if self.version != SCENE_SPEC_VERSION:
+            raise ValueError(f"SceneSpec version {self.version} unknown; this code knows {SCENE_SPEC_VERSION}")
+        if not -14 <= self.utc_offset_hours <= 14:
+            raise ValueError(f"utc_offset_hours={self.utc_offset_hours} outside [-14, 14]")
+        if self.holiday_window_days < 0:
+            raise ValueError("holiday_window_days must be >= 0")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature names, in vector order."""
+        return ("hour_sin", "hour_cos", *(f"part_{p}" for p in DAY_PARTS), *(f"wd_{d}" for d in WEEKDAYS),
+                "weekend", "holiday")
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SceneSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SceneSpec fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _nth_weekday(year: int, month: int, weekday: int, n: int) -> _dt.date:
+    """n-th (1-based; -1 = last) given weekday (Mon=0) of a month."""
+    if n > 0:
+        d = _dt.date(year, month, 1)
+        d += _dt.timedelta(days=(weekday - d.weekday()) % 7)
+        return d + _dt.timedelta(weeks=n - 1)
+    nxt = _dt.date(year + (month == 12), month % 12 + 1, 1)
+    d = nxt - _dt.timedelta(days=1)
+    return d - _dt.timedelta(days=(d.weekday() - weekday) % 7)
+
+
+@lru_cache(maxsize=64)
+def us_federal_holidays(year: int) -> tuple[_dt.date, ...]:
+    """US federal holidays of a year (observed dates are not shifted: a scene is about the calendar day)."""
+    hol = [
+        _dt.date(year, 1, 1),  # New Year
+        _nth_weekday(year, 1, 0, 3),  # MLK day
+        _nth_weekday(year, 2, 0, 3),  # Presidents' day
+        _nth_weekday(year, 5, 0, -1),  # Memorial day
+        _dt.date(year, 7, 4),
+        _nth_weekday(year, 9, 0, 1),  # Labor day
+        _nth_weekday(year, 10, 0, 2),  # Columbus day
+        _dt.date(year, 11, 11),  # Veterans day
+        _nth_weekday(year, 11, 3, 4),  # Thanksgiving
+        _dt.date(year, 12, 25),
+    ]
+    if year >= 2021:
+        hol.append(_dt.date(year, 6, 19))  # Juneteenth
+    return tuple(sorted(hol))
+
+
+def is_holiday(day: _dt.date, window_days: int = 3) -> bool:
+    """True within `window_days` of a federal holiday (looks into neighbouring years at the edges)."""
+    for y in (day.year - 1, day.year, day.year + 1):
+        for h in us_federal_holidays(y):
+            if abs((day - h).days) <= window_days:
+                return True
+    return False
+
+
+def scene_features(timestamps, spec: SceneSpec = SceneSpec()) -> np.ndarray:
+    """Scene vectors (n, spec.dim) float32 for unix timestamps (seconds, UTC).
+
+    >>> scene_features([0.0]).shape
+    (1, 15)
+    """
+    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+    if ts.size and not np.all(np.isfinite(ts)):
+        raise ValueError("timestamps must be finite")
+    local = ts + spec.utc_offset_hours * 3600.0
+    hour = np.mod(local, 86400.0) / 3600.0
+    days = np.floor(local / 86400.0).astype(np.int64)  # days since 1970-01-01 (a Thursday)
+    weekday = (days + 3) % 7  # Mon=0
+    part = np.minimum((hour // 6).astype(np.int64), 3)
+    out = np.zeros((ts.size, spec.dim), dtype=np.float32)
+    out[:, 0] = np.sin(2 * np.pi * hour / 24.0)
+    out[:, 1] = np.cos(2 * np.pi * hour / 24.0)
+    out[np.arange(ts.size), 2 + part] = 1.0
+    out[np.arange(ts.size), 6 + weekday] = 1.0
+    out[:, 13] = weekday >= 5
+    epoch = _dt.date(1970, 1, 1)
+    hol_cache: dict[int, bool] = {}
+    for i, d in enumerate(days.tolist()):
+        if d not in hol_cache:
+            hol_cache[d] = is_holiday(epoch + _dt.timedelta(days=d), spec.holiday_window_days)
+        out[i, 14] = hol_cache[d]
+    return out
+
+
+def scene_labels(timestamps, spec: SceneSpec = SceneSpec()) -> np.ndarray:
+    """Discrete scene label per timestamp: (day part, weekend, holiday) as a small int, for scene-retention slices."""
+    f = scene_features(timestamps, spec)
+    part = f[:, 2:6].argmax(1)
+    return (part * 4 + f[:, 13].astype(np.int64) * 2 + f[:, 14].astype(np.int64)).astype(np.int64)
