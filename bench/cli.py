@@ -1,0 +1,186 @@
+"""The `metarec` command line. Library code never reads sys.argv; every subcommand calls a plain function."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _command(argv: list[str]) -> str:
+    return "metarec " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _load(dataset: str):
+    from metarec.sdk.data import load_dataset
+
+    return load_dataset(dataset)
+
+
+# ---------------------------------------------------------------------------------------------- printing
+def format_report(r: dict) -> str:
+    """The per-K table, the headline with its interval, the learning curve and the new-item figures."""
+    lines = [f"model {r['model']}  protocol {r['protocol']}  dataset {r.get('dataset', '?')}", "",
+             "   K    HR@10  NDCG@10     n   HR@10 95% CI"]
+    for k, v in r["per_k"].items():
+        lines.append(f"{k:>4}  {v['hr10']:.4f}   {v['ndcg10']:.4f}  {v['n']:>4}   [{v['hr10_ci'][0]:.3f}, {v['hr10_ci'][1]:.3f}]")
+    h = r["headline"]
+    lines += ["", f"headline (K=1..3): HR@10 {h['hr10']:.4f} [{h['hr10_ci'][0]:.3f}, {h['hr10_ci'][1]:.3f}]  "
+                  f"NDCG@10 {h['ndcg10']:.4f} [{h['ndcg10_ci'][0]:.3f}, {h['ndcg10_ci'][1]:.3f}]  users {h['n_users']}"]
+    if "learning_curve" in r:
+        lc = r["learning_curve"]
+        lines += ["", "learning curve (fixed targets = events 11..20): " + "  ".join(
+            f"K={k}: {v['recall10']:.4f}" for k, v in lc["recall10"].items()) + f"  (n={next(iter(lc['recall10'].values()))['n']})",
+            f"learning speed: K={lc['learning_speed_k']}"]
+    if "new_items" in r:
+        ni = r["new_items"]
+        lines += ["", f"new items: HR@10 {ni['hr10']:.4f}  NDCG@10 {ni['ndcg10']:.4f}  n={ni['n']}"]
+    if "scene" in r:
+        s = r["scene"]
+        lines += [f"scene: changed HR@10 {s['changed']['hr10']:.3f} (n={s['changed']['n']})  same "
+                  f"{s['same']['hr10']:.3f} (n={s['same']['n']})  retention {s['retention']:.3f}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- subcommands
+def cmd_data(a, argv) -> int:
+    from metarec.sdk.data import fetch_ml100k
+
+    path = fetch_ml100k(a.cache)
+    ds = _load(str(path))
+    print(f"ML-100K cached at {path}: {ds.n_events} events, {ds.n_users} users, {ds.n_items} items")
+    return 0
+
+
+def _model_factory(a):
+    if a.model in ("metarec",):
+        from metarec.sdk.train import metarec_factory
+
+        return metarec_factory(a.checkpoint)
+    from metarec.sdk.baselines import make_baseline
+
+    return lambda: make_baseline(a.model)
+
+
+def cmd_eval(a, argv) -> int:
+    from metarec.sdk.protocol import run_protocol
+
+    ds = _load(a.dataset)
+    r = run_protocol(_model_factory(a), ds, new_items=not a.no_new_items, progress=True)
+    r["command"] = _command(argv)
+    print(format_report(r))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(r, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    return 0
+
+
+def cmd_baselines(a, argv) -> int:
+    from metarec.sdk.baselines import run_baselines, write_baseline_results
+
+    ds = _load(a.dataset)
+    res = run_baselines(ds, names=a.names.split(",") if a.names else None, progress=True)
+    for r in res.values():
+        print(format_report(r), "\n")
+    write_baseline_results(res, a.out, _command(argv))
+    return 0
+
+
+def cmd_train(a, argv) -> int:
+    from metarec.sdk.train import load_config, train
+
+    out = train(load_config(a.config) if a.config else None, a.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_keygen(a, argv) -> int:
+    from metarec.export import generate_keypair
+
+    print(generate_keypair(a.dir))
+    return 0
+
+
+def cmd_export(a, argv) -> int:
+    from metarec.export import export_bundle
+
+    out = export_bundle(a.checkpoint, a.out, quant=a.quant, prune=a.prune, key_path=a.key, serial=a.serial)
+    print(f"bundle written to {out}")
+    return 0
+
+
+def cmd_demo(a, argv) -> int:
+    from metarec.bench.demo import run_demo
+
+    return run_demo(fast=a.fast)
+
+
+def cmd_bench(a, argv) -> int:
+    from metarec.bench.run import run_benchmarks
+
+    return run_benchmarks(a, _command(argv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metarec", description="MetaRec Edge: meta-learned on-device cold-start recommendation")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("data", help="data utilities")
+    s.add_argument("action", choices=["fetch"])
+    s.add_argument("--cache", default=None, help="cache folder (default ~/.cache/metarec or $METAREC_DATA)")
+    s.set_defaults(fn=cmd_data)
+
+    s = sub.add_parser("eval", help="PROTOCOL v1 report for one model")
+    s.add_argument("--model", required=True, help="a baseline name or 'metarec'")
+    s.add_argument("--checkpoint", default=None, help="metarec checkpoint (from `metarec train`)")
+    s.add_argument("--dataset", default="ml-100k", help="ml-100k | synthetic | a folder | a CSV/Parquet file")
+    s.add_argument("--json", default=None, help="write the report as JSON here")
+    s.add_argument("--no-new-items", action="store_true", help="skip the separate new-item training run")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("baselines", help="all baselines side by side -> bench/results/baselines.{json,md}")
+    s.add_argument("--dataset", default="ml-100k")
+    s.add_argument("--names", default=None, help="comma-separated subset")
+    s.add_argument("--out", default=None, help="results folder (default bench/results)")
+    s.set_defaults(fn=cmd_baselines)
+
+    s = sub.add_parser("train", help="meta-train the prior")
+    s.add_argument("--config", default=None, help="JSON TrainConfig (default: the ML-100K config)")
+    s.add_argument("--out", required=True, help="checkpoint path")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("keygen", help="generate an Ed25519 development key pair (private.pem, public.pem)")
+    s.add_argument("dir")
+    s.set_defaults(fn=cmd_keygen)
+
+    s = sub.add_parser("export", help="compress and export a checkpoint as a signed bundle")
+    s.add_argument("checkpoint")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quant", choices=["none", "int8", "int4"], default="int4")
+    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6")
+    s.add_argument("--key", required=True, help="Ed25519 private key PEM")
+    s.add_argument("--serial", type=int, default=None, help="bundle serial (default: current unix time)")
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")
+    s.add_argument("--fast", action="store_true", help="smaller training budget")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("bench", help="latency, memory, size, scaling and accuracy benchmarks -> bench/results/")
+    s.add_argument("--only", default=None, help="comma-separated subset of suites")
+    s.add_argument("--bundle", default="artifacts/bundle")
+    s.add_argument("--runs", type=int, default=2000)
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(argv)
+    return a.fn(a, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
