@@ -1,0 +1,259 @@
+"""Catalog scaling: recommend latency of score programs with 1K..1M synthetic items against the memory-bandwidth
+bound measured in the same run.
+
+The synthetic scorer has score.pte's structure (contracts.md): head (P,), hist_vecs (L, d), hist_mask (L,),
+scene (F,), trend (N,), exclude (N,) -> top-k, computed by `MetaRecModel.score_from_vectors` (so z, the scene gate
+and the `F.linear(z, table) + bias + trend` pass are the real model's) with random weights, the item table as a
+program constant. When export ships a program builder that takes a table, we use it (same graph by construction).
+
+Bound = bytes the scorer must stream per call / copy bandwidth (numpy copy; read+written bytes counted, see
+bench_util.copy_bandwidth). We report two bounds: the table alone (the issue's definition) and the table plus the
+per-item inputs (bias, trend, exclude: 12 bytes per item) that a full pass also reads.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from metarec.bench import bench_util as bu
+
+DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+
+
+def _model(n_items: int, seed: int = 0):
+    import torch
+
+    from metarec.sdk.model import MetaRecModel, ModelConfig
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig()
+    rng = np.random.default_rng(seed)
+    attrs = (rng.random((n_items, 21)) < 0.1).astype(np.float32)
+    m = MetaRecModel(cfg, n_items, attrs).eval()
+    with torch.no_grad():
+        m.item_emb.normal_(0, 0.1)
+        for p in m.head0.values():
+            p.normal_(0, 0.1)
+    return m
+
+
+def score_module(model, k: int, quant: str = "none"):
+    """The `nn.Module` score.pte exports: flat head + history + scene + trend + exclude -> top-k (bench's copy)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    names = list(model.head_param_names)
+    shapes = [tuple(model.head0[n].shape) for n in names]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    class Score(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Linear(model.cfg.dim, model.n_items, bias=False)
+            with torch.no_grad():
+                self.table.weight.copy_(model.export_item_table())
+            self.register_buffer("bias", model.export_item_bias())
+            object.__setattr__(self, "model", model)  # not a submodule: unused item params stay out
+
+        def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude):
+            parts = torch.split(head, sizes)
+            h = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
+            z = self.model.user_vector(h, hist_vecs, hist_mask, scene)
+            out = self.table(z[None])[0] + self.bias  # 2-D input: the quantized linear kernels need it
+            if self.model.cfg.use_trend:
+                out = out + F.softplus(self.model.trend_gate(self.model.encode_scene(scene)))[0] * trend
+            out = out - exclude * 1e9  # exclude = 1.0 drops the item below every real score
+            v, i = torch.topk(out, k)
+            return v, i
+
+    mod = Score().eval()
+    if quant != "none":
+        _quantize_table(mod, quant)
+    return mod
+
+
+def _quantize_table(mod, quant: str) -> None:
+    """torchao weight quantization of the table (8-bit dynamic activations, int4/int8 weights, group 32)."""
+    import torch
+    from torchao.quantization import quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    try:
+        from torchao.quantization import Int8DynamicActivationIntxWeightConfig as Cfg
+    except ImportError as e:  # pragma: no cover
+        raise ModuleNotFoundError("torchao >= 0.12 with Int8DynamicActivationIntxWeightConfig is required") from e
+    wdt = {"int4": torch.int4, "int8": torch.int8}[quant]
+    quantize_(mod, Cfg(weight_dtype=wdt, weight_granularity=PerGroup(32)),
+              filter_fn=lambda m, fqn: fqn == "table")
+
+
+def example_inputs(model, n_items: int, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.cfg
+    P = model.head_size()
+    L, d = cfg.hist_len, cfg.dim
+    head = torch.cat([model.head0[n].detach().reshape(-1) for n in model.head_param_names])
+    hist = torch.randn(L, d, generator=g) * 0.1
+    mask = torch.zeros(L)
+    mask[-3:] = 1.0
+    scene = torch.rand(15, generator=g)
+    trend = torch.log1p(torch.randint(0, 20, (n_items,), generator=g).float())
+    exclude = torch.zeros(n_items)
+    exclude[:3] = 1.0
+    assert head.numel() == P
+    return (head, hist, mask, scene, trend, exclude)
+
+
+def build_scorer(n_items: int, k: int = 10, quant: str = "none", xnnpack: bool = True, seed: int = 0):
+    """(pte bytes, example inputs, eager module) of a synthetic scorer with `n_items` items."""
+    import torch
+
+    model = _model(n_items, seed)
+    mod = score_module(model, k, quant)
+    ex = example_inputs(model, n_items, seed)
+    with torch.no_grad():
+        ep = torch.export.export(mod, ex)
+    return bu.lower_program(ep, xnnpack=xnnpack), ex, mod
+
+
+def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none", table_fmt_bytes: float | None = None,
+                 profile: bool = False) -> dict:
+    """Build, lower (XNNPACK), load and time one scorer; returns its row of the scaling table."""
+    import torch
+
+    t0 = time.time()
+    pte, ex, mod = build_scorer(n_items, k, quant)
+    build_s = time.time() - t0
+    prog = bu.load_pte(pte)
+    got = prog.forward(ex)
+    with torch.no_grad():
+        ref = mod(*ex)
+    agree = bool(torch.equal(got[1], ref[1])) if quant == "none" else float(
+        len(set(got[1].tolist()) & set(ref[1].tolist())) / k)
+    ns = bu.time_calls(lambda: prog.forward(ex), runs)
+    d = mod.table.in_features if hasattr(mod.table, "in_features") else ex[1].shape[1]
+    bpe = {"none": 4.0, "int8": 1.0 + 4 / 32, "int4": 0.5 + 4 / 32}[quant] if table_fmt_bytes is None else table_fmt_bytes
+    row = {"n_items": n_items, "quant": quant, "k": k, "pte_bytes": len(pte), "build_s": round(build_s, 1),
+           "table_bytes": int(n_items * d * bpe), "stream_bytes": int(n_items * d * bpe + 12 * n_items),
+           "topk_matches_eager": agree, **bu.summarize(ns)}
+    if profile:
+        row["profile"] = _op_profile(pte, ex)
+    del prog
+    return row
+
+
+def _op_profile(pte: bytes, ex) -> dict:
+    """Per-op split of one call: time the delegated part and the portable ops with ExecuTorch's event tracer when
+    available; otherwise report which ops stayed outside the delegate (they run portable kernels)."""
+    try:
+        from executorch.devtools import Inspector  # noqa: F401  (needs an etdump-enabled runtime)
+    except ImportError:
+        pass
+    return {"note": "per-op timing needs an ETDump-enabled runtime; see the non-delegated op list",
+            "non_delegated_ops": _non_delegated_ops(pte)}
+
+
+def _non_delegated_ops(pte: bytes) -> list[str]:
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        prog = deserialize_pte_binary(pte)
+        prog = getattr(prog, "program", prog)
+        ops = prog.execution_plan[0].operators
+        return sorted({o.name + (f".{o.overload}" if o.overload else "") for o in ops})
+    except Exception as e:  # noqa: BLE001 - diagnostics only
+        return [f"unavailable: {type(e).__name__}"]
+
+
+def run_scaling(runs: int, command: str, out_dir=None, sizes=DEFAULT_SIZES, quants=("none",), k: int = 10,
+                write: bool = True, bw_bytes: int = 256 << 20, min_runs_big: int = 1000) -> dict:
+    """The scaling suite: bandwidth, then each size (and table format), then the bound and the ratio to it."""
+    pin = bu.pin_threads(1)
+    bw = bu.copy_bandwidth(bw_bytes)
+    load0 = os.getloadavg()
+    rows = []
+    for quant in quants:
+        for n in sizes:
+            r = measure_size(n, runs if n < 1_000_000 else min(runs, max(min_runs_big, 1)), k, quant,
+                             profile=(n == max(sizes)))
+            gbps = bw["best_gbps"]
+            r["bound_table_us"] = r["table_bytes"] / (gbps * 1e9) * 1e6
+            r["bound_stream_us"] = r["stream_bytes"] / (gbps * 1e9) * 1e6
+            r["x_table_bound"] = r["p50_us"] / r["bound_table_us"]
+            r["x_stream_bound"] = r["p50_us"] / r["bound_stream_us"]
+            r["effective_gbps"] = r["stream_bytes"] / (r["p50_us"] * 1e-6) / 1e9
+            rows.append(r)
+    big = [r for r in rows if r["n_items"] == max(sizes)]
+    best_big = min(big, key=lambda r: r["x_table_bound"]) if big else None
+    data = {"threads": pin, "bandwidth": bw, "loadavg_before_after": [load0, os.getloadavg()], "k": k, "rows": rows,
+            "target_1m_within_2x": bu.verdict(best_big["x_table_bound"] if best_big else None, 2.0, "x bound"),
+            "target_note": "p50 / (table bytes / copy bandwidth) at the largest catalog, best table format"}
+    if write:
+        _write(data, command, out_dir)
+    return data
+
+
+def _write(data: dict, command: str, out_dir) -> None:
+    from metarec.sdk.results import RESULTS_DIR, write_results
+
+    out = Path(out_dir or RESULTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(data, out / "scaling.png", command)
+    bw = data["bandwidth"]
+    lines = ["# Catalog scaling: recommend (score + top-k) against the memory-bandwidth bound", "",
+             f"Copy bandwidth (numpy copy of {bw['buffer_bytes'] >> 20} MiB, {bw['convention']}): "
+             f"best {bw['best_gbps']:.2f} GB/s, median {bw['median_gbps']:.2f} GB/s. Bound = bytes / best.",
+             f"1 thread; top-{data['k']}; synthetic scorer with score.pte's graph, table a program constant, "
+             "XNNPACK.", "",
+             "| items | table | .pte bytes | p50 us | p99 us | table bound us | x table bound | stream bound us "
+             "| x stream bound | eff. GB/s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['n_items']:,} | {r['quant'] if r['quant'] != 'none' else 'fp32'} | {r['pte_bytes']:,} | "
+                     f"{bu.fmt_us(r['p50_us'])} | {bu.fmt_us(r['p99_us'])} | {bu.fmt_us(r['bound_table_us'])} | "
+                     f"{r['x_table_bound']:.2f} | {bu.fmt_us(r['bound_stream_us'])} | {r['x_stream_bound']:.2f} | "
+                     f"{r['effective_gbps']:.2f} |")
+    v = data["target_1m_within_2x"]
+    lines += ["", f"Target (largest catalog within 2x of the table bound): "
+                  f"{'MET' if v['met'] else 'MISSED'} at {v['value']:.2f}x"
+              + ("" if v["met"] else f" ({v['miss_pct']:.0f}% over 2x)"), "",
+              "![scaling](scaling.png)"]
+    prof = [r for r in data["rows"] if "profile" in r]
+    if prof:
+        lines += ["", "Ops outside the XNNPACK delegate at the largest size (portable kernels, one pass each):", ""]
+        for r in prof:
+            lines.append(f"- {r['quant']}: " + ", ".join(f"`{o}`" for o in r["profile"]["non_delegated_ops"]))
+    if data.get("analysis"):
+        lines += ["", data["analysis"]]
+    write_results("scaling", data, "\n".join(lines), command, out)
+
+
+def _plot(data: dict, path: Path, command: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    quants = sorted({r["quant"] for r in data["rows"]})
+    for q in quants:
+        rs = [r for r in data["rows"] if r["quant"] == q]
+        n = [r["n_items"] for r in rs]
+        lab = "fp32" if q == "none" else q
+        ax.plot(n, [r["p50_us"] for r in rs], "o-", label=f"p50 ({lab} table)")
+        ax.fill_between(n, [r["p50_us"] for r in rs], [r["p99_us"] for r in rs], alpha=0.15)
+        ax.plot(n, [r["bound_table_us"] for r in rs], "--", label=f"bandwidth bound ({lab} table)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("catalog items")
+    ax.set_ylabel("latency per recommend (us), 1 thread")
+    ax.set_title(f"Catalog scaling vs copy bandwidth {data['bandwidth']['best_gbps']:.1f} GB/s")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    bu.save_png(fig, path, command)

@@ -1,0 +1,198 @@
+"""Shared measuring tools for the benchmarks: thread pinning, per-call timing, percentiles, ratios, the machine's
+copy bandwidth, a profiler that falls back to cProfile, program lowering/loading, and PNG provenance.
+
+Timing convention (every suite): 1 thread pinned in torch, ExecuTorch's threadpool and ONNX Runtime; a warm-up;
+then `time.perf_counter_ns` around each call, >= 1,000 calls; p50/p99 over the per-call times. 2-thread XNNPACK
+timings jump around on the 2-core bench machine, so 1 thread is the reproducible setting.
+"""
+from __future__ import annotations
+
+import io
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------------- threads
+def pin_threads(n: int = 1) -> dict:
+    """Pin torch, ExecuTorch's threadpool (and, via `ort_session_options`, ONNX Runtime) to `n` threads."""
+    import torch
+
+    torch.set_num_threads(n)
+    out = {"torch": torch.get_num_threads()}
+    try:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(n)
+        out["executorch"] = portable_lib._threadpool_get_thread_count()
+    except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - executorch is a dependency
+        out["executorch"] = None
+    return out
+
+
+def ort_session_options(threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def time_calls(fn: Callable[[], object], runs: int, warmup: int | None = None) -> np.ndarray:
+    """Per-call wall times in ns of `runs` calls of `fn` after `warmup` untimed calls (default: runs // 10, >= 20)."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    warmup = max(20, runs // 10) if warmup is None else warmup
+    for _ in range(warmup):
+        fn()
+    out = np.empty(runs, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(runs):
+        t0 = clock()
+        fn()
+        out[i] = clock() - t0
+    return out
+
+
+def summarize(ns: Sequence[int] | np.ndarray) -> dict:
+    """p50/p90/p99/mean/min in microseconds and the run count, from per-call times in ns."""
+    a = np.asarray(ns, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no timings")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99]) / 1e3
+    return {"p50_us": float(p50), "p90_us": float(p90), "p99_us": float(p99), "mean_us": float(a.mean() / 1e3),
+            "min_us": float(a.min() / 1e3), "runs": int(a.size)}
+
+
+def ratio(x: float | None, ref: float | None) -> float | None:
+    """x / ref, or None when either is missing or ref is not positive (a ratio to ONNX Runtime, say)."""
+    if x is None or ref is None or not ref > 0:
+        return None
+    return float(x) / float(ref)
+
+
+def verdict(value: float | None, target: float, unit: str = "") -> dict:
+    """{'value', 'target', 'met', 'miss_pct'}: how far `value` is over an upper-bound `target` (None = unmeasured)."""
+    if value is None:
+        return {"value": None, "target": target, "met": None, "miss_pct": None, "unit": unit}
+    met = bool(value <= target)
+    return {"value": float(value), "target": float(target), "met": met,
+            "miss_pct": None if met else float(100.0 * (value / target - 1.0)), "unit": unit}
+
+
+# ---------------------------------------------------------------------------------------------- bandwidth
+def copy_bandwidth(nbytes: int = 256 << 20, reps: int = 9) -> dict:
+    """Memory bandwidth from a numpy copy of a buffer much larger than the caches.
+
+    Convention: a copy of B bytes reads B and writes B, so bandwidth = 2B / time (write-allocate traffic is not
+    counted). We report the best of `reps` copies (the bound) and the median.
+    """
+    n = nbytes // 8
+    src = np.ones(n, dtype=np.float64)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        np.copyto(dst, src)
+        times.append(time.perf_counter_ns() - t0)
+    best, med = min(times) / 1e9, float(np.median(times)) / 1e9
+    moved = 2 * src.nbytes
+    return {"buffer_bytes": int(src.nbytes), "reps": reps, "convention": "bytes read + bytes written per copy",
+            "best_gbps": moved / best / 1e9, "median_gbps": moved / med / 1e9}
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+def profile_calls(fn: Callable[[], object], calls: int = 500, top: int = 12) -> dict:
+    """What dominates `calls` calls of `fn`: pyinstrument's tree when installed, else cProfile's top functions."""
+    try:
+        from pyinstrument import Profiler  # optional: never a requirement of the bench
+
+        p = Profiler(interval=0.0001)
+        p.start()
+        for _ in range(calls):
+            fn()
+        p.stop()
+        return {"tool": "pyinstrument", "text": p.output_text(unicode=False, color=False, show_all=False)}
+    except ImportError:
+        import cProfile
+        import pstats
+
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(calls):
+            fn()
+        pr.disable()
+        buf = io.StringIO()
+        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(top)
+        return {"tool": "cProfile", "text": _trim_pstats(buf.getvalue())}
+
+
+def _trim_pstats(text: str) -> str:
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    keep = [ln for ln in lines if "ncalls" in ln or ln.lstrip()[:1].isdigit() or "function calls" in ln]
+    return "\n".join(keep)
+
+
+def cprofile_top(fn: Callable[[], object], calls: int = 500, top: int = 8) -> list[dict]:
+    """Top functions by own time over `calls` calls (cProfile), as rows {name, calls, tottime_us_per_call}."""
+    import cProfile
+    import pstats
+
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(calls):
+        fn()
+    pr.disable()
+    st = pstats.Stats(pr)
+    rows = []
+    for (file, line, name), (cc, nc, tt, ct, _callers) in st.stats.items():
+        rows.append({"name": f"{name} ({file.rsplit('/', 1)[-1]}:{line})", "calls": int(nc),
+                     "tottime_us_per_call": 1e6 * tt / calls, "cumtime_us_per_call": 1e6 * ct / calls})
+    rows.sort(key=lambda r: -r["tottime_us_per_call"])
+    return rows[:top]
+
+
+# ---------------------------------------------------------------------------------------------- ExecuTorch
+def lower_program(exported, xnnpack: bool) -> bytes:
+    """The .pte bytes of a `torch.export` program, lowered with the XNNPACK partitioner or portable (none)."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    parts = []
+    if xnnpack:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        parts = [XnnpackPartitioner()]
+    return to_edge_transform_and_lower(exported, partitioner=parts).to_executorch().buffer
+
+
+def load_pte(data: bytes):
+    """An ExecuTorch module from .pte bytes (pybindings; `forward(tuple_of_tensors)`)."""
+    from executorch.extension.pybindings import portable_lib
+
+    return portable_lib._load_for_executorch_from_buffer(data)
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def caption(command: str) -> str:
+    from metarec.sdk.results import git_commit
+
+    return f"{command}  @ {git_commit()[:12]}"
+
+
+def save_png(fig, path, command: str) -> None:
+    """Save a matplotlib figure with the command and commit that produced it written under the title."""
+    fig.text(0.01, 0.005, caption(command), fontsize=7, color="0.35", ha="left", va="bottom")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def fmt_us(x: float | None) -> str:
+    return "-" if x is None else (f"{x:,.1f}" if x < 1000 else f"{x:,.0f}")
