@@ -1,0 +1,237 @@
+"""The meta-learned cold-start model (shared/ARCHITECTURE.md, "The model").
+
+score_i = v_i . z + b_i + g(scene) * log1p(trend_i), where
+- v_i (the item table) = id embedding + attribute encoder(genres, year), so a new item has a vector;
+- z = u0 + seq + head.u + W2 tanh(W1 [u0; s; seq] + b1): u0 is a soft mixture of M interest prototypes picked by
+  the history (K=0: a scene-conditioned prior mixture), seq a recency-weighted, transition-mapped summary of the
+  last L items, s the scene encoding;
+- the head {u, W1, b1, W2} (~1.7K floats) is the only part the phone trains.
+
+Everything the phone computes is a function of (table rows, bias, frozen scene/prototype/sequence nets, head), so
+export can bake it: see `score_from_vectors`, `support_loss`, `step_sizes`, `head_init`.
+History layout (binding for export/runtime): `hist_vecs` is (L, d), right-aligned: row L-1 is the most recent
+support item, padding rows come first and have hist_mask 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODEL_CONFIG_VERSION = 1
+SCENE_DIM = 15  # runtime_py.scene.SceneSpec().dim
+HEAD_PARAM_NAMES = ("u", "W1", "b1", "W2")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Shape and switches of `MetaRecModel` (the switches are the ablations of the issue)."""
+
+    version: int = MODEL_CONFIG_VERSION
+    dim: int = 32  # (int) item / user vector size d
+    n_prototypes: int = 8  # (int) interest prototypes M
+    scene_hidden: int = 8  # (int) scene encoding size
+    head_hidden: int = 16  # (int) hidden units of the adaptation head; P = d + h*(2d+s) + h + d*h
+    hist_len: int = 10  # (int) L, history slots the phone keeps
+    n_negatives: int = 20  # (int) fixed inner-loop negatives (most popular train items)
+    inner_steps: int = 3  # (int) Meta-SGD steps on the phone, 0..3
+    init_lr: float = 0.3  # (float) initial per-parameter inner step size
+    id_dropout: float = 0.25  # (float) share of items whose id embedding is hidden in training: attributes must carry
+    use_prototypes: bool = True  # (bool) ablation: u0 = scene prior only, no prototype mixture
+    use_scene: bool = True  # (bool) ablation: scene vector zeroed everywhere
+    use_trend: bool = True  # (bool) ablation: trend term off
+    use_seq: bool = True  # (bool) ablation: no sequential summary
+
+    def __post_init__(self) -> None:
+        if self.version != MODEL_CONFIG_VERSION:
+            raise ValueError(f"ModelConfig version {self.version} unknown; known: {MODEL_CONFIG_VERSION}")
+        for name in ("dim", "n_prototypes", "scene_hidden", "head_hidden", "hist_len", "n_negatives"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.inner_steps <= 3:
+            raise ValueError(f"inner_steps must be in 0..3 (the phone budget), got {self.inner_steps}")
+        if not self.init_lr > 0:
+            raise ValueError("init_lr must be > 0")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError("id_dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return _from_dict(cls, d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(s))
+
+
+def _from_dict(cls, d: dict):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
+
+
+def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None) -> np.ndarray:
+    """(N, G+2) float32 item features: genre flags, standardised release year, year-unknown flag."""
+    n = item_genres.shape[0]
+    year = np.full(n, np.nan, np.float32) if item_year is None else np.asarray(item_year, np.float32)
+    known = np.isfinite(year)
+    yz = np.zeros(n, np.float32)
+    if known.any():
+        mu, sd = year[known].mean(), year[known].std() + 1e-6
+        yz[known] = (year[known] - mu) / sd
+    return np.concatenate([np.asarray(item_genres, np.float32), yz[:, None], (~known)[:, None].astype(np.float32)], 1)
+
+
+class MetaRecModel(nn.Module):
+    """Item table + prototypes + scene encoder + sequence summary + the small adaptation head."""
+
+    head_param_names = HEAD_PARAM_NAMES
+
+    def __init__(self, cfg: ModelConfig, n_items: int, item_attrs: np.ndarray | torch.Tensor,
+                 negatives: np.ndarray | torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d, h, s, m = cfg.dim, cfg.head_hidden, cfg.scene_hidden, cfg.n_prototypes
+        attrs = torch.as_tensor(np.asarray(item_attrs, np.float32))
+        if attrs.shape[0] != n_items:
+            raise ValueError(f"item_attrs has {attrs.shape[0]} rows for {n_items} items")
+        self.n_items = n_items
+        self.register_buffer("item_attrs", attrs)
+        neg = torch.arange(min(cfg.n_negatives, n_items)) if negatives is None else torch.as_tensor(negatives)
+        self.register_buffer("negatives", neg.long())
+        # ids start at zero: an item never seen in training (new item) keeps a pure attribute vector
+        self.item_emb = nn.Parameter(torch.zeros(n_items, d))
+        self.item_bias_id = nn.Parameter(torch.zeros(n_items))
+        self.attr_enc = nn.Linear(attrs.shape[1], d)
+        self.attr_bias = nn.Linear(attrs.shape[1], 1)
+        self.prototypes = nn.Parameter(torch.randn(m, d) * 0.1)
+        self.proto_temp = nn.Parameter(torch.tensor(math.log(4.0)))
+        self.scene_enc = nn.Sequential(nn.Linear(SCENE_DIM, s), nn.Tanh())
+        self.proto_prior = nn.Linear(s, m)  # K=0: the scene picks the prior mixture
+        self.trend_gate = nn.Linear(s, 1)
+        nn.init.constant_(self.trend_gate.bias, 0.5)
+        self.recency = nn.Parameter(torch.linspace(-1.0, 1.0, cfg.hist_len))  # slot L-1 = newest
+        self.transition = nn.Linear(d, d, bias=False)  # last items -> next item direction
+        nn.init.eye_(self.transition.weight)
+        # phi0: the head's meta-learned init, and Meta-SGD's per-parameter log step sizes
+        self.head0 = nn.ParameterDict({
+            "u": nn.Parameter(torch.zeros(d)),
+            "W1": nn.Parameter(torch.randn(h, 2 * d + s) / math.sqrt(2 * d + s)),
+            "b1": nn.Parameter(torch.zeros(h)),
+            "W2": nn.Parameter(torch.zeros(d, h)),
+        })
+        self.log_lr = nn.ParameterDict({k: nn.Parameter(torch.full_like(v, math.log(cfg.init_lr)))
+                                        for k, v in self.head0.items()})
+        self.lr_gate = nn.Linear(s, len(HEAD_PARAM_NAMES))  # scene scales each tensor's rates (x in (0, 2))
+        nn.init.zeros_(self.lr_gate.weight)
+        nn.init.zeros_(self.lr_gate.bias)
+
+    # ------------------------------------------------------------------ export surface
+    @property
+    def inner_steps(self) -> int:
+        return self.cfg.inner_steps
+
+    def item_table(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, d) item vectors; `id_keep` (N,) in {0,1} hides id embeddings (training-time id dropout)."""
+        emb = self.item_emb if id_keep is None else self.item_emb * id_keep[:, None]
+        return emb + self.attr_enc(self.item_attrs)
+
+    def item_bias(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        b = self.item_bias_id if id_keep is None else self.item_bias_id * id_keep
+        return b + self.attr_bias(self.item_attrs)[:, 0]
+
+    @torch.no_grad()
+    def export_item_table(self) -> torch.Tensor:
+        return self.item_table().detach().clone()
+
+    @torch.no_grad()
+    def export_item_bias(self) -> torch.Tensor:
+        return self.item_bias().detach().clone()
+
+    def head_init(self) -> dict[str, torch.Tensor]:
+        """phi0 as plain tensors, in `head_param_names` order (differentiable: meta-gradients reach it)."""
+        return {k: self.head0[k] for k in HEAD_PARAM_NAMES}
+
+    def head_size(self) -> int:
+        return sum(v.numel() for v in self.head0.values())
+
+    # ------------------------------------------------------------------ pure functions of plain tensors
+    def encode_scene(self, scene: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.use_scene:
+            scene = torch.zeros_like(scene)
+        return self.scene_enc(scene)
+
+    def step_sizes(self, scene: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Meta-SGD per-parameter rates for this scene: exp(log_lr) * 2 sigmoid(gate(s)) (gate starts at 1)."""
+        gate = 2.0 * torch.sigmoid(self.lr_gate(self.encode_scene(scene)))
+        return {k: torch.exp(self.log_lr[k]) * gate[j] for j, k in enumerate(HEAD_PARAM_NAMES)}
+
+    def user_vector(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor,
+                    scene: torch.Tensor) -> torch.Tensor:
+        """z (d,) from the history (L, d) right-aligned with mask (L,), the scene (F,) and the head."""
+        s = self.encode_scene(scene)
+        cnt = hist_mask.sum()
+        mean = (hist_vecs * hist_mask[:, None]).sum(0) / cnt.clamp(min=1.0)
+        has = (cnt > 0).to(hist_vecs.dtype)
+        logits = self.proto_prior(s)
+        if self.cfg.use_prototypes:
+            # attention of the history's mean on the prototypes; K=0 leaves only the scene prior
+            logits = logits + has * torch.exp(self.proto_temp) * F.normalize(self.prototypes, dim=-1) @ \
+                F.normalize(mean, dim=-1, eps=1e-6)
+        u0 = torch.softmax(logits, -1) @ self.prototypes
+        if self.cfg.use_seq:
+            w = torch.softmax(self.recency.masked_fill(hist_mask <= 0, -1e4), -1) * has
+            seq = self.transition(w @ hist_vecs)
+        else:
+            seq = torch.zeros_like(u0)
+        x = torch.cat([u0, s, seq])
+        return u0 + seq + head["u"] + head["W2"] @ torch.tanh(head["W1"] @ x + head["b1"])
+
+    def score_from_vectors(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
+                           trend: torch.Tensor, table: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) of every item; `trend` is log1p of 7-day counts."""
+        z = self.user_vector(head, hist_vecs, hist_mask, scene)
+        out = F.linear(z, table) + bias
+        if self.cfg.use_trend:
+            out = out + F.softplus(self.trend_gate(self.encode_scene(scene)))[0] * trend
+        return out
+
+    def support_loss(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
+                     target_vecs: torch.Tensor, target_mask: torch.Tensor, neg_vecs: torch.Tensor) -> torch.Tensor:
+        """Inner-loop loss: each support item against the fixed negatives (softmax CE), mean over valid targets.
+
+        Bias and trend are constant in the head, so the loss needs only dot products; 0 when there is no support.
+        """
+        z = self.user_vector(head, hist_vecs, hist_mask, scene)
+        pos = target_vecs @ z  # (S,)
+        neg = neg_vecs @ z  # (R,)
+        lse = torch.logsumexp(torch.cat([pos[:, None], neg[None, :].expand(pos.shape[0], -1)], 1), 1)
+        return ((lse - pos) * target_mask).sum() / target_mask.sum().clamp(min=1.0)
+
+    # ------------------------------------------------------------------ convenience for the host
+    def adapt(self, head: dict, hist_vecs, hist_mask, scene, table: torch.Tensor, steps: int | None = None,
+              rates: dict | None = None) -> dict:
+        """Meta-SGD adaptation of one user's head on its support (the phone's program, in eager torch)."""
+        from metarec.sdk.meta import inner_adapt  # meta imports model; keep the cycle lazy
+
+        steps = self.inner_steps if steps is None else steps
+        rates = self.step_sizes(scene) if rates is None else rates
+        neg_vecs = table[self.negatives]
+
+        def loss(h):
+            return self.support_loss(h, hist_vecs, hist_mask, scene, hist_vecs, hist_mask, neg_vecs)
+
+        return inner_adapt(loss, head, rates, steps, first_order=True)

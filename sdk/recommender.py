@@ -1,0 +1,76 @@
+"""`MetaRecRecommender`: the meta-learned prior behind PROTOCOL v1's `Recommender` contract (fit / score), so
+`metarec eval` treats it like any baseline. Scoring runs exactly the functions export bakes: the exported item
+table and bias, `adapt` (the phone's <= 3 Meta-SGD steps) and `score_from_vectors`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from metarec.sdk.train import TrainConfig, fit_model, load_checkpoint
+
+
+class MetaRecRecommender:
+    """fit: load `checkpoint` when it was trained on exactly these users, else meta-train with `config`."""
+
+    def __init__(self, config: TrainConfig | None = None, checkpoint: str | os.PathLike | None = None,
+                 name: str = "metarec", save_to: str | os.PathLike | None = None):
+        if config is None and checkpoint is None:
+            config = TrainConfig()
+        self.config, self.checkpoint, self.name, self.save_to = config, checkpoint, name, save_to
+        self.model = None
+        self.stats: dict = {}
+
+    def fit(self, ds, fit_users: np.ndarray, log=None) -> "MetaRecRecommender":
+        fit_users = np.asarray(fit_users, np.int64)
+        if self.checkpoint is not None and os.path.isfile(self.checkpoint):
+            model, cfg, ck = load_checkpoint(self.checkpoint)
+            same = sorted(ck["fit_users"]) == sorted(fit_users.tolist()) and ck["n_items"] == ds.n_items
+            if same or self.config is None:
+                # a checkpoint made for other users is still used when no config says how to retrain (CLI eval)
+                self._set(model, cfg)
+                self.stats = ck.get("stats", {})
+                return self
+        model, self.stats = fit_model(self.config, ds, fit_users, self.save_to)
+        self._set(model, self.config)
+        return self
+
+    def _set(self, model, cfg: TrainConfig) -> None:
+        self.model, self.config = model.eval(), cfg
+        self.learner = cfg.learner_obj()
+        self.table = model.export_item_table()
+        self.bias = model.export_item_bias()
+        self.L = cfg.model.hist_len
+        with torch.no_grad():
+            self.head0 = {k: v.detach().clone() for k, v in self.learner.head0(model).items()}
+
+    def history(self, support_items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-aligned last-L history: (L, d) vectors and (L,) mask (row L-1 = newest)."""
+        items = np.asarray(support_items, np.int64)[-self.L:]
+        idx = np.zeros(self.L, np.int64)
+        mask = np.zeros(self.L, np.float32)
+        if len(items):
+            idx[self.L - len(items):] = items
+            mask[self.L - len(items):] = 1.0
+        return self.table[torch.from_numpy(idx)], torch.from_numpy(mask)
+
+    def adapted_head(self, support_items: np.ndarray, scene: np.ndarray) -> dict:
+        hv, hm = self.history(support_items)
+        sc = torch.as_tensor(np.asarray(scene, np.float32))
+        with torch.no_grad():
+            steps = self.learner.eval_steps
+            if steps == 0 or hm.sum() == 0:
+                return self.head0
+            rates = self.learner.rates(self.model, sc)
+            return self.model.adapt(self.head0, hv, hm, sc, self.table, steps, rates)
+
+    def score(self, q) -> np.ndarray:
+        hv, hm = self.history(q.support_items)
+        sc = torch.as_tensor(np.asarray(q.scene, np.float32))
+        trend = torch.from_numpy(np.log1p(np.asarray(q.trending, np.float32)))
+        head = self.adapted_head(q.support_items, q.scene)
+        with torch.no_grad():
+            s = self.model.score_from_vectors(head, hv, hm, sc, trend, self.table, self.bias)
+        return s.numpy().astype(np.float64)

@@ -1,0 +1,302 @@
+"""Meta-training of `MetaRecModel` over user tasks: one process or `torchrun --nproc_per_node=N` (gloo).
+
+A task is a train user's history cut at a position c: support = the last L events before c (the phone keeps L),
+query = events c .. c+Q-1, scene and trend at event c's time. Trend = log1p of the 7-day counts of OTHER fit users'
+events in [t - 7d, t), so training sees exactly what a query sees at evaluation (time-honest).
+Tasks are sampled as whole tensors per step from a generator seeded by (seed, step): resuming from a checkpoint and
+sharding over ranks both replay the very same global batches. Each rank takes a contiguous slice of the global
+batch, sums its loss / global batch size, and gradients are all-reduced (sum), so N ranks == 1 process up to
+floating-point summation order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from metarec.runtime.scene import scene_features
+from metarec.sdk.meta import LEARNERS, MetaLearner, batch_scores, reptile_pull
+from metarec.sdk.model import MetaRecModel, ModelConfig, _from_dict, item_attributes
+
+TRAIN_CONFIG_VERSION = 1
+CHECKPOINT_VERSION = 1
+WEEK = 7 * 86400.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Meta-training stage (versioned; serialised into checkpoints and the bundle manifest)."""
+
+    version: int = TRAIN_CONFIG_VERSION
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    learner: str = "metasgd"  # (str) one of sdk.meta.LEARNERS
+    dataset: str = "ml-100k"  # (str) sdk.data.load_dataset name or path
+    fit_users: str = "train+val"  # (str) "train" (choices on validation users) or "train+val" (the test run)
+    withhold_new_items: bool = False  # (bool) PROTOCOL v1 new-item run: the seeded 10% of items get no events
+    steps: int = 1200  # (int) optimizer steps
+    batch_size: int = 256  # (int) global tasks per step (split over ranks)
+    lr: float = 0.01  # (float) Adam rate of the outer loop
+    weight_decay: float = 0.0  # (float) L2 on id embeddings only (keeps rare items near their attribute vector)
+    early_frac: float = 0.6  # (float) share of tasks cut at K in 0..hist_len (cold start), rest anywhere
+    n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
+    future_weight: float = 1.0  # (float) weight of the later query items' mean CE next to the next item's CE
+    finetune_lr: float = 0.3  # (float) fixed rate of maml / reptile / finetune inner steps
+    seed: int = 0  # (int) everything random derives from it
+    ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
+    progress: bool = True  # (bool) tqdm bar on rank 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        if self.version != TRAIN_CONFIG_VERSION:
+            raise ValueError(f"TrainConfig version {self.version} unknown; known: {TRAIN_CONFIG_VERSION}")
+        if self.learner not in LEARNERS:
+            raise ValueError(f"unknown learner {self.learner!r}; known: {list(LEARNERS)}")
+        if self.fit_users not in ("train", "train+val"):
+            raise ValueError(f"fit_users must be 'train' or 'train+val', got {self.fit_users!r}")
+        for name in ("steps", "batch_size", "n_targets"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if not (self.lr > 0 and self.finetune_lr > 0 and self.weight_decay >= 0 and self.future_weight >= 0):
+            raise ValueError("lr and finetune_lr must be > 0; weight_decay and future_weight >= 0")
+        if not 0 <= self.early_frac <= 1:
+            raise ValueError("early_frac must be in [0, 1]")
+        if self.ckpt_every < 0:
+            raise ValueError("ckpt_every must be >= 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return _from_dict(cls, d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(s))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        return cls.from_json(Path(path).read_text())
+
+    def learner_obj(self) -> MetaLearner:
+        return MetaLearner(self.learner, self.model.inner_steps, self.finetune_lr)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+class TaskBank:
+    """Fit users' histories as padded arrays + the fit users' log for time-honest trend counts."""
+
+    def __init__(self, ds, fit_users: np.ndarray, hist_len: int):
+        self.n_items, self.hist_len = ds.n_items, hist_len
+        keep = np.isin(ds.user, fit_users)
+        self.log_user, self.log_item, self.log_ts = ds.user[keep], ds.item[keep], ds.ts[keep]
+        per_user = ds.user_events()
+        rows = [per_user[u] for u in fit_users if len(per_user[u]) >= 2]
+        if not rows:
+            raise ValueError("no fit user has 2 or more events: nothing to learn from")
+        self.users = np.asarray([ds.user[r[0]] for r in rows], np.int64)
+        self.lens = np.asarray([len(r) for r in rows], np.int64)
+        tmax = int(self.lens.max())
+        self.items = np.zeros((len(rows), tmax), np.int64)
+        self.ts = np.zeros((len(rows), tmax), np.float64)
+        self.scene = np.zeros((len(rows), tmax, 15), np.float32)
+        sc_all = scene_features(ds.ts)  # once for every event: the scene of a task is its query's
+        for j, r in enumerate(rows):
+            self.items[j, :len(r)], self.ts[j, :len(r)], self.scene[j, :len(r)] = ds.item[r], ds.ts[r], sc_all[r]
+
+    def trend(self, t: np.ndarray, user: np.ndarray) -> np.ndarray:
+        """(B, N) counts of other fit users' events in [t - 7d, t)."""
+        lo = np.searchsorted(self.log_ts, t - WEEK, side="left")
+        hi = np.searchsorted(self.log_ts, t, side="left")
+        n = hi - lo
+        row = np.repeat(np.arange(len(t)), n)
+        idx = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+        other = self.log_user[idx] != user[row]
+        flat = row[other] * self.n_items + self.log_item[idx[other]]
+        return np.bincount(flat, minlength=len(t) * self.n_items).reshape(len(t), self.n_items).astype(np.float32)
+
+    def sample(self, rng: np.random.Generator, batch: int, early_frac: float, n_targets: int) -> dict:
+        """A batch of tasks as arrays: hist (B, L), hist_mask, scene (B, F), trend (B, N) log1p, targets (B, Q),
+        target_mask, exclude (B, N) bool = every support item (the evaluator excludes them too)."""
+        j = rng.integers(0, len(self.users), batch)
+        n = self.lens[j]
+        early = rng.random(batch) < early_frac
+        c_early = rng.integers(0, np.minimum(self.hist_len, n - 1) + 1)
+        c_any = rng.integers(0, n)
+        c = np.where(early, c_early, c_any)  # query starts at event c (0-based): support = events < c
+        L, Q = self.hist_len, n_targets
+        pos = c[:, None] - L + np.arange(L)[None, :]
+        hist_mask = pos >= 0
+        hist = np.where(hist_mask, self.items[j[:, None], np.clip(pos, 0, None)], 0)
+        qpos = c[:, None] + np.arange(Q)[None, :]
+        tmask = qpos < n[:, None]
+        targets = np.where(tmask, self.items[j[:, None], np.clip(qpos, None, self.items.shape[1] - 1)], 0)
+        t = self.ts[j, c]
+        tmax = self.items.shape[1]
+        sup = np.arange(tmax)[None, :] < c[:, None]
+        exclude = np.zeros((batch, self.n_items), bool)
+        bi, pi = np.nonzero(sup)
+        exclude[bi, self.items[j[bi], pi]] = True
+        return {"hist": hist, "hist_mask": hist_mask.astype(np.float32), "scene": self.scene[j, c],
+                "trend": np.log1p(self.trend(t, self.users[j])), "targets": targets,
+                "target_mask": tmask.astype(np.float32), "exclude": exclude}
+
+
+def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom: int, future_weight: float,
+              steps: int | None = None) -> torch.Tensor:
+    """Sum over the batch's tasks of CE(next) + future_weight * mean CE(later items), divided by `denom`
+    (the GLOBAL batch size, so shards add up to the 1-process loss)."""
+    steps = learner.train_steps if steps is None else steps
+    table, bias = model.item_table(id_keep), model.item_bias(id_keep)
+    scores = batch_scores(model, learner, table, bias, b["hist"], b["hist_mask"], b["scene"], b["trend"], steps)
+    logp = F.log_softmax(scores.masked_fill(b["exclude"], -1e9), -1)
+    lp = logp.gather(1, b["targets"]) * b["target_mask"]
+    later = lp[:, 1:].sum(1) / b["target_mask"][:, 1:].sum(1).clamp(min=1.0)
+    loss = -(lp[:, 0] + future_weight * later).sum() / denom
+    if learner.name == "reptile":
+        loss = loss + reptile_pull(model, learner, table, b["hist"], b["hist_mask"], b["scene"], b["targets"],
+                                   b["target_mask"]) * b["hist"].shape[0] / denom
+    return loss
+
+
+def _to_torch(b: dict, lo: int, hi: int) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v[lo:hi])) for k, v in b.items()}
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
+    """A fresh model whose negatives are the fit users' most popular items (stored on the model for the phone)."""
+    torch.manual_seed(cfg.seed)
+    counts = np.bincount(ds.item[np.isin(ds.user, fit_users)], minlength=ds.n_items)
+    neg = np.argsort(-counts, kind="stable")[:cfg.model.n_negatives]
+    return MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
+
+
+def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.PathLike | None = None,
+              resume: bool = True) -> tuple[MetaRecModel, dict]:
+    """Meta-train on `fit_users` of `ds`; checkpoints (and resumes from) `ckpt_path`. Returns (model, stats)."""
+    rank, world = _dist_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} ranks")
+    fit_users = np.asarray(fit_users, np.int64)
+    model = build_model(cfg, ds, fit_users)
+    learner = cfg.learner_obj()
+    decay = [model.item_emb]
+    rest = [p for n, p in model.named_parameters() if n != "item_emb"]
+    opt = torch.optim.Adam([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest}], lr=cfg.lr)
+    start = 0
+    if ckpt_path is not None and resume and Path(ckpt_path).is_file():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["train_config"] == cfg.to_dict() and ck["step"] < cfg.steps:
+            model.load_state_dict(ck["state_dict"])
+            opt.load_state_dict(ck["optimizer"])
+            start = ck["step"]
+    bank = TaskBank(ds, fit_users, cfg.model.hist_len)
+    per = cfg.batch_size // world
+    lo, hi = rank * per, (rank + 1) * per
+    t0 = time.perf_counter()
+    losses = []
+    bar = tqdm(range(start, cfg.steps), disable=not (cfg.progress and rank == 0), desc=f"meta-train {cfg.learner}")
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step])
+        b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets)
+        id_keep = torch.from_numpy((rng.random(ds.n_items) >= cfg.model.id_dropout).astype(np.float32))
+        loss = task_loss(model, learner, _to_torch(b, lo, hi), id_keep, cfg.batch_size, cfg.future_weight)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if world > 1:
+            for p in model.parameters():
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            lt = loss.detach().clone()
+            dist.all_reduce(lt)
+            loss = lt
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if ckpt_path is not None and rank == 0 and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 \
+                and step + 1 < cfg.steps:
+            save_checkpoint(ckpt_path, model, cfg, opt, step + 1, ds, fit_users)
+    stats = {"train_seconds": time.perf_counter() - t0, "steps_run": cfg.steps - start, "world_size": world,
+             "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
+    if ckpt_path is not None and rank == 0:
+        save_checkpoint(ckpt_path, model, cfg, opt, cfg.steps, ds, fit_users, stats)
+    return model, stats
+
+
+def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int, ds, fit_users, stats=None):
+    """Atomic write (tmp + rename): a kill mid-save never leaves a torn checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ck = {"checkpoint_version": CHECKPOINT_VERSION, "train_config": cfg.to_dict(), "step": step,
+          "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "n_items": model.n_items,
+          "item_ids": [str(x) for x in ds.item_ids], "fit_users": np.asarray(fit_users).tolist(),
+          "stats": stats or {}}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ck, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[MetaRecModel, TrainConfig, dict]:
+    """(model in eval mode, its TrainConfig, the raw checkpoint dict)."""
+    ck = torch.load(path, weights_only=False)
+    if ck.get("checkpoint_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {ck.get('checkpoint_version')} unknown; "
+                         f"known: {CHECKPOINT_VERSION}")
+    cfg = TrainConfig.from_dict(ck["train_config"])
+    sd = ck["state_dict"]
+    model = MetaRecModel(cfg.model, ck["n_items"], sd["item_attrs"].numpy(), sd["negatives"].numpy())
+    model.load_state_dict(sd)
+    model.eval()
+    return model, cfg, ck
+
+
+def fit_users_for(cfg: TrainConfig, ds) -> np.ndarray:
+    from metarec.sdk.protocol import split_users
+
+    sp = split_users(ds)
+    return sp.train if cfg.fit_users == "train" else np.r_[sp.train, sp.val]
+
+
+def train(config: TrainConfig | str | os.PathLike, out_path: str | os.PathLike) -> dict:
+    """`metarec train --config FILE --out CKPT`: load the data, meta-train, write the checkpoint. Under torchrun
+    (WORLD_SIZE > 1) it joins the gloo group itself and shards tasks over ranks."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.protocol import _subset, withheld_items
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("gloo")
+    try:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        ds = load_dataset(cfg.dataset)
+        users = fit_users_for(cfg, ds)  # the split is always taken on the full data
+        if cfg.withhold_new_items:
+            held = np.zeros(ds.n_items, bool)
+            held[withheld_items(ds)] = True
+            ds = _subset(ds, ~held[ds.item])
+        _, stats = fit_model(cfg, ds, users, out_path)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+    return stats
