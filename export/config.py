@@ -1,0 +1,135 @@
+"""Versioned stage configs of export (shared/STYLE.md: dataclass, `version`, ValueError, JSON round trip).
+
+Both land verbatim in the bundle manifest (`configs.compress`, `configs.export`), so a bundle says how it was made.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+COMPRESS_CONFIG_VERSION = 1
+EXPORT_CONFIG_VERSION = 1
+QUANTS = ("none", "int8", "int4")
+TABLE_MODES = ("input",)  # see programs.py, "Where the item table lives"
+ADAPT_MODES = ("training",)
+
+
+def _from_dict(cls, d: dict):
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__} needs a dict, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
+
+
+class _JsonConfig:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return _from_dict(cls, d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str):
+        return cls.from_dict(json.loads(s))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig(_JsonConfig):
+    """What happens to the prior before it becomes programs: structured pruning, then table quantization.
+
+    >>> CompressConfig(quant="int4", prune_dim=24).group_size
+    32
+    """
+
+    version: int = COMPRESS_CONFIG_VERSION
+    quant: str = "int4"  # (str) item table storage: none (float32) | int8 | int4, symmetric, torchao-quantized
+    group_size: int = 32  # (int) columns sharing one scale; int4 needs a multiple of 32 that divides d (0: one per row)
+    prune_dim: int | None = None  # (int|None) item/user dimensions kept (by measured importance); None: all
+    prune_prototypes: int | None = None  # (int|None) interest prototypes kept (by measured usage); None: all
+    finetune_steps: int = 0  # (int) meta-training steps after pruning (needs data; 0: none)
+    importance_samples: int = 512  # (int) histories used to measure dimension / prototype importance
+
+    def __post_init__(self) -> None:
+        if self.version != COMPRESS_CONFIG_VERSION:
+            raise ValueError(f"CompressConfig version {self.version} unknown; known: {COMPRESS_CONFIG_VERSION}")
+        if self.quant not in QUANTS:
+            raise ValueError(f"quant {self.quant!r} unknown; known: {list(QUANTS)}")
+        if not isinstance(self.group_size, int) or self.group_size < 0:
+            raise ValueError(f"group_size must be an int >= 0, got {self.group_size!r}")
+        if self.quant == "int4" and (self.group_size == 0 or self.group_size % 32):
+            raise ValueError(f"int4 needs a group_size that is a multiple of 32, got {self.group_size}")
+        for name in ("prune_dim", "prune_prototypes"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
+        if self.finetune_steps < 0 or self.importance_samples < 1:
+            raise ValueError("finetune_steps must be >= 0 and importance_samples >= 1")
+
+    @property
+    def prunes(self) -> bool:
+        return self.prune_dim is not None or self.prune_prototypes is not None
+
+    def table_group_size(self, d: int) -> int:
+        """Group size actually used for a d-column table (0 means one scale per row)."""
+        if self.quant == "none":
+            return 0
+        g = self.group_size or d
+        if d % g:
+            raise ValueError(f"group_size {g} does not divide the table width d={d}")
+        return g
+
+
+def parse_prune(spec: str | dict | None) -> dict:
+    """`"dim=24,prototypes=6"` -> {"prune_dim": 24, "prune_prototypes": 6} (CLI `--prune`); None -> {}."""
+    if spec is None or spec == "":
+        return {}
+    if isinstance(spec, dict):
+        items = spec.items()
+    else:
+        items = []
+        for part in str(spec).split(","):
+            if "=" not in part:
+                raise ValueError(f"prune spec part {part!r} is not key=value (e.g. dim=24,prototypes=6)")
+            k, v = part.split("=", 1)
+            items.append((k.strip(), v.strip()))
+    keys = {"dim": "prune_dim", "prototypes": "prune_prototypes", "finetune_steps": "finetune_steps"}
+    out = {}
+    for k, v in items:
+        if k not in keys:
+            raise ValueError(f"prune key {k!r} unknown; known: {sorted(keys)}")
+        try:
+            out[keys[k]] = int(v)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"prune {k}={v!r} is not an int") from e
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(_JsonConfig):
+    """How the compressed prior becomes a bundle."""
+
+    version: int = EXPORT_CONFIG_VERSION
+    k_max: int = 100  # (int) top-k capacity of score.pte
+    table_mode: str = "input"  # (str) how score.pte reaches the item table (programs.py explains the choice)
+    adapt_mode: str = "training"  # (str) adapt.pte kind: an executorch.extension.training program
+    onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
+    model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
+
+    def __post_init__(self) -> None:
+        if self.version != EXPORT_CONFIG_VERSION:
+            raise ValueError(f"ExportConfig version {self.version} unknown; known: {EXPORT_CONFIG_VERSION}")
+        if not isinstance(self.k_max, int) or self.k_max < 1:
+            raise ValueError(f"k_max must be an int >= 1, got {self.k_max!r}")
+        if self.table_mode not in TABLE_MODES:
+            raise ValueError(f"table_mode {self.table_mode!r} unknown; known: {list(TABLE_MODES)}")
+        if self.adapt_mode not in ADAPT_MODES:
+            raise ValueError(f"adapt_mode {self.adapt_mode!r} unknown; known: {list(ADAPT_MODES)}")
+        if not isinstance(self.model_version, str):
+            raise ValueError("model_version must be a str")

@@ -1,0 +1,163 @@
+"""Step 2 of export: the two ExecuTorch programs the phone runs, and the eager modules they are traced from.
+
+## Where the item table lives (measured on this machine, ML-100K 1,682 x 32, 1 thread, p50 of Method.execute)
+The table exists once in the bundle: `items.bin`, in the runtime's table layout (quantized by torchao). The
+runtime dequantizes it once when the bundle opens, because it needs float rows anyway: history, support and
+negative vectors for both programs, and every row for `because` similarity. score.pte takes that float table as
+its input `table` (a zero-copy view of the runtime's array), so no program carries a second copy.
+Measured on the real scorer (prototype mixture + sequence summary + head + trend + exclude + top-k):
+- table as an input (this design): 37.6 KB program (incl. the fp32 bias), 120 us;
+- int4 table as a constant inside score.pte: 69 KB program, 95 us, but then the runtime has no rows: it must
+  rebuild them by probing score.pte (d * ceil(N / k_max) = 544 calls at open, ~80-200 ms measured) or the
+  bundle carries a second copy. The probed int4 rows also differed from torchao's dequantized table by up to
+  6.4e-3 (XNNPACK's own int4 dequantization), so the runtime's rows would not be the program's rows;
+- the table part alone (linear + top-k): int4 constant 17.7 us / 40.6 KB, int8 16.3 us / 70.9 KB, fp32
+  constant 19.1 us / 225 KB (ARCHITECTURE.md: fp32 input 25 us, in-graph dequantize 102 us).
+So the constant saves ~25 us of a ~100 us call whose cost is the user-vector graph, and costs either a second
+table copy or a fragile probe; the input keeps one exact copy. `python -m metarec.export.measure` reruns this.
+
+## adapt.pte
+An ExecuTorch training program (contracts.md): one parameter `delta` (P,), theta = theta0 + scale * delta with
+scale = sqrt(step_sizes(scene)) baked from the learned Meta-SGD rates and the scene gate; each forward_backward
++ SGD(lr=1) on delta is then exactly one Meta-SGD step on theta. Outputs (loss, scale): the runtime reads the
+adapted head as theta0 + scale * delta.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude", "table")
+SCORE_OUTPUTS = ("topk_scores", "topk_ids")
+ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
+ADAPT_OUTPUTS = ("loss", "scale")
+ADAPT_PARAMETER = "delta"
+
+
+def head_layout(model) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """(names, shapes) of the head in flattening order."""
+    h = model.head_init()
+    names = tuple(model.head_param_names)
+    return names, tuple(tuple(h[k].shape) for k in names)
+
+
+def flatten_head(model, head: dict) -> torch.Tensor:
+    return torch.cat([head[k].reshape(-1) for k in model.head_param_names])
+
+
+def unflatten_head(flat: torch.Tensor, names, shapes) -> dict:
+    out, o = {}, 0
+    for k, s in zip(names, shapes):
+        n = math.prod(s)
+        out[k] = flat[o:o + n].reshape(s)
+        o += n
+    return out
+
+
+def frozen_copy(model):
+    """The model without its catalog-sized tensors (they would be baked into every program) and frozen."""
+    m = copy.deepcopy(model).eval()
+    for name in ("item_emb", "item_bias_id"):
+        delattr(m, name)
+        m.register_buffer(name, torch.empty(0))
+    m.item_attrs = torch.empty(0)
+    m.negatives = torch.empty(0, dtype=torch.long)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+class ScoreModule(nn.Module):
+    """score.pte: the model's own `score_from_vectors` on the input table, excluded items to -inf, then top-k."""
+
+    def __init__(self, model, bias: torch.Tensor, k_max: int):
+        super().__init__()
+        self.names, self.shapes = head_layout(model)
+        self.model = frozen_copy(model)
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32).clone())
+        if not 1 <= k_max <= self.bias.shape[0]:
+            raise ValueError(f"k_max={k_max} must be in [1, N={self.bias.shape[0]}]")
+        self.k_max = k_max
+
+    def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
+        s = self.model.score_from_vectors(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask,
+                                          scene, trend, table, self.bias)
+        return torch.where(exclude > 0.5, torch.full_like(s, float("-inf")), s)
+
+    def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
+        v, i = torch.topk(self.scores(head, hist_vecs, hist_mask, scene, trend, exclude, table), self.k_max)
+        return v, i
+
+
+def score_example_inputs(model, k_table: torch.Tensor) -> tuple:
+    """Contract-shaped example inputs (a typical user: 3 history items, nothing excluded but those)."""
+    L, d = model.cfg.hist_len, k_table.shape[1]
+    from metarec.sdk.model import SCENE_DIM
+
+    g = torch.Generator().manual_seed(0)
+    n = k_table.shape[0]
+    hist_mask = torch.zeros(L)
+    hist_mask[-3:] = 1.0
+    ids = torch.randint(0, n, (L,), generator=g)
+    hist_vecs = k_table[ids] * hist_mask[:, None]
+    exclude = torch.zeros(n)
+    exclude[ids[-3:]] = 1.0
+    scene = torch.zeros(SCENE_DIM)
+    scene[0], scene[1], scene[3], scene[8] = 0.5, -0.86, 1.0, 1.0
+    trend = torch.log1p(torch.randint(0, 20, (n,), generator=g).float())
+    head = flatten_head(model, model.head_init()).detach().clone()
+    return head, hist_vecs, hist_mask, scene, trend, exclude, k_table.clone()
+
+
+class AdaptModule(nn.Module):
+    """adapt.pte's forward: support loss at theta0 + scale * delta; delta is the only trainable tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.names, self.shapes = head_layout(model)
+        self.model = frozen_copy(model)
+        self.negatives = None
+        P = sum(math.prod(s) for s in self.shapes)
+        self.delta = nn.Parameter(torch.zeros(P))
+
+    def scale(self, scene):
+        rates = self.model.step_sizes(scene)
+        return torch.cat([torch.sqrt(rates[k]).reshape(-1) for k in self.names])
+
+    def forward(self, theta0, hist_vecs, hist_mask, scene, target_vecs, target_mask, neg_vecs):
+        scale = self.scale(scene).detach()
+        theta = theta0 + scale * self.delta
+        head = unflatten_head(theta, self.names, self.shapes)
+        loss = self.model.support_loss(head, hist_vecs, hist_mask, scene, target_vecs, target_mask, neg_vecs)
+        return loss, scale
+
+
+def adapt_example_inputs(model, table: torch.Tensor) -> tuple:
+    head, hist_vecs, hist_mask, scene, *_ = score_example_inputs(model, table)
+    neg = table[model.negatives]
+    return head, hist_vecs, hist_mask, scene, hist_vecs.clone(), hist_mask.clone(), neg
+
+
+def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: int) -> bytes:
+    """score.pte bytes: torch.export -> XNNPACK partitioner -> ExecuTorch."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    mod = ScoreModule(model, bias, k_max).eval()
+    ep = torch.export.export(mod, score_example_inputs(model, table), strict=False)
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def export_adapt_program(model, table: torch.Tensor) -> bytes:
+    """adapt.pte bytes: a joint forward-backward graph (executorch.extension.training) with `delta` inside."""
+    from executorch.exir import to_edge
+    from torch.export.experimental import _export_forward_backward
+
+    mod = AdaptModule(model)
+    ep = torch.export.export(mod, adapt_example_inputs(model, table), strict=False)
+    ep = _export_forward_backward(ep)
+    return to_edge(ep).to_executorch().buffer
