@@ -180,11 +180,14 @@ class ALS:
     def fit(self, ds: Dataset, fit_users: np.ndarray, log: EventLog) -> "ALS":
         from implicit.cpu.als import AlternatingLeastSquares
 
+        from threadpoolctl import threadpool_limits
+
         p = self.params
-        self.model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"],
-                                             alpha=p["alpha"], iterations=p["iterations"], random_state=p["seed"],
-                                             num_threads=self.threads)
-        self.model.fit(_user_item_csr(ds, np.asarray(fit_users)), show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit's advice (it warns otherwise): its own threads, not OpenBLAS's
+            self.model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"],
+                                                 alpha=p["alpha"], iterations=p["iterations"],
+                                                 random_state=p["seed"], num_threads=self.threads)
+            self.model.fit(_user_item_csr(ds, np.asarray(fit_users)), show_progress=False)
         return self
 
     def fold_in(self, support_items: np.ndarray) -> np.ndarray:
@@ -207,19 +210,30 @@ class MFFineTune:
     """Softmax MF pretrained on the fit users; a cold user's vector starts at the prior u0 (mean user vector) and
     takes `steps` gradient steps on L(support) + alpha * ||u - u0||^2 with the item side frozen. K=0: the prior."""
 
-    def __init__(self, dim: int = 32, epochs: int = 20, lr: float = 0.01, weight_decay: float = 1e-5,
-                 steps: int = 5, step_lr: float = 1.0, alpha: float = 0.1, seed: int = 0, threads: int = 2):
+    def __init__(self, dim: int = 32, epochs: int = 10, batch: int = 4096, lr: float = 0.02,
+                 weight_decay: float = 1e-5, steps: int = 5, step_lr: float = 1.0, alpha: float = 0.1, seed: int = 0,
+                 threads: int = 1):
         self.name = "mf_finetune"
-        self.params = dict(dim=dim, epochs=epochs, lr=lr, weight_decay=weight_decay, steps=steps, step_lr=step_lr,
-                           alpha=alpha, seed=seed)
+        self.params = dict(dim=dim, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, steps=steps,
+                           step_lr=step_lr, alpha=alpha, seed=seed)
         self.threads = threads
 
     def fit(self, ds: Dataset, fit_users: np.ndarray, log: EventLog) -> "MFFineTune":
         import torch
+
+        prev_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # a shared 2-core box: more threads only contend
+        try:
+            self._pretrain(ds, fit_users)
+        finally:
+            torch.set_num_threads(prev_threads)
+        return self
+
+    def _pretrain(self, ds: Dataset, fit_users: np.ndarray) -> None:
+        import torch
         import torch.nn.functional as F
 
         p = self.params
-        torch.set_num_threads(self.threads)
         gen = torch.Generator().manual_seed(p["seed"])
         users = np.unique(np.asarray(fit_users))
         m = np.isin(ds.user, users)
@@ -229,7 +243,7 @@ class MFFineTune:
         E = (0.1 * torch.randn(ds.n_items, p["dim"], generator=gen)).requires_grad_()
         b = torch.zeros(ds.n_items, requires_grad=True)
         opt = torch.optim.Adam([U, E, b], lr=p["lr"], weight_decay=p["weight_decay"])
-        batch = 2048
+        batch = p["batch"]
         for _ in range(p["epochs"]):
             perm = torch.randperm(len(ev_u), generator=gen)
             for j in range(0, len(perm), batch):
@@ -240,7 +254,6 @@ class MFFineTune:
                 opt.step()
         self.E, self.b = E.detach(), b.detach()
         self.u0 = U.detach().mean(0)
-        return self
 
     def user_vector(self, support_items: np.ndarray):
         """u fine-tuned on the support: full-batch gradient steps on CE(support) + alpha ||u - u0||^2."""
