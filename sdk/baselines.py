@@ -332,7 +332,7 @@ class Blend:
         z = _CachedZ([mk().fit(ds, train_users, log) for mk in self.make_components])
         best, self.val_table = None, []
         for a in self.grid:
-            w = np.array([1.0 - a, a])
+            w = np.array([round(1.0 - a, 6), a])
             res = evaluate_users(_Weighted(z, w), ds, val_users, log, ks=HEADLINE_KS)
             hr = summarize_next_item(res, ks=HEADLINE_KS)["headline"]["hr10"]
             self.val_table.append({"weights": w.tolist(), "val_hr10": hr})
@@ -407,3 +407,60 @@ def run_baselines(ds: Dataset, names=None, progress: bool = True) -> dict[str, d
             r.setdefault("new_items", {})["params"] = made[1].params
         out[n] = r
     return out
+
+
+# ---------------------------------------------------------------------------------------------- results files
+# Headline HR@10 each baseline should land near on ML-100K (issue 3; +-0.04), shown beside ours in baselines.md.
+ML100K_REFERENCE_HR10 = {"popularity": 0.190, "trending": 0.356, "item_knn": 0.40, "als": 0.33,
+                         "item_knn+trending": 0.43, "als+trending": 0.43, "transition3+trending": 0.46}
+
+
+def _ci(x: list) -> str:
+    return f"[{x[0]:.3f}, {x[1]:.3f}]"
+
+
+def baselines_markdown(results: dict[str, dict]) -> str:
+    """The side-by-side table of baselines.md."""
+    first = next(iter(results.values()), {})
+    ks = list(first.get("per_k", {}))
+    ref = first.get("dataset") == "ml-100k"
+    head = ["model", "HR@10 (K=1..3)", "95% CI", "NDCG@10", "95% CI", *(f"HR@10 K={k}" for k in ks),
+            "Recall@10 K=0", "K=3", "K=10", "learning speed K", "new-item HR@10", "n"]
+    if ref:
+        head.insert(1, "reference HR@10")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        h = r["headline"]
+        lc = r.get("learning_curve", {}).get("recall10", {})
+        ni = r.get("new_items", {})
+        row = [name, f"{h['hr10']:.3f}", _ci(h["hr10_ci"]), f"{h['ndcg10']:.3f}", _ci(h["ndcg10_ci"]),
+               *(f"{r['per_k'][k]['hr10']:.3f}" for k in ks),
+               *(f"{lc[k]['recall10']:.3f}" if k in lc else "-" for k in ("0", "3", "10")),
+               str(r.get("learning_curve", {}).get("learning_speed_k", "-")),
+               f"{ni['hr10']:.3f}" if ni else "-", str(ni.get("n", "-"))]
+        if ref:
+            row.insert(1, f"{ML100K_REFERENCE_HR10[name]:.3f}" if name in ML100K_REFERENCE_HR10 else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    n_users = first.get("headline", {}).get("n_users", "?")
+    out = [f"# Baselines, PROTOCOL {first.get('protocol', '?')}, dataset {first.get('dataset', '?')}", "",
+           f"Headline = mean over K=1..3 of next-item HR@10 / NDCG@10 on {n_users} test users (bootstrap 95% CI "
+           "over users). Learning curve: fixed targets (events 11..20), Recall@10 by support size K. New items: "
+           "separate run with 10% of items withheld from training. One training seed (seed 0).", "", *lines, ""]
+    blends = {n: r["params"] for n, r in results.items() if isinstance(r.get("params"), dict)
+              and "weights" in r["params"]}
+    if blends:
+        out += ["Blend weights (z-scored components; chosen on validation users, components fit on train users, "
+                "then refit on train + validation users):", ""]
+        for n, p in blends.items():
+            w = ", ".join(f"{c} {x:.2f}" for c, x in zip(p["components"], p["weights"]))
+            out.append(f"- {n}: {w}")
+    return "\n".join(out)
+
+
+def write_baseline_results(results: dict[str, dict], out_dir=None, command: str = "metarec baselines") -> str:
+    """Write baselines.json and baselines.md (default bench/results), naming `command`; returns the JSON path."""
+    from metarec.sdk.results import write_results
+
+    first = next(iter(results.values()), {})
+    data = {"protocol": first.get("protocol"), "dataset": first.get("dataset"), "results": results}
+    return str(write_results("baselines", data, baselines_markdown(results), command, out_dir))
