@@ -1,0 +1,204 @@
+"""Steps 3-5 of export: ONNX, manifest, signature; and `export_bundle`, the whole pipeline the CLI calls.
+
+    export_bundle("artifacts/prior.pt", "artifacts/bundle", quant="int4", key_path="artifacts/keys/private.pem")
+
+The bundle directory holds: manifest.json, manifest.sig (Ed25519 over the exact manifest bytes), score.pte,
+adapt.pte, items.bin (the one copy of the item table), head0.bin (phi0, float32) and, optionally, model.onnx.
+The manifest schema, its canonical encoding and the signature scheme belong to the runtime
+(runtime_py/manifest.py, runtime_py/signing.py); this module only fills them in.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metarec.runtime import manifest as rt_manifest
+from metarec.runtime.scene import SceneSpec
+from metarec.runtime.signing import generate_keypair as _rt_keypair
+from metarec.runtime.signing import sign_manifest
+
+from .compress import compress_model, quantize_table
+from .config import CompressConfig, ExportConfig, parse_prune
+from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, SCORE_INPUTS, SCORE_OUTPUTS,
+                       export_adapt_program, export_score_program, flatten_head, head_layout)
+
+SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.pte", "items.bin", "head0.bin", \
+    "model.onnx"
+
+
+class ExportError(ValueError):
+    """The caller's input cannot be exported (bad checkpoint, key, options); our own bugs raise other errors."""
+
+
+# ---------------------------------------------------------------------------------------------- keys
+def generate_keypair(directory: str | os.PathLike) -> Path:
+    """Write a development Ed25519 pair `private.pem` (0600) and `public.pem` into `directory`; returns it.
+
+    Keep the directory outside any bundle: the phone must only ever see the public key.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    priv, pub = _rt_keypair()
+    p = d / "private.pem"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(priv)
+    (d / "public.pem").write_bytes(pub)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_model(checkpoint_or_model):
+    """(model in eval mode, item_ids list[str] | None, extra configs) from a MetaRecModel or a checkpoint path."""
+    if isinstance(checkpoint_or_model, torch.nn.Module):
+        return checkpoint_or_model.eval(), getattr(checkpoint_or_model, "item_ids", None), {}
+    path = Path(checkpoint_or_model)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {path} does not exist")
+    from metarec.sdk.train import load_checkpoint
+
+    try:
+        model, cfg, ck = load_checkpoint(path)
+    except (KeyError, ValueError) as e:
+        raise ExportError(f"{path} is not a metarec checkpoint: {e}") from e
+    return model, ck.get("item_ids"), {"train": cfg.to_dict()}
+
+
+def model_fingerprint(model) -> str:
+    """sha256 prefix of the model's weights: the default model_version."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig) -> dict:
+    """Step 2: score.pte and adapt.pte from the (compressed) model and the table the phone will decode."""
+    t = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))
+    (out / SCORE_FILE).write_bytes(export_score_program(model, model.export_item_bias(), t, ecfg.k_max))
+    (out / ADAPT_FILE).write_bytes(export_adapt_program(model, t))
+    return {"score": SCORE_FILE, "adapt": ADAPT_FILE}
+
+
+def write_onnx(model, table: np.ndarray, out: Path, k_max: int) -> Path:
+    """Step 3: model.onnx, the same scorer (table as an input) for runtimes other than ExecuTorch."""
+    from .onnx_model import export_onnx
+
+    path = out / ONNX_FILE
+    export_onnx(model, torch.from_numpy(np.asarray(table, np.float32)), k_max, path)
+    return path
+
+
+def file_entries(out: Path) -> dict:
+    """{name: {"sha256", "bytes"}} of every file in the bundle but the manifest and its signature."""
+    res = {}
+    for p in sorted(out.iterdir()):
+        if p.is_file() and p.name not in rt_manifest.RESERVED_FILES:
+            data = p.read_bytes()
+            res[p.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return res
+
+
+def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_version: str, configs: dict,
+                   k_max: int, created_at: str | None = None) -> bytes:
+    """Step 4: canonical manifest bytes (runtime_py/manifest.py schema) for a written bundle directory."""
+    names, shapes = head_layout(model)
+    n, d = model.n_items, model.cfg.dim
+    sh = dict(N=n, d=d, L=model.cfg.hist_len, F=SceneSpec().dim, P=sum(int(np.prod(s)) for s in shapes),
+              k_max=k_max, S=model.cfg.hist_len, R=int(model.negatives.numel()))
+    programs = {
+        "score": dict(file=SCORE_FILE, method="forward", inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS),
+        "adapt": dict(file=ADAPT_FILE, method="forward", inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS,
+                      parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0),
+    }
+    fields = dict(
+        model_version=model_version, serial=int(serial),
+        created_at=created_at or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        shapes=sh, item_ids=[str(i) for i in item_ids], negatives=[int(i) for i in model.negatives.tolist()],
+        scene_spec=SceneSpec().to_dict(), files=files, programs=programs,
+        item_table=dict(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
+        head=dict(file=HEAD_FILE, param_names=names, param_shapes=shapes),
+        dtypes={"table": qt.fmt, "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
+                "topk_ids": "int64", "program_inputs": "float32"},
+        configs=configs)
+    try:
+        return rt_manifest.Manifest(
+            **{**fields, "shapes": rt_manifest.Shapes(**sh),
+               "programs": {k: rt_manifest.ProgramIO(**v) for k, v in programs.items()},
+               "item_table": rt_manifest.TableSpec(**fields["item_table"]),
+               "head": rt_manifest.HeadSpec(**fields["head"])}).to_json()
+    except ValueError:
+        if set(rt_manifest.SCORE_INPUTS) == set(SCORE_INPUTS):
+            raise
+    # The runtime's schema v1 predates score.pte's `table` input (programs.py says why the table is an input);
+    # same fields and the same canonical encoding as Manifest.to_json, so only SCORE_INPUTS has to follow.
+    d = {**fields, "schema_version": rt_manifest.SCHEMA_VERSION, "prototype_labels": [], "prototypes_file": None,
+         "trending_file": None, "adapt_scene": "last_event"}
+    d["programs"] = {k: {"parameters": [], "inner_steps": 0, "lr": 0.0, **v} for k, v in programs.items()}
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                      default=list).encode("ascii")
+
+
+def sign_bundle(out: Path, manifest_bytes: bytes, key_path) -> None:
+    """Step 5: write manifest.json and its Ed25519 signature manifest.sig."""
+    try:
+        sig = sign_manifest(manifest_bytes, key_path)
+    except (OSError, ValueError, TypeError) as e:
+        raise ExportError(f"cannot sign with {key_path}: {e}") from e
+    (out / "manifest.json").write_bytes(manifest_bytes)
+    (out / "manifest.sig").write_bytes(sig)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
+                  serial: int | None = None, *, export_config: ExportConfig | None = None,
+                  compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
+                  finetune=None) -> Path:
+    """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
+
+    `prune`: None, a dict, or the CLI spec "dim=24,prototypes=6". `serial`: default the current unix time, so a
+    later export always has a larger serial.
+    """
+    if key_path is None or not Path(key_path).is_file():
+        raise ExportError(f"signing key {key_path!r} not found (make one with `metarec keygen DIR`)")
+    ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))
+    ecfg = export_config or ExportConfig()
+    model, ck_ids, extra = load_model(checkpoint_or_model)
+    ids = item_ids if item_ids is not None else ck_ids
+    if ids is None:
+        ids = [str(i) for i in range(model.n_items)]
+    if len(ids) != model.n_items:
+        raise ExportError(f"{len(ids)} item ids for {model.n_items} items")
+    model_version = ecfg.model_version or model_fingerprint(model)
+    model, creport = compress_model(model, ccfg, hist_samples, finetune)
+    qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.iterdir():  # a bundle is a unit: never leave a previous export's files behind
+        if p.is_file():
+            p.unlink()
+    (out / TABLE_FILE).write_bytes(qt.data)
+    (out / HEAD_FILE).write_bytes(flatten_head(model, model.head_init()).detach().numpy().astype("<f4").tobytes())
+    write_programs(model, qt.dequantized, out, ecfg)
+    if ecfg.onnx:
+        write_onnx(model, qt.dequantized, out, ecfg.k_max)
+    configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
+               "compress_report": creport, **extra,
+               "layout": {"hist": "right-aligned: slot L-1 = newest, padding first (sdk/model.py)",
+                          "trend": "log1p of 7-day counts", "exclude": "1.0 = exclude; excluded score -inf",
+                          "table_rows": f"runtime decodes {TABLE_FILE} once and passes it as score input `table`",
+                          "onnx": f"{ONNX_FILE}: same inputs as score.pte, optional" if ecfg.onnx else "none"}}
+    manifest = build_manifest(model, ids, qt, file_entries(out), serial=serial or int(time.time()),
+                              model_version=model_version, configs=configs, k_max=ecfg.k_max)
+    sign_bundle(out, manifest, key_path)
+    return out

@@ -1,0 +1,42 @@
+import pytest
+
+from metarec.export.config import CompressConfig, ExportConfig, parse_prune
+
+
+@pytest.mark.parametrize("cfg", [CompressConfig(), CompressConfig(quant="int8", prune_dim=24, prune_prototypes=6,
+                                                                 finetune_steps=50), ExportConfig(k_max=50)])
+def test_json_round_trip(cfg):
+    assert type(cfg).from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("kw", [dict(quant="int3"), dict(group_size=-1), dict(prune_dim=0), dict(version=9),
+                                dict(finetune_steps=-1)])
+def test_compress_config_rejects(kw):
+    with pytest.raises(ValueError):
+        CompressConfig(**kw)
+
+
+@pytest.mark.parametrize("kw", [dict(k_max=0), dict(table_mode="constant"), dict(version=2)])
+def test_export_config_rejects(kw):
+    with pytest.raises(ValueError):
+        ExportConfig(**kw)
+
+
+def test_unknown_field_lists_known():
+    with pytest.raises(ValueError, match="known"):
+        CompressConfig.from_dict({"quant": "int8", "bits": 3})
+
+
+def test_parse_prune():
+    assert parse_prune("dim=24,prototypes=6") == {"prune_dim": 24, "prune_prototypes": 6}
+    assert parse_prune(None) == {}
+    for bad in ("dim", "width=3", "dim=x"):
+        with pytest.raises(ValueError):
+            parse_prune(bad)
+
+
+def test_group_size_capped_at_d():
+    assert CompressConfig(quant="int4").table_group_size(16) == 16
+    assert CompressConfig(quant="int4").table_group_size(64) == 32
+    with pytest.raises(ValueError):
+        CompressConfig(quant="int4").table_group_size(48)
