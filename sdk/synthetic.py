@@ -99,8 +99,10 @@ class SyntheticConfig:
         return cls(**d)
 
 
-def _items(cfg: SyntheticConfig, rng: np.random.Generator, t0: float, t1: float) -> dict:
-    """Item truth: prototype, genres, base appeal, release time, scene affinities, bursts."""
+def _items(cfg: SyntheticConfig, rng: np.random.Generator, event_ts: np.ndarray) -> dict:
+    """Item truth: prototype, genres, base appeal, release time, scene affinities, bursts.
+
+    Releases and bursts are placed at quantiles of the event times, so that they fall where users are active."""
     n, p = cfg.n_items, cfg.n_prototypes
     proto = rng.permutation(np.arange(n) % p)
     core = np.stack([rng.choice(cfg.n_genres, size=2, replace=False) for _ in range(p)])  # 2 core genres each
@@ -111,14 +113,14 @@ def _items(cfg: SyntheticConfig, rng: np.random.Generator, t0: float, t1: float)
     base = rng.normal(0.0, cfg.base_sd, n)
     release = np.full(n, -np.inf)
     new = rng.choice(n, size=int(round(cfg.new_item_frac * n)), replace=False)
-    release[new] = rng.uniform(t0 + 0.2 * (t1 - t0), t0 + 0.9 * (t1 - t0), len(new))
+    release[new] = np.quantile(event_ts, rng.uniform(0.2, 0.9, len(new)))
     affinity = np.zeros((len(SCENE_FACTORS), n), np.float32)
     old = np.setdiff1d(np.arange(n), new)  # scene items are released from the start, so their lift is visible
     pool = rng.permutation(old if len(old) >= len(SCENE_FACTORS) * cfg.scene_items_per_factor else np.arange(n))
     for f in range(len(SCENE_FACTORS)):
         affinity[f, pool[f * cfg.scene_items_per_factor:(f + 1) * cfg.scene_items_per_factor]] = 1.0
     b_items = rng.choice(old if len(old) >= cfg.n_bursts else np.arange(n), size=cfg.n_bursts, replace=False)
-    b_start = rng.uniform(t0 + 0.1 * (t1 - t0), t1 - cfg.burst_days * 86400.0, cfg.n_bursts)
+    b_start = np.quantile(event_ts, rng.uniform(0.1, 0.8, cfg.n_bursts)) if cfg.n_bursts else np.zeros(0)
     bursts = [{"item": int(i), "start": float(s), "end": float(s + cfg.burst_days * 86400.0)}
               for i, s in zip(b_items, b_start)]
     return dict(proto=proto, genres=genres, base=base, release=release, affinity=affinity, bursts=bursts,
@@ -140,11 +142,11 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> Dataset:
     rng = np.random.default_rng(cfg.seed)
     start = _dt.datetime.fromisoformat(cfg.start).replace(tzinfo=_dt.timezone.utc).timestamp()
     t0, t1 = float(start), float(start + cfg.days * 86400.0)
-    it = _items(cfg, rng, t0, t1)
     user_proto = rng.integers(0, cfg.n_prototypes, cfg.n_users)
     n_ev = rng.integers(cfg.events_min, cfg.events_max + 1, cfg.n_users)
     times = [_session_times(cfg, rng, int(k), t0, t1) for k in n_ev]
     all_t = np.concatenate(times)
+    it = _items(cfg, rng, all_t)
     scene = scene_features(all_t, cfg.scene_spec)[:, _SCENE_COLS]  # (n_events, 6) active scene factors
     scene_logit = cfg.scene_boost * (scene @ it["affinity"])  # (n_events, n_items)
     users, items, ts = [], [], []
@@ -152,19 +154,21 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> Dataset:
     for u in range(cfg.n_users):
         own = it["base"] + cfg.proto_strength * (it["proto"] == user_proto[u])
         seen = np.zeros(cfg.n_items, bool)
-        for t in times[u]:
-            logit = own + scene_logit[pos]
+        for j, t in enumerate(times[u]):
+            logit = own + scene_logit[pos + j]
             for b in it["bursts"]:
                 if b["start"] <= t < b["end"]:
                     logit[b["item"]] += cfg.burst_boost
             logit[seen | (it["release"] > t)] = -np.inf
+            if not np.isfinite(logit).any():
+                break  # the user has seen every released item
             pr = np.exp(logit - logit.max())
             i = int(rng.choice(cfg.n_items, p=pr / pr.sum()))
             seen[i] = True
             users.append(u)
             items.append(i)
             ts.append(t)
-            pos += 1
+        pos += len(times[u])
     uid = np.asarray([f"{u + 1}" for u in range(cfg.n_users)])
     iid = np.asarray([f"{i + 1}" for i in range(cfg.n_items)])
     ds = build_dataset("synthetic", uid[users], iid[items], ts, item_ids=iid, item_genres=it["genres"],
