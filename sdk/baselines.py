@@ -6,8 +6,6 @@ fit users' events (the usual offline prior) and fold the cold user in from the s
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Callable
 
 import numpy as np

@@ -61,6 +61,16 @@ def test_knn_time_rule():
     assert not np.array_equal(before, _knn_scores(BASE + [("v3", "A", 6 * HOUR)]))
 
 
+def test_knn_fit_pool_sees_only_fit_users():
+    ds = _ds(BASE)
+    q = _query(ds, "q", 1, T)
+    fit = np.flatnonzero(np.isin(ds.user_ids, ["v1", "v3"]))  # v2 (the only A&C user) is not a fit user
+    s = ItemKNN(pool="fit").fit(ds, fit, q.log).score(q)
+    assert s[_idx("C")] == 0.0 and s[_idx("B")] == pytest.approx(1 / np.sqrt(1 * 2))
+    with pytest.raises(ValueError, match="known"):
+        ItemKNN(pool="everyone")
+
+
 def test_knn_k0_is_popularity():
     ds = _ds(BASE)
     q = _query(ds, "q", 0, T)
