@@ -40,8 +40,16 @@ def _model(n_items: int, seed: int = 0):
     return m
 
 
-def score_module(model, k: int, quant: str = "none"):
-    """The `nn.Module` score.pte exports: flat head + history + scene + trend + exclude -> top-k (bench's copy)."""
+STAGES = ("linear", "elementwise", "full")
+
+
+def score_module(model, k: int, quant: str = "none", stage: str = "full"):
+    """The `nn.Module` score.pte exports: flat head + history + scene + trend + exclude -> top-k (bench's copy).
+
+    `stage` cuts the graph for the profile by subtraction: "linear" returns z . table (all N scores),
+    "elementwise" adds bias, trend and exclusion, "full" is the real program (+ top-k)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} unknown; known: {STAGES}")
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -63,10 +71,15 @@ def score_module(model, k: int, quant: str = "none"):
             parts = torch.split(head, sizes)
             h = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
             z = self.model.user_vector(h, hist_vecs, hist_mask, scene)
-            out = self.table(z[None])[0] + self.bias  # 2-D input: the quantized linear kernels need it
+            out = self.table(z[None])[0]  # 2-D input: the quantized linear kernels need it
+            if stage == "linear":
+                return (out,)
+            out = out + self.bias
             if self.model.cfg.use_trend:
                 out = out + F.softplus(self.model.trend_gate(self.model.encode_scene(scene)))[0] * trend
             out = out - exclude * 1e9  # exclude = 1.0 drops the item below every real score
+            if stage == "elementwise":
+                return (out,)
             v, i = torch.topk(out, k)
             return v, i
 
@@ -110,20 +123,21 @@ def example_inputs(model, n_items: int, seed: int = 0):
     return (head, hist, mask, scene, trend, exclude)
 
 
-def build_scorer(n_items: int, k: int = 10, quant: str = "none", xnnpack: bool = True, seed: int = 0):
+def build_scorer(n_items: int, k: int = 10, quant: str = "none", xnnpack: bool = True, seed: int = 0,
+                 stage: str = "full"):
     """(pte bytes, example inputs, eager module) of a synthetic scorer with `n_items` items."""
     import torch
 
     model = _model(n_items, seed)
-    mod = score_module(model, k, quant)
+    mod = score_module(model, k, quant, stage)
     ex = example_inputs(model, n_items, seed)
     with torch.no_grad():
         ep = torch.export.export(mod, ex)
     return bu.lower_program(ep, xnnpack=xnnpack), ex, mod
 
 
-def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none", table_fmt_bytes: float | None = None,
-                 profile: bool = False) -> dict:
+def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none",
+                 table_fmt_bytes: float | None = None) -> dict:
     """Build, lower (XNNPACK), load and time one scorer; returns its row of the scaling table."""
     import torch
 
@@ -142,21 +156,30 @@ def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none", tabl
     row = {"n_items": n_items, "quant": quant, "k": k, "pte_bytes": len(pte), "build_s": round(build_s, 1),
            "table_bytes": int(n_items * d * bpe), "stream_bytes": int(n_items * d * bpe + 12 * n_items),
            "topk_matches_eager": agree, **bu.summarize(ns)}
-    if profile:
-        row["profile"] = _op_profile(pte, ex)
     del prog
     return row
 
 
-def _op_profile(pte: bytes, ex) -> dict:
-    """Per-op split of one call: time the delegated part and the portable ops with ExecuTorch's event tracer when
-    available; otherwise report which ops stayed outside the delegate (they run portable kernels)."""
-    try:
-        from executorch.devtools import Inspector  # noqa: F401  (needs an etdump-enabled runtime)
-    except ImportError:
-        pass
-    return {"note": "per-op timing needs an ETDump-enabled runtime; see the non-delegated op list",
-            "non_delegated_ops": _non_delegated_ops(pte)}
+def stage_profile(n_items: int, runs: int, k: int = 10, quant: str = "none") -> dict:
+    """Profile by subtraction: time the program cut after the table pass, after the element-wise terms, and whole.
+
+    ExecuTorch's pip runtime has no per-op event tracer, so each stage is its own lowered program; the partial
+    programs also return all N scores (one N-float output copy that the full program does not pay).
+    Reports p50 and min per stage and the increments (min is the least disturbed by other load on the machine).
+    """
+    out = {}
+    for stage in STAGES:
+        pte, ex, _ = build_scorer(n_items, k, quant, stage=stage)
+        prog = bu.load_pte(pte)
+        out[stage] = bu.summarize(bu.time_calls(lambda: prog.forward(ex), runs))
+        del prog
+    inc = {"table pass (z . table, XNNPACK)": out["linear"],
+           "bias + trend + exclude (element-wise)": {k2: out["elementwise"][k2] - out["linear"][k2]
+                                                     for k2 in ("p50_us", "min_us")},
+           "top-k (portable kernel)": {k2: out["full"][k2] - out["elementwise"][k2] for k2 in ("p50_us", "min_us")}}
+    return {"n_items": n_items, "quant": quant, "stages": out,
+            "increments": {name: {"p50_us": v["p50_us"], "min_us": v["min_us"]} for name, v in inc.items()},
+            "non_delegated_ops": _non_delegated_ops(build_scorer(1000, k, quant)[0])}
 
 
 def _non_delegated_ops(pte: bytes) -> list[str]:
@@ -171,7 +194,7 @@ def _non_delegated_ops(pte: bytes) -> list[str]:
         return [f"unavailable: {type(e).__name__}"]
 
 
-def run_scaling(runs: int, command: str, out_dir=None, sizes=DEFAULT_SIZES, quants=("none",), k: int = 10,
+def run_scaling(runs: int, command: str, out_dir=None, sizes=DEFAULT_SIZES, quants=("int4", "int8", "none"), k: int = 10,
                 write: bool = True, bw_bytes: int = 256 << 20, min_runs_big: int = 1000) -> dict:
     """The scaling suite: bandwidth, then each size (and table format), then the bound and the ratio to it."""
     pin = bu.pin_threads(1)
@@ -180,18 +203,21 @@ def run_scaling(runs: int, command: str, out_dir=None, sizes=DEFAULT_SIZES, quan
     rows = []
     for quant in quants:
         for n in sizes:
-            r = measure_size(n, runs if n < 1_000_000 else min(runs, max(min_runs_big, 1)), k, quant,
-                             profile=(n == max(sizes)))
+            r = measure_size(n, runs if n < 1_000_000 else min(runs, max(min_runs_big, 1)), k, quant)
             gbps = bw["best_gbps"]
             r["bound_table_us"] = r["table_bytes"] / (gbps * 1e9) * 1e6
             r["bound_stream_us"] = r["stream_bytes"] / (gbps * 1e9) * 1e6
             r["x_table_bound"] = r["p50_us"] / r["bound_table_us"]
+            r["x_table_bound_min"] = r["min_us"] / r["bound_table_us"]
             r["x_stream_bound"] = r["p50_us"] / r["bound_stream_us"]
             r["effective_gbps"] = r["stream_bytes"] / (r["p50_us"] * 1e-6) / 1e9
             rows.append(r)
     big = [r for r in rows if r["n_items"] == max(sizes)]
     best_big = min(big, key=lambda r: r["x_table_bound"]) if big else None
-    data = {"threads": pin, "bandwidth": bw, "loadavg_before_after": [load0, os.getloadavg()], "k": k, "rows": rows,
+    profile = None
+    if best_big is not None and best_big["x_table_bound"] > 2.0:
+        profile = stage_profile(best_big["n_items"], min(runs, max(min_runs_big, 1)), k, best_big["quant"])
+    data = {"threads": pin, "bandwidth": bw, "loadavg_before_after": [load0, os.getloadavg()], "profile": profile, "k": k, "rows": rows,
             "target_1m_within_2x": bu.verdict(best_big["x_table_bound"] if best_big else None, 2.0, "x bound"),
             "target_note": "p50 / (table bytes / copy bandwidth) at the largest catalog, best table format"}
     if write:
@@ -210,13 +236,17 @@ def _write(data: dict, command: str, out_dir) -> None:
              f"Copy bandwidth (numpy copy of {bw['buffer_bytes'] >> 20} MiB, {bw['convention']}): "
              f"best {bw['best_gbps']:.2f} GB/s, median {bw['median_gbps']:.2f} GB/s. Bound = bytes / best.",
              f"1 thread; top-{data['k']}; synthetic scorer with score.pte's graph, table a program constant, "
-             "XNNPACK.", "",
-             "| items | table | .pte bytes | p50 us | p99 us | table bound us | x table bound | stream bound us "
+             "XNNPACK.",
+             f"Load average before/after: {data['loadavg_before_after'][0][0]:.1f} / "
+             f"{data['loadavg_before_after'][1][0]:.1f} (other jobs share the 2 cores; p50 includes their "
+             "interference, min does not).", "",
+             "| items | table | .pte bytes | p50 us | p99 us | min us | table bound us | x table bound | stream bound us "
              "| x stream bound | eff. GB/s |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
         lines.append(f"| {r['n_items']:,} | {r['quant'] if r['quant'] != 'none' else 'fp32'} | {r['pte_bytes']:,} | "
-                     f"{bu.fmt_us(r['p50_us'])} | {bu.fmt_us(r['p99_us'])} | {bu.fmt_us(r['bound_table_us'])} | "
+                     f"{bu.fmt_us(r['p50_us'])} | {bu.fmt_us(r['p99_us'])} | {bu.fmt_us(r['min_us'])} | "
+                     f"{bu.fmt_us(r['bound_table_us'])} | "
                      f"{r['x_table_bound']:.2f} | {bu.fmt_us(r['bound_stream_us'])} | {r['x_stream_bound']:.2f} | "
                      f"{r['effective_gbps']:.2f} |")
     v = data["target_1m_within_2x"]
@@ -224,11 +254,18 @@ def _write(data: dict, command: str, out_dir) -> None:
                   f"{'MET' if v['met'] else 'MISSED'} at {v['value']:.2f}x"
               + ("" if v["met"] else f" ({v['miss_pct']:.0f}% over 2x)"), "",
               "![scaling](scaling.png)"]
-    prof = [r for r in data["rows"] if "profile" in r]
+    prof = data.get("profile")
     if prof:
-        lines += ["", "Ops outside the XNNPACK delegate at the largest size (portable kernels, one pass each):", ""]
-        for r in prof:
-            lines.append(f"- {r['quant']}: " + ", ".join(f"`{o}`" for o in r["profile"]["non_delegated_ops"]))
+        tb = next(r for r in data["rows"] if r["n_items"] == prof["n_items"] and r["quant"] == prof["quant"])
+        lines += ["", f"## What dominates at {prof['n_items']:,} items ({prof['quant']} table): profile by subtraction",
+                  "", "Each stage is its own lowered program (the pip runtime has no per-op tracer); min is the "
+                  "least disturbed by other processes on this shared 2-core machine.", "",
+                  "| part | p50 us | min us |", "|---|---:|---:|"]
+        for name, v in prof["increments"].items():
+            lines.append(f"| {name} | {bu.fmt_us(v['p50_us'])} | {bu.fmt_us(v['min_us'])} |")
+        lines.append(f"| table bandwidth bound | {bu.fmt_us(tb['bound_table_us'])} | |")
+        lines += ["", "Ops left outside the XNNPACK delegate (portable kernels): "
+                  + ", ".join(f"`{o}`" for o in prof["non_delegated_ops"])]
     if data.get("analysis"):
         lines += ["", data["analysis"]]
     write_results("scaling", data, "\n".join(lines), command, out)

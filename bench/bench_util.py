@@ -171,11 +171,21 @@ def lower_program(exported, xnnpack: bool) -> bytes:
     return to_edge_transform_and_lower(exported, partitioner=parts).to_executorch().buffer
 
 
-def load_pte(data: bytes):
-    """An ExecuTorch module from .pte bytes (pybindings; `forward(tuple_of_tensors)`)."""
-    from executorch.extension.pybindings import portable_lib
+class LoadedPte:
+    """An ExecuTorch module loaded from .pte bytes, holding the bytes: the pybinding reads program constants from
+    the caller's buffer, so dropping it while the module lives crashes the process."""
 
-    return portable_lib._load_for_executorch_from_buffer(data)
+    def __init__(self, data: bytes):
+        from executorch.extension.pybindings import portable_lib
+
+        self.data = data
+        self.module = portable_lib._load_for_executorch_from_buffer(data)
+        self.forward = self.module.forward
+
+
+def load_pte(data: bytes) -> LoadedPte:
+    """An ExecuTorch program from .pte bytes; call `.forward(tuple_of_tensors)`."""
+    return LoadedPte(data)
 
 
 # ---------------------------------------------------------------------------------------------- plots
