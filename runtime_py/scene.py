@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -128,3 +129,35 @@ def scene_labels(timestamps, spec: SceneSpec = SceneSpec()) -> np.ndarray:
     f = scene_features(timestamps, spec)
     part = f[:, 2:6].argmax(1)
     return (part * 4 + f[:, 13].astype(np.int64) * 2 + f[:, 14].astype(np.int64)).astype(np.int64)
+
+
+class SceneClock:
+    """`scene_features` for one timestamp at a time, fast enough for the recommend hot path (added by runtime).
+
+    Everything but the hour sin/cos depends only on the local day and day part, so that part is computed once
+    per (day, part) by `scene_features` itself and cached; sin/cos use the same float64 formula. The result
+    equals `scene_features([ts])[0]` exactly (tests/runtime check it on random timestamps).
+    """
+
+    _MAX_CACHED = 4096  # (day, part) pairs: 1,024 days of history at most, a few hundred KB
+
+    def __init__(self, spec: SceneSpec = SceneSpec()):
+        self.spec = spec
+        self._offset = spec.utc_offset_hours * 3600.0
+        self._templates: dict[tuple[int, int], np.ndarray] = {}
+
+    def fill(self, ts: float, out: np.ndarray) -> np.ndarray:
+        """Write the scene of `ts` into `out` ((spec.dim,) float32) and return it. `ts` must be finite."""
+        local = ts + self._offset
+        hour = (local % 86400.0) / 3600.0
+        key = (math.floor(local / 86400.0), min(int(hour // 6), 3))
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= self._MAX_CACHED:
+                self._templates.clear()
+            template = self._templates[key] = scene_features([ts], self.spec)[0]
+        out[:] = template
+        angle = 2 * np.pi * hour / 24.0
+        out[0] = math.sin(angle)
+        out[1] = math.cos(angle)
+        return out

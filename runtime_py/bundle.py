@@ -1,0 +1,126 @@
+"""Open and verify a bundle directory: signature, schema version, every file's size and sha256, serial.
+
+Order matters: the signature is checked over the raw manifest bytes before they are parsed, and each file is
+hashed from the same bytes that are later used (programs are loaded from memory, not re-read from disk), so a
+file swapped after verification is never executed. The serial is checked against the state's high-water mark
+last, and the mark is only raised (by the caller) once everything else passed, so a forged or broken bundle
+cannot poison it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+from .manifest import Manifest
+from .scene import SceneSpec
+from .signing import load_public_key, verify_signature
+from .store import Store
+from .table import decode_table
+from .trending import TrendingPack
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+_MAX_MANIFEST_BYTES = 64 << 20  # an item-id list of 10^6 ids fits; anything bigger is not a manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A verified bundle, decoded: what the Recommender needs, with no further disk reads."""
+
+    path: Path
+    manifest: Manifest
+    manifest_bytes: bytes
+    scene_spec: SceneSpec
+    table: np.ndarray  # (N, d) float32, dequantized once
+    head0: np.ndarray  # (P,) float32: phi0, the meta-learned initial head
+    prototypes: np.ndarray | None  # (M, d) float32, for `because` when a user has no history
+    programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes
+    trending: TrendingPack | None  # the pack shipped with the bundle, if any
+
+    @property
+    def serial(self) -> int:
+        return self.manifest.serial
+
+
+def _read(path: Path, limit: int | None = None) -> bytes:
+    try:
+        if limit is not None and path.stat().st_size > limit:
+            raise BundleError(f"{path.name} is larger than {limit} bytes")
+        return path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read {path}: {e}") from e
+
+
+def _verified_file(root: Path, name: str, entry) -> bytes:
+    path = root / name
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise BundleError(f"bundle file {name} is missing: {e}") from e
+    if size != entry.bytes:  # checked before reading, so a huge substituted file is never loaded
+        raise BundleError(f"bundle file {name} has {size} bytes, manifest says {entry.bytes}")
+    data = _read(path)
+    if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise BundleError(f"bundle file {name} does not match its sha256 in the manifest")
+    return data
+
+
+def _float_array(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
+    expected = int(np.prod(shape)) * 4
+    if len(data) != expected:
+        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for float32 {shape}")
+    arr = np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise BundleError(f"{name} holds non-finite values")
+    arr.setflags(write=False)
+    return arr
+
+
+def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None) -> Bundle:
+    """Verify and decode `bundle_dir`; `BundleError` on any failure. With `store`, refuse a serial older than the
+    newest the store has accepted (rollback); the caller records the serial (`store.accept_serial`) once the
+    bundle has proven usable.
+
+    `trusted_key`: the Ed25519 public key (PEM bytes/text or a path to a PEM file).
+    """
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise BundleError(f"bundle directory {root} does not exist")
+    key = load_public_key(trusted_key)
+    manifest_bytes = _read(root / MANIFEST, _MAX_MANIFEST_BYTES)
+    verify_signature(manifest_bytes, _read(root / SIGNATURE, 1024), key)
+    manifest = Manifest.from_json(manifest_bytes)
+    # Canonical form is part of the contract: a signed but non-canonical manifest means the writer is not ours.
+    if manifest.to_json() != manifest_bytes:
+        raise BundleError("manifest.json is not in canonical form (sorted keys, compact, ASCII)")
+
+    needed = {p.file for p in manifest.programs.values()}
+    needed |= {manifest.item_table.file, manifest.head.file}
+    needed |= {n for n in (manifest.prototypes_file, manifest.trending_file) if n is not None}
+    data: dict[str, bytes] = {}
+    for name, entry in sorted(manifest.files.items()):  # every listed file is verified, used or not
+        blob = _verified_file(root, name, entry)
+        if name in needed:
+            data[name] = blob
+
+    sh = manifest.shapes
+    ts = manifest.item_table
+    table = decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size)
+    head0 = _float_array(data[manifest.head.file], (sh.P,), manifest.head.file)
+    prototypes = None
+    if manifest.prototypes_file is not None:
+        prototypes = _float_array(data[manifest.prototypes_file], (len(manifest.prototype_labels), sh.d),
+                                  manifest.prototypes_file)
+    trending = TrendingPack.from_json(data[manifest.trending_file]) if manifest.trending_file else None
+    bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes,
+                    scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
+                    prototypes=prototypes, trending=trending,
+                    programs={k: data[p.file] for k, p in manifest.programs.items()})
+    if store is not None and manifest.serial < store.max_serial():
+        raise BundleError(f"bundle serial {manifest.serial} is older than {store.max_serial()}, already seen "
+                          "by this state (rollback)")
+    return bundle

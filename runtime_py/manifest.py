@@ -1,0 +1,276 @@
+"""Bundle manifest, schema v1: the contract between export (writes it) and the phone (verifies and reads it).
+
+`Manifest.to_json()` gives canonical bytes (sorted keys, no whitespace, ASCII), and those exact bytes are what
+`manifest.sig` signs, so a manifest never needs re-serialising to be verified. `Manifest.from_json()` refuses
+anything malformed, unknown or of another schema version with `BundleError`; building a `Manifest` in code with
+bad values raises `ValueError` (export's input is wrong), as the other stage configs do.
+
+Layout conventions the programs must follow (the runtime builds their inputs this way):
+- hist_vecs (L, d) / hist_mask (L,): the user's last L recorded items, oldest first in slots 0.., zero padding after.
+- target_vecs (S, d) / target_mask (S,): the user's last S recorded items, same layout.
+- neg_vecs (R, d): the rows of `negatives`, in order.
+- trend (N,): log1p of the trending pack's counts (0 for items it does not list).
+- exclude (N,): 1.0 for every item the user recorded.
+- adaptation scene: the scene at the user's newest event (`adapt_scene = "last_event"`), so a head stays valid
+  until the next event instead of changing with the clock; the score program gets the scene at query time.
+- adapt.pte holds one parameter (`delta`, (P,)); each `forward_backward` + SGD(lr) is one Meta-SGD step on
+  theta = theta0 + scale * delta, and it outputs `scale` (= sqrt of the step sizes, (P,)) so the runtime
+  reads the adapted head as theta0 + scale * delta without an extra call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from typing import Any
+
+from .errors import BundleError
+from .scene import SceneSpec
+
+SCHEMA_VERSION = 1
+SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude")
+SCORE_OUTPUTS = ("topk_scores", "topk_ids")
+ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
+ADAPT_OUTPUTS = ("loss", "scale")
+TABLE_FORMATS = ("float32", "int8", "int4")  # see table.py for the byte layouts
+ADAPT_SCENES = ("last_event",)
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # plain names only: no paths, no traversal
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+RESERVED_FILES = ("manifest.json", "manifest.sig")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """Size and sha256 (lowercase hex) of one bundle file."""
+
+    sha256: str
+    bytes: int
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.sha256, str) and bool(_HEX64.match(self.sha256)), "sha256 must be 64 lowercase hex")
+        _check(_is_int(self.bytes) and self.bytes >= 0, "bytes must be an int >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """N items, d item dim, L history slots, F scene dim, P head size, k_max top-k capacity, S support targets,
+    R negatives."""
+
+    N: int
+    d: int
+    L: int
+    F: int
+    P: int
+    k_max: int
+    S: int
+    R: int
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            _check(_is_int(v) and v >= 1, f"shapes.{f.name} must be an int >= 1, got {v!r}")
+        _check(self.k_max <= self.N, f"k_max={self.k_max} > N={self.N}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramIO:
+    """Where a program lives and the order of its inputs/outputs, by contract name."""
+
+    file: str
+    method: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    parameters: tuple[str, ...] = ()  # training programs: the names returned by named_parameters()
+    inner_steps: int = 0  # adapt only: forward_backward + SGD steps per adaptation (<= 3)
+    lr: float = 0.0  # adapt only: the SGD rate that makes one step a Meta-SGD step (1.0 by the contract)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "parameters", tuple(self.parameters))
+        _check(isinstance(self.method, str) and bool(self.method), "program method must be a non-empty str")
+        _check(_is_int(self.inner_steps) and 0 <= self.inner_steps <= 3, "inner_steps must be in [0, 3]")
+        _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0, "lr must be >= 0")
+        for group in (self.inputs, self.outputs, self.parameters):
+            _check(all(isinstance(n, str) and n for n in group), "program I/O names must be non-empty str")
+            _check(len(set(group)) == len(group), f"duplicate program I/O names in {group}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """The item table file: `format` in TABLE_FORMATS; `group_size` columns share one scale (int formats)."""
+
+    file: str
+    format: str
+    group_size: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.format in TABLE_FORMATS, f"table format {self.format!r} unknown; known: {TABLE_FORMATS}")
+        if self.format != "float32":
+            _check(_is_int(self.group_size) and self.group_size >= 1, "int tables need group_size >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """phi0, flat float32 little-endian (P,) in `file`, in `param_names` order with `param_shapes`."""
+
+    file: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_names", tuple(self.param_names))
+        object.__setattr__(self, "param_shapes", tuple(tuple(s) for s in self.param_shapes))
+        _check(len(self.param_names) == len(self.param_shapes), "param_names and param_shapes differ in length")
+        _check(all(all(_is_int(n) and n >= 1 for n in s) for s in self.param_shapes), "bad param_shapes")
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """Everything the phone needs to trust and use a bundle. See the module docstring for the conventions."""
+
+    model_version: str
+    serial: int
+    created_at: str  # ISO 8601 UTC
+    shapes: Shapes
+    item_ids: tuple[str, ...]
+    negatives: tuple[int, ...]
+    scene_spec: dict
+    files: dict  # {name: FileEntry}
+    programs: dict  # {"score": ProgramIO, "adapt": ProgramIO}
+    item_table: TableSpec
+    head: HeadSpec
+    prototype_labels: tuple[str, ...] = ()
+    prototypes_file: str | None = None  # (M, d) float32, M = len(prototype_labels); used for `because` at K=0
+    trending_file: str | None = None  # an initial TrendingPack (JSON, covered by this manifest's hash)
+    dtypes: dict = dataclasses.field(default_factory=dict)  # informational: {"table": "int8", "head": "float32"}
+    configs: dict = dataclasses.field(default_factory=dict)  # every stage's config, opaque to the runtime
+    adapt_scene: str = "last_event"
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _check(self.schema_version == SCHEMA_VERSION, f"schema_version {self.schema_version} != {SCHEMA_VERSION}")
+        _check(isinstance(self.model_version, str) and bool(self.model_version), "model_version must be a str")
+        _check(_is_int(self.serial) and self.serial >= 1, "serial must be an int >= 1")
+        _check(isinstance(self.created_at, str), "created_at must be an ISO 8601 str")
+        object.__setattr__(self, "item_ids", tuple(self.item_ids))
+        object.__setattr__(self, "negatives", tuple(self.negatives))
+        object.__setattr__(self, "prototype_labels", tuple(self.prototype_labels))
+        sh = self.shapes
+        _check(all(isinstance(i, str) and i for i in self.item_ids), "item_ids must be non-empty str")
+        _check(len(self.item_ids) == sh.N, f"{len(self.item_ids)} item_ids but N={sh.N}")
+        _check(len(set(self.item_ids)) == sh.N, "item_ids are not unique")
+        _check(len(self.negatives) == sh.R, f"{len(self.negatives)} negatives but R={sh.R}")
+        _check(all(_is_int(i) and 0 <= i < sh.N for i in self.negatives), "negatives must be item indices")
+        _check(all(isinstance(x, str) for x in self.prototype_labels), "prototype_labels must be str")
+        spec = SceneSpec.from_dict(dict(self.scene_spec))
+        _check(spec.dim == sh.F, f"scene dim {spec.dim} != F={sh.F}")
+        _check(self.head.size == sh.P, f"head params hold {self.head.size} values but P={sh.P}")
+        _check(self.adapt_scene in ADAPT_SCENES, f"adapt_scene {self.adapt_scene!r} unknown; known: {ADAPT_SCENES}")
+        files = {}
+        for name, e in self.files.items():
+            _check(isinstance(name, str) and bool(_FILE_NAME.match(name)), f"bad file name {name!r}")
+            _check(name not in RESERVED_FILES, f"{name} cannot be listed in files")
+            files[name] = e if isinstance(e, FileEntry) else FileEntry(**e)
+        object.__setattr__(self, "files", files)
+        _check(set(self.programs) == {"score", "adapt"}, "programs must be exactly 'score' and 'adapt'")
+        self._check_program(self.programs["score"], SCORE_INPUTS, SCORE_OUTPUTS)
+        self._check_program(self.programs["adapt"], ADAPT_INPUTS, ADAPT_OUTPUTS)
+        _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
+        referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file]
+        for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:
+            _check(name in files, f"{name} is referenced but not listed in files")
+        if self.prototypes_file is not None:
+            _check(len(self.prototype_labels) >= 1, "prototypes_file needs prototype_labels")
+
+    @staticmethod
+    def _check_program(p: ProgramIO, inputs: tuple, outputs: tuple) -> None:
+        _check(sorted(p.inputs) == sorted(inputs), f"program inputs {p.inputs} must be a permutation of {inputs}")
+        _check(set(outputs) <= set(p.outputs), f"program outputs {p.outputs} must include {outputs}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: the exact bytes to write as manifest.json and to sign."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False).encode("ascii")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        """Build from parsed JSON; `BundleError` for any missing, unknown or invalid field."""
+        try:
+            if not isinstance(d, dict):
+                raise ValueError("manifest must be a JSON object")
+            version = d.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise BundleError(f"manifest schema_version {version!r} unsupported; this runtime reads "
+                                  f"{SCHEMA_VERSION}")
+            d = dict(d)
+            _no_unknown(cls, d, "manifest")
+            d["shapes"] = _sub(Shapes, d.get("shapes"), "shapes")
+            d["item_table"] = _sub(TableSpec, d.get("item_table"), "item_table")
+            d["head"] = _sub(HeadSpec, d.get("head"), "head")
+            progs = d.get("programs")
+            if not isinstance(progs, dict):
+                raise ValueError("programs must be an object")
+            d["programs"] = {k: _sub(ProgramIO, v, f"programs.{k}") for k, v in progs.items()}
+            files = d.get("files")
+            if not isinstance(files, dict):
+                raise ValueError("files must be an object")
+            d["files"] = {k: _sub(FileEntry, v, f"files.{k}") for k, v in files.items()}
+            for key in ("scene_spec", "dtypes", "configs"):
+                if key in d and not isinstance(d[key], dict):
+                    raise ValueError(f"{key} must be an object")
+            return cls(**d)
+        except BundleError:
+            raise
+        except (ValueError, TypeError, KeyError) as e:
+            raise BundleError(f"invalid manifest: {e}") from e
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        """Parse manifest.json bytes; `BundleError` if they are not a valid schema-v1 manifest."""
+        try:
+            d = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+            raise BundleError(f"manifest is not valid JSON: {e}") from e
+        return cls.from_dict(d)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid in a manifest")
+
+
+def _no_unknown(cls, d: dict, where: str) -> None:
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {where} fields {sorted(unknown)}; known: {sorted(known)}")
+    required = {f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing = required - set(d)
+    if missing:
+        raise ValueError(f"missing {where} fields {sorted(missing)}")
+
+
+def _sub(cls, d: Any, where: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be an object")
+    _no_unknown(cls, d, where)
+    return cls(**d)

@@ -1,0 +1,309 @@
+"""The phone-side recommender: verified bundle + durable event log + ExecuTorch adaptation + scored top-k.
+
+    rec = Recommender.open(bundle_dir, state_path, trusted_key=PUBLIC_KEY_PEM_PATH)
+    rec.record("196", "242", 881250949.0)          # returns once the event is durable
+    rec.recommend("196", now=881260000.0, k=10)    # [Recommendation(item_id, score, because), ...]
+
+Events arriving out of order are ACCEPTED and ordered by (timestamp, arrival): a phone's clock and a sync queue
+both reorder events, and refusing them would lose real interactions. Because a head is always rebuilt from
+phi0 on the user's ordered events (not updated incrementally), a late event simply marks the head stale and the
+next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-op, whatever its content.
+
+Hot path: everything that does not change between two calls is prepared outside `recommend`: per bundle the
+dequantized table and unit-normalised rows (for `because`); per trending pack the (N,) trend tensor; per user
+the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy arrays.
+`recommend` then fills the scene buffer, runs score.pte once and maps ids to strings.
+
+One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
+`record`/`forget` without a database read per request. Do not write one state file from two processes at once.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .bundle import Bundle, open_bundle
+from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
+from .programs import AdaptProgram, ScoreProgram
+from .scene import SceneClock
+from .store import Store
+from .trending import TrendingPack
+
+
+_TREND_LABELS = ["popular", "trending"]
+_BECAUSE_ITEMS = 64  # `because` considers the user's 64 most recent distinct items (codes fit in one byte)
+
+
+class Recommendation(NamedTuple):
+    item_id: str
+    score: float
+    because: str  # the recorded item most similar to this one, else the closest prototype's label
+
+
+class Event(NamedTuple):
+    event_id: str
+    item_id: str
+    timestamp: float
+
+
+class _User:
+    """Everything `recommend` needs for one user, ready to pass to score.pte."""
+
+    __slots__ = ("head", "hist_vecs", "hist_mask", "exclude", "excluded", "because_code", "because_labels")
+
+    def __init__(self, head, hist_vecs, hist_mask, exclude, excluded, because_code, because_labels):
+        self.head, self.hist_vecs, self.hist_mask = head, hist_vecs, hist_mask
+        self.exclude, self.excluded = exclude, excluded
+        # because_labels[because_code[i]] explains item i: precomputed per user, so `recommend` only looks it up
+        self.because_code, self.because_labels = because_code, because_labels
+
+
+def _check_id(value, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _check_time(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number, got {value!r}")
+    t = float(value)
+    if not math.isfinite(t):
+        raise InputError(f"{what} must be finite, got {value!r}")
+    return t
+
+
+class Recommender:
+    """An app's recommender over one verified bundle and one state database. Not for concurrent processes."""
+
+    _MAX_CACHED_USERS = 32  # each cached user holds an (N,) float32 exclude mask and (N,) bytes of `because`
+
+    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram, adapt: AdaptProgram):
+        self._bundle, self._store, self._score, self._adapt = bundle, store, score, adapt
+        m = bundle.manifest
+        self.shapes = m.shapes
+        self.item_ids = m.item_ids
+        self._index = {item: i for i, item in enumerate(m.item_ids)}
+        self._negatives = np.asarray(m.negatives, dtype=np.int64)
+        norms = np.linalg.norm(bundle.table, axis=1, keepdims=True)
+        self._unit = (bundle.table / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self._proto_code = None
+        if bundle.prototypes is not None and len(bundle.prototypes) <= 256:
+            pn = np.linalg.norm(bundle.prototypes, axis=1, keepdims=True)
+            proto_unit = bundle.prototypes / np.where(pn > 0, pn, 1.0)
+            self._proto_code = (self._unit @ proto_unit.T).argmax(axis=1).astype(np.uint8).tobytes()
+        self._clock = SceneClock(bundle.scene_spec)
+        self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
+        self._scene_t = torch.from_numpy(self._scene_np)
+        self._users: OrderedDict[str, _User] = OrderedDict()
+        self._lock = threading.RLock()
+        self._closed = False
+        self._set_trend(self._initial_pack())
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, bundle_dir: str | Path, state_path: str | Path, trusted_key) -> "Recommender":
+        """Verify `bundle_dir` with `trusted_key` (Ed25519 public key PEM path or bytes), open the state database
+        and load both programs. `BundleError` for any untrusted or unusable bundle (including a serial older than
+        one this state has accepted), `StateError` for an unusable database."""
+        store = Store(state_path)
+        try:
+            bundle = open_bundle(bundle_dir, trusted_key, store)
+            m = bundle.manifest
+            score = ScoreProgram(bundle.programs["score"], m.programs["score"], m.shapes)
+            adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
+            store.accept_serial(m.serial)  # only once the bundle is proven usable
+            return cls(bundle, store, score, adapt)
+        except MetaRecRuntimeError:
+            store.close()
+            raise
+        except Exception as e:  # nothing bare escapes: whatever broke, it broke while reading the bundle
+            store.close()
+            raise BundleError(f"bundle {bundle_dir} cannot be used: {e}") from e
+
+    def _initial_pack(self) -> TrendingPack | None:
+        stored = self._store.get_trending()
+        if stored is not None:
+            try:
+                return TrendingPack.from_json(stored)
+            except BundleError:  # a pack we wrote ourselves cannot be malformed unless the disk lied; drop it
+                pass
+        return self._bundle.trending
+
+    # -- public API -----------------------------------------------------------------------------------------------
+    @property
+    def serial(self) -> int:
+        return self._bundle.serial
+
+    def record(self, user_id: str, item_id: str, timestamp: float, event_id: str | None = None) -> None:
+        """Append one interaction; returns only once it is durable. Duplicate event_id: no-op."""
+        with self._lock:
+            self._check_open()
+            _check_id(user_id, "user_id")
+            _check_id(item_id, "item_id")
+            if item_id not in self._index:
+                raise InputError(f"unknown item_id {item_id!r}: not in this bundle's catalog")
+            ts = _check_time(timestamp, "timestamp")
+            eid = uuid.uuid4().hex if event_id is None else _check_id(event_id, "event_id")
+            if self._store.add_event(eid, user_id, item_id, ts):
+                self._users.pop(user_id, None)
+
+    def set_trending(self, pack: TrendingPack) -> None:
+        """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted."""
+        if not isinstance(pack, TrendingPack):
+            raise InputError(f"set_trending takes a TrendingPack, got {type(pack).__name__}")
+        with self._lock:
+            self._check_open()
+            self._store.put_trending(pack.to_json())
+            self._set_trend(pack)
+
+    def recommend(self, user_id: str, now: float, k: int = 10) -> list[Recommendation]:
+        """Top-k items for `user_id` in the scene at `now`, excluding what the user recorded."""
+        with self._lock:
+            self._check_open()
+            _check_id(user_id, "user_id")
+            now = _check_time(now, "now")
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.shapes.N:
+                raise InputError(f"k must be an int in [1, {self.shapes.N}] (the catalog size), got {k!r}")
+            if k > self.shapes.k_max:
+                raise InputError(f"k={k} exceeds this bundle's top-k capacity k_max={self.shapes.k_max}")
+            u = self._users.get(user_id)
+            if u is None:
+                u = self._load_user(user_id)
+            else:
+                self._users.move_to_end(user_id)
+            self._clock.fill(now, self._scene_np)
+            named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask, "scene": self._scene_t,
+                     "trend": self._trend, "exclude": u.exclude}
+            try:
+                scores_t, ids_t = self._score.execute([named[n] for n in self._score.order])
+            except Exception as e:
+                raise BundleError(f"score program failed: {e}") from e
+            return self._results(u, scores_t.tolist(), ids_t.tolist(), int(k))
+
+    def history(self, user_id: str) -> list[Event]:
+        """The user's recorded events, ordered by timestamp (ties by arrival)."""
+        with self._lock:
+            self._check_open()
+            _check_id(user_id, "user_id")
+            return [Event(eid, item, ts) for eid, item, ts, _ in self._store.events(user_id)]
+
+    def forget(self, user_id: str) -> None:
+        """Erase the user's events and head (the database overwrites the freed pages)."""
+        with self._lock:
+            self._check_open()
+            _check_id(user_id, "user_id")
+            self._store.forget(user_id)
+            self._users.pop(user_id, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._users.clear()
+                self._store.close()
+
+    def __enter__(self) -> "Recommender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError("this Recommender is closed")
+
+    def _set_trend(self, pack: TrendingPack | None) -> None:
+        n = self.shapes.N
+        vec = np.zeros(n, dtype=np.float32) if pack is None else pack.log_counts(self._index, n)
+        self._trend_np = vec
+        self._trend = torch.from_numpy(vec)
+        self._trend_code = (vec > 0).astype(np.uint8).tobytes()
+        for user in [u for u, st in self._users.items() if st.because_labels is _TREND_LABELS]:
+            del self._users[user]  # they explain items by the old trend: rebuild lazily
+
+    def _load_user(self, user_id: str) -> _User:
+        """Build a user's hot-path inputs from the store; adapt (and store) the head if it is missing or stale."""
+        sh, b = self.shapes, self._bundle
+        events = self._store.events(user_id)
+        seq = max((e[3] for e in events), default=0)
+        # Items the current catalog lacks (dropped by a newer bundle) stay in the log but cannot be scored.
+        idx = np.asarray([self._index[e[1]] for e in events if e[1] in self._index], dtype=np.int64)
+        last_ts = max((e[2] for e in events if e[1] in self._index), default=None)
+        hist_vecs, hist_mask = self._slots(idx, sh.L)
+        head = None
+        row = self._store.get_head(user_id)
+        if row is not None and row[0] == b.serial and row[1] == seq and len(row[2]) == sh.P * 4:
+            head = np.frombuffer(row[2], dtype="<f4").astype(np.float32)
+        if head is None or not np.all(np.isfinite(head)):
+            head = self._adapted_head(idx, last_ts, hist_vecs, hist_mask)
+            self._store.put_head(user_id, b.serial, seq, head.astype("<f4").tobytes())
+        exclude = np.zeros(sh.N, dtype=np.float32)
+        exclude[idx] = 1.0
+        code, labels = self._because(idx)
+        u = _User(torch.from_numpy(head), torch.from_numpy(hist_vecs), torch.from_numpy(hist_mask),
+                  torch.from_numpy(exclude), frozenset(idx.tolist()), code, labels)
+        self._users[user_id] = u
+        if len(self._users) > self._MAX_CACHED_USERS:
+            self._users.popitem(last=False)
+        return u
+
+    def _because(self, idx: np.ndarray) -> tuple[bytes, list[str]]:
+        """For every item, which of the user's recent items (cosine of item vectors) best supports it; for a user
+        without history, which prototype; without prototypes, whether the item is trending. One byte per item."""
+        recent = list(dict.fromkeys(idx[::-1].tolist()))[:_BECAUSE_ITEMS]
+        if recent:
+            best = (self._unit @ self._unit[np.asarray(recent, dtype=np.int64)].T).argmax(axis=1)
+            return best.astype(np.uint8).tobytes(), [self.item_ids[j] for j in recent]
+        if self._proto_code is not None:
+            return self._proto_code, list(self._bundle.manifest.prototype_labels)
+        return self._trend_code, _TREND_LABELS
+
+    def _slots(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last `size` items' vectors, oldest first, zero-padded after (the manifest's layout)."""
+        keep = idx[-size:]
+        vecs = np.zeros((size, self.shapes.d), dtype=np.float32)
+        mask = np.zeros(size, dtype=np.float32)
+        vecs[: len(keep)] = self._bundle.table[keep]
+        mask[: len(keep)] = 1.0
+        return vecs, mask
+
+    def _adapted_head(self, idx, last_ts, hist_vecs, hist_mask) -> np.ndarray:
+        """phi0 adapted on the user's events by adapt.pte; phi0 itself for a user with no events."""
+        head0 = self._bundle.head0
+        if len(idx) == 0:
+            return head0.copy()
+        target_vecs, target_mask = self._slots(idx, self.shapes.S)
+        scene = np.zeros(self.shapes.F, dtype=np.float32)
+        self._clock.fill(last_ts, scene)  # adapt_scene == "last_event" (manifest.py says why)
+        inputs = {"theta0": head0, "hist_vecs": hist_vecs, "hist_mask": hist_mask, "scene": scene,
+                  "target_vecs": target_vecs, "target_mask": target_mask,
+                  "neg_vecs": self._bundle.table[self._negatives]}
+        try:
+            head = self._adapt.adapt(inputs)
+        except Exception as e:
+            raise BundleError(f"adapt program failed: {e}") from e
+        if not np.all(np.isfinite(head)):  # a diverged step must not poison the store; phi0 is a safe answer
+            return head0.copy()
+        return head
+
+    def _results(self, u: _User, scores: list, ids: list, k: int) -> list[Recommendation]:
+        item_ids, labels, codes, excluded, n = self.item_ids, u.because_labels, u.because_code, u.excluded, \
+            self.shapes.N
+        out = []
+        for i, s in zip(ids, scores):
+            # The program already sinks excluded items; this guards users who excluded nearly the whole catalog.
+            if i in excluded or not 0 <= i < n:
+                continue
+            out.append(Recommendation(item_ids[i], s, labels[codes[i]]))
+            if len(out) == k:
+                break
+        return out
