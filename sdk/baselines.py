@@ -372,7 +372,7 @@ class Blend:
 
 
 # ---------------------------------------------------------------------------------------------- registry + runs
-BASELINES: dict[str, Callable[[], Recommender]] = {
+BASELINES: dict[str, Callable[..., Recommender]] = {
     "popularity": Popularity,
     "trending": Trending,
     "item_knn": ItemKNN,
@@ -383,40 +383,77 @@ BASELINES: dict[str, Callable[[], Recommender]] = {
     "item_knn+trending": lambda: Blend("item_knn+trending", [ItemKNN, Trending]),
     "item_knn_fitpool+trending": lambda: Blend("item_knn_fitpool+trending",
                                                [lambda: ItemKNN(pool="fit"), Trending]),
-    "als+trending": lambda: Blend("als+trending", [ALS, Trending]),
+    "als+trending": lambda seed=0: Blend("als+trending", [lambda: ALS(seed=seed), Trending]),
     "transition3+trending": lambda: Blend("transition3+trending", [lambda: Transition(last=3), Trending]),
 }
+SEEDED = ("als", "mf_finetune", "als+trending")  # the rest are deterministic: one run is every seed's run
+SEEDS = (0, 1, 2)  # PROTOCOL v1: every figure is the mean of 3 training seeds
 
 
-def make_baseline(name: str) -> Recommender:
-    """A fresh baseline by registry name."""
+def make_baseline(name: str, seed: int | None = None) -> Recommender:
+    """A fresh baseline by registry name (`seed` reaches the training of the seeded ones)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-    return BASELINES[name]()
+    return BASELINES[name](seed=seed) if seed is not None and name in SEEDED else BASELINES[name]()
 
 
-def run_baselines(ds: Dataset, names=None, progress: bool = True) -> dict[str, dict]:
-    """run_protocol for each named baseline (all by default); each result also carries the model's `params`
-    (e.g. a blend's validation-chosen weights) from the main (train + validation) fit."""
+def _run_one(ds: Dataset, name: str, seed: int | None, progress: bool) -> dict:
+    made: list = []
+
+    def factory():
+        m = make_baseline(name, seed)
+        made.append(m)
+        return m
+
+    r = run_protocol(factory, ds, progress=progress, name=name)
+    if getattr(made[0], "params", None) is not None:
+        r["params"] = made[0].params
+    if len(made) > 1 and getattr(made[1], "params", None) is not None:
+        r["new_items"]["params"] = made[1].params
+    return r
+
+
+def _mean_runs(runs: list):
+    """Element-wise mean of the numbers of several run_protocol results (same structure); the rest from the first."""
+    a = runs[0]
+    if isinstance(a, bool) or a is None or isinstance(a, str):
+        return a
+    if isinstance(a, (int, float)):
+        return a if isinstance(a, int) else float(np.mean([r for r in runs]))
+    if isinstance(a, dict):
+        return {k: _mean_runs([r[k] for r in runs]) if k != "params" else [r[k] for r in runs] for k in a}
+    if isinstance(a, list) and all(isinstance(r, list) and len(r) == len(a) for r in runs):
+        return [_mean_runs([r[i] for r in runs]) for i in range(len(a))]
+    return a
+
+
+def run_baselines(ds: Dataset, names=None, progress: bool = True, seeds=SEEDS) -> dict[str, dict]:
+    """run_protocol for each named baseline (all by default). Seeded baselines run once per seed and report the
+    mean (intervals: mean of the per-seed bounds) plus `seed_runs` (each seed's headline) and the spread; every
+    result carries the model's `params` (e.g. a blend's validation-chosen weights)."""
     names = list(BASELINES) if names is None else list(names)
     for n in names:
         if n not in BASELINES:
             raise ValueError(f"unknown baseline {n!r}; known: {', '.join(BASELINES)}")
     out = {}
     for n in names:
-        made: list = []
-
-        def factory(n=n, made=made):
-            m = make_baseline(n)
-            made.append(m)
-            return m
-
-        r = run_protocol(factory, ds, progress=progress, name=n)
-        p = getattr(made[0], "params", None)
-        if p is not None:
-            r["params"] = p
-        if len(made) > 1 and getattr(made[1], "params", None) is not None:
-            r.setdefault("new_items", {})["params"] = made[1].params
+        if n not in SEEDED or len(seeds) <= 1:
+            out[n] = _run_one(ds, n, seeds[0] if n in SEEDED and seeds else None, progress)
+            out[n]["seeds"] = list(seeds[:1]) if n in SEEDED else "deterministic"
+            continue
+        runs = [_run_one(ds, n, s, progress) for s in seeds]
+        r = _mean_runs(runs)
+        hr = [x["headline"]["hr10"] for x in runs]
+        nd = [x["headline"]["ndcg10"] for x in runs]
+        lc = r.get("learning_curve")
+        if lc:  # the speed of the mean curve (PROTOCOL: smallest K reaching 95% of Recall@10 at the largest K)
+            ks = sorted(lc["recall10"], key=int)
+            top = lc["recall10"][ks[-1]]["recall10"]
+            lc["learning_speed_k"] = next((int(k) for k in ks if lc["recall10"][k]["recall10"] >= 0.95 * top), None)
+        r["seeds"] = list(seeds)
+        r["seed_runs"] = [{"seed": s, "headline": x["headline"], "new_items_hr10": x.get("new_items", {}).get("hr10")}
+                          for s, x in zip(seeds, runs)]
+        r["seed_spread"] = {"hr10": [min(hr), max(hr)], "ndcg10": [min(nd), max(nd)], "hr10_sd": float(np.std(hr))}
         out[n] = r
     return out
 
@@ -438,7 +475,7 @@ def baselines_markdown(results: dict[str, dict]) -> str:
     ks = list(first.get("per_k", {}))
     ref = first.get("dataset") == "ml-100k"
     head = ["model", "HR@10 (K=1..3)", "95% CI", "NDCG@10", "95% CI", *(f"HR@10 K={k}" for k in ks),
-            "Recall@10 K=0", "K=3", "K=10", "learning speed K", "new-item HR@10", "n"]
+            "Recall@10 K=0", "K=3", "K=10", "learning speed K", "new-item HR@10", "n", "seeds", "HR@10 seed range"]
     if ref:
         head.insert(1, "reference HR@10")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -450,7 +487,9 @@ def baselines_markdown(results: dict[str, dict]) -> str:
                *(f"{r['per_k'][k]['hr10']:.3f}" for k in ks),
                *(f"{lc[k]['recall10']:.3f}" if k in lc else "-" for k in ("0", "3", "10")),
                str(r.get("learning_curve", {}).get("learning_speed_k", "-")),
-               f"{ni['hr10']:.3f}" if ni else "-", str(ni.get("n", "-"))]
+               f"{ni['hr10']:.3f}" if ni else "-", str(ni.get("n", "-")),
+               ",".join(map(str, r["seeds"])) if isinstance(r.get("seeds"), list) else "-",
+               _ci(r["seed_spread"]["hr10"]) if "seed_spread" in r else "-"]
         if ref:
             row.insert(1, f"{ML100K_REFERENCE_HR10[name]:.3f}" if name in ML100K_REFERENCE_HR10 else "-")
         lines.append("| " + " | ".join(row) + " |")
@@ -458,14 +497,16 @@ def baselines_markdown(results: dict[str, dict]) -> str:
     out = [f"# Baselines, PROTOCOL {first.get('protocol', '?')}, dataset {first.get('dataset', '?')}", "",
            f"Headline = mean over K=1..3 of next-item HR@10 / NDCG@10 on {n_users} test users (bootstrap 95% CI "
            "over users). Learning curve: fixed targets (events 11..20), Recall@10 by support size K. New items: "
-           "separate run with 10% of items withheld from training. One training seed (seed 0).", "", *lines, ""]
-    blends = {n: r["params"] for n, r in results.items() if isinstance(r.get("params"), dict)
-              and "weights" in r["params"]}
+           "separate run with 10% of items withheld from training. Seeded baselines: the mean of the seeds listed (CIs: "
+           "mean of the per-seed bounds), with the range of the per-seed headlines; the others are deterministic.",
+           "", *lines, ""]
+    blends = {n: r["params"] if isinstance(r["params"], list) else [r["params"]] for n, r in results.items()
+              if "params" in r and "weights" in (r["params"][0] if isinstance(r["params"], list) else r["params"])}
     if blends:
         out += ["Blend weights (z-scored components; chosen on validation users, components fit on train users, "
-                "then refit on train + validation users):", ""]
-        for n, p in blends.items():
-            w = ", ".join(f"{c} {x:.2f}" for c, x in zip(p["components"], p["weights"]))
+                "then refit on train + validation users; one entry per seed):", ""]
+        for n, ps in blends.items():
+            w = "; ".join(", ".join(f"{c} {x:.2f}" for c, x in zip(p["components"], p["weights"])) for p in ps)
             out.append(f"- {n}: {w}")
     return "\n".join(out)
 

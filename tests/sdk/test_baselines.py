@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from metarec.sdk.baselines import (ALS, BASELINES, Blend, ItemKNN, MFFineTune, Transition, make_baseline,
-                                   run_baselines, write_baseline_results, zscore)
+from metarec.sdk.baselines import (ALS, BASELINES, Blend, ItemKNN, MFFineTune, Transition, baselines_markdown,
+                                   make_baseline, run_baselines, write_baseline_results, zscore)
 from metarec.sdk.data import build_dataset
 from metarec.sdk.protocol import EventLog, make_query, split_users
 from metarec.sdk.synthetic import SyntheticConfig, generate
@@ -209,9 +209,22 @@ def test_run_and_write_results(tmp_path):
     ds = generate(SyntheticConfig(n_users=60, n_items=50, n_prototypes=3, events_min=20, events_max=22, seed=2))
     res = run_baselines(ds, names=["popularity", "item_knn", "transition3+trending"], progress=False)
     assert res["transition3+trending"]["params"]["weights"] is not None
+    assert res["transition3+trending"]["seeds"] == "deterministic"
     path = write_baseline_results(res, tmp_path, "metarec baselines --dataset synthetic")
     data = json.loads(open(path).read())
     assert data["provenance"]["command"] == "metarec baselines --dataset synthetic"
     assert set(data["results"]) == {"popularity", "item_knn", "transition3+trending"}
     md = (tmp_path / "baselines.md").read_text()
     assert "metarec baselines --dataset synthetic" in md and "| item_knn |" in md and "transition3 " in md
+
+
+def test_seeded_baselines_report_mean_and_spread():
+    ds = generate(SyntheticConfig(n_users=60, n_items=50, n_prototypes=3, events_min=20, events_max=22, seed=2))
+    res = run_baselines(ds, names=["als"], progress=False, seeds=(0, 1))["als"]
+    runs = res["seed_runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and res["seeds"] == [0, 1]
+    assert runs[0]["headline"]["hr10"] != runs[1]["headline"]["hr10"]  # the seed reaches ALS
+    assert res["headline"]["hr10"] == pytest.approx(np.mean([r["headline"]["hr10"] for r in runs]))
+    lo, hi = res["seed_spread"]["hr10"]
+    assert lo <= res["headline"]["hr10"] <= hi
+    assert "1" in baselines_markdown({"als": res})
