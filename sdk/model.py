@@ -40,7 +40,7 @@ class ModelConfig:
     hist_len: int = 10  # (int) L, history slots the phone keeps
     n_negatives: int = 20  # (int) fixed inner-loop negatives (most popular train items)
     inner_steps: int = 3  # (int) Meta-SGD steps on the phone, 0..3
-    init_lr: float = 0.3  # (float) initial per-parameter inner step size
+    init_lr: float = 0.05  # (float) initial per-parameter inner step size (small: meta-training grows it if it pays)
     id_dropout: float = 0.25  # (float) share of items whose id embedding is hidden in training: attributes must carry
     use_prototypes: bool = True  # (bool) ablation: u0 = scene prior only, no prototype mixture
     use_scene: bool = True  # (bool) ablation: scene vector zeroed everywhere
@@ -116,7 +116,7 @@ class MetaRecModel(nn.Module):
         self.item_emb = nn.Parameter(torch.zeros(n_items, d))
         self.item_bias_id = nn.Parameter(torch.zeros(n_items))
         self.attr_enc = nn.Linear(attrs.shape[1], d)
-        self.attr_bias = nn.Linear(attrs.shape[1], 1)
+        self.attr_bias = nn.Linear(attrs.shape[1], 1, bias=False)  # a shared shift is invisible to a softmax
         self.prototypes = nn.Parameter(torch.randn(m, d) * 0.1)
         self.proto_temp = nn.Parameter(torch.tensor(math.log(4.0)))
         self.scene_enc = nn.Sequential(nn.Linear(SCENE_DIM, s), nn.Tanh())

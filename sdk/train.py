@@ -236,7 +236,8 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
                 and step + 1 < cfg.steps:
             save_checkpoint(ckpt_path, model, cfg, opt, step + 1, ds, fit_users)
     stats = {"train_seconds": time.perf_counter() - t0, "steps_run": cfg.steps - start, "world_size": world,
-             "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
+             "first_loss": float(np.mean(losses[:5])) if losses else float("nan"),
+             "final_loss": float(np.mean(losses[-5:])) if losses else float("nan")}
     if ckpt_path is not None and rank == 0:
         save_checkpoint(ckpt_path, model, cfg, opt, cfg.steps, ds, fit_users, stats)
     return model, stats
