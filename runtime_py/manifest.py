@@ -6,13 +6,17 @@ anything malformed, unknown or of another schema version with `BundleError`; bui
 bad values raises `ValueError` (export's input is wrong), as the other stage configs do.
 
 Layout conventions the programs must follow (the runtime builds their inputs this way):
-- hist_vecs (L, d) / hist_mask (L,): the user's last L recorded items, oldest first in slots 0.., zero padding after.
+- hist_vecs (L, d) / hist_mask (L,): the user's last L recorded items in time order, aligned by `history_align`:
+  "right" (sdk/model.py's binding layout: row L-1 = newest, zero padding first) or "left" (oldest in row 0,
+  padding after).
 - target_vecs (S, d) / target_mask (S,): the user's last S recorded items, same layout.
 - neg_vecs (R, d): the rows of `negatives`, in order.
 - trend (N,): log1p of the trending pack's counts (0 for items it does not list).
 - exclude (N,): 1.0 for every item the user recorded.
-- adaptation scene: the scene at the user's newest event (`adapt_scene = "last_event"`), so a head stays valid
-  until the next event instead of changing with the clock; the score program gets the scene at query time.
+- table (N, d), optional score input: the dequantized item table (one copy, shared with the runtime's rows).
+- adaptation scene (`adapt_scene`): "query" (default; what the sdk's eager model does: adapt and score in the
+  scene at `now`, so the runtime re-adapts when the scene changes) or "last_event" (the scene of the user's
+  newest event: a head stays valid until the next event). The score program always gets the scene at `now`.
 - adapt.pte holds one parameter (`delta`, (P,)); each `forward_backward` + SGD(lr) is one Meta-SGD step on
   theta = theta0 + scale * delta, and it outputs `scale` (= sqrt of the step sizes, (P,)) so the runtime
   reads the adapted head as theta0 + scale * delta without an extra call.
@@ -30,11 +34,13 @@ from .scene import SceneSpec
 
 SCHEMA_VERSION = 1
 SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude")
+SCORE_OPTIONAL_INPUTS = ("table",)  # (N, d) float32: the dequantized items.bin, when export keeps it out of score.pte
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
 ADAPT_OUTPUTS = ("loss", "scale")
 TABLE_FORMATS = ("float32", "int8", "int4")  # see table.py for the byte layouts
-ADAPT_SCENES = ("last_event",)
+ADAPT_SCENES = ("query", "last_event")
+HISTORY_ALIGNS = ("right", "left")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # plain names only: no paths, no traversal
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 RESERVED_FILES = ("manifest.json", "manifest.sig")
@@ -159,7 +165,8 @@ class Manifest:
     trending_file: str | None = None  # an initial TrendingPack (JSON, covered by this manifest's hash)
     dtypes: dict = dataclasses.field(default_factory=dict)  # informational: {"table": "int8", "head": "float32"}
     configs: dict = dataclasses.field(default_factory=dict)  # every stage's config, opaque to the runtime
-    adapt_scene: str = "last_event"
+    adapt_scene: str = "query"
+    history_align: str = "right"
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -181,6 +188,8 @@ class Manifest:
         _check(spec.dim == sh.F, f"scene dim {spec.dim} != F={sh.F}")
         _check(self.head.size == sh.P, f"head params hold {self.head.size} values but P={sh.P}")
         _check(self.adapt_scene in ADAPT_SCENES, f"adapt_scene {self.adapt_scene!r} unknown; known: {ADAPT_SCENES}")
+        _check(self.history_align in HISTORY_ALIGNS,
+               f"history_align {self.history_align!r} unknown; known: {HISTORY_ALIGNS}")
         files = {}
         for name, e in self.files.items():
             _check(isinstance(name, str) and bool(_FILE_NAME.match(name)), f"bad file name {name!r}")
@@ -188,7 +197,7 @@ class Manifest:
             files[name] = e if isinstance(e, FileEntry) else FileEntry(**e)
         object.__setattr__(self, "files", files)
         _check(set(self.programs) == {"score", "adapt"}, "programs must be exactly 'score' and 'adapt'")
-        self._check_program(self.programs["score"], SCORE_INPUTS, SCORE_OUTPUTS)
+        self._check_program(self.programs["score"], SCORE_INPUTS, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
         self._check_program(self.programs["adapt"], ADAPT_INPUTS, ADAPT_OUTPUTS)
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file]
@@ -198,8 +207,10 @@ class Manifest:
             _check(len(self.prototype_labels) >= 1, "prototypes_file needs prototype_labels")
 
     @staticmethod
-    def _check_program(p: ProgramIO, inputs: tuple, outputs: tuple) -> None:
-        _check(sorted(p.inputs) == sorted(inputs), f"program inputs {p.inputs} must be a permutation of {inputs}")
+    def _check_program(p: ProgramIO, inputs: tuple, outputs: tuple, optional: tuple = ()) -> None:
+        required = [n for n in p.inputs if n not in optional]
+        _check(sorted(required) == sorted(inputs),
+               f"program inputs {p.inputs} must be a permutation of {inputs} plus any of {optional}")
         _check(set(outputs) <= set(p.outputs), f"program outputs {p.outputs} must include {outputs}")
 
     def to_dict(self) -> dict:

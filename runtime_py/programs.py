@@ -19,7 +19,7 @@ _FLOAT, _LONG = 6, 4  # ExecuTorch ScalarType codes, as MethodMeta reports them
 
 def _score_shapes(sh: Shapes) -> dict[str, tuple]:
     return {"head": (sh.P,), "hist_vecs": (sh.L, sh.d), "hist_mask": (sh.L,), "scene": (sh.F,),
-            "trend": (sh.N,), "exclude": (sh.N,)}
+            "trend": (sh.N,), "exclude": (sh.N,), "table": (sh.N, sh.d)}
 
 
 def _adapt_shapes(sh: Shapes) -> dict[str, tuple]:

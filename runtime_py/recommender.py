@@ -9,6 +9,11 @@ both reorder events, and refusing them would lose real interactions. Because a h
 phi0 on the user's ordered events (not updated incrementally), a late event simply marks the head stale and the
 next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-op, whatever its content.
 
+Adaptation is lazy: `recommend` adapts the head if events arrived since the last adaptation, if the stored head
+belongs to another bundle serial, or (with the manifest's `adapt_scene = "query"`, what the sdk's eager model
+does) if the scene at `now` differs from the scene the head was adapted in. Heads are stored with the serial,
+the last event seq and the scene; they are a cache, so writing them skips the fsync (store.py says why).
+
 Hot path: everything that does not change between two calls is prepared outside `recommend`: per bundle the
 dequantized table and unit-normalised rows (for `because`); per trending pack the (N,) trend tensor; per user
 the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy arrays.
@@ -56,11 +61,16 @@ class Event(NamedTuple):
 class _User:
     """Everything `recommend` needs for one user, ready to pass to score.pte."""
 
-    __slots__ = ("head", "hist_vecs", "hist_mask", "exclude", "excluded", "because_code", "because_labels")
+    __slots__ = ("seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs", "hist_mask",
+                 "exclude", "excluded", "because_code", "because_labels")
 
-    def __init__(self, head, hist_vecs, hist_mask, exclude, excluded, because_code, because_labels):
-        self.head, self.hist_vecs, self.hist_mask = head, hist_vecs, hist_mask
-        self.exclude, self.excluded = exclude, excluded
+    def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
+        self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
+        self.head = None  # tensor (P,), valid for scene `head_scene` (bytes; b"" = any scene)
+        self.head_scene = None
+        self.hist_np, self.mask_np = hist_np, mask_np
+        self.hist_vecs, self.hist_mask = torch.from_numpy(hist_np), torch.from_numpy(mask_np)
+        self.exclude, self.excluded = torch.from_numpy(exclude), frozenset(idx.tolist())
         # because_labels[because_code[i]] explains item i: precomputed per user, so `recommend` only looks it up
         self.because_code, self.because_labels = because_code, because_labels
 
@@ -91,7 +101,10 @@ class Recommender:
         self.shapes = m.shapes
         self.item_ids = m.item_ids
         self._index = {item: i for i, item in enumerate(m.item_ids)}
-        self._negatives = np.asarray(m.negatives, dtype=np.int64)
+        self._neg_vecs = np.ascontiguousarray(bundle.table[np.asarray(m.negatives, dtype=np.int64)])
+        self._query_scene = m.adapt_scene == "query"
+        self._right_aligned = m.history_align == "right"
+        self._table_t = torch.from_numpy(bundle.table)  # score.pte's optional `table` input, shared, not copied
         norms = np.linalg.norm(bundle.table, axis=1, keepdims=True)
         self._unit = (bundle.table / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         self._proto_code = None
@@ -180,8 +193,11 @@ class Recommender:
             else:
                 self._users.move_to_end(user_id)
             self._clock.fill(now, self._scene_np)
+            if u.head_scene != b"" and (u.head is None or (self._query_scene and
+                                                            u.head_scene != self._scene_np.tobytes())):
+                self._adapt_user(user_id, u)
             named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask, "scene": self._scene_t,
-                     "trend": self._trend, "exclude": u.exclude}
+                     "trend": self._trend, "exclude": u.exclude, "table": self._table_t}
             try:
                 scores_t, ids_t = self._score.execute([named[n] for n in self._score.order])
             except Exception as e:
@@ -231,30 +247,53 @@ class Recommender:
             del self._users[user]  # they explain items by the old trend: rebuild lazily
 
     def _load_user(self, user_id: str) -> _User:
-        """Build a user's hot-path inputs from the store; adapt (and store) the head if it is missing or stale."""
+        """Build a user's hot-path inputs from the store, with the stored head if it is still valid."""
         sh, b = self.shapes, self._bundle
         events = self._store.events(user_id)
         seq = max((e[3] for e in events), default=0)
         # Items the current catalog lacks (dropped by a newer bundle) stay in the log but cannot be scored.
-        idx = np.asarray([self._index[e[1]] for e in events if e[1] in self._index], dtype=np.int64)
-        last_ts = max((e[2] for e in events if e[1] in self._index), default=None)
-        hist_vecs, hist_mask = self._slots(idx, sh.L)
-        head = None
-        row = self._store.get_head(user_id)
-        if row is not None and row[0] == b.serial and row[1] == seq and len(row[2]) == sh.P * 4:
-            head = np.frombuffer(row[2], dtype="<f4").astype(np.float32)
-        if head is None or not np.all(np.isfinite(head)):
-            head = self._adapted_head(idx, last_ts, hist_vecs, hist_mask)
-            self._store.put_head(user_id, b.serial, seq, head.astype("<f4").tobytes())
+        known = [e for e in events if e[1] in self._index]
+        idx = np.asarray([self._index[e[1]] for e in known], dtype=np.int64)
+        last_ts = max((e[2] for e in known), default=None)
+        hist_np, mask_np = self._slots(idx, sh.L)
         exclude = np.zeros(sh.N, dtype=np.float32)
         exclude[idx] = 1.0
-        code, labels = self._because(idx)
-        u = _User(torch.from_numpy(head), torch.from_numpy(hist_vecs), torch.from_numpy(hist_mask),
-                  torch.from_numpy(exclude), frozenset(idx.tolist()), code, labels)
+        u = _User(seq, idx, last_ts, hist_np, mask_np, exclude, *self._because(idx))
+        if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
+            u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
+        else:
+            row = self._store.get_head(user_id)
+            if row is not None and row[0] == b.serial and row[1] == seq and len(row[3]) == sh.P * 4:
+                head = np.frombuffer(row[3], dtype="<f4").astype(np.float32)
+                if np.all(np.isfinite(head)):
+                    u.head, u.head_scene = torch.from_numpy(head), row[2]
         self._users[user_id] = u
         if len(self._users) > self._MAX_CACHED_USERS:
             self._users.popitem(last=False)
         return u
+
+    def _adapt_user(self, user_id: str, u: _User) -> None:
+        """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`), store it with the serial."""
+        scene = np.zeros(self.shapes.F, dtype=np.float32)
+        if self._query_scene:
+            scene[:] = self._scene_np
+            key = scene.tobytes()
+        else:
+            self._clock.fill(u.last_ts, scene)
+            key = b"last_event"
+        target_np, tmask_np = (u.hist_np, u.mask_np) if self.shapes.S == self.shapes.L else \
+            self._slots(u.idx, self.shapes.S)
+        head0 = self._bundle.head0
+        inputs = {"theta0": head0, "hist_vecs": u.hist_np, "hist_mask": u.mask_np, "scene": scene,
+                  "target_vecs": target_np, "target_mask": tmask_np, "neg_vecs": self._neg_vecs}
+        try:
+            head = self._adapt.adapt(inputs)
+        except Exception as e:
+            raise BundleError(f"adapt program failed: {e}") from e
+        if not np.all(np.isfinite(head)):  # a diverged step must not poison the store; phi0 is a safe answer
+            head = head0.copy()
+        self._store.put_head(user_id, self._bundle.serial, u.seq, key, head.astype("<f4").tobytes())
+        u.head, u.head_scene = torch.from_numpy(head), key
 
     def _because(self, idx: np.ndarray) -> tuple[bytes, list[str]]:
         """For every item, which of the user's recent items (cosine of item vectors) best supports it; for a user
@@ -268,32 +307,14 @@ class Recommender:
         return self._trend_code, _TREND_LABELS
 
     def _slots(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """The last `size` items' vectors, oldest first, zero-padded after (the manifest's layout)."""
+        """The last `size` items' vectors in time order, aligned per the manifest's `history_align`."""
         keep = idx[-size:]
         vecs = np.zeros((size, self.shapes.d), dtype=np.float32)
         mask = np.zeros(size, dtype=np.float32)
-        vecs[: len(keep)] = self._bundle.table[keep]
-        mask[: len(keep)] = 1.0
+        rows = slice(size - len(keep), size) if self._right_aligned else slice(0, len(keep))
+        vecs[rows] = self._bundle.table[keep]
+        mask[rows] = 1.0
         return vecs, mask
-
-    def _adapted_head(self, idx, last_ts, hist_vecs, hist_mask) -> np.ndarray:
-        """phi0 adapted on the user's events by adapt.pte; phi0 itself for a user with no events."""
-        head0 = self._bundle.head0
-        if len(idx) == 0:
-            return head0.copy()
-        target_vecs, target_mask = self._slots(idx, self.shapes.S)
-        scene = np.zeros(self.shapes.F, dtype=np.float32)
-        self._clock.fill(last_ts, scene)  # adapt_scene == "last_event" (manifest.py says why)
-        inputs = {"theta0": head0, "hist_vecs": hist_vecs, "hist_mask": hist_mask, "scene": scene,
-                  "target_vecs": target_vecs, "target_mask": target_mask,
-                  "neg_vecs": self._bundle.table[self._negatives]}
-        try:
-            head = self._adapt.adapt(inputs)
-        except Exception as e:
-            raise BundleError(f"adapt program failed: {e}") from e
-        if not np.all(np.isfinite(head)):  # a diverged step must not poison the store; phi0 is a safe answer
-            return head0.copy()
-        return head
 
     def _results(self, u: _User, scores: list, ids: list, k: int) -> list[Recommendation]:
         item_ids, labels, codes, excluded, n = self.item_ids, u.because_labels, u.because_code, u.excluded, \

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS heads (
     user_id TEXT PRIMARY KEY,
     serial INTEGER NOT NULL,
     event_seq INTEGER NOT NULL,
+    scene BLOB NOT NULL,
     head BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS trending (id INTEGER PRIMARY KEY CHECK (id = 1), pack BLOB NOT NULL);
@@ -126,14 +127,24 @@ class Store:
             pass
 
     # -- heads ----------------------------------------------------------------------------------------------
-    def get_head(self, user_id: str) -> tuple[int, int, bytes] | None:
-        """(serial, event_seq, head bytes) or None."""
-        rows = self._query("SELECT serial, event_seq, head FROM heads WHERE user_id=?", (user_id,))
-        return (rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+    def get_head(self, user_id: str) -> tuple[int, int, bytes, bytes] | None:
+        """(serial, event_seq, scene bytes, head bytes) or None."""
+        rows = self._query("SELECT serial, event_seq, scene, head FROM heads WHERE user_id=?", (user_id,))
+        return (rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
 
-    def put_head(self, user_id: str, serial: int, event_seq: int, head: bytes) -> None:
-        self._write(lambda db: db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?)",
-                                          (user_id, serial, event_seq, head)))
+    def put_head(self, user_id: str, serial: int, event_seq: int, scene: bytes, head: bytes) -> None:
+        """Store an adapted head. Heads are a cache (rebuilt by replay), so this commit is not fsynced
+        (synchronous=NORMAL: still atomic and consistent in WAL mode); the next event commit, which is FULL,
+        makes it durable too. That keeps an fsync off `recommend`."""
+        try:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._write(lambda db: db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)",
+                                              (user_id, serial, event_seq, scene, head)))
+        finally:
+            try:
+                self._db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as e:
+                raise StateError(f"cannot restore synchronous=FULL: {e}") from e
 
     # -- bundle serial high-water mark ----------------------------------------------------------------------
     def max_serial(self) -> int:

@@ -86,5 +86,4 @@ def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0) -> 
         out = (q.reshape(n, g, group_size) * scale[:, :, None]).reshape(n, d).astype(np.float32)
     if not np.all(np.isfinite(out)):
         raise BundleError("item table holds non-finite values")
-    out.setflags(write=False)
-    return out
+    return out  # writable on purpose: torch.from_numpy shares it with score.pte's `table` input without a copy

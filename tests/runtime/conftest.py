@@ -69,19 +69,21 @@ class TinyModel:
 
     # -- the eager pipeline the runtime must reproduce ---------------------------------------------------------
     def slots(self, idx, size):
+        """Right-aligned, as sdk/model.py binds it: row size-1 = newest, padding first."""
         keep = list(idx)[-size:]
         vecs, mask = torch.zeros(size, D), torch.zeros(size)
         if keep:
-            vecs[: len(keep)] = self.table[keep]
-            mask[: len(keep)] = 1.0
+            vecs[size - len(keep):] = self.table[keep]
+            mask[size - len(keep):] = 1.0
         return vecs, mask
 
-    def adapted_head(self, idx, last_ts):
+    def adapted_head(self, idx, scene_ts):
+        """Adapt in the scene at `scene_ts` (the query time, as the sdk does)."""
         if not idx:
             return self.phi0.clone()
         hv, hm = self.slots(idx, L)
         tv, tm = self.slots(idx, S)
-        scene = torch.from_numpy(scene_features([last_ts])[0])
+        scene = torch.from_numpy(scene_features([scene_ts])[0])
         nv = self.table[self.negatives]
         theta = self.phi0.clone()
         for _ in range(INNER_STEPS):
@@ -94,8 +96,7 @@ class TinyModel:
         """events: [(item_id, ts)] in recording order. Returns the eager top-k item ids."""
         ordered = sorted(range(len(events)), key=lambda j: (events[j][1], j))
         idx = [ITEM_IDS.index(events[j][0]) for j in ordered]
-        last_ts = max((t for _, t in events), default=None)
-        head = self.adapted_head(idx, last_ts)
+        head = self.adapted_head(idx, now)
         hv, hm = self.slots(idx, L)
         trend = torch.zeros(N, dtype=torch.float64)
         for item, c in (counts or {}).items():

@@ -1,0 +1,114 @@
+"""Verification on open: every tampering is refused with BundleError and leaves the state as it was."""
+import json
+import shutil
+
+import pytest
+
+from metarec.runtime import BundleError, Recommender
+from metarec.runtime.signing import generate_keypair, sign_manifest
+from metarec.runtime.store import Store
+
+from conftest import ITEM_IDS
+
+BUNDLE_FILES = ["manifest.json", "manifest.sig", "score.pte", "adapt.pte", "items.bin", "head_init.bin",
+                "prototypes.bin"]
+
+
+def _serial_seen(state) -> int:
+    s = Store(state)
+    try:
+        return s.max_serial()
+    finally:
+        s.close()
+
+
+def _refused(bundle, state, key):
+    before = _serial_seen(state)
+    with pytest.raises(BundleError):
+        Recommender.open(bundle, state, trusted_key=key)
+    assert _serial_seen(state) == before  # a refused bundle changes no state
+
+
+def test_untouched_bundle_opens(bundle_dir, tmp_path, keys):
+    with Recommender.open(bundle_dir, tmp_path / "s.db", trusted_key=keys[1]) as rec:
+        assert rec.serial == 1 and len(rec.recommend("u", 8.8e8, 5)) == 5
+    assert _serial_seen(tmp_path / "s.db") == 1
+
+
+@pytest.mark.parametrize("name", BUNDLE_FILES)
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_flipped_byte_or_truncation_in_each_file_is_refused(bundle_dir, tmp_path, keys, name, how):
+    path = bundle_dir / name
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[-max(1, len(data) // 10):]
+    path.write_bytes(bytes(data))
+    _refused(bundle_dir, tmp_path / "s.db", keys[1])
+
+
+def test_missing_file_or_signature_is_refused(make_bundle, tmp_path, keys):
+    for name in ("adapt.pte", "manifest.sig", "manifest.json"):
+        b = make_bundle(f"b-{name}")
+        (b / name).unlink()
+        _refused(b, tmp_path / "s.db", keys[1])
+
+
+def test_swapped_manifest_is_refused(make_bundle, tmp_path, keys):
+    from metarec.runtime import TrendingPack
+
+    a = make_bundle("a")
+    b = make_bundle("b", trending=TrendingPack.from_counts(8.8e8, {ITEM_IDS[0]: 4}), inner_steps=2)
+    # b's manifest and signature are genuine, but they describe other files than a's
+    for name in ("manifest.json", "manifest.sig"):
+        shutil.copy(b / name, a / name)
+    (a / "trending.json").write_bytes(b"{}")
+    _refused(a, tmp_path / "s.db", keys[1])
+
+
+def test_manifest_signed_by_another_key_or_checked_with_wrong_key(bundle_dir, tmp_path, keys):
+    other_priv, other_pub = generate_keypair()
+    wrong = tmp_path / "other.pem"
+    wrong.write_bytes(other_pub)
+    _refused(bundle_dir, tmp_path / "s.db", wrong)
+    (bundle_dir / "manifest.sig").write_bytes(sign_manifest((bundle_dir / "manifest.json").read_bytes(),
+                                                            other_priv))
+    _refused(bundle_dir, tmp_path / "s.db", keys[1])
+
+
+def test_edited_manifest_is_refused_even_if_files_match(bundle_dir, tmp_path, keys):
+    d = json.loads((bundle_dir / "manifest.json").read_bytes())
+    d["serial"] = 99  # an attacker bumping the serial without the key
+    (bundle_dir / "manifest.json").write_bytes(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
+    _refused(bundle_dir, tmp_path / "s.db", keys[1])
+
+
+def test_non_canonical_but_signed_manifest_is_refused(bundle_dir, tmp_path, keys):
+    d = json.loads((bundle_dir / "manifest.json").read_bytes())
+    raw = json.dumps(d, indent=1).encode()
+    (bundle_dir / "manifest.json").write_bytes(raw)
+    (bundle_dir / "manifest.sig").write_bytes(sign_manifest(raw, keys[0]))
+    _refused(bundle_dir, tmp_path / "s.db", keys[1])
+
+
+def test_wrong_schema_version_signed_is_refused(bundle_dir, tmp_path, keys):
+    d = json.loads((bundle_dir / "manifest.json").read_bytes())
+    d["schema_version"] = 2
+    raw = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    (bundle_dir / "manifest.json").write_bytes(raw)
+    (bundle_dir / "manifest.sig").write_bytes(sign_manifest(raw, keys[0]))
+    with pytest.raises(BundleError, match="schema_version"):
+        Recommender.open(bundle_dir, tmp_path / "s.db", trusted_key=keys[1])
+
+
+def test_older_serial_is_refused_as_rollback(make_bundle, tmp_path, keys):
+    state = tmp_path / "s.db"
+    new, old = make_bundle("new", serial=5), make_bundle("old", serial=4)
+    Recommender.open(new, state, trusted_key=keys[1]).close()
+    with pytest.raises(BundleError, match="rollback"):
+        Recommender.open(old, state, trusted_key=keys[1])
+    assert _serial_seen(state) == 5
+    Recommender.open(new, state, trusted_key=keys[1]).close()  # the same serial again is fine
+    Recommender.open(make_bundle("newer", serial=6), state, trusted_key=keys[1]).close()
+    assert _serial_seen(state) == 6

@@ -1,0 +1,123 @@
+"""Manifest schema v1: canonical round trip, typed refusals, and the helpers signed next to it."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from metarec.runtime import BundleError, InputError, Manifest, TrendingPack
+from metarec.runtime.manifest import FileEntry, SCHEMA_VERSION
+from metarec.runtime.scene import SceneClock, scene_features
+from metarec.runtime.signing import generate_keypair, sign_manifest, verify_signature
+from metarec.runtime.table import decode_table, encode_table, table_nbytes
+
+
+def _manifest(bundle_dir) -> Manifest:
+    return Manifest.from_json((bundle_dir / "manifest.json").read_bytes())
+
+
+def test_manifest_round_trip_is_canonical(bundle_dir):
+    raw = (bundle_dir / "manifest.json").read_bytes()
+    m = Manifest.from_json(raw)
+    assert m.to_json() == raw
+    assert Manifest.from_json(m.to_json()) == m
+    d = json.loads(raw)
+    assert json.dumps(d, sort_keys=True, separators=(",", ":")).encode() == raw
+    assert m.schema_version == SCHEMA_VERSION and m.shapes.N == len(m.item_ids)
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d.update(schema_version=2), "schema_version"),
+    (lambda d: d.update(surprise=1), "unknown manifest fields"),
+    (lambda d: d.pop("serial"), "missing manifest fields"),
+    (lambda d: d["shapes"].update(N=39), "item_ids"),
+    (lambda d: d["files"].update({"../evil": {"sha256": "0" * 64, "bytes": 1}}), "bad file name"),
+    (lambda d: d["files"]["score.pte"].update(sha256="XYZ"), "sha256"),
+    (lambda d: d["programs"]["score"].update(inputs=["head", "scene"]), "permutation"),
+    (lambda d: d["programs"]["adapt"].update(inner_steps=4), "inner_steps"),
+    (lambda d: d.update(negatives=[0, 1, 2, 3, 4, 999]), "negatives"),
+    (lambda d: d["item_table"].update(format="int3"), "table format"),
+    (lambda d: d.update(serial=True), "serial"),
+    (lambda d: d["scene_spec"].update(version=9), "SceneSpec version"),
+])
+def test_manifest_refuses_invalid_with_bundle_error(bundle_dir, mutate, needle):
+    d = json.loads((bundle_dir / "manifest.json").read_bytes())
+    mutate(d)
+    with pytest.raises(BundleError, match=needle):
+        Manifest.from_json(json.dumps(d).encode())
+
+
+def test_manifest_refuses_non_json_and_nan(bundle_dir):
+    with pytest.raises(BundleError):
+        Manifest.from_json(b"\xff\xfe not json")
+    raw = (bundle_dir / "manifest.json").read_bytes().replace(b'"serial":1', b'"serial":NaN')
+    with pytest.raises(BundleError):
+        Manifest.from_json(raw)
+
+
+def test_manifest_constructor_raises_value_error_for_export_bugs(bundle_dir):
+    m = _manifest(bundle_dir)
+    with pytest.raises(ValueError, match="serial"):
+        dataclasses.replace(m, serial=0)
+    with pytest.raises(ValueError, match="not listed"):
+        dataclasses.replace(m, files={k: v for k, v in m.files.items() if k != "items.bin"})
+    with pytest.raises(ValueError):
+        FileEntry(sha256="a" * 64, bytes=-1)
+
+
+def test_sign_and_verify_are_consistent():
+    priv, pub = generate_keypair()
+    other_priv, other_pub = generate_keypair()
+    sig = sign_manifest(b"payload", priv)
+    verify_signature(b"payload", sig, pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload!", sig, pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload", sig, other_pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload", sig[:-1], pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload", sig, b"-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
+
+
+@pytest.mark.parametrize("fmt, gs, tol", [("float32", 0, 0.0), ("int8", 4, 1 / 127), ("int4", 4, 1 / 7)])
+def test_table_round_trip_within_quantization_error(fmt, gs, tol):
+    t = np.random.default_rng(0).normal(size=(13, 8)).astype(np.float32)
+    data = encode_table(t, fmt, gs)
+    assert len(data) == table_nbytes(13, 8, fmt, gs)
+    back = decode_table(data, 13, 8, fmt, gs)
+    group_max = np.abs(t.reshape(13, -1, gs or 8)).max(axis=2, keepdims=True)
+    err = np.abs(back - t).reshape(13, -1, gs or 8)
+    assert np.all(err <= group_max * tol / 2 + 1e-6)
+    with pytest.raises(BundleError):
+        decode_table(data[:-1], 13, 8, fmt, gs)
+
+
+def test_trending_pack_signed_round_trip_and_refusals(tmp_path):
+    priv, pub = generate_keypair()
+    pack = TrendingPack.from_counts(8.8e8, {"12": 3, "7": 0, "99": 2.5})
+    pack.save(tmp_path / "pack.json", priv)
+    assert TrendingPack.load(tmp_path / "pack.json", pub) == pack
+    _, other_pub = generate_keypair()
+    with pytest.raises(BundleError):
+        TrendingPack.load(tmp_path / "pack.json", other_pub)
+    raw = (tmp_path / "pack.json").read_bytes()
+    (tmp_path / "pack.json").write_bytes(raw.replace(b'"12":3', b'"12":9'))
+    with pytest.raises(BundleError):
+        TrendingPack.load(tmp_path / "pack.json", pub)
+    for at, counts in [(float("nan"), {}), (1.0, {"": 1}), (1.0, {"a": -1}), (1.0, {"a": float("inf")}),
+                       (1.0, {"a": "3"}), (float("inf"), {})]:
+        with pytest.raises(InputError):
+            TrendingPack.from_counts(at, counts)
+    vec = pack.log_counts({"12": 0, "99": 2, "gone": 1}, 3)
+    np.testing.assert_allclose(vec, np.log1p([3.0, 0.0, 2.5]).astype(np.float32))
+
+
+def test_scene_clock_equals_scene_features_exactly():
+    rng = np.random.default_rng(1)
+    ts = np.concatenate([rng.uniform(8.7e8, 9.0e8, 3000), rng.uniform(-1e9, 3e9, 3000),
+                         [0.0, 21600.0, -21600.0, 8.8e8 + 0.25]])
+    clock, out = SceneClock(), np.zeros(15, np.float32)
+    ref = scene_features(ts)
+    mismatches = sum(not np.array_equal(clock.fill(float(t), out), ref[i]) for i, t in enumerate(ts))
+    assert mismatches == 0
