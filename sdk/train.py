@@ -49,6 +49,7 @@ class TrainConfig:
     n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
     future_weight: float = 1.0  # (float) weight of the later query items' mean CE next to the next item's CE
     finetune_lr: float = 0.3  # (float) fixed rate of maml / reptile / finetune inner steps
+    cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
     progress: bool = True  # (bool) tqdm bar on rank 0
@@ -187,7 +188,29 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     torch.manual_seed(cfg.seed)
     counts = np.bincount(ds.item[np.isin(ds.user, fit_users)], minlength=ds.n_items)
     neg = np.argsort(-counts, kind="stable")[:cfg.model.n_negatives]
-    return MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
+    model = MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
+    if cfg.cooc_init:
+        with torch.no_grad():
+            model.item_emb.copy_(torch.from_numpy(cooc_vectors(ds, fit_users, cfg.model.dim)))
+    return model
+
+
+def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
+    """(N, dim) item vectors whose dot products approximate item-kNN's cosine co-occurrence among fit users:
+    item-kNN is the best personal signal on this data, so the table starts there instead of at zero."""
+    keep = np.isin(ds.user, fit_users)
+    x = np.zeros((ds.n_users, ds.n_items), np.float32)
+    x[ds.user[keep], ds.item[keep]] = 1.0
+    c = x.T @ x
+    deg = np.sqrt(np.diag(c)) + 1.0
+    c = c / deg[:, None] / deg[None, :]
+    np.fill_diagonal(c, 0.0)
+    lam, vec = np.linalg.eigh(c.astype(np.float64))
+    top = np.argsort(-lam)[:dim]
+    v = vec[:, top] * np.sqrt(np.clip(lam[top], 0, None))[None, :]
+    scale = np.linalg.norm(v, axis=1)
+    return (v / max(float(scale[scale > 0].mean()), 1e-8)).astype(np.float32) if (scale > 0).any() else \
+        v.astype(np.float32)
 
 
 def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.PathLike | None = None,
@@ -277,10 +300,25 @@ def fit_users_for(cfg: TrainConfig, ds) -> np.ndarray:
     return sp.train if cfg.fit_users == "train" else np.r_[sp.train, sp.val]
 
 
-def train(config: TrainConfig | str | os.PathLike, out_path: str | os.PathLike) -> dict:
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """A TrainConfig from a JSON file (the `--config FILE` of `metarec train`)."""
+    return TrainConfig.load(path)
+
+
+def metarec_factory(checkpoint: str | os.PathLike | None = None, config: TrainConfig | None = None):
+    """Factory for `run_protocol`: a MetaRecRecommender that loads `checkpoint` when it fits the run's users and
+    meta-trains with `config` (default: the checkpoint's own config) when it does not (the new-item run)."""
+    from metarec.sdk.recommender import MetaRecRecommender
+
+    if config is None and checkpoint is not None:
+        config = load_checkpoint(checkpoint)[1]
+    return lambda: MetaRecRecommender(config=config, checkpoint=checkpoint)
+
+
+def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.PathLike) -> str:
     """`metarec train --config FILE --out CKPT`: load the data, meta-train, write the checkpoint. Under torchrun
     (WORLD_SIZE > 1) it joins the gloo group itself and shards tasks over ranks."""
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
+    cfg = TrainConfig() if config is None else config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     from metarec.sdk.data import load_dataset
     from metarec.sdk.protocol import _subset, withheld_items
 
@@ -300,4 +338,5 @@ def train(config: TrainConfig | str | os.PathLike, out_path: str | os.PathLike) 
     finally:
         if own_group:
             dist.destroy_process_group()
-    return stats
+    print(json.dumps(stats))
+    return str(out_path)

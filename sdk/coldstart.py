@@ -1,0 +1,223 @@
+"""Cold-start report of the meta-learned prior: seeds, ablations side by side, bench/results/coldstart.{json,md,png}.
+
+`run_ablations` fits each variant and scores it with PROTOCOL v1 (`sdk.protocol`): on validation users
+(`users="val"`, fit on train users: the only place choices are made) or once on test users (`users="test"`,
+fit on train + validation users). Usage (the command is written into every results file):
+    python -m metarec.sdk.coldstart --seeds 0,1,2 --ablation-seeds 0
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+
+from metarec.sdk.model import ModelConfig
+from metarec.sdk.train import TrainConfig
+
+# name -> (TrainConfig overrides, ModelConfig overrides): the issue's ablations
+ABLATIONS: dict[str, tuple[dict, dict]] = {
+    "full (metasgd, 3 steps)": ({}, {}),
+    "no prototypes": ({}, {"use_prototypes": False}),
+    "no scene encoder": ({}, {"use_scene": False}),
+    "no trending input": ({}, {"use_trend": False}),
+    "no meta-learning (pretrain + fine-tune)": ({"learner": "finetune"}, {}),
+    "maml (2nd order)": ({"learner": "maml"}, {}),
+    "maml (1st order)": ({"learner": "fomaml"}, {}),
+    "reptile": ({"learner": "reptile"}, {}),
+    "metric (no gradient step)": ({"learner": "metric"}, {}),
+    "0 inner steps (trained with 0)": ({}, {"inner_steps": 0}),
+    "1 inner step": ({}, {"inner_steps": 1}),
+}
+FULL = "full (metasgd, 3 steps)"
+
+
+def variant_config(base: TrainConfig, name: str, seed: int) -> TrainConfig:
+    """`base` with the ablation `name` applied and the given seed."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; known: {list(ABLATIONS)}")
+    tr, mo = ABLATIONS[name]
+    model = ModelConfig.from_dict({**base.model.to_dict(), **mo})
+    return TrainConfig.from_dict({**base.to_dict(), **tr, "model": model.to_dict(), "seed": seed,
+                                  "progress": False})
+
+
+def run_variant(ds, cfg: TrainConfig, users: str = "test", new_items: bool = False, curve: bool = True) -> dict:
+    """One fitted variant through PROTOCOL v1 (test: `run_protocol`; val: fit on train users, score val users)."""
+    from metarec.sdk.protocol import (EventLog, evaluate_users, learning_curve, run_protocol, split_users,
+                                      summarize_next_item)
+    from metarec.sdk.recommender import MetaRecRecommender
+
+    fits: list = []
+
+    def make():
+        fits.append(MetaRecRecommender(config=cfg))
+        return fits[-1]
+
+    t0 = time.perf_counter()
+    if users == "test":
+        out = run_protocol(make, ds, new_items=new_items, curve=curve, progress=False, name="metarec")
+    elif users == "val":
+        sp, log = split_users(ds), EventLog(ds)
+        rec = make().fit(ds, sp.train, log)
+        out = {"model": "metarec", **summarize_next_item(evaluate_users(rec, ds, sp.val, log))}
+        if curve:
+            out["learning_curve"] = learning_curve(rec, ds, sp.val, log)
+    else:
+        raise ValueError(f"users must be 'val' or 'test', got {users!r}")
+    out["train_seconds"] = [f.stats.get("train_seconds") for f in fits]
+    out["wall_seconds"] = time.perf_counter() - t0
+    out["config"] = cfg.to_dict()
+    return out
+
+
+def run_ablations(ds, base: TrainConfig, names=None, seeds=(0,), users: str = "test", curve: bool = True) -> dict:
+    """{ablation name: {"seeds": {seed: protocol result}, "mean": headline/per-K/curve means over seeds}}."""
+    out = {}
+    for name in names or list(ABLATIONS):
+        runs = {s: run_variant(ds, variant_config(base, name, s), users, curve=curve) for s in seeds}
+        out[name] = {"seeds": runs, "mean": mean_over_seeds(list(runs.values()))}
+    return out
+
+
+def mean_over_seeds(runs: list[dict]) -> dict:
+    """Mean and spread (min, max) over seeds of the figures the report shows."""
+    def agg(vals):
+        v = [x for x in vals if x is not None and np.isfinite(x)]
+        return {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))} if v else None
+
+    m = {"headline_hr10": agg([r["headline"]["hr10"] for r in runs]),
+         "headline_ndcg10": agg([r["headline"]["ndcg10"] for r in runs]),
+         "per_k_hr10": {k: agg([r["per_k"][k]["hr10"] for r in runs]) for k in runs[0]["per_k"]},
+         "train_seconds": agg([t for r in runs for t in r.get("train_seconds", []) if t is not None])}
+    if "learning_curve" in runs[0]:
+        m["recall10"] = {k: agg([r["learning_curve"]["recall10"][k]["recall10"] for r in runs])
+                         for k in runs[0]["learning_curve"]["recall10"]}
+    if "new_items" in runs[0]:
+        m["new_items_hr10"] = agg([r["new_items"]["hr10"] for r in runs])
+        m["new_items_ndcg10"] = agg([r["new_items"]["ndcg10"] for r in runs])
+        m["new_items_n"] = runs[0]["new_items"]["n"]
+    return m
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x['mean']:.3f}"
+
+
+def coldstart_markdown(report: dict, baselines: dict | None) -> str:
+    """Tables: the prior (mean of seeds) against every baseline, then the ablations side by side."""
+    full = report["full"]["mean"]
+    ks = list(full["per_k_hr10"])
+    lines = [f"# Cold start, PROTOCOL v1, {report['dataset']} ({report['users']} users)", "",
+             f"MetaRec prior: mean of seeds {report['seeds']} (spread min..max in the JSON). Baselines: "
+             "bench/results/baselines.json (one seed). Headline = mean over K=1..3 of next-item HR@10 / NDCG@10.", "",
+             "| model | HR@10 (K=1..3) | NDCG@10 | " + " | ".join(f"HR K={k}" for k in ks) +
+             " | Recall@10 K=0 | K=3 | K=5 | K=10 | new-item HR@10 (n) |",
+             "|---" * (7 + len(ks) + 1) + "|"]
+    rc = full.get("recall10", {})
+    lines.append(f"| **metarec** | {_f(full['headline_hr10'])} | {_f(full['headline_ndcg10'])} | " +
+                 " | ".join(_f(full["per_k_hr10"][k]) for k in ks) +
+                 f" | {_f(rc.get('0'))} | {_f(rc.get('3'))} | {_f(rc.get('5'))} | {_f(rc.get('10'))} | "
+                 f"{_f(full.get('new_items_hr10'))} ({full.get('new_items_n', '-')}) |")
+    for name, r in (baselines or {}).items():
+        c = r.get("learning_curve", {}).get("recall10", {})
+        g = (lambda k: f"{c[k]['recall10']:.3f}" if k in c else "-")
+        ni = r.get("new_items", {})
+        lines.append(f"| {name} | {r['headline']['hr10']:.3f} | {r['headline']['ndcg10']:.3f} | " +
+                     " | ".join(f"{r['per_k'][k]['hr10']:.3f}" for k in ks) +
+                     f" | {g('0')} | {g('3')} | {g('5')} | {g('10')} | "
+                     f"{ni.get('hr10', float('nan')):.3f} ({ni.get('n', '-')}) |")
+    lines += ["", f"## Ablations ({report['users']} users, seeds {report['ablation_seeds']})", "",
+              "| variant | HR@10 (K=1..3) | NDCG@10 | " + " | ".join(f"HR K={k}" for k in ks) +
+              " | Recall@10 K=3 | K=5 | K=10 | train s |", "|---" * (7 + len(ks)) + "|"]
+    for name, r in report["ablations"].items():
+        m = r["mean"]
+        rc = m.get("recall10", {})
+        lines.append(f"| {name} | {_f(m['headline_hr10'])} | {_f(m['headline_ndcg10'])} | " +
+                     " | ".join(_f(m["per_k_hr10"][k]) for k in ks) +
+                     f" | {_f(rc.get('3'))} | {_f(rc.get('5'))} | {_f(rc.get('10'))} | {_f(m['train_seconds'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def coldstart_plot(report: dict, baselines: dict | None, path: str | Path) -> None:
+    """Learning curve (fixed targets) of the prior against the baselines, and next-item HR@10 by K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    full = report["full"]["mean"]
+    for name, r in (baselines or {}).items():
+        c = r.get("learning_curve", {}).get("recall10", {})
+        if c:
+            ks = sorted(c, key=int)
+            ax[0].plot([int(k) for k in ks], [c[k]["recall10"] for k in ks], "--", lw=1, label=name)
+        ks = sorted(r["per_k"], key=int)
+        ax[1].plot([int(k) for k in ks], [r["per_k"][k]["hr10"] for k in ks], "--", lw=1, label=name)
+    for name, style in ((FULL, "k-o"), ("0 inner steps (trained with 0)", "r-s")):
+        m = report["ablations"].get(name, {}).get("mean") if name != FULL else full
+        if m and m.get("recall10"):
+            ks = [k for k in sorted(m["recall10"], key=int) if m["recall10"][k] is not None]
+            ax[0].plot([int(k) for k in ks], [m["recall10"][k]["mean"] for k in ks], style, lw=2,
+                       label="metarec" if name == FULL else "metarec, 0 steps")
+    ks = sorted(full["per_k_hr10"], key=int)
+    ax[1].plot([int(k) for k in ks], [full["per_k_hr10"][k]["mean"] for k in ks], "k-o", lw=2, label="metarec")
+    ax[0].set(xlabel="support size K", ylabel="Recall@10 (events 11..20)", title="learning curve (fixed targets)")
+    ax[1].set(xlabel="support size K", ylabel="HR@10 (next item)", title="next-item HR@10")
+    ax[0].legend(fontsize=7)
+    ax[1].legend(fontsize=7)
+    fig.suptitle(f"{report['dataset']}, PROTOCOL v1, {report['users']} users — {report['command']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_coldstart(report: dict, command: str, out_dir: str | Path | None = None) -> Path:
+    """bench/results/coldstart.{json,md,png}, each naming `command`."""
+    from metarec.sdk.results import RESULTS_DIR, write_results
+
+    out = Path(out_dir or RESULTS_DIR)
+    bpath = out / "baselines.json"
+    baselines = json.loads(bpath.read_text())["results"] if bpath.is_file() else None
+    report = {**report, "command": command}
+    p = write_results("coldstart", report, coldstart_markdown(report, baselines), command, out)
+    coldstart_plot(report, baselines, out / "coldstart.png")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m metarec.sdk.coldstart")
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--config", default=None, help="TrainConfig JSON (default: TrainConfig())")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--ablation-seeds", default="0")
+    ap.add_argument("--ablations", default=None, help="comma-separated names (default: all)")
+    ap.add_argument("--users", default="test", choices=("val", "test"))
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    from metarec.sdk.data import load_dataset
+
+    ds = load_dataset(a.dataset)
+    base = TrainConfig.load(a.config) if a.config else TrainConfig()
+    base = dataclasses.replace(base, dataset=a.dataset, fit_users="train" if a.users == "val" else "train+val")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    runs = {s: run_variant(ds, variant_config(base, FULL, s), a.users, new_items=a.users == "test") for s in seeds}
+    names = a.ablations.split(";") if a.ablations else [n for n in ABLATIONS if n != FULL]
+    abl = run_ablations(ds, base, names, [int(s) for s in a.ablation_seeds.split(",")], a.users)
+    abl = {FULL: {"seeds": {s: r for s, r in runs.items()}, "mean": mean_over_seeds(list(runs.values()))}, **abl}
+    report = {"dataset": ds.name, "users": a.users, "seeds": seeds, "ablation_seeds": a.ablation_seeds,
+              "full": abl[FULL], "ablations": abl}
+    cmd = "python -m metarec.sdk.coldstart " + " ".join(shlex.quote(x) for x in argv)
+    print(write_coldstart(report, cmd, a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from metarec.sdk.coldstart import ABLATIONS, FULL, mean_over_seeds, run_variant, variant_config, write_coldstart
+from metarec.sdk.model import ModelConfig
+from metarec.sdk.protocol import EventLog, make_query, split_users
+from metarec.sdk.recommender import MetaRecRecommender
+from metarec.sdk.train import TrainConfig
+from metarec_tiny import tiny_dataset
+
+BASE = TrainConfig(model=ModelConfig(dim=8, n_prototypes=2, head_hidden=4, hist_len=4, n_negatives=4),
+                   dataset="tiny", steps=15, batch_size=16, n_targets=3, progress=False, lr=0.05,
+                   fit_users="train")
+
+
+def test_variants_apply_their_switches():
+    assert variant_config(BASE, "no scene encoder", 1).model.use_scene is False
+    assert variant_config(BASE, "reptile", 0).learner == "reptile"
+    assert variant_config(BASE, "0 inner steps (trained with 0)", 0).model.inner_steps == 0
+    assert variant_config(BASE, FULL, 2).seed == 2
+    with pytest.raises(ValueError, match="known"):
+        variant_config(BASE, "no dropout", 0)
+
+
+def test_recommender_scores_catalog_and_adapts():
+    ds = tiny_dataset()
+    sp, log = split_users(ds), EventLog(ds)
+    rec = MetaRecRecommender(BASE).fit(ds, sp.train, log)
+    u = int(sp.val[0])
+    rows = ds.user_events()[u]
+    q0 = make_query(ds, log, u, rows, 0, ds.ts[rows[3]])
+    q3 = make_query(ds, log, u, rows, 3, ds.ts[rows[3]])
+    s0, s3 = rec.score(q0), rec.score(q3)
+    assert s0.shape == (ds.n_items,) and np.isfinite(s3).all()
+    assert not np.allclose(s0, s3)  # the support moves the scores
+    head = rec.adapted_head(q3.support_items, q3.scene)
+    assert any(not np.allclose(head[k].numpy(), rec.head0[k].numpy()) for k in head)  # 3 steps moved the head
+
+
+def test_report_files_name_their_command(tmp_path):
+    ds = tiny_dataset()
+    r = run_variant(ds, variant_config(BASE, FULL, 0), users="val")
+    assert 0.0 <= r["headline"]["hr10"] <= 1.0 and "learning_curve" in r
+    m = mean_over_seeds([r])
+    report = {"dataset": "tiny", "users": "val", "seeds": [0], "ablation_seeds": "0",
+              "full": {"mean": m}, "ablations": {FULL: {"mean": m}}}
+    write_coldstart(report, "python -m metarec.sdk.coldstart --users val", tmp_path)
+    data = json.loads((tmp_path / "coldstart.json").read_text())
+    assert data["provenance"]["command"].endswith("--users val")
+    assert "--users val" in (tmp_path / "coldstart.md").read_text()
+    assert (tmp_path / "coldstart.png").stat().st_size > 1000
+    assert len(ABLATIONS) == 11
