@@ -206,3 +206,16 @@ def save_png(fig, path, command: str) -> None:
 
 def fmt_us(x: float | None) -> str:
     return "-" if x is None else (f"{x:,.1f}" if x < 1000 else f"{x:,.0f}")
+
+
+def time_interleaved(fns: dict, runs: int, rounds: int = 10, warmup: int | None = None) -> dict:
+    """Per-call times (ns) of several backends measured in alternating rounds, so load from other processes on a
+    shared machine hits every backend alike (the ratios stay fair even when absolute numbers drift)."""
+    per = max(1, -(-runs // rounds))
+    out = {k: [] for k in fns}
+    for k, fn in fns.items():
+        time_calls(fn, 1, warmup=max(20, runs // 10) if warmup is None else warmup)
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            out[k].append(time_calls(fn, per, warmup=2))
+    return {k: np.concatenate(v)[:max(runs, per)] for k, v in out.items()}

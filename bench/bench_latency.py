@@ -1,0 +1,360 @@
+"""Latency of `recommend` and of one whole adaptation, per backend, same model and same inputs, one run.
+
+Backends (1 thread each, warm-up, >= 1,000 timed calls, p50/p99, ratios to ONNX Runtime):
+- score.pte / adapt.pte from the bundle, run by ExecuTorch (score.pte is XNNPACK-lowered by export);
+- portable ExecuTorch: the same eager module (export's `ScoreModule`/`AdaptModule` on the bundle's model)
+  lowered here WITHOUT the XNNPACK partitioner;
+- ONNX Runtime over the bundle's model.onnx (and, for adaptation, the same <= 3 unrolled Meta-SGD steps exported
+  to ONNX here, since ONNX Runtime has no training program);
+- eager torch on the same modules;
+- the runtime's whole `Recommender.recommend` (scene, trending, exclusions, ids) and adapt + recommend.
+The eager model comes from the checkpoint beside the bundle (artifacts/prior.pt for `make demo`), compressed with
+the manifest's compress config exactly as export did; backends that need it are skipped (and say so) without it.
+Every backend's top-k is compared with score.pte's on the same inputs (parity is reported, not assumed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from metarec.bench import bench_util as bu
+
+T0 = 1_700_000_000.0  # a fixed "now" for the synthetic user (scene features depend on it)
+
+
+# ---------------------------------------------------------------------------------------------- bundle inputs
+class BundleView:
+    """The bundle's manifest (raw JSON, so a schema skew between export and runtime does not stop the bench),
+    decoded item table, phi0 and program bytes."""
+
+    def __init__(self, bundle_dir: Path):
+        from metarec.runtime.table import decode_table
+
+        self.dir = Path(bundle_dir)
+        self.m = json.loads((self.dir / "manifest.json").read_bytes())
+        sh = self.m["shapes"]
+        self.shapes = sh
+        ts = self.m["item_table"]
+        self.table = decode_table((self.dir / ts["file"]).read_bytes(), sh["N"], sh["d"], ts["format"],
+                                  ts.get("group_size", 0))
+        self.head0 = np.frombuffer((self.dir / self.m["head"]["file"]).read_bytes(), "<f4").astype(np.float32)
+        self.score_io = self.m["programs"]["score"]
+        self.adapt_io = self.m["programs"]["adapt"]
+        self.score_pte = (self.dir / self.score_io["file"]).read_bytes()
+        self.adapt_pte = (self.dir / self.adapt_io["file"]).read_bytes()
+        self.onnx = self.dir / "model.onnx"
+
+    def inputs(self, n_hist: int = 3, seed: int = 0) -> dict:
+        """Contract inputs by name for a user with `n_hist` events (right-aligned history, sdk/model.py)."""
+        from metarec.runtime.scene import SceneSpec, scene_features
+
+        sh, rng = self.shapes, np.random.default_rng(seed)
+        N, L, d = sh["N"], sh["L"], sh["d"]
+        items = rng.choice(N, n_hist, replace=False)
+        hv = np.zeros((L, d), np.float32)
+        hm = np.zeros(L, np.float32)
+        hv[L - n_hist:] = self.table[items]
+        hm[L - n_hist:] = 1.0
+        S = sh.get("S", L)
+        tv = np.zeros((S, d), np.float32)
+        tm = np.zeros(S, np.float32)
+        tv[S - n_hist:] = self.table[items]
+        tm[S - n_hist:] = 1.0
+        exclude = np.zeros(N, np.float32)
+        exclude[items] = 1.0
+        scene = scene_features(np.array([T0]), SceneSpec.from_dict(self.m["scene_spec"]))[0].astype(np.float32)
+        return {"head": self.head0.copy(), "theta0": self.head0.copy(), "hist_vecs": hv, "hist_mask": hm,
+                "scene": scene, "trend": np.log1p(rng.integers(0, 30, N)).astype(np.float32), "exclude": exclude,
+                "table": np.ascontiguousarray(self.table), "target_vecs": tv, "target_mask": tm,
+                "neg_vecs": np.ascontiguousarray(self.table[np.asarray(self.m["negatives"], np.int64)]),
+                "items": items}
+
+
+def find_checkpoint(bundle_dir: Path) -> Path | None:
+    env = os.environ.get("METAREC_CHECKPOINT")
+    cands = ([Path(env)] if env else []) + [bundle_dir.parent / "prior.pt", Path("artifacts/prior.pt")]
+    return next((c for c in cands if c.is_file()), None)
+
+
+def bundle_model(bv: BundleView, ckpt: Path):
+    """The eager model behind the bundle: checkpoint -> export's compress step with the manifest's config."""
+    from metarec.export.bundle import load_model
+    from metarec.export.compress import compress_model
+    from metarec.export.config import CompressConfig
+
+    model, _, _ = load_model(ckpt)
+    cc = bv.m.get("configs", {}).get("compress")
+    if cc:
+        model, _ = compress_model(model, CompressConfig.from_dict(cc))
+    if model.n_items != bv.shapes["N"] or model.cfg.dim != bv.shapes["d"]:
+        raise ValueError(f"checkpoint {ckpt} ({model.n_items} x {model.cfg.dim}) is not this bundle's model "
+                         f"({bv.shapes['N']} x {bv.shapes['d']})")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- backends
+def _tensors(inp: dict, names) -> list:
+    import torch
+
+    return [torch.from_numpy(inp[n]) for n in names]
+
+
+def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
+    """{name: zero-arg callable returning top-k ids} and {name: note} for every scorer that can be built."""
+    import torch
+
+    fns, notes = {}, {}
+    names = bv.score_io["inputs"]
+    args = _tensors(inp, names)
+    i_ids = bv.score_io["outputs"].index("topk_ids")
+
+    from executorch.runtime import Runtime
+
+    prog = Runtime.get().load_program(bv.score_pte)
+    meth = prog.load_method(bv.score_io["method"])
+    fns["score.pte (XNNPACK)"] = lambda: meth.execute(args)[i_ids]
+    fns["_keep"] = prog  # the method refers to its program
+
+    if bv.onnx.is_file():
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(bv.onnx), bu.ort_session_options(1), providers=["CPUExecutionProvider"])
+        onames = [i.name for i in sess.get_inputs()]
+        feed = {n: inp[n] for n in onames}
+        oi = [o.name for o in sess.get_outputs()].index("topk_ids") if "topk_ids" in \
+            [o.name for o in sess.get_outputs()] else 1
+        fns["ONNX Runtime (model.onnx)"] = lambda: sess.run(None, feed)[oi]
+    else:
+        notes["ONNX Runtime (model.onnx)"] = "bundle has no model.onnx"
+
+    if model is None:
+        notes["portable ExecuTorch"] = notes["eager torch"] = "no checkpoint beside the bundle (artifacts/prior.pt)"
+    else:
+        from metarec.export.programs import ScoreModule
+
+        mod = ScoreModule(model, model.export_item_bias(), bv.shapes["k_max"]).eval()
+        ex = tuple(_tensors(inp, names))
+        with torch.no_grad():
+            ep = torch.export.export(mod, ex, strict=False)
+        port = bu.load_pte(bu.lower_program(ep, xnnpack=False))
+        fns["portable ExecuTorch (no delegate)"] = lambda: port.forward(ex)[i_ids]
+        fns["_keep2"] = port
+
+        def eager():
+            with torch.inference_mode():
+                return mod(*ex)[i_ids]
+
+        fns["eager torch"] = eager
+    return fns, notes
+
+
+def adapt_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
+    """{name: zero-arg callable returning the adapted head (P,)} for one whole adaptation (inner_steps steps)."""
+    import torch
+
+    fns, notes = {}, {}
+    io = bv.adapt_io
+    steps = int(io.get("inner_steps", 3))
+    from metarec.runtime.manifest import ProgramIO, Shapes
+    from metarec.runtime.programs import AdaptProgram
+
+    ap = AdaptProgram(bv.adapt_pte, ProgramIO(**io), Shapes(**bv.shapes))
+    named = {n: inp[n] for n in io["inputs"]}
+    fns["adapt.pte (ExecuTorch training runtime)"] = lambda: ap.adapt(named)
+    notes["adapt.pte (ExecuTorch training runtime)"] = (
+        "export lowers adapt.pte with to_edge (no delegate: training programs run portable kernels), so this "
+        "row is also the portable ExecuTorch number")
+    if model is None:
+        notes["eager torch"] = notes["ONNX Runtime (unrolled steps)"] = "no checkpoint beside the bundle"
+        return fns, notes
+    from metarec.export.programs import AdaptModule
+
+    mod = AdaptModule(model)
+    ex = [torch.from_numpy(inp[n]) for n in io["inputs"]]
+
+    def eager():
+        with torch.no_grad():
+            mod.delta.zero_()
+        for _ in range(steps):
+            loss, scale = mod(*ex)
+            (g,) = torch.autograd.grad(loss, mod.delta)
+            with torch.no_grad():
+                mod.delta -= g
+        return (ex[0] + scale * mod.delta).detach()
+
+    fns["eager torch (autograd, same steps)"] = eager
+    try:
+        sess, feed = _onnx_unrolled_adapt(mod, ex, io["inputs"], steps)
+        fns["ONNX Runtime (unrolled steps)"] = lambda: sess.run(None, feed)[0]
+    except Exception as e:  # noqa: BLE001 - an export failure is a finding to report, not a crash
+        notes["ONNX Runtime (unrolled steps)"] = f"could not export the unrolled steps to ONNX: {type(e).__name__}: {e}"
+    return fns, notes
+
+
+def _onnx_unrolled_adapt(mod, ex, names, steps: int):
+    """The same `steps` Meta-SGD steps as one pure function (make_fx over torch.func.grad), exported to ONNX."""
+    import onnxruntime as ort
+    import torch
+    from torch.func import functional_call, grad
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    params = {"delta": torch.zeros_like(mod.delta)}
+
+    def loss_of(delta, *a):
+        return functional_call(mod, {"delta": delta}, a)[0]
+
+    def unrolled(*a):
+        delta = torch.zeros_like(params["delta"])
+        for _ in range(steps):
+            delta = delta - grad(loss_of)(delta, *a)
+        scale = mod.scale(a[3])
+        return (a[0] + scale * delta,)
+
+    gm = make_fx(unrolled)(*ex)
+    path = Path(tempfile.mkdtemp(prefix="metarec-bench-")) / "adapt_unrolled.onnx"
+    torch.onnx.export(gm, tuple(ex), str(path), dynamo=True, input_names=list(names), output_names=["head"],
+                      opset_version=18, verbose=False)
+    sess = ort.InferenceSession(str(path), bu.ort_session_options(1), providers=["CPUExecutionProvider"])
+    feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), ex)}
+    return sess, feed
+
+
+# ---------------------------------------------------------------------------------------------- runtime
+def runtime_paths(bundle: Path, key: Path, runs: int) -> dict:
+    """The runtime's whole recommend for a warm user, and adapt + recommend after a new event (end to end and
+    without the durable write), through the public Recommender API."""
+    from metarec.runtime import Recommender
+
+    tmp = Path(tempfile.mkdtemp(prefix="metarec-bench-state-"))
+    rec = Recommender.open(bundle, tmp / "state.db", trusted_key=key)
+    try:
+        ids = rec.item_ids
+        rng = np.random.default_rng(1)
+        for j, it in enumerate(rng.choice(len(ids), 3, replace=False)):
+            rec.record("warm", ids[int(it)], T0 - 3600 + j)
+        rec.recommend("warm", T0, 10)
+        res = {"recommend (warm user)": bu.time_calls(lambda: rec.recommend("warm", T0, 10), runs)}
+        # adapt + recommend: each call follows a new event of one of 64 users, so the head is stale and the
+        # runtime reloads the events, adapts (adapt.pte), stores the head and scores
+        n_users, rec_ns, ar_ns = 64, [], []
+        picks = rng.choice(len(ids), size=runs + 64 * 3, replace=True)
+        for u in range(n_users):
+            for j in range(2):
+                rec.record(f"u{u}", ids[int(picks[u * 2 + j])], T0 - 7200 + j)
+        clock = time.perf_counter_ns
+        for i in range(runs):
+            uid = f"u{i % n_users}"
+            t0 = clock()
+            rec.record(uid, ids[int(picks[i])], T0 - 3600 + i)
+            t1 = clock()
+            rec.recommend(uid, T0, 10)
+            t2 = clock()
+            rec_ns.append(t1 - t0)
+            ar_ns.append(t2 - t1)
+        res["record (durable event write)"] = np.asarray(rec_ns)
+        res["adapt + recommend after a new event"] = np.asarray(ar_ns)
+        prof = bu.cprofile_top(lambda: rec.recommend("warm", T0, 10), calls=min(runs, 1000))
+
+        def stale():
+            rec.record("p", ids[int(rng.integers(len(ids)))], T0 - 1.0)
+            rec.recommend("p", T0, 10)
+
+        prof_ar = bu.cprofile_top(stale, calls=200, top=10)
+        return {"times": res, "profile_recommend": prof, "profile_record_adapt_recommend": prof_ar}
+    finally:
+        rec.close()
+
+
+# ---------------------------------------------------------------------------------------------- suite
+def _overlap(a, b) -> float:
+    a, b = np.asarray(a).reshape(-1)[:10], np.asarray(b).reshape(-1)[:10]
+    return float(len(set(a.tolist()) & set(b.tolist())) / max(1, len(a)))
+
+
+def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, write: bool = True) -> dict:
+    pin = bu.pin_threads(1)
+    load0 = os.getloadavg()
+    bv = BundleView(bundle)
+    inp = bv.inputs()
+    ckpt = find_checkpoint(Path(bundle))
+    model, model_note = None, None
+    if ckpt is not None:
+        try:
+            model = bundle_model(bv, ckpt)
+        except Exception as e:  # noqa: BLE001
+            model_note = f"checkpoint {ckpt} unusable: {type(e).__name__}: {e}"
+    else:
+        model_note = "no checkpoint found (artifacts/prior.pt or $METAREC_CHECKPOINT)"
+
+    data = {"threads": pin, "runs": runs, "bundle": str(bundle), "checkpoint": str(ckpt) if ckpt else None,
+            "model_note": model_note, "shapes": bv.shapes, "bundle_files": {p.name: p.stat().st_size for p in
+                                                                          sorted(Path(bundle).iterdir())},
+            "score": {}, "adapt": {}, "runtime": {}, "notes": {}, "parity": {}}
+    # ---- scorers
+    fns, notes = score_backends(bv, inp, model)
+    keep = {k: v for k, v in fns.items() if k.startswith("_")}
+    fns = {k: v for k, v in fns.items() if not k.startswith("_")}
+    ref = np.asarray(fns["score.pte (XNNPACK)"]())
+    for k, f in fns.items():
+        data["parity"][f"score top-10 overlap {k} vs score.pte"] = _overlap(f(), ref)
+    times = bu.time_interleaved(fns, runs)
+    data["score"] = {k: bu.summarize(v) for k, v in times.items()}
+    data["notes"].update({f"score: {k}": v for k, v in notes.items()})
+    del keep
+    # ---- adaptation
+    afns, anotes = adapt_backends(bv, inp, model)
+    aref = np.asarray(afns["adapt.pte (ExecuTorch training runtime)"](), np.float32)
+    for k, f in afns.items():
+        got = np.asarray(f(), np.float32).reshape(-1)
+        data["parity"][f"adapt max |head - adapt.pte head| {k}"] = float(np.abs(got - aref).max())
+    atimes = bu.time_interleaved(afns, runs)
+    data["adapt"] = {k: bu.summarize(v) for k, v in atimes.items()}
+    data["notes"].update({f"adapt: {k}": v for k, v in anotes.items()})
+    # compute-only chain: one adaptation then one score call, back to back (what a stale user costs without I/O)
+    sfn, afn = fns["score.pte (XNNPACK)"], afns["adapt.pte (ExecuTorch training runtime)"]
+    data["adapt"]["adapt.pte + score.pte (chained, no I/O)"] = bu.summarize(
+        bu.time_calls(lambda: (afn(), sfn()), runs))
+    # ---- the runtime's public API
+    try:
+        rt = runtime_paths(Path(bundle), Path(key), runs)
+        data["runtime"] = {k: bu.summarize(v) for k, v in rt["times"].items()}
+        data["profile_recommend"] = rt["profile_recommend"]
+        data["profile_record_adapt_recommend"] = rt["profile_record_adapt_recommend"]
+    except Exception as e:  # noqa: BLE001 - a runtime/export skew is a finding; the backends above still count
+        data["notes"]["runtime"] = f"Recommender could not serve this bundle: {type(e).__name__}: {e}"
+    data["loadavg_before_after"] = [load0, os.getloadavg()]
+    data["targets"] = targets(data)
+    data["profile_score"] = bu.cprofile_top(lambda: sfn(), calls=min(runs, 1000), top=6)
+    if write:
+        from metarec.bench.bench_latency_report import write_latency
+
+        write_latency(data, command, out_dir)
+    return data
+
+
+def _p(d: dict, section: str, key: str, q: str = "p50_us"):
+    v = d.get(section, {}).get(key)
+    return None if v is None else v[q]
+
+
+def targets(d: dict) -> dict:
+    """The issue's targets, each with value, met and how far off."""
+    ort = _p(d, "score", "ONNX Runtime (model.onnx)")
+    pte = _p(d, "score", "score.pte (XNNPACK)")
+    rec = _p(d, "runtime", "recommend (warm user)")
+    ad = _p(d, "adapt", "adapt.pte (ExecuTorch training runtime)")
+    ar99 = _p(d, "adapt", "adapt.pte + score.pte (chained, no I/O)", "p99_us")
+    ar99_rt = _p(d, "runtime", "adapt + recommend after a new event", "p99_us")
+    return {
+        "score.pte p50 / ONNX Runtime p50 <= 1.0": bu.verdict(bu.ratio(pte, ort), 1.0, "x"),
+        "runtime recommend p50 / score.pte p50 <= 2.0": bu.verdict(bu.ratio(rec, pte), 2.0, "x"),
+        "runtime recommend p50 <= 25 us": bu.verdict(rec, 25.0, "us"),
+        "adaptation (<= 3 steps) p50 <= 60 us": bu.verdict(ad, 60.0, "us"),
+        "adaptation + recommend p99 <= 1 ms (compute: adapt.pte + score.pte)": bu.verdict(ar99, 1000.0, "us"),
+        "adaptation + recommend p99 <= 1 ms (runtime, incl. store reads/writes)": bu.verdict(ar99_rt, 1000.0, "us"),
+    }
