@@ -12,14 +12,18 @@ from __future__ import annotations
 import importlib
 
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
-from .manifest import SCHEMA_VERSION, FileEntry, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec
-from .scene import SceneClock, SceneSpec, scene_features, scene_labels
-from .signing import generate_keypair, sign_manifest, verify_signature
-from .table import decode_table, encode_table
-from .trending import TrendingPack
 
-_LAZY = {"Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
-         "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store"}
+# Everything else is imported on first use, so `metarec.runtime.store` (crash-test children, tools) starts without
+# numpy, cryptography or torch.
+_LAZY = {
+    "SCHEMA_VERSION": ".manifest", "FileEntry": ".manifest", "HeadSpec": ".manifest", "Manifest": ".manifest",
+    "ProgramIO": ".manifest", "Shapes": ".manifest", "TableSpec": ".manifest",
+    "SceneClock": ".scene", "SceneSpec": ".scene", "scene_features": ".scene", "scene_labels": ".scene",
+    "generate_keypair": ".signing", "sign_manifest": ".signing", "verify_signature": ".signing",
+    "decode_table": ".table", "encode_table": ".table", "TrendingPack": ".trending",
+    "Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
+    "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store",
+}
 
 
 def __getattr__(name: str):
@@ -28,10 +32,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "BundleError", "InputError", "MetaRecRuntimeError", "StateError",
-    "SCHEMA_VERSION", "FileEntry", "HeadSpec", "Manifest", "ProgramIO", "Shapes", "TableSpec",
-    "SceneClock", "SceneSpec", "scene_features", "scene_labels",
-    "generate_keypair", "sign_manifest", "verify_signature", "decode_table", "encode_table", "TrendingPack",
-    *_LAZY,
-]
+__all__ = ["BundleError", "InputError", "MetaRecRuntimeError", "StateError", *_LAZY]
