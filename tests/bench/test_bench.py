@@ -49,7 +49,7 @@ def test_copy_bandwidth_structure():
 def test_tiny_scaling_run(tmp_path):
     from metarec.bench.bench_scaling import run_scaling
 
-    data = run_scaling(50, "pytest tiny scaling", tmp_path, sizes=(1000,), bw_bytes=4 << 20)
+    data = run_scaling(50, "pytest tiny scaling", tmp_path, sizes=(1000,), quants=("none",), bw_bytes=4 << 20)
     (row,) = data["rows"]
     assert row["n_items"] == 1000 and row["runs"] == 50
     assert row["topk_matches_eager"] is True  # the lowered program ranks like eager torch
