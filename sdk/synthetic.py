@@ -67,8 +67,8 @@ class SyntheticConfig:
             raise ValueError("need n_genres >= 2, session_max >= 1, days >= 1")
         if self.session_gap_days <= 0 or self.burst_days <= 0 or not 0 < self.arrival_frac <= 1:
             raise ValueError("need session_gap_days > 0, burst_days > 0, 0 < arrival_frac <= 1")
-        if not 0 <= self.new_item_frac < 1:
-            raise ValueError("need 0 <= new_item_frac < 1")
+        if not 0 <= self.new_item_frac < 1 or round(self.new_item_frac * self.n_items) >= self.n_items:
+            raise ValueError("need 0 <= new_item_frac < 1 and at least one item released from the start")
         if min(self.proto_strength, self.scene_boost, self.burst_boost, self.base_sd) < 0:
             raise ValueError("effect strengths must be >= 0")
         if not (0 <= self.genre_core_p <= 1 and 0 <= self.genre_noise_p <= 1):
@@ -148,14 +148,13 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> Dataset:
     all_t = np.concatenate(times)
     it = _items(cfg, rng, all_t)
     scene = scene_features(all_t, cfg.scene_spec)[:, _SCENE_COLS]  # (n_events, 6) active scene factors
-    scene_logit = cfg.scene_boost * (scene @ it["affinity"])  # (n_events, n_items)
     users, items, ts = [], [], []
     pos = 0
     for u in range(cfg.n_users):
         own = it["base"] + cfg.proto_strength * (it["proto"] == user_proto[u])
         seen = np.zeros(cfg.n_items, bool)
         for j, t in enumerate(times[u]):
-            logit = own + scene_logit[pos + j]
+            logit = own + cfg.scene_boost * (scene[pos + j] @ it["affinity"])
             for b in it["bursts"]:
                 if b["start"] <= t < b["end"]:
                     logit[b["item"]] += cfg.burst_boost

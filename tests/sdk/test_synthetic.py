@@ -100,7 +100,7 @@ def test_config_validation_and_round_trip():
     assert SyntheticConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     for bad in (dict(version=2), dict(n_users=0), dict(events_min=5, events_max=4), dict(start="Nov 1"),
                 dict(new_item_frac=1.0), dict(n_items=5, n_prototypes=5), dict(scene_boost=-1.0),
-                dict(events_max=500)):
+                dict(events_max=500), dict(n_items=10, n_prototypes=2, events_max=5, new_item_frac=0.99)):
         with pytest.raises(ValueError):
             SyntheticConfig(**bad)
     with pytest.raises(ValueError, match="known"):
