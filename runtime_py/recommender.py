@@ -61,11 +61,12 @@ class Event(NamedTuple):
 class _User:
     """Everything `recommend` needs for one user, ready to pass to score.pte."""
 
-    __slots__ = ("seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs", "hist_mask",
+    __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs", "hist_mask",
                  "exclude", "excluded", "because_code", "because_labels")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
+        self.stored_seq = -1  # the event seq of the head in the store
         self.head = None  # tensor (P,), valid for scene `head_scene` (bytes; b"" = any scene)
         self.head_scene = None
         self.hist_np, self.mask_np = hist_np, mask_np
@@ -266,7 +267,7 @@ class Recommender:
             if row is not None and row[0] == b.serial and row[1] == seq and len(row[3]) == sh.P * 4:
                 head = np.frombuffer(row[3], dtype="<f4").astype(np.float32)
                 if np.all(np.isfinite(head)):
-                    u.head, u.head_scene = torch.from_numpy(head), row[2]
+                    u.head, u.head_scene, u.stored_seq = torch.from_numpy(head), row[2], seq
         self._users[user_id] = u
         if len(self._users) > self._MAX_CACHED_USERS:
             self._users.popitem(last=False)
@@ -292,7 +293,9 @@ class Recommender:
             raise BundleError(f"adapt program failed: {e}") from e
         if not np.all(np.isfinite(head)):  # a diverged step must not poison the store; phi0 is a safe answer
             head = head0.copy()
-        self._store.put_head(user_id, self._bundle.serial, u.seq, key, head.astype("<f4").tobytes())
+        if u.stored_seq != u.seq:  # a re-adaptation for a new scene alone stays in memory: no write per query
+            self._store.put_head(user_id, self._bundle.serial, u.seq, key, head.astype("<f4").tobytes())
+            u.stored_seq = u.seq
         u.head, u.head_scene = torch.from_numpy(head), key
 
     def _because(self, idx: np.ndarray) -> tuple[bytes, list[str]]:
