@@ -1,0 +1,182 @@
+"""`compression_report`: every compression variant measured on PROTOCOL v1 -> bench/results/export.{json,md}.
+
+    python -m metarec.export.report artifacts/prior.pt [--prune dim=24,prototypes=6] [--finetune-steps 100]
+
+Per variant (fp32, int8, int4, pruned + int8, pruned + int4): the phone bundle's bytes (every file but model.onnx),
+with a per-file breakdown; SNR (dB) of the variant's scores against the fp32 model's over the test queries;
+mean top-10 overlap with fp32; headline HR@10 (K = 1..3, test users) through `metarec.sdk.protocol`. The variant
+is scored with the exact tensors the phone gets (its decoded items.bin rows for history, adaptation, scoring);
+that this equals the programs is what tests/export/test_programs.py checks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import generate_keypair, export_bundle, load_model
+from .compress import compress_model, quantize_table, snr_db, topk_overlap
+from .config import CompressConfig, ExportConfig, parse_prune
+
+HEADLINE_KS = (1, 2, 3)
+
+
+class _Recording:
+    """A PROTOCOL v1 recommender that also keeps every score vector it returned (same query order every run)."""
+
+    def __init__(self, rec):
+        self.rec, self.name, self.scores = rec, rec.name, []
+
+    def fit(self, *a, **k):
+        return self
+
+    def score(self, q):
+        s = self.rec.score(q)
+        self.scores.append(s.astype(np.float32))
+        return s
+
+
+def _variant_recommender(checkpoint, ds, fit_users, log, model, table: np.ndarray):
+    """`MetaRecRecommender` loaded from the checkpoint, then switched to the compressed model and phone table."""
+    from metarec.sdk.recommender import MetaRecRecommender
+
+    rec = MetaRecRecommender(checkpoint=checkpoint).fit(ds, fit_users, log)
+    rec._set(model, rec.config)
+    rec.table = torch.from_numpy(np.ascontiguousarray(table, np.float32))
+    return rec
+
+
+def sdk_finetune(ds, fit_users, train_cfg, lr_scale: float = 0.5):
+    """finetune(model, steps): a brief meta-training run of the pruned model with sdk.train's task loss."""
+    def finetune(model, steps: int):
+        from metarec.sdk.train import TaskBank, _to_torch, task_loss
+
+        model.train()
+        bank = TaskBank(ds, fit_users, model.cfg.hist_len)
+        learner = train_cfg.learner_obj()
+        opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr * lr_scale)
+        B = train_cfg.batch_size
+        for step in range(steps):
+            rng = np.random.default_rng([train_cfg.seed, 1_000_003, step])
+            b = bank.sample(rng, B, train_cfg.early_frac, train_cfg.n_targets)
+            keep = torch.from_numpy((rng.random(ds.n_items) >= model.cfg.id_dropout).astype(np.float32))
+            loss = task_loss(model, learner, _to_torch(b, 0, B), keep, B, train_cfg.future_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model.eval()
+    return finetune
+
+
+def _histories(ds, users, L: int, n: int = 512, seed: int = 0) -> np.ndarray:
+    """(n, L) right-aligned early histories of fit users (-1 = pad): what importance is measured on."""
+    rng = np.random.default_rng(seed)
+    per_user = ds.user_events()
+    out = np.full((n, L), -1, np.int64)
+    for j, u in enumerate(rng.choice(users, n)):
+        rows = per_user[u]
+        k = int(rng.integers(1, min(L, len(rows)) + 1))
+        out[j, L - k:] = ds.item[rows[:k]]
+    return out
+
+
+def compression_report(checkpoint, variants=None, prune: str | dict | None = "dim=24,prototypes=6",
+                       finetune_steps: int = 100, out_dir=None, command: str | None = None,
+                       max_users: int | None = None) -> dict:
+    """Measure every variant and write bench/results/export.{json,md}; returns the JSON dict."""
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.protocol import EventLog, evaluate_users, split_users, summarize_next_item
+    from metarec.sdk.results import write_results
+
+    base, _, extra = load_model(checkpoint)
+    tcfg_d = extra.get("train", {})
+    from metarec.sdk.train import TrainConfig
+
+    tcfg = TrainConfig.from_dict(tcfg_d) if tcfg_d else TrainConfig()
+    ds = load_dataset(tcfg.dataset)
+    split, log = split_users(ds), EventLog(ds)
+    fit_users = np.r_[split.train, split.val]
+    test = split.test if max_users is None else split.test[:max_users]
+    pr = parse_prune(prune)
+    variants = variants or [("fp32", "none", False), ("int8", "int8", False), ("int4", "int4", False),
+                            ("pruned+int8", "int8", True), ("pruned+int4", "int4", True)]
+    hist = _histories(ds, split.train, base.cfg.hist_len)
+    keydir = Path(tempfile.mkdtemp(prefix="metarec-keys-"))
+    generate_keypair(keydir)
+    rows, ref_scores, pruned_cache = [], None, {}
+    for name, quant, pruned in variants:
+        ccfg = CompressConfig(quant=quant, **(pr if pruned else {}),
+                              finetune_steps=finetune_steps if pruned else 0)
+        if pruned:
+            key = json.dumps(pr, sort_keys=True)
+            if key not in pruned_cache:  # prune + fine-tune once; the int8 / int4 variants share the model
+                pruned_cache[key] = compress_model(base, ccfg, hist, sdk_finetune(ds, fit_users, tcfg))
+            model, creport = pruned_cache[key]
+        else:
+            model, creport = compress_model(base, ccfg)
+        qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
+        with tempfile.TemporaryDirectory() as tmp:
+            b = export_bundle(model, Path(tmp) / "b", quant=quant, key_path=keydir / "private.pem",
+                              compress_config=CompressConfig(quant=quant),  # already pruned above
+                              export_config=ExportConfig(onnx=name == "fp32"), item_ids=list(ds.item_ids))
+            files = {p.name: p.stat().st_size for p in sorted(b.iterdir())}
+        rec = _Recording(_variant_recommender(checkpoint, ds, fit_users, log, model, qt.dequantized))
+        res = evaluate_users(rec, ds, test, log, ks=HEADLINE_KS)
+        head = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
+        scores = np.stack(rec.scores)
+        if ref_scores is None:
+            ref_scores = scores
+        finite = np.isfinite(ref_scores) & np.isfinite(scores)
+        row = {"variant": name, "quant": quant, "d": model.cfg.dim, "prototypes": model.cfg.n_prototypes,
+               "phone_bytes": sum(v for k, v in files.items() if not k.endswith(".onnx")), "files": files,
+               "table_snr_db": snr_db(model.export_item_table().numpy(), qt.dequantized),
+               "score_snr_db": snr_db(ref_scores[finite], scores[finite]),
+               "top10_overlap": topk_overlap(ref_scores, scores, 10), "hr10": head["hr10"],
+               "hr10_ci": head["hr10_ci"], "n_users": head["n_users"], "compress": creport}
+        rows.append(row)
+        print(f"{name}: {row['phone_bytes'] / 1024:.1f} KB, SNR {row['score_snr_db']:.1f} dB, "
+              f"overlap {row['top10_overlap']:.3f}, HR@10 {row['hr10']:.4f}", flush=True)
+    fp = rows[0]["hr10"]
+    for r in rows:
+        r["hr10_rel_loss"] = (fp - r["hr10"]) / fp if fp > 0 else float("nan")
+    command = command or "python -m metarec.export.report " + str(checkpoint)
+    data = {"dataset": ds.name, "checkpoint": str(checkpoint), "prune": pr, "finetune_steps": finetune_steps,
+            "budget_bytes": 64 * 1024, "variants": rows}
+    md = ["# Compression variants (PROTOCOL v1, test users, headline HR@10 = K 1..3)", "",
+          "| variant | d | M | phone bundle KB | score SNR dB | table SNR dB | top-10 overlap | HR@10 [95% CI] | "
+          "rel. loss |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['variant']} | {r['d']} | {r['prototypes']} | {r['phone_bytes'] / 1024:.1f} | "
+                  f"{r['score_snr_db']:.1f} | {r['table_snr_db']:.1f} | {r['top10_overlap']:.3f} | "
+                  f"{r['hr10']:.4f} [{r['hr10_ci'][0]:.3f}, {r['hr10_ci'][1]:.3f}] | {100 * r['hr10_rel_loss']:.1f}% |")
+    md += ["", "Phone bundle = every bundle file but the optional model.onnx. Per-file bytes:", "",
+           "| variant | " + " | ".join(sorted(rows[0]["files"])) + " |",
+           "|---|" + "---|" * len(rows[0]["files"])]
+    for r in rows:
+        md.append(f"| {r['variant']} | " + " | ".join(str(r["files"].get(k, "-")) for k in sorted(rows[0]["files"]))
+                  + " |")
+    write_results("export", data, "\n".join(md), command, out_dir)
+    return data
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m metarec.export.report", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--prune", default="dim=24,prototypes=6")
+    p.add_argument("--finetune-steps", type=int, default=100)
+    p.add_argument("--out", default=None)
+    p.add_argument("--max-users", type=int, default=None)
+    argv = sys.argv[1:] if argv is None else argv
+    a = p.parse_args(argv)
+    compression_report(a.checkpoint, prune=a.prune, finetune_steps=a.finetune_steps, out_dir=a.out,
+                       command="python -m metarec.export.report " + " ".join(argv), max_users=a.max_users)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
