@@ -8,7 +8,7 @@ from metarec.runtime import BundleError, Recommender
 from metarec.runtime.signing import generate_keypair, sign_manifest
 from metarec.runtime.store import Store
 
-from conftest import ITEM_IDS
+from tiny_bundle import ITEM_IDS
 
 BUNDLE_FILES = ["manifest.json", "manifest.sig", "score.pte", "adapt.pte", "items.bin", "head_init.bin",
                 "prototypes.bin"]

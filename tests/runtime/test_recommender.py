@@ -9,7 +9,7 @@ import pytest
 from metarec.runtime import BundleError, InputError, Recommender, StateError, TrendingPack
 from metarec.runtime.programs import AdaptProgram
 
-from conftest import ITEM_IDS, K_MAX, N
+from tiny_bundle import ITEM_IDS, K_MAX, N
 
 T0 = 8.8e8  # 1997-11-19, inside the ML-100K span
 
