@@ -61,8 +61,8 @@ class Event(NamedTuple):
 class _User:
     """Everything `recommend` needs for one user, ready to pass to score.pte."""
 
-    __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs", "hist_mask",
-                 "exclude", "excluded", "because_code", "because_labels")
+    __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
+                 "hist_mask", "exclude", "excluded", "because_code", "because_labels")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order

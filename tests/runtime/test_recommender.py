@@ -36,7 +36,8 @@ def adapt_calls(monkeypatch):
 def _db_rows(path) -> tuple[int, int]:
     db = sqlite3.connect(path)
     try:
-        return db.execute("SELECT COUNT(*) FROM events").fetchone()[0], db.execute("SELECT COUNT(*) FROM heads").fetchone()[0]
+        count = lambda table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: E731
+        return count("events"), count("heads")
     finally:
         db.close()
 
