@@ -31,14 +31,14 @@ def pin_threads(n: int = 1) -> dict:
     return out
 
 
-def ort_session_options(threads: int = 1):
+def ort_session_options(threads: int = 1, level: str = "ORT_ENABLE_ALL"):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     return so
 
 
@@ -181,6 +181,34 @@ class LoadedPte:
         self.data = data
         self.module = portable_lib._load_for_executorch_from_buffer(data)
         self.forward = self.module.forward
+
+
+def program_profile(data: bytes) -> dict:
+    """Static profile of a .pte's forward plan: instructions, XNNPACK delegate calls, portable kernel calls by op.
+
+    Each instruction is one dispatch from ExecuTorch's interpreter; each delegate call also crosses into XNNPACK,
+    so a graph broken into many small partitions pays fixed per-call costs that dominate tiny models."""
+    import collections
+
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    prog = deserialize_pte_binary(data)
+    prog = getattr(prog, "program", prog)
+    plan = next((p for p in prog.execution_plan if p.name == "forward"), prog.execution_plan[0])
+    kernels: collections.Counter = collections.Counter()
+    delegates = other = 0
+    for chain in plan.chains:
+        for ins in chain.instructions:
+            kind = type(ins.instr_args).__name__
+            if kind == "KernelCall":
+                kernels[plan.operators[ins.instr_args.op_index].name] += 1
+            elif kind == "DelegateCall":
+                delegates += 1
+            else:
+                other += 1
+    return {"instructions": delegates + other + sum(kernels.values()), "delegate_calls": delegates,
+            "portable_kernel_calls": sum(kernels.values()), "other_instructions": other,
+            "portable_ops": dict(kernels.most_common())}
 
 
 def load_pte(data: bytes) -> LoadedPte:

@@ -49,7 +49,8 @@ def test_copy_bandwidth_structure():
 def test_tiny_scaling_run(tmp_path):
     from metarec.bench.bench_scaling import run_scaling
 
-    data = run_scaling(50, "pytest tiny scaling", tmp_path, sizes=(1000,), quants=("none",), bw_bytes=4 << 20)
+    data = run_scaling(50, "pytest tiny scaling", tmp_path, sizes=(1000,), variants=(("input", "none", "flat", "all"),),
+                       bw_bytes=4 << 20)
     (row,) = data["rows"]
     assert row["n_items"] == 1000 and row["runs"] == 50
     assert row["topk_matches_eager"] is True  # the lowered program ranks like eager torch
@@ -58,3 +59,17 @@ def test_tiny_scaling_run(tmp_path):
     assert saved["provenance"]["command"] == "pytest tiny scaling"
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert "pytest tiny scaling" in (tmp_path / "scaling.md").read_text()
+
+
+def test_blocked_topk_equals_flat_topk():
+    import torch
+
+    from metarec.bench.bench_scaling import _blocked_topk
+
+    g = torch.Generator().manual_seed(0)
+    for n in (10_000, 20_000):
+        s = torch.randn(n, generator=g)
+        s[torch.randint(0, n, (30,), generator=g)] = -1e9  # excluded items
+        v, i = _blocked_topk(s, 10, 1000)
+        fv, fi = torch.topk(s, 10)
+        assert torch.equal(v, fv) and torch.equal(i, fi)
