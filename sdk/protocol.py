@@ -195,7 +195,8 @@ def evaluate_users(model: Recommender, ds: Dataset, users: Iterable[int], log: E
     out = {"user": [], "k": [], "hr": [], "ndcg": [], "scene_changed": [], "target_scene": []}
     users = list(users)
     it = next_item_queries(ds, log, users, ks)
-    total = sum(1 for u in users for k in ks if len(ds.user_events()[u]) >= k + 1) if progress else None
+    n_ev = np.bincount(ds.user, minlength=ds.n_users)
+    total = sum(1 for u in users for k in ks if n_ev[u] >= k + 1) if progress else None
     for u, k, q, target in tqdm(it, total=total, disable=not progress, desc=desc or getattr(model, "name", "")):
         if target in set(q.support_items.tolist()):
             continue  # a repeat of a support item cannot be recommended (support is excluded)
@@ -279,8 +280,9 @@ def new_item_run(make_model: Callable[[], Recommender], ds: Dataset, split: Spli
     model = make_model().fit(_subset(ds, keep), np.r_[split.train, split.val], vis_log)
     per_user = ds.user_events()
     hr, nd = [], []
+    # a target repeating an earlier item of the user is skipped, as in evaluate_users (support is excluded)
     queries = [(u, p) for u in split.test for p in range(1, min(20, len(per_user[u])))
-               if is_held[ds.item[per_user[u][p]]]]
+               if is_held[ds.item[per_user[u][p]]] and ds.item[per_user[u][p]] not in ds.item[per_user[u][:p]]]
     for u, p in tqdm(queries, disable=not progress, desc="new items"):
         rows = per_user[u]
         q = make_query(ds, vis_log, u, rows, p, ds.ts[rows[p]], trend_log=full_log)

@@ -230,8 +230,6 @@ def test_seeded_baselines_report_mean_and_spread():
     assert "1" in baselines_markdown({"als": res})
 
 
-@pytest.mark.xfail(strict=True, reason="protocol.new_item_run scores a target that repeats a support item (a sure "
-                   "miss, the support is masked) where evaluate_users skips it; reported to the lead")
 def test_new_item_run_skips_repeat_targets_like_evaluate_users():
     from metarec.sdk.baselines import Popularity
     from metarec.sdk.protocol import new_item_run, withheld_items
