@@ -159,6 +159,18 @@ def test_head_is_adapted_once_stored_with_serial_and_reused_after_reopen(bundle_
     db.close()
 
 
+def test_last_event_scene_mode_adapts_once_per_event_batch(make_bundle, tmp_path, keys, tiny, adapt_calls):
+    bundle = make_bundle("last-event", adapt_scene="last_event")
+    events = [(ITEM_IDS[2], T0 + 50), (ITEM_IDS[9], T0 + 10)]
+    with Recommender.open(bundle, tmp_path / "s.db", trusted_key=keys[1]) as rec:
+        for item, ts in events:
+            rec.record("u", item, ts)
+        for now in (T0 + 3600, T0 + 12 * 3600, T0 + 3 * 86400):  # other scenes, same head
+            got = [r.item_id for r in rec.recommend("u", now)]
+            assert got == tiny[0].topk(events, now, adapt_at=T0 + 50)
+        assert len(adapt_calls) == 1
+
+
 def test_forget_erases_the_user_and_only_the_user(rec, tmp_path):
     rec.record("secret-user-7f3a", ITEM_IDS[1], T0, event_id="secret-event-9c1d")
     rec.record("v", ITEM_IDS[2], T0)

@@ -89,11 +89,12 @@ class TinyModel:
             theta = theta - self.alpha(scene) * grad
         return theta.detach()
 
-    def topk(self, events, now, counts=None, k=10):
-        """events: [(item_id, ts)] in recording order. Returns the eager top-k item ids."""
+    def topk(self, events, now, counts=None, k=10, adapt_at=None):
+        """events: [(item_id, ts)] in recording order. The eager top-k item ids; the head is adapted in the
+        scene at `adapt_at` (default: `now`)."""
         ordered = sorted(range(len(events)), key=lambda j: (events[j][1], j))
         idx = [ITEM_IDS.index(events[j][0]) for j in ordered]
-        head = self.adapted_head(idx, now)
+        head = self.adapted_head(idx, now if adapt_at is None else adapt_at)
         hv, hm = self.slots(idx, L)
         trend = torch.zeros(N, dtype=torch.float64)
         for item, c in (counts or {}).items():
@@ -152,7 +153,8 @@ def _entry(data: bytes) -> FileEntry:
 
 
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
-                 trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS) -> Path:
+                 trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
+                 adapt_scene: str = "query") -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
     blobs = {"score.pte": programs[0], "adapt.pte": programs[1], "items.bin": m.table_bytes,
@@ -174,7 +176,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",
         trending_file="trending.json" if trending is not None else None,
-        dtypes={"table": "int8", "head": "float32"}, configs={"tiny": {"version": 1, "seed": 0}})
+        dtypes={"table": "int8", "head": "float32"}, configs={"tiny": {"version": 1, "seed": 0}},
+        adapt_scene=adapt_scene, history_align="right")
     data = manifest.to_json()
     (out / "manifest.json").write_bytes(data)
     (out / "manifest.sig").write_bytes(sign_manifest(data, private_pem))
