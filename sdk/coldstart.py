@@ -196,23 +196,43 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--config", default=None, help="TrainConfig JSON (default: TrainConfig())")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ablation-seeds", default="0")
-    ap.add_argument("--ablations", default=None, help="comma-separated names (default: all)")
+    ap.add_argument("--ablations", default=None, help="';'-separated names (default: all)")
     ap.add_argument("--users", default="test", choices=("val", "test"))
+    ap.add_argument("--part", default="all", choices=("all", "full", "ablations"),
+                    help="run only a part (to spread the work over processes), see --partial-out / --merge")
+    ap.add_argument("--partial-out", default=None, help="write this part's raw results here instead of the report")
+    ap.add_argument("--merge", default=None, help="','-separated partial files: write the report from them")
+    ap.add_argument("--command", default=None, help="the command line to record (default: this one)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    cmd = a.command or "python -m metarec.sdk.coldstart " + " ".join(shlex.quote(x) for x in argv)
+    if a.merge:
+        parts = [json.loads(Path(p).read_text()) for p in a.merge.split(",")]
+        report = {k: v for p in parts for k, v in p.items() if k != "ablations"}
+        report["ablations"] = {k: v for p in parts for k, v in p.get("ablations", {}).items()}
+        report["ablations"] = {**({FULL: report["full"]} if "full" in report else {}), **report["ablations"]}
+        print(write_coldstart(report, cmd, a.out))
+        return 0
     from metarec.sdk.data import load_dataset
 
     ds = load_dataset(a.dataset)
     base = TrainConfig.load(a.config) if a.config else TrainConfig()
     base = dataclasses.replace(base, dataset=a.dataset, fit_users="train" if a.users == "val" else "train+val")
     seeds = [int(s) for s in a.seeds.split(",")]
-    runs = {s: run_variant(ds, variant_config(base, FULL, s), a.users, new_items=a.users == "test") for s in seeds}
-    names = a.ablations.split(";") if a.ablations else [n for n in ABLATIONS if n != FULL]
-    abl = run_ablations(ds, base, names, [int(s) for s in a.ablation_seeds.split(",")], a.users)
-    abl = {FULL: {"seeds": {s: r for s, r in runs.items()}, "mean": mean_over_seeds(list(runs.values()))}, **abl}
-    report = {"dataset": ds.name, "users": a.users, "seeds": seeds, "ablation_seeds": a.ablation_seeds,
-              "full": abl[FULL], "ablations": abl}
-    cmd = "python -m metarec.sdk.coldstart " + " ".join(shlex.quote(x) for x in argv)
+    report: dict = {"dataset": ds.name, "users": a.users, "seeds": seeds, "ablation_seeds": a.ablation_seeds}
+    if a.part in ("all", "full"):
+        runs = {s: run_variant(ds, variant_config(base, FULL, s), a.users, new_items=a.users == "test")
+                for s in seeds}
+        report["full"] = {"seeds": runs, "mean": mean_over_seeds(list(runs.values()))}
+    if a.part in ("all", "ablations"):
+        names = a.ablations.split(";") if a.ablations else [n for n in ABLATIONS if n != FULL]
+        report["ablations"] = run_ablations(ds, base, names, [int(s) for s in a.ablation_seeds.split(",")],
+                                            a.users)
+    if a.partial_out:
+        Path(a.partial_out).write_text(json.dumps(report, default=float))
+        print(a.partial_out)
+        return 0
+    report["ablations"] = {FULL: report["full"], **report.get("ablations", {})}
     print(write_coldstart(report, cmd, a.out))
     return 0
 

@@ -338,5 +338,6 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
     finally:
         if own_group:
             dist.destroy_process_group()
-    print(json.dumps(stats))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(stats))
     return str(out_path)
