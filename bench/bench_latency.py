@@ -113,12 +113,11 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     args = _tensors(inp, names)
     i_ids = bv.score_io["outputs"].index("topk_ids")
 
-    from executorch.runtime import Runtime
-
-    prog = Runtime.get().load_program(bv.score_pte)
-    meth = prog.load_method(bv.score_io["method"])
-    fns["score.pte (XNNPACK)"] = lambda: meth.execute(args)[i_ids]
-    fns["_keep"] = prog  # the method refers to its program
+    # the pybindings loader (what executorch.runtime wraps): executorch.runtime's load_program aborted the
+    # process on one bundle here (runtime_paths runs in a child process for that reason)
+    prog = bu.load_pte(bv.score_pte)
+    fns["score.pte (XNNPACK)"] = lambda: prog.forward(args)[i_ids]
+    fns["_keep"] = prog
 
     if bv.onnx.is_file():
         import onnxruntime as ort
@@ -229,6 +228,24 @@ def _onnx_unrolled_adapt(mod, ex, names, steps: int):
 
 
 # ---------------------------------------------------------------------------------------------- runtime
+def runtime_paths_child(bundle: Path, key: Path, runs: int, timeout: int = 1800) -> dict:
+    """`runtime_paths` in a child process: a crash inside the runtime (an abort in native code) becomes a reported
+    failure instead of killing the whole bench."""
+    import subprocess
+    import sys
+
+    tmp = Path(tempfile.mkdtemp(prefix="metarec-bench-rt-"))
+    out = tmp / "rt.json"
+    p = subprocess.run([sys.executable, "-m", "metarec.bench.bench_latency", str(bundle), str(key), str(runs),
+                        str(out)], capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0 or not out.is_file():
+        tail = " | ".join(ln for ln in p.stderr.strip().splitlines()[-4:])
+        raise RuntimeError(f"runtime child exited with {p.returncode}: {tail[-800:]}")
+    d = json.loads(out.read_text())
+    d["times"] = {k: np.asarray(v, dtype=np.int64) for k, v in d["times"].items()}
+    return d
+
+
 def runtime_paths(bundle: Path, key: Path, runs: int) -> dict:
     """The runtime's whole recommend for a warm user, and adapt + recommend after a new event (end to end and
     without the durable write), through the public Recommender API."""
@@ -325,7 +342,7 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
         bu.time_calls(lambda: (afn(), sfn()), runs))
     # ---- the runtime's public API
     try:
-        rt = runtime_paths(Path(bundle), Path(key), runs)
+        rt = runtime_paths_child(Path(bundle), Path(key), runs)
         data["runtime"] = {k: bu.summarize(v) for k, v in rt["times"].items()}
         data["profile_recommend"] = rt["profile_recommend"]
         data["profile_record_adapt_recommend"] = rt["profile_record_adapt_recommend"]
@@ -422,3 +439,13 @@ def analysis(d: dict) -> str:
                         f"costs p50 {rec.get('p50_us', 0):.0f} us here)")
             out.append(f"- {name}: p99 {v['value']:.0f} us (+{v['miss_pct']:.0f}%): {why}.")
     return "\n".join(out) if out else "All targets met."
+
+
+if __name__ == "__main__":  # the child of runtime_paths_child: bundle key runs out.json
+    import sys
+
+    _b, _k, _r, _o = sys.argv[1:5]
+    bu.pin_threads(1)
+    _d = runtime_paths(Path(_b), Path(_k), int(_r))
+    _d["times"] = {k: v.tolist() for k, v in _d["times"].items()}
+    Path(_o).write_text(json.dumps(_d))

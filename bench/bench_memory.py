@@ -75,7 +75,16 @@ def run_memory(bundle: Path, key: Path, command: str, out_dir=None, users: int =
     tmp = Path(tempfile.mkdtemp(prefix="metarec-bench-mem-"))
     state = tmp / "state.db"
     base = _child([str(bundle), str(key), str(tmp / "unused.db"), "0", "0", "--baseline"])
-    res = _child([str(bundle), str(key), str(state), str(users), str(events)])
+    try:
+        res = _child([str(bundle), str(key), str(state), str(users), str(events)])
+    except RuntimeError as e:  # the runtime could not serve this bundle: record why, with provenance, then fail
+        if write:
+            from metarec.sdk.results import write_results
+
+            write_results("memory", {"error": str(e), "bundle": str(bundle)},
+                          f"# Memory: not measured\n\nThe serving process failed on `{bundle}`:\n\n```\n{e}\n```",
+                          command, out_dir)
+        raise
     # checkpoint the WAL so the main file holds everything, then measure (and keep the WAL size for the record)
     import sqlite3
 

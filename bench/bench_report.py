@@ -279,7 +279,9 @@ def _perf_summary(out: Path) -> list[str]:
     else:
         lines.append(f"- latency: not yet produced: run `{PERF['latency']}`")
     mem = _load(out, "memory")
-    if mem:
+    if mem and mem.get("error"):
+        lines.append(f"- memory: not measured, the serving process failed ([memory.md](memory.md))")
+    elif mem:
         lines.append(f"- memory: peak RSS {mem['peak_rss_mib']:.1f} MiB serving {mem['users']:,} users; state "
                      f"{mem['state_bytes_per_user']:,.0f} bytes/user ([memory.md](memory.md))")
     else:
