@@ -52,3 +52,15 @@ def test_report_files_name_their_command(tmp_path):
     assert "--users val" in (tmp_path / "coldstart.md").read_text()
     assert (tmp_path / "coldstart.png").stat().st_size > 1000
     assert len(ABLATIONS) == 11
+
+
+def test_prototype_recovery_on_planted_data():
+    from metarec.sdk.coldstart import prototype_recovery
+    from metarec.sdk.synthetic import SyntheticConfig, generate
+
+    ds = generate(SyntheticConfig(n_users=80, n_items=60, events_min=6, events_max=10, scene_items_per_factor=2))
+    sp, log = split_users(ds), EventLog(ds)
+    rec = MetaRecRecommender(BASE).fit(ds, sp.train, log)
+    r = prototype_recovery(rec.model, ds, sp.train, sp.test)
+    assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 < r["chance"] <= 1.0
+    assert r["n_users"] == sum(len(ds.user_events()[u]) > 3 for u in sp.test)
