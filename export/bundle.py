@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,20 +82,39 @@ def model_fingerprint(model) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig) -> dict:
+def encode_program(pte: bytes, codec: str) -> bytes:
+    """Stored bytes of a program. An ExecuTorch flatbuffer is mostly padding and repeated tensor metadata (a
+    52 KB training program deflates to 12 KB), and on ML-100K the two programs are most of the bundle; so they
+    ship as one zlib stream each and the runtime inflates them in memory before `load_program` (the sha256 in
+    the manifest is over the stored bytes)."""
+    if codec == "none":
+        return pte
+    if codec == "zlib":
+        return zlib.compress(pte, 9)
+    raise ValueError(f"program codec {codec!r} unknown; known: none, zlib")
+
+
+def decode_program(data: bytes, codec: str) -> bytes:
+    """Inverse of `encode_program` (what the runtime does before loading)."""
+    return zlib.decompress(data) if codec == "zlib" else data
+
+
+def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quant: str = "none") -> dict:
     """Step 2: score.pte and adapt.pte from the (compressed) model and the table the phone will decode."""
-    t = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))
-    (out / SCORE_FILE).write_bytes(export_score_program(model, model.export_item_bias(), t, ecfg.k_max))
-    (out / ADAPT_FILE).write_bytes(export_adapt_program(model, t))
+    t = torch.from_numpy(np.array(table, dtype=np.float32))
+    bias_dtype = torch.float32 if quant == "none" else torch.float16
+    score = export_score_program(model, model.export_item_bias(), t, ecfg.k_max, bias_dtype)
+    (out / SCORE_FILE).write_bytes(encode_program(score, ecfg.program_codec))
+    (out / ADAPT_FILE).write_bytes(encode_program(export_adapt_program(model, t), ecfg.program_codec))
     return {"score": SCORE_FILE, "adapt": ADAPT_FILE}
 
 
-def write_onnx(model, table: np.ndarray, out: Path, k_max: int) -> Path:
+def write_onnx(model, table: np.ndarray, out: Path, k_max: int, bias_dtype=torch.float32) -> Path:
     """Step 3: model.onnx, the same scorer (table as an input) for runtimes other than ExecuTorch."""
     from .onnx_model import export_onnx
 
     path = out / ONNX_FILE
-    export_onnx(model, torch.from_numpy(np.asarray(table, np.float32)), k_max, path)
+    export_onnx(model, torch.from_numpy(np.array(table, np.float32)), k_max, path, bias_dtype)
     return path
 
 
@@ -127,7 +147,7 @@ def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_versi
         scene_spec=SceneSpec().to_dict(), files=files, programs=programs,
         item_table=dict(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
         head=dict(file=HEAD_FILE, param_names=names, param_shapes=shapes),
-        dtypes={"table": qt.fmt, "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
+        dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else "float16 (inside score.pte)", "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
                 "topk_ids": "int64", "program_inputs": "float32"},
         configs=configs)
     try:
@@ -189,14 +209,16 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
             p.unlink()
     (out / TABLE_FILE).write_bytes(qt.data)
     (out / HEAD_FILE).write_bytes(flatten_head(model, model.head_init()).detach().numpy().astype("<f4").tobytes())
-    write_programs(model, qt.dequantized, out, ecfg)
+    write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
     if ecfg.onnx:
-        write_onnx(model, qt.dequantized, out, ecfg.k_max)
+        write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)
     configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
                "compress_report": creport, **extra,
                "layout": {"hist": "right-aligned: slot L-1 = newest, padding first (sdk/model.py)",
                           "trend": "log1p of 7-day counts", "exclude": "1.0 = exclude; excluded score -inf",
                           "table_rows": f"runtime decodes {TABLE_FILE} once and passes it as score input `table`",
+                          "programs": f"{SCORE_FILE} and {ADAPT_FILE} are stored with codec "
+                                      f"'{ecfg.program_codec}' (zlib: zlib.decompress the verified bytes, then load)",
                           "onnx": f"{ONNX_FILE}: same inputs as score.pte, optional" if ecfg.onnx else "none"}}
     manifest = build_manifest(model, ids, qt, file_entries(out), serial=serial or int(time.time()),
                               model_version=model_version, configs=configs, k_max=ecfg.k_max)

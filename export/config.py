@@ -12,6 +12,7 @@ EXPORT_CONFIG_VERSION = 1
 QUANTS = ("none", "int8", "int4")
 TABLE_MODES = ("input",)  # see programs.py, "Where the item table lives"
 ADAPT_MODES = ("training",)
+PROGRAM_CODECS = ("none", "zlib")
 
 
 def _from_dict(cls, d: dict):
@@ -119,6 +120,7 @@ class ExportConfig(_JsonConfig):
     k_max: int = 100  # (int) top-k capacity of score.pte
     table_mode: str = "input"  # (str) how score.pte reaches the item table (programs.py explains the choice)
     adapt_mode: str = "training"  # (str) adapt.pte kind: an executorch.extension.training program
+    program_codec: str = "zlib"  # (str) how .pte files are stored: zlib (runtime: zlib.decompress before loading) | none
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
 
@@ -131,5 +133,7 @@ class ExportConfig(_JsonConfig):
             raise ValueError(f"table_mode {self.table_mode!r} unknown; known: {list(TABLE_MODES)}")
         if self.adapt_mode not in ADAPT_MODES:
             raise ValueError(f"adapt_mode {self.adapt_mode!r} unknown; known: {list(ADAPT_MODES)}")
+        if self.program_codec not in PROGRAM_CODECS:
+            raise ValueError(f"program_codec {self.program_codec!r} unknown; known: {list(PROGRAM_CODECS)}")
         if not isinstance(self.model_version, str):
             raise ValueError("model_version must be a str")

@@ -8,9 +8,9 @@ import torch
 from .programs import SCORE_INPUTS, SCORE_OUTPUTS, ScoreModule, score_example_inputs
 
 
-def export_onnx(model, table: torch.Tensor, k_max: int, path: str | Path) -> Path:
+def export_onnx(model, table: torch.Tensor, k_max: int, path: str | Path, bias_dtype=torch.float32) -> Path:
     """Write the scorer as ONNX (torch.onnx dynamo exporter, opset 18)."""
-    mod = ScoreModule(model, model.export_item_bias(), k_max).eval()
+    mod = ScoreModule(model, model.export_item_bias(), k_max, bias_dtype).eval()
     prog = torch.onnx.export(mod, score_example_inputs(model, table), dynamo=True, input_names=list(SCORE_INPUTS),
                              output_names=list(SCORE_OUTPUTS), opset_version=18, verbose=False)
     prog.save(str(path))

@@ -74,18 +74,19 @@ def frozen_copy(model):
 class ScoreModule(nn.Module):
     """score.pte: the model's own `score_from_vectors` on the input table, excluded items to -inf, then top-k."""
 
-    def __init__(self, model, bias: torch.Tensor, k_max: int):
+    def __init__(self, model, bias: torch.Tensor, k_max: int, bias_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.names, self.shapes = head_layout(model)
         self.model = frozen_copy(model)
-        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32).clone())
+        # quantized bundles keep the (N,) item bias in float16: half its bytes, error ~5e-4 x |bias|
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32).to(bias_dtype).clone())
         if not 1 <= k_max <= self.bias.shape[0]:
             raise ValueError(f"k_max={k_max} must be in [1, N={self.bias.shape[0]}]")
         self.k_max = k_max
 
     def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         s = self.model.score_from_vectors(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask,
-                                          scene, trend, table, self.bias)
+                                          scene, trend, table, self.bias.float())
         return torch.where(exclude > 0.5, torch.full_like(s, float("-inf")), s)
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
@@ -142,12 +143,13 @@ def adapt_example_inputs(model, table: torch.Tensor) -> tuple:
     return head, hist_vecs, hist_mask, scene, hist_vecs.clone(), hist_mask.clone(), neg
 
 
-def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: int) -> bytes:
+def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: int,
+                         bias_dtype: torch.dtype = torch.float32) -> bytes:
     """score.pte bytes: torch.export -> XNNPACK partitioner -> ExecuTorch."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    mod = ScoreModule(model, bias, k_max).eval()
+    mod = ScoreModule(model, bias, k_max, bias_dtype).eval()
     ep = torch.export.export(mod, score_example_inputs(model, table), strict=False)
     return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 

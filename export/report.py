@@ -41,13 +41,15 @@ class _Recording:
         return s
 
 
-def _variant_recommender(checkpoint, ds, fit_users, log, model, table: np.ndarray):
+def _variant_recommender(checkpoint, ds, fit_users, log, model, table: np.ndarray, quant: str):
     """`MetaRecRecommender` loaded from the checkpoint, then switched to the compressed model and phone table."""
     from metarec.sdk.recommender import MetaRecRecommender
 
     rec = MetaRecRecommender(checkpoint=checkpoint).fit(ds, fit_users, log)
     rec._set(model, rec.config)
-    rec.table = torch.from_numpy(np.ascontiguousarray(table, np.float32))
+    rec.table = torch.from_numpy(np.array(table, np.float32))
+    if quant != "none":  # the bundle's score.pte holds the bias in float16 (programs.ScoreModule)
+        rec.bias = rec.bias.to(torch.float16).float()
     return rec
 
 
@@ -125,7 +127,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
                               compress_config=CompressConfig(quant=quant),  # already pruned above
                               export_config=ExportConfig(onnx=name == "fp32"), item_ids=list(ds.item_ids))
             files = {p.name: p.stat().st_size for p in sorted(b.iterdir())}
-        rec = _Recording(_variant_recommender(checkpoint, ds, fit_users, log, model, qt.dequantized))
+        rec = _Recording(_variant_recommender(checkpoint, ds, fit_users, log, model, qt.dequantized, quant))
         res = evaluate_users(rec, ds, test, log, ks=HEADLINE_KS)
         head = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
         scores = np.stack(rec.scores)
