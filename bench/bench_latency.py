@@ -45,8 +45,9 @@ class BundleView:
         self.head0 = np.frombuffer((self.dir / self.m["head"]["file"]).read_bytes(), "<f4").astype(np.float32)
         self.score_io = self.m["programs"]["score"]
         self.adapt_io = self.m["programs"]["adapt"]
-        self.score_pte = (self.dir / self.score_io["file"]).read_bytes()
-        self.adapt_pte = (self.dir / self.adapt_io["file"]).read_bytes()
+        codec = self.m.get("configs", {}).get("export", {}).get("program_codec", "none")
+        self.score_pte = _decode_program((self.dir / self.score_io["file"]).read_bytes(), codec)
+        self.adapt_pte = _decode_program((self.dir / self.adapt_io["file"]).read_bytes(), codec)
         self.onnx = self.dir / "model.onnx"
 
     def inputs(self, n_hist: int = 3, seed: int = 0) -> dict:
@@ -73,6 +74,16 @@ class BundleView:
                 "table": np.ascontiguousarray(self.table), "target_vecs": tv, "target_mask": tm,
                 "neg_vecs": np.ascontiguousarray(self.table[np.asarray(self.m["negatives"], np.int64)]),
                 "items": items}
+
+
+def _decode_program(data: bytes, codec: str) -> bytes:
+    """Program bytes as ExecuTorch loads them: export may store .pte files zlib-compressed (manifest
+    configs.export.program_codec); an ExecuTorch flatbuffer carries 'ET' at bytes 4..6, a zlib stream does not."""
+    import zlib
+
+    if codec == "zlib" or (data[4:6] != b"ET" and data[:1] == b"\x78"):
+        return zlib.decompress(data)
+    return data
 
 
 def find_checkpoint(bundle_dir: Path) -> Path | None:
@@ -123,8 +134,8 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(bv.onnx), bu.ort_session_options(1), providers=["CPUExecutionProvider"])
-        onames = [i.name for i in sess.get_inputs()]
-        feed = {n: inp[n] for n in onames}
+        dt = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(int64)": np.int64}
+        feed = {i.name: inp[i.name].astype(dt.get(i.type, np.float32)) for i in sess.get_inputs()}
         oi = [o.name for o in sess.get_outputs()].index("topk_ids") if "topk_ids" in \
             [o.name for o in sess.get_outputs()] else 1
         fns["ONNX Runtime (model.onnx)"] = lambda: sess.run(None, feed)[oi]
@@ -136,7 +147,12 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     else:
         from metarec.export.programs import ScoreModule
 
-        mod = ScoreModule(model, model.export_item_bias(), bv.shapes["k_max"]).eval()
+        half = bv.m["item_table"]["format"] != "float32"  # export keeps the bias in float16 for quantized bundles
+        try:
+            mod = ScoreModule(model, model.export_item_bias(), bv.shapes["k_max"],
+                              torch.float16 if half else torch.float32).eval()
+        except TypeError:  # an export without the bias_dtype option
+            mod = ScoreModule(model, model.export_item_bias(), bv.shapes["k_max"]).eval()
         ex = tuple(_tensors(inp, names))
         with torch.no_grad():
             ep = torch.export.export(mod, ex, strict=False)

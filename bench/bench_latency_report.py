@@ -86,7 +86,9 @@ def _plot(d: dict, path: Path, command: str) -> None:
               ("one whole adaptation", {**d["adapt"], **{f"runtime: {k}": v for k, v in d.get("runtime", {}).items()
                                                         if k.startswith("adapt")}})]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    for ax, (title, rows) in zip(axes, panels):
+    for ax, (title, rows), (tgt, tlab) in zip(axes, panels, ((25.0, "target 25 us (recommend p50)"),
+                                                             (60.0, "target 60 us (adaptation p50)"))):
+        ax.axvline(tgt, color="tab:red", ls="--", lw=1, label=tlab)
         names = list(rows)
         p50 = [rows[n]["p50_us"] for n in names]
         p99 = [rows[n]["p99_us"] for n in names]
