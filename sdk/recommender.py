@@ -9,16 +9,17 @@ import os
 import numpy as np
 import torch
 
-from metarec.sdk.train import TrainConfig, fit_model, load_checkpoint
+from metarec.sdk.train import TrainConfig, data_fingerprint, fit_model, load_checkpoint
 
 
 class MetaRecRecommender:
-    """fit: load `checkpoint` when it was trained on exactly these users, else meta-train with `config`."""
+    """fit: load `checkpoint` when it was trained on exactly this data (same fit users and events), else meta-train
+    with `config` (default: the checkpoint's config), so the new-item run never reuses a full-data prior."""
 
     def __init__(self, config: TrainConfig | None = None, checkpoint: str | os.PathLike | None = None,
                  name: str = "metarec", save_to: str | os.PathLike | None = None):
-        if config is None and checkpoint is None:
-            config = TrainConfig()
+        if config is None:
+            config = load_checkpoint(checkpoint)[1] if checkpoint is not None else TrainConfig()
         self.config, self.checkpoint, self.name, self.save_to = config, checkpoint, name, save_to
         self.model = None
         self.stats: dict = {}
@@ -27,9 +28,7 @@ class MetaRecRecommender:
         fit_users = np.asarray(fit_users, np.int64)
         if self.checkpoint is not None and os.path.isfile(self.checkpoint):
             model, cfg, ck = load_checkpoint(self.checkpoint)
-            same = sorted(ck["fit_users"]) == sorted(fit_users.tolist()) and ck["n_items"] == ds.n_items
-            if same or self.config is None:
-                # a checkpoint made for other users is still used when no config says how to retrain (CLI eval)
+            if ck.get("data_fingerprint") == data_fingerprint(ds, fit_users):
                 self._set(model, cfg)
                 self.stats = ck.get("stats", {})
                 return self

@@ -273,10 +273,24 @@ def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int,
     ck = {"checkpoint_version": CHECKPOINT_VERSION, "train_config": cfg.to_dict(), "step": step,
           "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "n_items": model.n_items,
           "item_ids": [str(x) for x in ds.item_ids], "fit_users": np.asarray(fit_users).tolist(),
+          "data_fingerprint": data_fingerprint(ds, fit_users),
           "stats": stats or {}}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(ck, tmp)
     os.replace(tmp, path)
+
+
+def data_fingerprint(ds, fit_users) -> str:
+    """sha256 of the fit users' events: a checkpoint is reused only for exactly the data it was trained on
+    (the new-item run withholds events, so a full-data checkpoint must not serve it)."""
+    import hashlib
+
+    keep = np.isin(ds.user, np.asarray(fit_users))
+    h = hashlib.sha256()
+    for a in (ds.user[keep], ds.item[keep], ds.ts[keep], np.sort(np.asarray(fit_users, np.int64))):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(str(ds.n_items).encode())
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[MetaRecModel, TrainConfig, dict]:

@@ -64,3 +64,22 @@ def test_prototype_recovery_on_planted_data():
     r = prototype_recovery(rec.model, ds, sp.train, sp.test)
     assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 < r["chance"] <= 1.0
     assert r["n_users"] == sum(len(ds.user_events()[u]) > 3 for u in sp.test)
+
+
+def test_checkpoint_reused_only_for_its_own_data(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from metarec.sdk.train import fit_model
+
+    ds = tiny_dataset()
+    sp = split_users(ds)
+    ck = tmp_path / "m.pt"
+    trained, _ = fit_model(BASE, ds, sp.train, ck)
+    same = MetaRecRecommender(checkpoint=ck).fit(ds, sp.train)
+    torch.testing.assert_close(same.table, trained.export_item_table())
+    keep = ds.item != 0  # the new-item run: the same users with some events withheld
+    sub = dataclasses.replace(ds, user=ds.user[keep], item=ds.item[keep], rating=ds.rating[keep], ts=ds.ts[keep])
+    other = MetaRecRecommender(checkpoint=ck).fit(sub, sp.train)
+    assert not torch.allclose(other.table, trained.export_item_table())  # retrained, not reused
