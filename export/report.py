@@ -87,7 +87,7 @@ def _histories(ds, users, L: int, n: int = 512, seed: int = 0) -> np.ndarray:
     return out
 
 
-def compression_report(checkpoint, variants=None, prune: str | dict | None = "dim=24,prototypes=6",
+def compression_report(checkpoint, variants=None, prune: str | dict | None = "dim=16,prototypes=4",
                        finetune_steps: int = 100, out_dir=None, command: str | None = None,
                        max_users: int | None = None) -> dict:
     """Measure every variant and write bench/results/export.{json,md}; returns the JSON dict."""
@@ -169,7 +169,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m metarec.export.report", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
-    p.add_argument("--prune", default="dim=24,prototypes=6")
+    p.add_argument("--prune", default="dim=16,prototypes=4")
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--out", default=None)
     p.add_argument("--max-users", type=int, default=None)

@@ -1,0 +1,83 @@
+"""The bundle as the phone receives it: every file hashed, the manifest signed, the key pair kept out."""
+import hashlib
+import json
+import os
+
+import pytest
+
+from metarec.export.bundle import ExportError, export_bundle
+from metarec.export.config import ExportConfig
+from metarec.runtime.errors import BundleError
+from metarec.runtime.signing import verify_signature
+
+FAST = ExportConfig(k_max=10, onnx=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(model, keys, tmp_path_factory):
+    return export_bundle(model, tmp_path_factory.mktemp("b") / "bundle", quant="int4", key_path=keys / "private.pem",
+                         serial=7, export_config=FAST)
+
+
+def test_files_hashes_and_signature(bundle, keys):
+    raw = (bundle / "manifest.json").read_bytes()
+    verify_signature(raw, (bundle / "manifest.sig").read_bytes(), keys / "public.pem")
+    m = json.loads(raw)
+    assert raw == json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()  # canonical
+    on_disk = {p.name for p in bundle.iterdir()} - {"manifest.json", "manifest.sig"}
+    assert set(m["files"]) == on_disk == {"score.pte", "adapt.pte", "items.bin", "head0.bin"}
+    for name, e in m["files"].items():
+        data = (bundle / name).read_bytes()
+        assert e == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert m["serial"] == 7 and m["schema_version"] == 1 and m["created_at"].endswith("Z")
+    sh = m["shapes"]
+    assert (sh["N"], sh["d"], sh["k_max"], sh["F"]) == (96, 32, 10, 15)
+    assert m["item_table"] == {"file": "items.bin", "format": "int4", "group_size": 32}
+    assert m["programs"]["score"]["inputs"][-1] == "table" and m["programs"]["adapt"]["parameters"] == ["delta"]
+    assert set(m["configs"]) >= {"model", "compress", "export", "layout"}
+
+
+def test_tampered_manifest_fails_verification(bundle, keys):
+    raw = bytearray((bundle / "manifest.json").read_bytes())
+    raw[raw.index(b'"serial":7')+9] = ord("8")
+    with pytest.raises(BundleError):
+        verify_signature(bytes(raw), (bundle / "manifest.sig").read_bytes(), keys / "public.pem")
+
+
+def test_keys_never_in_bundle(bundle, keys):
+    assert not any(p.suffix == ".pem" for p in bundle.iterdir())
+    assert oct(os.stat(keys / "private.pem").st_mode & 0o777) == "0o600"
+    priv = (keys / "private.pem").read_bytes()
+    assert all(priv not in p.read_bytes() for p in bundle.iterdir())
+
+
+def test_default_serial_increases_and_stale_files_go(model, keys, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "old.bin").write_bytes(b"x")
+    a = json.loads((export_bundle(model, out, key_path=keys / "private.pem", export_config=FAST)
+                    / "manifest.json").read_bytes())["serial"]
+    assert not (out / "old.bin").exists()
+    b = json.loads((export_bundle(model, out, key_path=keys / "private.pem", serial=a + 1, export_config=FAST)
+                    / "manifest.json").read_bytes())["serial"]
+    assert b > a > 1_600_000_000
+
+
+def test_pruned_bundle_is_smaller(model, keys, tmp_path, bundle):
+    small = export_bundle(model, tmp_path / "p", quant="int4", prune="dim=16,prototypes=2",
+                          key_path=keys / "private.pem", export_config=FAST)
+    m = json.loads((small / "manifest.json").read_bytes())
+    assert m["shapes"]["d"] == 16 and m["configs"]["compress"]["prune_dim"] == 16
+    for name in ("items.bin", "head0.bin", "score.pte", "adapt.pte"):
+        assert (small / name).stat().st_size < (bundle / name).stat().st_size, name
+
+
+def test_export_errors(model, keys, tmp_path):
+    with pytest.raises(ExportError):
+        export_bundle(model, tmp_path / "x", key_path=tmp_path / "missing.pem")
+    with pytest.raises(ExportError):
+        export_bundle(tmp_path / "nope.pt", tmp_path / "x", key_path=keys / "private.pem")
+    with pytest.raises(ValueError):
+        export_bundle(model, tmp_path / "x", quant="int3", key_path=keys / "private.pem")
+    with pytest.raises(ExportError):
+        export_bundle(model, tmp_path / "x", key_path=keys / "private.pem", item_ids=["a"])
