@@ -73,3 +73,57 @@ def test_blocked_topk_equals_flat_topk():
         v, i = _blocked_topk(s, 10, 1000)
         fv, fi = torch.topk(s, 10)
         assert torch.equal(v, fv) and torch.equal(i, fi)
+
+
+def test_decode_program_inflates_zlib_only():
+    import zlib
+
+    from metarec.bench.bench_latency import _decode_program
+
+    pte = b"\x3c\x00\x00\x00ET12" + bytes(range(64))
+    assert _decode_program(pte, "none") == pte
+    assert _decode_program(zlib.compress(pte, 9), "zlib") == pte
+    assert _decode_program(zlib.compress(pte, 9), "none") == pte  # sniffed: a zlib stream has no ET magic
+
+
+def test_targets_and_analysis_on_a_hand_made_run():
+    from metarec.bench.bench_latency import analysis, targets
+
+    row = lambda p50, p99=None: {"p50_us": p50, "p99_us": p99 or 2 * p50, "min_us": p50 * 0.9}  # noqa: E731
+    d = {"score": {"score.pte (XNNPACK)": row(10.0), "ONNX Runtime (model.onnx)": row(20.0)},
+         "runtime": {"recommend (warm user)": row(30.0)},
+         "adapt": {"adapt.pte (ExecuTorch training runtime)": row(50.0),
+                   "adapt.pte + score.pte (chained, no I/O)": row(60.0, 900.0)},
+         "loadavg_before_after": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+         "programs": {"score.pte": {"instructions": 3, "delegate_calls": 1, "portable_kernel_calls": 2,
+                                    "portable_ops": {"aten::topk": 1}},
+                      "adapt.pte": {"instructions": 5, "delegate_calls": 0, "portable_kernel_calls": 5,
+                                    "portable_ops": {"aten::mul": 5}}},
+         "profile_recommend": []}
+    t = targets(d)
+    assert t["score.pte p50 / ONNX Runtime p50 <= 1.0"]["value"] == pytest.approx(0.5)
+    assert t["runtime recommend p50 / score.pte p50 <= 2.0"]["met"] is False
+    assert t["runtime recommend p50 <= 25 us"]["miss_pct"] == pytest.approx(20.0)
+    assert t["adaptation (<= 3 steps) p50 <= 60 us"]["met"] is True
+    assert t["adaptation + recommend p99 <= 1 ms (runtime, incl. store reads/writes)"]["met"] is None
+    d["targets"] = t
+    text = analysis(d)
+    assert "runtime recommend: 30.0 us vs 25 us" in text and "score.pte vs ONNX" not in text
+
+
+def test_report_collects_protocol_results_and_skips_missing(tmp_path):
+    from metarec.bench.bench_report import collect_results, run_report
+
+    res = {"per_k": {"1": {"hr10": 0.5, "ndcg10": 0.2, "n": 10, "hr10_ci": [0.4, 0.6]}},
+           "headline": {"hr10": 0.5, "hr10_ci": [0.4, 0.6], "ndcg10": 0.2, "ndcg10_ci": [0.1, 0.3], "n_users": 10},
+           "model": "popularity"}
+    doc = {"provenance": {"command": "x", "commit": "y"}, "results": {"popularity": res},
+           "ablations": {"no_scene": dict(res, model="metarec")}}
+    names = [n for n, _ in collect_results(doc)]
+    assert names == ["popularity", "ablations/no_scene"]
+    (tmp_path / "baselines.json").write_text(json.dumps(doc))
+    counts = run_report("pytest report", tmp_path)
+    assert counts == {"models": 1, "ablations": 1, "compression_variants": 0}
+    md = (tmp_path / "report.md").read_text()
+    assert "pytest report" in md and "not yet produced: run `metarec bench --only latency`" in md
+    assert (tmp_path / "report_coldstart.png").stat().st_size > 0
