@@ -51,7 +51,8 @@ def write_latency(d: dict, command: str, out_dir=None) -> None:
              f"Bundle `{d['bundle']}` (N={sh['N']}, d={sh['d']}, L={sh['L']}, P={sh['P']}, k_max={sh['k_max']}); "
              f"eager model from `{d['checkpoint']}`" + (f" ({d['model_note']})" if d.get("model_note") else "") + ".",
              f"{d['runs']:,} timed calls per backend after warm-up, backends interleaved in 10 rounds so load from "
-             f"other processes hits all alike. Load average before/after: {la[0][0]:.1f} / {la[1][0]:.1f} "
+             f"other processes hits all alike; process niceness {d['threads'].get('nice', 0)}. "
+             f"Load average before/after: {la[0][0]:.1f} / {la[1][0]:.1f} "
              "(2 cores shared with other jobs: p50/p99 include their interference; min does not).", "",
              "## Targets", ""] + _targets(d["targets"]) + [
              "", "## Score (z, table pass, trend, exclusions, top-k) -- same inputs", ""] + _table(d["score"], ORT) + [

@@ -308,7 +308,8 @@ def _write(data: dict, command: str, out_dir) -> None:
              "\"score.pte as exported\" is export's own `ScoreModule` (fp32 table as an input, as shipped); \"table "
              "constant\" bakes a torchao-quantized table into the program; \"blocked top-k\" is a proposed exact "
              "two-pass top-k (block maxima, then the k best blocks) replacing the flat top-k.",
-             f"Load average before/after: {la[0][0]:.1f} / {la[1][0]:.1f} (other jobs share the 2 cores; p50 "
+             f"Niceness {data['threads'].get('nice', 0)}; load average before/after: {la[0][0]:.1f} / {la[1][0]:.1f} "
+             "(other jobs share the 2 cores; p50 "
              "includes their interference, min does not).", "",
              "| items | variant | .pte bytes | p50 us | p99 us | min us | table bound us | x bound (p50) | x bound (min) "
              "| eff. GB/s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
