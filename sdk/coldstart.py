@@ -281,7 +281,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ablation-seeds", default="0")
     ap.add_argument("--ablations", default=None, help="';'-separated names (default: all)")
     ap.add_argument("--users", default="test", choices=("val", "test"))
-    ap.add_argument("--part", default="all", choices=("all", "full", "ablations"),
+    ap.add_argument("--part", default="all", choices=("all", "full", "ablations", "synthetic"),
                     help="run only a part (to spread the work over processes), see --partial-out / --merge")
     ap.add_argument("--partial-out", default=None, help="write this part's raw results here instead of the report")
     ap.add_argument("--merge", default=None, help="','-separated partial files: write the report from them")
@@ -307,6 +307,8 @@ def main(argv: list[str]) -> int:
         runs = {s: run_variant(ds, variant_config(base, FULL, s), a.users, new_items=a.users == "test")
                 for s in seeds}
         report["full"] = {"seeds": runs, "mean": mean_over_seeds(list(runs.values()))}
+    if a.part in ("all", "synthetic"):
+        report["synthetic"] = synthetic_truth(dataclasses.replace(base, fit_users="train+val"), seeds[:1])
     if a.part in ("all", "ablations"):
         names = a.ablations.split(";") if a.ablations else [n for n in ABLATIONS if n != FULL]
         report["ablations"] = run_ablations(ds, base, names, [int(s) for s in a.ablation_seeds.split(",")],

@@ -44,6 +44,7 @@ class TrainConfig:
     steps: int = 600  # (int) optimizer steps
     batch_size: int = 256  # (int) global tasks per step (split over ranks)
     lr: float = 0.001  # (float) Adam rate of the outer loop (low: stays near the co-occurrence init; val users)
+    dense_lr_mult: float = 1.0  # (float) rate multiplier of every parameter but the item id embeddings / biases
     weight_decay: float = 0.0  # (float) L2 on id embeddings only (keeps rare items near their attribute vector)
     early_frac: float = 0.9  # (float) share of tasks cut at K in 0..hist_len (cold start), rest anywhere
     n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
@@ -66,6 +67,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "n_targets"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if not self.dense_lr_mult > 0:
+            raise ValueError("dense_lr_mult must be > 0")
         if not (self.lr > 0 and self.finetune_lr > 0 and self.weight_decay >= 0 and self.future_weight >= 0):
             raise ValueError("lr and finetune_lr must be > 0; weight_decay and future_weight >= 0")
         if not 0 <= self.early_frac <= 1:
@@ -222,9 +225,11 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     fit_users = np.asarray(fit_users, np.int64)
     model = build_model(cfg, ds, fit_users)
     learner = cfg.learner_obj()
-    decay = [model.item_emb]
-    rest = [p for n, p in model.named_parameters() if n != "item_emb"]
-    opt = torch.optim.Adam([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest}], lr=cfg.lr)
+    ids = [model.item_emb]
+    rest = [p for n, p in model.named_parameters() if n not in ("item_emb", "item_bias_id")]
+    # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
+    opt = torch.optim.Adam([{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
+                            {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult}], lr=cfg.lr)
     start = 0
     if ckpt_path is not None and resume and Path(ckpt_path).is_file():
         ck = torch.load(ckpt_path, weights_only=False)
