@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ from .trending import TrendingPack
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 _MAX_MANIFEST_BYTES = 64 << 20  # an item-id list of 10^6 ids fits; anything bigger is not a manifest
+_MAX_PROGRAM_BYTES = 1 << 30  # an inflated program larger than this is a zip bomb, not a phone model
+_PTE_MAGIC = b"ET"  # bytes 4..6 of every ExecuTorch flatbuffer ("ET12"...)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Bundle:
     table: np.ndarray  # (N, d) float32, dequantized once
     head0: np.ndarray  # (P,) float32: phi0, the meta-learned initial head
     prototypes: np.ndarray | None  # (M, d) float32, for `because` when a user has no history
-    programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes
+    programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes, inflated
     trending: TrendingPack | None  # the pack shipped with the bundle, if any
 
     @property
@@ -80,6 +84,31 @@ def _float_array(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
     return arr
 
 
+def _canonical(raw: bytes) -> bytes:
+    try:
+        return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False).encode("ascii")
+    except ValueError:
+        return b""
+
+
+def _program_bytes(stored: bytes, codec: str, name: str) -> bytes:
+    """Inflate (if stored compressed) and sanity-check a verified program. The check matters: ExecuTorch's
+    pybinding aborts the whole process (not an exception) on some non-program bytes, so they never reach it."""
+    data = stored
+    if codec == "zlib":
+        try:
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(stored, _MAX_PROGRAM_BYTES)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise BundleError(f"{name} does not inflate to a complete program under {_MAX_PROGRAM_BYTES} bytes")
+        except zlib.error as e:
+            raise BundleError(f"{name} is not a zlib stream: {e}") from e
+    if len(data) < 8 or data[4:6] != _PTE_MAGIC:
+        raise BundleError(f"{name} is not an ExecuTorch program (codec {codec!r})")
+    return data
+
+
 def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None) -> Bundle:
     """Verify and decode `bundle_dir`; `BundleError` on any failure. With `store`, refuse a serial older than the
     newest the store has accepted (rollback); the caller records the serial (`store.accept_serial`) once the
@@ -95,7 +124,8 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     verify_signature(manifest_bytes, _read(root / SIGNATURE, 1024), key)
     manifest = Manifest.from_json(manifest_bytes)
     # Canonical form is part of the contract: a signed but non-canonical manifest means the writer is not ours.
-    if manifest.to_json() != manifest_bytes:
+    # (Re-encoded as parsed, not via Manifest: a manifest that omits fields with defaults is still canonical.)
+    if _canonical(manifest_bytes) != manifest_bytes:
         raise BundleError("manifest.json is not in canonical form (sorted keys, compact, ASCII)")
 
     needed = {p.file for p in manifest.programs.values()}
@@ -119,7 +149,8 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes,
                     scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
                     prototypes=prototypes, trending=trending,
-                    programs={k: data[p.file] for k, p in manifest.programs.items()})
+                    programs={k: _program_bytes(data[p.file], manifest.program_codec(k), p.file)
+                              for k, p in manifest.programs.items()})
     if store is not None and manifest.serial < store.max_serial():
         raise BundleError(f"bundle serial {manifest.serial} is older than {store.max_serial()}, already seen "
                           "by this state (rollback)")

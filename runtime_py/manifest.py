@@ -38,7 +38,8 @@ SCORE_OPTIONAL_INPUTS = ("table",)  # (N, d) float32: the dequantized items.bin,
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
 ADAPT_OUTPUTS = ("loss", "scale")
-TABLE_FORMATS = ("float32", "int8", "int4")  # see table.py for the byte layouts
+TABLE_FORMATS = ("float32", "int8", "int4")
+PROGRAM_CODECS = ("none", "zlib")  # how a .pte is stored; the sha256 covers the stored bytes  # see table.py for the byte layouts
 ADAPT_SCENES = ("query", "last_event")
 HISTORY_ALIGNS = ("right", "left")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # plain names only: no paths, no traversal
@@ -99,12 +100,14 @@ class ProgramIO:
     parameters: tuple[str, ...] = ()  # training programs: the names returned by named_parameters()
     inner_steps: int = 0  # adapt only: forward_backward + SGD steps per adaptation (<= 3)
     lr: float = 0.0  # adapt only: the SGD rate that makes one step a Meta-SGD step (1.0 by the contract)
+    codec: str = "none"  # "zlib": the file is one zlib stream of the .pte, inflated in memory after verification
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "parameters", tuple(self.parameters))
         _check(isinstance(self.method, str) and bool(self.method), "program method must be a non-empty str")
+        _check(self.codec in PROGRAM_CODECS, f"program codec {self.codec!r} unknown; known: {PROGRAM_CODECS}")
         _check(_is_int(self.inner_steps) and 0 <= self.inner_steps <= 3, "inner_steps must be in [0, 3]")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0, "lr must be >= 0")
         for group in (self.inputs, self.outputs, self.parameters):
@@ -212,6 +215,17 @@ class Manifest:
         _check(sorted(required) == sorted(inputs),
                f"program inputs {p.inputs} must be a permutation of {inputs} plus any of {optional}")
         _check(set(outputs) <= set(p.outputs), f"program outputs {p.outputs} must include {outputs}")
+
+    def program_codec(self, name: str) -> str:
+        """The codec of program `name`. Bundles written before `ProgramIO.codec` existed record it only in the
+        (signed) export config, `configs.export.program_codec`; that is honoured when the field says "none"."""
+        codec = self.programs[name].codec
+        if codec == "none":
+            legacy = self.configs.get("export", {})
+            codec = legacy.get("program_codec", "none") if isinstance(legacy, dict) else "none"
+        if codec not in PROGRAM_CODECS:
+            raise BundleError(f"program codec {codec!r} unknown; known: {PROGRAM_CODECS}")
+        return codec
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -112,3 +112,37 @@ def test_older_serial_is_refused_as_rollback(make_bundle, tmp_path, keys):
     Recommender.open(new, state, trusted_key=keys[1]).close()  # the same serial again is fine
     Recommender.open(make_bundle("newer", serial=6), state, trusted_key=keys[1]).close()
     assert _serial_seen(state) == 6
+
+
+def test_zlib_stored_programs_are_inflated_after_verification(make_bundle, tmp_path, keys):
+    plain = make_bundle("plain")
+    packed = make_bundle("packed", codec="zlib")
+    assert (packed / "score.pte").stat().st_size < (plain / "score.pte").stat().st_size
+    with Recommender.open(plain, tmp_path / "a.db", trusted_key=keys[1]) as a, \
+            Recommender.open(packed, tmp_path / "b.db", trusted_key=keys[1]) as b:
+        a.record("u", ITEM_IDS[4], 8.8e8)
+        b.record("u", ITEM_IDS[4], 8.8e8)
+        assert a.recommend("u", 8.8e8 + 60) == b.recommend("u", 8.8e8 + 60)
+
+
+def test_signed_non_program_bytes_are_refused_not_crashing(make_bundle, tmp_path, keys):
+    """ExecuTorch aborts the process on some garbage; the runtime must refuse it before loading, even when the
+    bundle is correctly signed (a broken export, not an attacker)."""
+    import hashlib
+
+    b = make_bundle("garbage")
+    junk = b"x\xda" + bytes(range(256)) * 8
+    (b / "score.pte").write_bytes(junk)
+    d = json.loads((b / "manifest.json").read_bytes())
+    d["files"]["score.pte"] = {"sha256": hashlib.sha256(junk).hexdigest(), "bytes": len(junk)}
+    raw = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    (b / "manifest.json").write_bytes(raw)
+    (b / "manifest.sig").write_bytes(sign_manifest(raw, keys[0]))
+    with pytest.raises(BundleError, match="not an ExecuTorch program"):
+        Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1])
+    d["programs"]["score"]["codec"] = "zlib"
+    raw = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    (b / "manifest.json").write_bytes(raw)
+    (b / "manifest.sig").write_bytes(sign_manifest(raw, keys[0]))
+    with pytest.raises(BundleError, match="zlib"):
+        Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -154,10 +155,11 @@ def _entry(data: bytes) -> FileEntry:
 
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
-                 adapt_scene: str = "query") -> Path:
+                 adapt_scene: str = "query", codec: str = "none") -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
-    blobs = {"score.pte": programs[0], "adapt.pte": programs[1], "items.bin": m.table_bytes,
+    store = (lambda b: zlib.compress(b, 9)) if codec == "zlib" else (lambda b: b)
+    blobs = {"score.pte": store(programs[0]), "adapt.pte": store(programs[1]), "items.bin": m.table_bytes,
              "head_init.bin": m.phi0.numpy().astype("<f4").tobytes(),
              "prototypes.bin": m.prototypes.numpy().astype("<f4").tobytes()}
     if trending is not None:
@@ -169,9 +171,9 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         shapes=Shapes(N=N, d=D, L=L, F=FD, P=P, k_max=K_MAX, S=S, R=R), item_ids=ITEM_IDS,
         negatives=m.negatives, scene_spec=SceneSpec().to_dict(),
         files={name: _entry(data) for name, data in blobs.items()},
-        programs={"score": ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS),
+        programs={"score": ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
                   "adapt": ProgramIO("adapt.pte", "forward", ADAPT_INPUTS, ["loss", "scale"], ["delta"],
-                                     inner_steps=inner_steps, lr=1.0)},
+                                     inner_steps=inner_steps, lr=1.0, codec=codec)},
         item_table=TableSpec("items.bin", "int8", 4),
         head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",
