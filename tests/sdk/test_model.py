@@ -68,7 +68,7 @@ def test_support_loss_zero_without_support():
     L = m.cfg.hist_len
     z = torch.zeros(L)
     loss = m.support_loss(m.head_init(), table[:L], z, torch.rand(15), table[:L], z, table[m.negatives])
-    assert float(loss) == 0.0
+    assert float(loss.detach()) == 0.0
 
 
 def test_item_attributes_year_unknown_flag():
