@@ -453,6 +453,13 @@ def analysis(d: dict) -> str:
                 rec = d["runtime"].get("record (durable event write)", {})
                 why += (f"; the path also writes the new head with synchronous=FULL (an fsync; a bare record "
                         f"costs p50 {rec.get('p50_us', 0):.0f} us here)")
+                top = d.get("profile_record_adapt_recommend", [])[:4]
+                if top:
+                    why += ("; cProfile of record + recommend for a stale user (own time per call, profiler "
+                            "overhead included): " + ", ".join(f"{r['name']} {r['tottime_us_per_call']:,.0f} us"
+                                                               for r in top)
+                            + " -- i.e. the per-user `because` pass over all N items and the durable SQLite "
+                              "writes, not adapt.pte, dominate")
             out.append(f"- {name}: p99 {v['value']:.0f} us (+{v['miss_pct']:.0f}%): {why}.")
     return "\n".join(out) if out else "All targets met."
 
