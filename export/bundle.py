@@ -25,7 +25,7 @@ from metarec.runtime.scene import SceneSpec
 from metarec.runtime.signing import generate_keypair as _rt_keypair
 from metarec.runtime.signing import sign_manifest
 
-from .compress import compress_model, quantize_table
+from .compress import compress_model, early_histories, quantize_table, sdk_finetune
 from .config import CompressConfig, ExportConfig, parse_prune
 from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, SCORE_INPUTS, SCORE_OUTPUTS,
                        export_adapt_program, export_score_program, flatten_head, head_layout)
@@ -179,6 +179,16 @@ def sign_bundle(out: Path, manifest_bytes: bytes, key_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
+def _training_data(train_cfg: dict):
+    """(dataset, fit users, TrainConfig) a checkpoint was trained on: what pruning re-fine-tunes with."""
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.train import TrainConfig, fit_users_for
+
+    tcfg = TrainConfig.from_dict(train_cfg)
+    ds = load_dataset(tcfg.dataset)
+    return ds, fit_users_for(tcfg, ds), tcfg
+
+
 def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
                   serial: int | None = None, *, export_config: ExportConfig | None = None,
                   compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
@@ -199,6 +209,10 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     if len(ids) != model.n_items:
         raise ExportError(f"{len(ids)} item ids for {model.n_items} items")
     model_version = ecfg.model_version or model_fingerprint(model)
+    if ccfg.prunes and finetune is None and ccfg.finetune_steps and "train" in extra:
+        ds, fit_users, tcfg = _training_data(extra["train"])  # prune by importance on real histories, re-fine-tune
+        hist_samples = early_histories(ds, fit_users, model.cfg.hist_len) if hist_samples is None else hist_samples
+        finetune = sdk_finetune(ds, fit_users, tcfg)
     model, creport = compress_model(model, ccfg, hist_samples, finetune)
     qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim))
 

@@ -101,6 +101,40 @@ def topk_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- pruning
+def sdk_finetune(ds, fit_users, train_cfg, lr_scale: float = 0.5):
+    """finetune(model, steps): a brief meta-training run of the pruned model with sdk.train's task loss."""
+    def finetune(model, steps: int):
+        from metarec.sdk.train import TaskBank, _to_torch, task_loss
+
+        model.train()
+        bank = TaskBank(ds, fit_users, model.cfg.hist_len)
+        learner = train_cfg.learner_obj()
+        opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr * lr_scale)
+        B = train_cfg.batch_size
+        for step in range(steps):
+            rng = np.random.default_rng([train_cfg.seed, 1_000_003, step])
+            b = bank.sample(rng, B, train_cfg.early_frac, train_cfg.n_targets)
+            keep = torch.from_numpy((rng.random(ds.n_items) >= model.cfg.id_dropout).astype(np.float32))
+            loss = task_loss(model, learner, _to_torch(b, 0, B), keep, B, train_cfg.future_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model.eval()
+    return finetune
+
+
+def early_histories(ds, users, L: int, n: int = 512, seed: int = 0) -> np.ndarray:
+    """(n, L) right-aligned early histories of fit users (-1 = pad): what importance is measured on."""
+    rng = np.random.default_rng(seed)
+    per_user = ds.user_events()
+    out = np.full((n, L), -1, np.int64)
+    for j, u in enumerate(rng.choice(users, n)):
+        rows = per_user[u]
+        k = int(rng.integers(1, min(L, len(rows)) + 1))
+        out[j, L - k:] = ds.item[rows[:k]]
+    return out
+
+
 def _sample_histories(model, n: int, hist_samples: np.ndarray | None, seed: int = 0):
     """(hist_vecs (n, L, d), hist_mask (n, L)) from given item-index histories (n, L; -1 = pad) or random items."""
     L = model.cfg.hist_len

@@ -54,7 +54,7 @@ class CompressConfig(_JsonConfig):
     group_size: int = 32  # (int) columns sharing one scale (capped at d; 0: one scale per row)
     prune_dim: int | None = None  # (int|None) item/user dimensions kept (by measured importance); None: all
     prune_prototypes: int | None = None  # (int|None) interest prototypes kept (by measured usage); None: all
-    finetune_steps: int = 0  # (int) meta-training steps after pruning (needs data; 0: none)
+    finetune_steps: int = 100  # (int) meta-training steps after pruning (from a checkpoint: its data; 0: none)
     importance_samples: int = 512  # (int) histories used to measure dimension / prototype importance
 
     def __post_init__(self) -> None:

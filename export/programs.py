@@ -85,8 +85,14 @@ class ScoreModule(nn.Module):
         self.k_max = k_max
 
     def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
-        s = self.model.score_from_vectors(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask,
-                                          scene, trend, table, self.bias.float())
+        # = model.score_from_vectors (test_programs checks it) with z as a (1, d) row. XNNPACK takes a Linear
+        # only with a constant weight, so this product runs as a portable mm (~25 us of the call on ML-100K; a
+        # delegated bmm of (1, N, d) x (1, d, 1) measured slower, 65 vs 34 us in isolation).
+        m = self.model
+        z = m.user_vector(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask, scene)
+        s = F.linear(z[None], table)[0] + self.bias.float()
+        if m.cfg.use_trend:
+            s = s + F.softplus(m.trend_gate(m.encode_scene(scene)))[0] * trend
         return torch.where(exclude > 0.5, torch.full_like(s, float("-inf")), s)
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
@@ -143,6 +149,15 @@ def adapt_example_inputs(model, table: torch.Tensor) -> tuple:
     return head, hist_vecs, hist_mask, scene, hist_vecs.clone(), hist_mask.clone(), neg
 
 
+def _unplanned_inputs():
+    """Inputs are not memory-planned: the method binds the caller's buffers instead of copying them in on every
+    execute (the (N, d) table is 215 KB on ML-100K: 49 -> 34 us for linear + top-k alone)."""
+    from executorch.exir import ExecutorchBackendConfig
+    from executorch.exir.passes import MemoryPlanningPass
+
+    return ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False))
+
+
 def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: int,
                          bias_dtype: torch.dtype = torch.float32) -> bytes:
     """score.pte bytes: torch.export -> XNNPACK partitioner -> ExecuTorch."""
@@ -151,7 +166,7 @@ def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: 
 
     mod = ScoreModule(model, bias, k_max, bias_dtype).eval()
     ep = torch.export.export(mod, score_example_inputs(model, table), strict=False)
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(_unplanned_inputs()).buffer
 
 
 def export_adapt_program(model, table: torch.Tensor) -> bytes:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .bundle import generate_keypair, export_bundle, load_model
-from .compress import compress_model, quantize_table, snr_db, topk_overlap
+from .compress import compress_model, early_histories, quantize_table, sdk_finetune, snr_db, topk_overlap
 from .config import CompressConfig, ExportConfig, parse_prune
 
 HEADLINE_KS = (1, 2, 3)
@@ -53,40 +53,6 @@ def _variant_recommender(checkpoint, ds, fit_users, log, model, table: np.ndarra
     return rec
 
 
-def sdk_finetune(ds, fit_users, train_cfg, lr_scale: float = 0.5):
-    """finetune(model, steps): a brief meta-training run of the pruned model with sdk.train's task loss."""
-    def finetune(model, steps: int):
-        from metarec.sdk.train import TaskBank, _to_torch, task_loss
-
-        model.train()
-        bank = TaskBank(ds, fit_users, model.cfg.hist_len)
-        learner = train_cfg.learner_obj()
-        opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr * lr_scale)
-        B = train_cfg.batch_size
-        for step in range(steps):
-            rng = np.random.default_rng([train_cfg.seed, 1_000_003, step])
-            b = bank.sample(rng, B, train_cfg.early_frac, train_cfg.n_targets)
-            keep = torch.from_numpy((rng.random(ds.n_items) >= model.cfg.id_dropout).astype(np.float32))
-            loss = task_loss(model, learner, _to_torch(b, 0, B), keep, B, train_cfg.future_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return model.eval()
-    return finetune
-
-
-def _histories(ds, users, L: int, n: int = 512, seed: int = 0) -> np.ndarray:
-    """(n, L) right-aligned early histories of fit users (-1 = pad): what importance is measured on."""
-    rng = np.random.default_rng(seed)
-    per_user = ds.user_events()
-    out = np.full((n, L), -1, np.int64)
-    for j, u in enumerate(rng.choice(users, n)):
-        rows = per_user[u]
-        k = int(rng.integers(1, min(L, len(rows)) + 1))
-        out[j, L - k:] = ds.item[rows[:k]]
-    return out
-
-
 def compression_report(checkpoint, variants=None, prune: str | dict | None = "dim=16,prototypes=4",
                        finetune_steps: int = 100, out_dir=None, command: str | None = None,
                        max_users: int | None = None) -> dict:
@@ -107,7 +73,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
     pr = parse_prune(prune)
     variants = variants or [("fp32", "none", False), ("int8", "int8", False), ("int4", "int4", False),
                             ("pruned+int8", "int8", True), ("pruned+int4", "int4", True)]
-    hist = _histories(ds, split.train, base.cfg.hist_len)
+    hist = early_histories(ds, split.train, base.cfg.hist_len)
     keydir = Path(tempfile.mkdtemp(prefix="metarec-keys-"))
     generate_keypair(keydir)
     rows, ref_scores, pruned_cache = [], None, {}
@@ -147,7 +113,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
     for r in rows:
         r["hr10_rel_loss"] = (fp - r["hr10"]) / fp if fp > 0 else float("nan")
     command = command or "python -m metarec.export.report " + str(checkpoint)
-    data = {"dataset": ds.name, "checkpoint": str(checkpoint), "prune": pr, "finetune_steps": finetune_steps,
+    data = {"dataset": ds.name, "checkpoint": str(checkpoint), "train_config": tcfg.to_dict(), "prune": pr, "finetune_steps": finetune_steps,
             "budget_bytes": 64 * 1024, "variants": rows}
     md = ["# Compression variants (PROTOCOL v1, test users, headline HR@10 = K 1..3)", "",
           "| variant | d | M | phone bundle KB | score SNR dB | table SNR dB | top-10 overlap | HR@10 [95% CI] | "
