@@ -458,8 +458,9 @@ def analysis(d: dict) -> str:
                     why += ("; cProfile of record + recommend for a stale user (own time per call, profiler "
                             "overhead included): " + ", ".join(f"{r['name']} {r['tottime_us_per_call']:,.0f} us"
                                                                for r in top)
-                            + " -- i.e. the per-user `because` pass over all N items and the durable SQLite "
-                              "writes, not adapt.pte, dominate")
+                            + (" -- the per-user `because` pass over all N items and the durable SQLite writes, "
+                               "not adapt.pte, dominate" if any("_because" in r["name"] for r in top[:2])
+                               and any("sqlite" in r["name"] for r in top[:3]) else ""))
             out.append(f"- {name}: p99 {v['value']:.0f} us (+{v['miss_pct']:.0f}%): {why}.")
     return "\n".join(out) if out else "All targets met."
 
