@@ -273,6 +273,31 @@ def write_coldstart(report: dict, command: str, out_dir: str | Path | None = Non
     return p
 
 
+def _recommender(cfg: TrainConfig):
+    from metarec.sdk.recommender import MetaRecRecommender
+
+    return MetaRecRecommender(config=cfg)
+
+
+def _apply_new_items(report: dict) -> None:
+    """A separate new-item part replaces the new-item figures of the full runs (same config and seeds)."""
+    ni = report.pop("new_items", None)
+    if not ni or "full" not in report:
+        return
+    for s, r in ni.items():
+        report["full"]["seeds"].setdefault(str(s), {})["new_items"] = r
+    runs = [r for r in report["full"]["seeds"].values() if "new_items" in r]
+    m = report["full"]["mean"]
+    m["new_items_hr10"] = mean_over_seeds_key([r["new_items"]["hr10"] for r in runs])
+    m["new_items_ndcg10"] = mean_over_seeds_key([r["new_items"]["ndcg10"] for r in runs])
+    m["new_items_n"] = runs[0]["new_items"]["n"]
+    m["new_items_seeds"] = sorted(ni)
+
+
+def mean_over_seeds_key(v: list[float]) -> dict:
+    return {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m metarec.sdk.coldstart")
     ap.add_argument("--dataset", default="ml-100k")
@@ -281,7 +306,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ablation-seeds", default="0")
     ap.add_argument("--ablations", default=None, help="';'-separated names (default: all)")
     ap.add_argument("--users", default="test", choices=("val", "test"))
-    ap.add_argument("--part", default="all", choices=("all", "full", "ablations", "synthetic"),
+    ap.add_argument("--part", default="all", choices=("all", "full", "ablations", "synthetic", "newitems"),
                     help="run only a part (to spread the work over processes), see --partial-out / --merge")
     ap.add_argument("--partial-out", default=None, help="write this part's raw results here instead of the report")
     ap.add_argument("--merge", default=None, help="','-separated partial files: write the report from them")
@@ -293,6 +318,8 @@ def main(argv: list[str]) -> int:
         parts = [json.loads(Path(p).read_text()) for p in a.merge.split(",")]
         report = {k: v for p in parts for k, v in p.items() if k != "ablations"}
         report["ablations"] = {k: v for p in parts for k, v in p.get("ablations", {}).items()}
+        report["new_items"] = {k: v for p in parts for k, v in p.get("new_items", {}).items()}
+        _apply_new_items(report)
         report["ablations"] = {**({FULL: report["full"]} if "full" in report else {}), **report["ablations"]}
         print(write_coldstart(report, cmd, a.out))
         return 0
@@ -307,6 +334,11 @@ def main(argv: list[str]) -> int:
         runs = {s: run_variant(ds, variant_config(base, FULL, s), a.users, new_items=a.users == "test")
                 for s in seeds}
         report["full"] = {"seeds": runs, "mean": mean_over_seeds(list(runs.values()))}
+    if a.part == "newitems":  # the separate new-item training run alone (PROTOCOL v1 "new items")
+        from metarec.sdk.protocol import new_item_run, split_users
+
+        report["new_items"] = {s: new_item_run(lambda s=s: _recommender(variant_config(base, FULL, s)), ds,
+                                               split_users(ds)) for s in seeds}
     if a.part in ("all", "synthetic"):
         report["synthetic"] = synthetic_truth(dataclasses.replace(base, fit_users="train+val"), seeds[:1])
     if a.part in ("all", "ablations"):

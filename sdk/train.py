@@ -116,6 +116,9 @@ class TaskBank:
         self.items = np.zeros((len(rows), tmax), np.int64)
         self.ts = np.zeros((len(rows), tmax), np.float64)
         self.scene = np.zeros((len(rows), tmax, 15), np.float32)
+        # items without a single fit event (new items) stay out of the training softmax: pushed down as
+        # negatives they would learn "never chosen" and score last once they have trending counts
+        self.unseen = np.bincount(self.log_item, minlength=self.n_items) == 0
         sc_all = scene_features(ds.ts)  # once for every event: the scene of a task is its query's
         for j, r in enumerate(rows):
             self.items[j, :len(r)], self.ts[j, :len(r)], self.scene[j, :len(r)] = ds.item[r], ds.ts[r], sc_all[r]
@@ -150,7 +153,7 @@ class TaskBank:
         t = self.ts[j, c]
         tmax = self.items.shape[1]
         sup = np.arange(tmax)[None, :] < c[:, None]
-        exclude = np.zeros((batch, self.n_items), bool)
+        exclude = np.repeat(self.unseen[None, :], batch, 0)
         bi, pi = np.nonzero(sup)
         exclude[bi, self.items[j[bi], pi]] = True
         return {"hist": hist, "hist_mask": hist_mask.astype(np.float32), "scene": self.scene[j, c],

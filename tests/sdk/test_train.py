@@ -50,6 +50,11 @@ def test_tasks_are_time_honest():
     hm = b["hist_mask"] > 0
     assert all(b["exclude"][i, b["hist"][i, hm[i]]].all() for i in range(16))
     assert not b["exclude"][np.arange(16), b["targets"][:, 0]].any()
+    # an item without any fit event (a new item) is kept out of every training softmax
+    fit = np.unique(ds.user[ds.item != 0])
+    fit = fit[~np.isin(fit, ds.user[ds.item == 0])]
+    b2 = TaskBank(ds, fit, 4).sample(np.random.default_rng(1), 8, 0.5, 3)
+    assert b2["exclude"][:, 0].all() and not b2["exclude"][:, 1].all()
 
 
 @pytest.mark.parametrize("learner", ["metasgd", "fomaml", "reptile", "metric"])
