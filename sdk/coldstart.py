@@ -211,9 +211,10 @@ def coldstart_markdown(report: dict, baselines: dict | None) -> str:
         lines.append(f"| {name} | {_f(m['headline_hr10'])} | {_f(m['headline_ndcg10'])} | " +
                      " | ".join(_f(m["per_k_hr10"][k]) for k in ks) +
                      f" | {_f(rc.get('3'))} | {_f(rc.get('5'))} | {_f(rc.get('10'))} | {_f(m['train_seconds'])} |")
-    syn = report.get("synthetic")
-    if syn:
-        lines += ["", f"## Synthetic scene data (planted truth; test users, seeds {syn['seeds']})", "",
+    for key in sorted(k for k in report if k.startswith("synthetic")):
+        syn = report[key]
+        lines += ["", f"## {key}: synthetic scene data (planted truth; test users, seeds {syn['seeds']}; "
+                  f"{syn.get('note', 'default TrainConfig')})", "",
                   "| variant | HR@10 K=1..3 | scene changed: HR@10 (n) | same: HR@10 (n) | retention | "
                   "prototype accuracy vs chance (n) |", "|---|---|---|---|---|---|"]
         for name, runs in syn["runs"].items():
