@@ -206,8 +206,29 @@ def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none",
            "variant": variant_name(layout, quant, topk_mode), "pte_bytes": len(pte), "build_s": round(build_s, 1),
            "table_bytes": int(n_items * d * bpe), "stream_bytes": int(n_items * d * bpe + 12 * n_items),
            "topk_matches_eager": agree, **bu.summarize(ns)}
+    prof = bu.program_profile(pte)
+    row["program"] = {k: prof[k] for k in ("instructions", "delegate_calls", "portable_kernel_calls")}
+    row["portable_ops"] = sorted(prof["portable_ops"])
     del prog
     return row
+
+
+def table_input_linear(n_items: int, d: int, runs: int) -> dict:
+    """The table pass alone with the table as a program INPUT (export's layout): `F.linear(z, table)` lowered
+    with the XNNPACK partitioner, timed, with its plan (does XNNPACK take the matmul, or portable aten::mm?)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Linear(nn.Module):
+        def forward(self, z, table):
+            return (F.linear(z[None], table)[0],)
+
+    ex = (torch.randn(d), torch.randn(n_items, d))
+    pte = bu.lower_program(torch.export.export(Linear(), ex), xnnpack=True)
+    prog = bu.load_pte(pte)
+    return {"n_items": n_items, **bu.summarize(bu.time_calls(lambda: prog.forward(ex), runs, warmup=3)),
+            "program": bu.program_profile(pte)}
 
 
 def stage_profile(n_items: int, runs: int, k: int = 10, quant: str = "none") -> dict:
@@ -281,6 +302,8 @@ def run_scaling(runs: int, command: str, out_dir=None, sizes=DEFAULT_SIZES, vari
     if best_big is not None and best_big["x_table_bound"] > 2.0 or shipped and shipped["x_table_bound"] > 2.0:
         q = next((r["quant"] for r in big if r["layout"] == "constant"), "int4")
         profile = stage_profile(max(sizes), min(runs, max(min_runs_big, 1)), k, q)
+        if shipped is not None and shipped["x_table_bound"] > 2.0:
+            profile["table_input_linear"] = table_input_linear(max(sizes), 32, min(runs, 100))
     data = {"threads": pin, "bandwidth": bw, "loadavg_before_after": [load0, os.getloadavg()], "profile": profile, "k": k, "rows": rows,
             "target_1m_within_2x": bu.verdict(shipped["x_table_bound"] if shipped else None, 2.0, "x bound"),
             "target_1m_within_2x_best_variant": dict(bu.verdict(best_big["x_table_bound"] if best_big else None, 2.0,
@@ -340,6 +363,20 @@ def _write(data: dict, command: str, out_dir) -> None:
             lines.append(f"| {name} | {bu.fmt_us(x['min_us'])} |")
         lines += ["", "Ops left outside the XNNPACK delegate (portable kernels): "
                   + ", ".join(f"`{o}`" for o in prof["non_delegated_ops"])]
+        tl = prof.get("table_input_linear")
+        if tl:
+            sh = next((r for r in data["rows"] if r["n_items"] == tl["n_items"] and r["layout"] == "input"
+                       and r["topk"] == "flat"), None)
+            on_mm = "aten::mm" in tl["program"]["portable_ops"]
+            lines += ["", f"## What dominates score.pte as exported at {tl['n_items']:,} items", "",
+                      f"The table pass alone, `F.linear(z, table)` with the table as a program input (export's "
+                      f"layout), lowered with the XNNPACK partitioner: p50 {bu.fmt_us(tl['p50_us'])} us, min "
+                      f"{bu.fmt_us(tl['min_us'])} us ({tl['runs']} runs)"
+                      + (f", of the whole call's p50 {bu.fmt_us(sh['p50_us'])} us" if sh else "") + ". "
+                      + ("Its plan runs the matmul as the portable `aten::mm` kernel: XNNPACK does not take a "
+                         "linear whose weight is a runtime input here, so the one O(N) pass that matters runs a "
+                         "naive kernel. The table as a (quantized) program constant is delegated (rows above)."
+                         if on_mm else f"Plan: {tl['program']}.")]
     if data.get("analysis"):
         lines += ["", data["analysis"]]
     write_results("scaling", data, "\n".join(lines), command, out)
