@@ -193,7 +193,8 @@ def coldstart_markdown(report: dict, baselines: dict | None) -> str:
     lines.append(f"| **metarec** | {_f(full['headline_hr10'])} | {_f(full['headline_ndcg10'])} | " +
                  " | ".join(_f(full["per_k_hr10"][k]) for k in ks) +
                  f" | {_f(rc.get('0'))} | {_f(rc.get('3'))} | {_f(rc.get('5'))} | {_f(rc.get('10'))} | "
-                 f"{_f(full.get('new_items_hr10'))} ({full.get('new_items_n', '-')}) |")
+                 f"{_f(full.get('new_items_hr10'))} ({full.get('new_items_n', '-')}"
+                 f"{'; seeds ' + ','.join(map(str, full['new_items_seeds'])) if 'new_items_seeds' in full else ''}) |")
     for name, r in (baselines or {}).items():
         c = r.get("learning_curve", {}).get("recall10", {})
         g = (lambda k: f"{c[k]['recall10']:.3f}" if k in c else "-")
@@ -285,9 +286,11 @@ def _apply_new_items(report: dict) -> None:
     ni = report.pop("new_items", None)
     if not ni or "full" not in report:
         return
+    for r in report["full"]["seeds"].values():
+        r.pop("new_items", None)  # superseded: only the separate new-item runs count
     for s, r in ni.items():
         report["full"]["seeds"].setdefault(str(s), {})["new_items"] = r
-    runs = [r for r in report["full"]["seeds"].values() if "new_items" in r]
+    runs = [report["full"]["seeds"][str(s)] for s in ni]
     m = report["full"]["mean"]
     m["new_items_hr10"] = mean_over_seeds_key([r["new_items"]["hr10"] for r in runs])
     m["new_items_ndcg10"] = mean_over_seeds_key([r["new_items"]["ndcg10"] for r in runs])
@@ -317,7 +320,11 @@ def main(argv: list[str]) -> int:
     cmd = a.command or "python -m metarec.sdk.coldstart " + " ".join(shlex.quote(x) for x in argv)
     if a.merge:
         parts = [json.loads(Path(p).read_text()) for p in a.merge.split(",")]
-        report = {k: v for p in parts for k, v in p.items() if k != "ablations"}
+        report = {}
+        for p in parts:  # the first part that has a key wins (the full part's seeds, dataset, users)
+            for k, v in p.items():
+                if k not in ("ablations", "new_items"):
+                    report.setdefault(k, v)
         report["ablations"] = {k: v for p in parts for k, v in p.get("ablations", {}).items()}
         report["new_items"] = {k: v for p in parts for k, v in p.get("new_items", {}).items()}
         _apply_new_items(report)
