@@ -16,9 +16,8 @@ from metarec.bench import bench_util as bu
 
 SOURCES = {
     "baselines": "metarec baselines --dataset ml-100k",
-    "coldstart": "metarec eval --model metarec --checkpoint artifacts/prior.pt (coldstart results of the "
-                 "meta-learning work)",
-    "export": "metarec export ... (compression variants of the export work)",
+    "coldstart": "python -m metarec.sdk.coldstart --seeds 0,1,2 --ablation-seeds 0",
+    "export": "python -m metarec.export.report artifacts/prior.pt",
 }
 PERF = {"latency": "metarec bench --only latency", "memory": "metarec bench --only memory",
         "scaling": "metarec bench --only scaling"}
@@ -43,6 +42,35 @@ def collect_results(obj, path: tuple = ()) -> list[tuple[str, dict]]:
             name = v.get("name") or v.get("model") or str(i) if isinstance(v, dict) else str(i)
             out += collect_results(v, path + (str(name),))
     return out
+
+
+def coldstart_rows(d: dict) -> tuple[list, list, list[str]]:
+    """(main rows, ablation rows, seed-spread lines) from sdk.coldstart's report: per-seed PROTOCOL results carry
+    bootstrap CIs, so the plots use the first seed of each variant; the mean and spread over seeds go in a table."""
+    main, abl, spread = [], [], []
+
+    def first(v):
+        seeds = v.get("seeds", {}) if isinstance(v, dict) else {}
+        for s in sorted(seeds, key=str):
+            if _is_result(seeds[s]):
+                return s, seeds[s]
+        return None, None
+
+    def mean_line(name, v):
+        m = (v or {}).get("mean", {}).get("headline_hr10") if isinstance(v, dict) else None
+        if m:
+            spread.append(f"| {name} | {m['mean']:.3f} | [{m['min']:.3f}, {m['max']:.3f}] | {len(v.get('seeds', {}))} |")
+
+    s, r = first(d.get("full"))
+    if r is not None:
+        main.append((f"metarec (seed {s})", r))
+    mean_line("metarec (full)", d.get("full"))
+    for name, v in (d.get("ablations") or {}).items():
+        s, r = first(v)
+        if r is not None:
+            abl.append((f"{name} (seed {s})", r))
+        mean_line(name, v)
+    return main, abl, spread
 
 
 def _scalar_tables(obj, path: tuple = ()) -> list[tuple[str, list[dict]]]:
@@ -226,11 +254,18 @@ def run_report(command: str, out_dir=None) -> dict:
             pv = d.get("provenance", {})
             lines.append(f"- [`{name}.md`]({name}.md): `{pv.get('command', '?')}` at `{pv.get('commit', '?')}`")
     lines.append("")
-    main, ablations, compression = [], [], []
+    main, ablations, compression, spread = [], [], [], []
     for name, d in src.items():
         if d is None:
             continue
+        if name == "coldstart" and ("full" in d or "ablations" in d):
+            m, a, spread = coldstart_rows(d)
+            main += m
+            ablations += a
+            continue
         for rname, r in collect_results(d):
+            if "/seeds/" in f"/{rname}/":
+                continue
             label = rname if name == "baselines" else f"{rname}" if "metarec" in rname.lower() else f"{name}:{rname}"
             low = rname.lower()
             if "ablation" in low:
@@ -248,13 +283,25 @@ def run_report(command: str, out_dir=None) -> dict:
     else:
         lines += ["## Cold start, learning curve, new items, scene", "",
                   f"not yet produced: run `{SOURCES['baselines']}` and `{SOURCES['coldstart']}`", ""]
+    if spread:
+        lines += ["## Meta-learned prior over seeds (coldstart.json)", "",
+                  "| variant | headline HR@10 mean | min..max over seeds | seeds |", "|---|---:|---|---:|"] + spread + [""]
     if ablations:
-        lines += _headline_table("Ablations", ablations, out / "report_ablations.png", command)
+        full = [(f"{n} = full model", r) for n, r in main if n.startswith("metarec")][:1]
+        lines += _headline_table("Ablations", full + ablations, out / "report_ablations.png", command)
     else:
         lines += ["## Ablations", "", f"not yet produced: run `{SOURCES['coldstart']}` with its ablations", ""]
     if compression:
         lines += _headline_table("Compression variants", compression, out / "report_compression.png", command)
-    ex_tables = _scalar_tables({k: v for k, v in (src.get("export") or {}).items() if k != "provenance"})
+    ex = src.get("export") or {}
+    variants = [v for v in ex.get("variants", []) if isinstance(v, dict) and "hr10" in v]
+    if variants:
+        rows = [(f"{v.get('variant', '?')} ({v.get('phone_bytes', 0) / 1024:.0f} KB)", v) for v in variants]
+        _plot_bars(rows, out / "report_compression.png", command, "hr10", "headline HR@10 (K=1..3), 95% CI",
+                   "Compression variants (phone bundle size)")
+        lines += ["## Compression variants (export.json)", "", f"![compression variants](report_compression.png)", ""]
+        counts["compression_variants"] = len(variants)
+    ex_tables = _scalar_tables({k: v for k, v in ex.items() if k != "provenance"})
     for tname, rows in ex_tables[:6]:
         cols = list(dict.fromkeys(c for r in rows for c in r))
         lines += [f"## Export: {tname}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
