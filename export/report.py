@@ -41,12 +41,14 @@ class _Recording:
         return s
 
 
-def _variant_recommender(checkpoint, ds, fit_users, log, model, table: np.ndarray, quant: str):
-    """`MetaRecRecommender` loaded from the checkpoint, then switched to the compressed model and phone table."""
+def _variant_recommender(train_cfg, model, table: np.ndarray, quant: str):
+    """`MetaRecRecommender` (sdk's PROTOCOL v1 wrapper) on the compressed model and the phone's table.
+
+    No `fit`: the model is given (a fit would retrain when the checkpoint's data fingerprint is missing)."""
     from metarec.sdk.recommender import MetaRecRecommender
 
-    rec = MetaRecRecommender(checkpoint=checkpoint).fit(ds, fit_users, log)
-    rec._set(model, rec.config)
+    rec = MetaRecRecommender(config=train_cfg)
+    rec._set(model, train_cfg)
     rec.table = torch.from_numpy(np.array(table, np.float32))
     if quant != "none":  # the bundle's score.pte holds the bias in float16 (programs.ScoreModule)
         rec.bias = rec.bias.to(torch.float16).float()
@@ -93,7 +95,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
                               compress_config=CompressConfig(quant=quant),  # already pruned above
                               export_config=ExportConfig(onnx=name == "fp32"), item_ids=list(ds.item_ids))
             files = {p.name: p.stat().st_size for p in sorted(b.iterdir())}
-        rec = _Recording(_variant_recommender(checkpoint, ds, fit_users, log, model, qt.dequantized, quant))
+        rec = _Recording(_variant_recommender(tcfg, model, qt.dequantized, quant))
         res = evaluate_users(rec, ds, test, log, ks=HEADLINE_KS)
         head = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
         scores = np.stack(rec.scores)
