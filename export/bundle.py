@@ -34,6 +34,11 @@ SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.p
     "model.onnx"
 
 
+# The phone profile: on ML-100K the only variant within the 64 KB budget, at no HR@10 loss after the 100-step
+# re-fine-tune (bench/results/export.md). `prune="none"` exports the unpruned model.
+DEFAULT_PRUNE = "dim=16,prototypes=4"
+
+
 class ExportError(ValueError):
     """The caller's input cannot be exported (bad checkpoint, key, options); our own bugs raise other errors."""
 
@@ -195,9 +200,10 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
                   finetune=None) -> Path:
     """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
 
-    `prune`: None, a dict, or the CLI spec "dim=24,prototypes=6". `serial`: default the current unix time, so a
-    later export always has a larger serial.
+    `prune`: None (the phone profile, DEFAULT_PRUNE), "none" (no pruning), a dict, or the CLI spec
+    "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
     """
+    prune = DEFAULT_PRUNE if prune is None else (None if prune in ("none", "") else prune)
     if key_path is None or not Path(key_path).is_file():
         raise ExportError(f"signing key {key_path!r} not found (make one with `metarec keygen DIR`)")
     ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))

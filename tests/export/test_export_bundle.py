@@ -15,8 +15,8 @@ FAST = ExportConfig(k_max=10, onnx=False)
 
 @pytest.fixture(scope="module")
 def bundle(model, keys, tmp_path_factory):
-    return export_bundle(model, tmp_path_factory.mktemp("b") / "bundle", quant="int4", key_path=keys / "private.pem",
-                         serial=7, export_config=FAST)
+    return export_bundle(model, tmp_path_factory.mktemp("b") / "bundle", quant="int4", prune="none",
+                         key_path=keys / "private.pem", serial=7, export_config=FAST)
 
 
 def test_files_hashes_and_signature(bundle, keys):
@@ -70,6 +70,12 @@ def test_pruned_bundle_is_smaller(model, keys, tmp_path, bundle):
     assert m["shapes"]["d"] == 16 and m["configs"]["compress"]["prune_dim"] == 16
     for name in ("items.bin", "head0.bin", "score.pte", "adapt.pte"):
         assert (small / name).stat().st_size < (bundle / name).stat().st_size, name
+
+
+def test_default_is_the_phone_profile(model, keys, tmp_path):
+    m = json.loads((export_bundle(model, tmp_path / "d", key_path=keys / "private.pem", export_config=FAST)
+                    / "manifest.json").read_bytes())
+    assert (m["shapes"]["d"], m["configs"]["model"]["n_prototypes"], m["item_table"]["format"]) == (16, 4, "int4")
 
 
 def test_export_errors(model, keys, tmp_path):

@@ -18,7 +18,7 @@ def bundles(model, keys, tmp_path_factory):
     for quant in ("none", "int8", "int4"):
         from metarec.export.config import ExportConfig
 
-        out[quant] = export_bundle(model, root / quant, quant=quant, key_path=keys / "private.pem",
+        out[quant] = export_bundle(model, root / quant, quant=quant, prune="none", key_path=keys / "private.pem",
                                    export_config=ExportConfig(k_max=20, onnx=quant == "none",
                                                                  program_codec="none" if quant == "int8" else "zlib"))
     return out
