@@ -124,7 +124,11 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
         md.append(f"| {r['variant']} | {r['d']} | {r['prototypes']} | {r['phone_bytes'] / 1024:.1f} | "
                   f"{r['score_snr_db']:.1f} | {r['table_snr_db']:.1f} | {r['top10_overlap']:.3f} | "
                   f"{r['hr10']:.4f} [{r['hr10_ci'][0]:.3f}, {r['hr10_ci'][1]:.3f}] | {100 * r['hr10_rel_loss']:.1f}% |")
-    md += ["", "Phone bundle = every bundle file but the optional model.onnx. Per-file bytes:", "",
+    md += ["", f"Checkpoint {checkpoint}: TrainConfig steps={tcfg.steps}. Pruned variants: importance-ranked dims "
+           f"and prototypes ({pr}), then {finetune_steps} more meta-training steps, so their HR@10 includes that "
+           "extra training. Score SNR / overlap are against the fp32 model over the same queries; rel. loss < 0 "
+           "is a gain. Quantized bundles also store the item bias in float16.", "",
+           "Phone bundle = every bundle file but the optional model.onnx. Per-file bytes:", "",
            "| variant | " + " | ".join(sorted(rows[0]["files"])) + " |",
            "|---|" + "---|" * len(rows[0]["files"])]
     for r in rows:
