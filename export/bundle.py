@@ -9,6 +9,7 @@ The manifest schema, its canonical encoding and the signature scheme belong to t
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -134,7 +135,7 @@ def file_entries(out: Path) -> dict:
 
 
 def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_version: str, configs: dict,
-                   k_max: int, created_at: str | None = None) -> bytes:
+                   k_max: int, created_at: str | None = None, codec: str = "none") -> bytes:
     """Step 4: canonical manifest bytes (runtime_py/manifest.py schema) for a written bundle directory."""
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
@@ -145,6 +146,9 @@ def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_versi
         "adapt": dict(file=ADAPT_FILE, method="forward", inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS,
                       parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0),
     }
+    if "codec" in {f.name for f in dataclasses.fields(rt_manifest.ProgramIO)}:
+        for v in programs.values():
+            v["codec"] = codec
     fields = dict(
         model_version=model_version, serial=int(serial),
         created_at=created_at or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -234,13 +238,11 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)
     configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
                "compress_report": creport, **extra,
-               "layout": {"hist": "right-aligned: slot L-1 = newest, padding first (sdk/model.py)",
-                          "trend": "log1p of 7-day counts", "exclude": "1.0 = exclude; excluded score -inf",
-                          "table_rows": f"runtime decodes {TABLE_FILE} once and passes it as score input `table`",
-                          "programs": f"{SCORE_FILE} and {ADAPT_FILE} are stored with codec "
-                                      f"'{ecfg.program_codec}' (zlib: zlib.decompress the verified bytes, then load)",
-                          "onnx": f"{ONNX_FILE}: same inputs as score.pte, optional" if ecfg.onnx else "none"}}
+               "layout": {"hist": "right: slot L-1 newest", "trend": "log1p counts", "exclude": "1=out, score -inf",
+                          "table": f"decoded {TABLE_FILE} = score input `table`",
+                          "onnx": "score.pte I/O" if ecfg.onnx else "none"}}
     manifest = build_manifest(model, ids, qt, file_entries(out), serial=serial or int(time.time()),
-                              model_version=model_version, configs=configs, k_max=ecfg.k_max)
+                              model_version=model_version, configs=configs, k_max=ecfg.k_max,
+                              codec=ecfg.program_codec)
     sign_bundle(out, manifest, key_path)
     return out
