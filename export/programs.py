@@ -5,16 +5,18 @@ The table exists once in the bundle: `items.bin`, in the runtime's table layout 
 runtime dequantizes it once when the bundle opens, because it needs float rows anyway: history, support and
 negative vectors for both programs, and every row for `because` similarity. score.pte takes that float table as
 its input `table` (a zero-copy view of the runtime's array), so no program carries a second copy.
-Measured on the real scorer (prototype mixture + sequence summary + head + trend + exclude + top-k):
-- table as an input (this design): 37.6 KB program (incl. the fp32 bias), 120 us;
-- int4 table as a constant inside score.pte: 69 KB program, 95 us, but then the runtime has no rows: it must
-  rebuild them by probing score.pte (d * ceil(N / k_max) = 544 calls at open, ~80-200 ms measured) or the
-  bundle carries a second copy. The probed int4 rows also differed from torchao's dequantized table by up to
-  6.4e-3 (XNNPACK's own int4 dequantization), so the runtime's rows would not be the program's rows;
+Measured on the real scorer (trained ML-100K prior, d=32, int4; `python -m metarec.export.measure CKPT`):
+- table as an input (this design): 37 KB program before zlib (incl. the item bias), p50 98 us;
+- int4 table as a torchao 8da4w constant inside score.pte: 69 KB program, p50 45 us; ONNX Runtime on the input
+  scorer: 60 us. The constant is ~2x faster because XNNPACK only delegates a Linear with a constant weight: with
+  the table as an input the product is a portable mm (~25 us) and the graph splits into more delegate calls.
+  But with the table inside score.pte the runtime has no rows: it must rebuild them by probing score.pte
+  (d * ceil(N / k_max) calls at open) or ship a second copy, and the probed int4 rows differed from torchao's
+  dequantized table by up to 6.4e-3 (XNNPACK's own int4 path), so the phone's rows would not be the program's.
 - the table part alone (linear + top-k): int4 constant 17.7 us / 40.6 KB, int8 16.3 us / 70.9 KB, fp32
-  constant 19.1 us / 225 KB (ARCHITECTURE.md: fp32 input 25 us, in-graph dequantize 102 us).
-So the constant saves ~25 us of a ~100 us call whose cost is the user-vector graph, and costs either a second
-table copy or a fragile probe; the input keeps one exact copy. `python -m metarec.export.measure` reruns this.
+  constant 19.1 us / 225 KB; fp32 input 34 us with unplanned inputs (49 us when the input is copied in).
+Chosen: one exact copy (size budget, exact parity, a simple runtime); the constant + probe variant is the
+known faster alternative (see measure.py) if score latency must beat ONNX Runtime.
 
 ## adapt.pte
 An ExecuTorch training program (contracts.md): one parameter `delta` (P,), theta = theta0 + scale * delta with
