@@ -117,6 +117,15 @@ def cmd_demo(a, argv) -> int:
     return run_demo(fast=a.fast)
 
 
+def cmd_parity(a, argv) -> int:
+    from metarec.bench.runtime_eval import parity_report
+
+    r = parity_report(a.checkpoint, a.bundle, a.key, a.dataset)
+    r["command"] = _command(argv)
+    print(json.dumps(r, indent=1))
+    return 0
+
+
 def cmd_bench(a, argv) -> int:
     from metarec.bench.run import run_benchmarks
 
@@ -167,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")
     s.add_argument("--fast", action="store_true", help="smaller training budget")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("parity", help="runtime top-10 vs the sdk's eager model on PROTOCOL v1 test users")
+    s.add_argument("checkpoint", help="the checkpoint the bundle was exported from (unpruned export)")
+    s.add_argument("--bundle", required=True)
+    s.add_argument("--key", required=True, help="trusted Ed25519 public key PEM")
+    s.add_argument("--dataset", default="ml-100k")
+    s.set_defaults(fn=cmd_parity)
 
     s = sub.add_parser("bench", help="latency, memory, size, scaling and accuracy benchmarks -> bench/results/")
     s.add_argument("--only", default=None, help="comma-separated subset of suites")

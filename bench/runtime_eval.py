@@ -14,12 +14,15 @@ from tqdm.auto import tqdm
 
 from metarec.runtime import Recommender, TrendingPack
 from metarec.sdk.data import Dataset
-from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, split_users
+from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make_query, split_users
 
 
 def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADLINE_KS, state_path=None,
-                      progress: bool = True) -> dict:
-    """HR@10 / NDCG@10 per K and the K=1..3 headline through `metarec.runtime.Recommender`."""
+                      progress: bool = True, eager=None) -> dict:
+    """HR@10 / NDCG@10 per K and the K=1..3 headline through `metarec.runtime.Recommender`.
+
+    With `eager` (a fitted sdk Recommender, e.g. MetaRecRecommender on the bundle's checkpoint), each query's
+    runtime top-10 is also compared with the eager model's top-10 over the same candidates (issue 6 parity)."""
     users = split_users(ds).test if users is None else users
     log = EventLog(ds)
     per_user = ds.user_events()
@@ -48,7 +51,12 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                 top = [r.item_id for r in rec.recommend(uid, now=t, k=10)]
                 target = str(ds.item_ids[ds.item[rows[k]]])
                 pos = top.index(target) + 1 if target in top else 0
-                rows_out.append((int(u), k, float(pos > 0), 1.0 / np.log2(pos + 1) if pos else 0.0, top))
+                want = None
+                if eager is not None:
+                    s = np.asarray(eager.score(make_query(ds, log, u, rows, k, t)), dtype=np.float64).copy()
+                    s[ds.item[rows[:k]]] = -np.inf  # the user's own items are excluded, as on the phone
+                    want = [str(ds.item_ids[i]) for i in np.argsort(-s, kind="stable")[:10]]
+                rows_out.append((int(u), k, float(pos > 0), 1.0 / np.log2(pos + 1) if pos else 0.0, top, want))
     finally:
         rec.close()
         if tmp is not None:
@@ -59,10 +67,32 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
     nd = np.array([r[3] for r in rows_out])
     per_k = {str(k): {"hr10": float(hr[kk == k].mean()), "ndcg10": float(nd[kk == k].mean()), "n": int((kk == k).sum())}
              for k in sorted(ks)}
-    us = np.unique(user)
-    hr_u = np.array([hr[user == x].mean() for x in us])
-    nd_u = np.array([nd[user == x].mean() for x in us])
-    return {"per_k": per_k, "headline": {"hr10": float(hr_u.mean()), "hr10_ci": bootstrap_ci(hr_u),
-                                         "ndcg10": float(nd_u.mean()), "ndcg10_ci": bootstrap_ci(nd_u),
-                                         "n_users": int(len(us))},
-            "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out}}
+    head = np.isin(kk, HEADLINE_KS)  # the headline is the mean over K = 1..3 only, whatever else was asked
+    us = np.unique(user[head])
+    hr_u = np.array([hr[head & (user == x)].mean() for x in us])
+    nd_u = np.array([nd[head & (user == x)].mean() for x in us])
+    out = {"per_k": per_k, "headline": {"hr10": float(hr_u.mean()), "hr10_ci": bootstrap_ci(hr_u),
+                                        "ndcg10": float(nd_u.mean()), "ndcg10_ci": bootstrap_ci(nd_u),
+                                        "n_users": int(len(us))},
+           "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out}}
+    if eager is not None:
+        same = np.array([r[4] == r[5] for r in rows_out])
+        same_set = np.array([set(r[4]) == set(r[5]) for r in rows_out])
+        out["parity"] = {"queries": int(len(same)), "ordered": float(same.mean()), "as_sets": float(same_set.mean()),
+                         "by_k": {str(k): float(same[kk == k].mean()) for k in sorted(ks)}}
+    return out
+
+
+def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k", ks=(0, 1, 2, 3, 5, 10)) -> dict:
+    """Issue 6 parity: runtime top-10 vs the sdk's eager adapted model (same checkpoint), and HR@10 both ways."""
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.protocol import evaluate_users, summarize_next_item
+    from metarec.sdk.recommender import MetaRecRecommender
+
+    ds = load_dataset(dataset)
+    split, log = split_users(ds), EventLog(ds)
+    eager = MetaRecRecommender(checkpoint=checkpoint, config=None).fit(ds, np.r_[split.train, split.val], log)
+    rt = runtime_next_item(bundle_dir, trusted_key, ds, ks=ks, eager=eager)
+    ev = summarize_next_item(evaluate_users(eager, ds, split.test, log, ks=HEADLINE_KS), ks=HEADLINE_KS)
+    return {"parity": rt["parity"], "hr10_runtime_k1to3": rt["headline"]["hr10"],
+            "hr10_eval_k1to3": ev["headline"]["hr10"], "hr10_abs_diff": abs(rt["headline"]["hr10"] - ev["headline"]["hr10"])}
