@@ -120,7 +120,7 @@ def cmd_demo(a, argv) -> int:
 def cmd_parity(a, argv) -> int:
     from metarec.bench.runtime_eval import parity_report
 
-    r = parity_report(a.checkpoint, a.bundle, a.key, a.dataset)
+    r = parity_report(a.checkpoint, a.bundle, a.key, a.dataset, as_shipped=not a.checkpoint_weights)
     r["command"] = _command(argv)
     print(json.dumps(r, indent=1))
     return 0
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle", required=True)
     s.add_argument("--key", required=True, help="trusted Ed25519 public key PEM")
     s.add_argument("--dataset", default="ml-100k")
+    s.add_argument("--checkpoint-weights", action="store_true",
+                   help="compare with the checkpoint's fp32 weights (includes the quantization error)")
     s.set_defaults(fn=cmd_parity)
 
     s = sub.add_parser("bench", help="latency, memory, size, scaling and accuracy benchmarks -> bench/results/")
