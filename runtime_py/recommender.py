@@ -72,7 +72,8 @@ class _User:
         self.hist_np, self.mask_np = hist_np, mask_np
         self.hist_vecs, self.hist_mask = torch.from_numpy(hist_np), torch.from_numpy(mask_np)
         self.exclude, self.excluded = torch.from_numpy(exclude), frozenset(idx.tolist())
-        # because_labels[because_code[i]] explains item i: precomputed per user, so `recommend` only looks it up
+        # because_labels[because_code[i]] explains item i. For a user with history, because_code is instead the
+        # recent item indices and only the k returned items are explained (a catalog-wide pass per user cost ~120 us)
         self.because_code, self.because_labels = because_code, because_labels
 
 
@@ -302,9 +303,8 @@ class Recommender:
         """For every item, which of the user's recent items (cosine of item vectors) best supports it; for a user
         without history, which prototype; without prototypes, whether the item is trending. One byte per item."""
         recent = list(dict.fromkeys(idx[::-1].tolist()))[:_BECAUSE_ITEMS]
-        if recent:
-            best = (self._unit @ self._unit[np.asarray(recent, dtype=np.int64)].T).argmax(axis=1)
-            return best.astype(np.uint8).tobytes(), [self.item_ids[j] for j in recent]
+        if recent:  # explained lazily in `_results`, for the returned items only
+            return np.asarray(recent, dtype=np.int64), [self.item_ids[j] for j in recent]
         if self._proto_code is not None:
             return self._proto_code, list(self._bundle.manifest.prototype_labels)
         return self._trend_code, _TREND_LABELS
@@ -322,12 +322,16 @@ class Recommender:
     def _results(self, u: _User, scores: list, ids: list, k: int) -> list[Recommendation]:
         item_ids, labels, codes, excluded, n = self.item_ids, u.because_labels, u.because_code, u.excluded, \
             self.shapes.N
-        out = []
+        picked = []
         for i, s in zip(ids, scores):
             # The program already sinks excluded items; this guards users who excluded nearly the whole catalog.
             if i in excluded or not 0 <= i < n:
                 continue
-            out.append(Recommendation(item_ids[i], s, labels[codes[i]]))
-            if len(out) == k:
+            picked.append((i, s))
+            if len(picked) == k:
                 break
-        return out
+        if isinstance(codes, np.ndarray):  # recent items: the most similar one (cosine of item vectors) explains
+            sel = np.asarray([i for i, _ in picked], dtype=np.int64)
+            best = (self._unit[sel] @ self._unit[codes].T).argmax(axis=1).tolist() if len(sel) else []
+            return [Recommendation(item_ids[i], s, labels[b]) for (i, s), b in zip(picked, best)]
+        return [Recommendation(item_ids[i], s, labels[codes[i]]) for i, s in picked]
