@@ -28,7 +28,8 @@ from metarec.runtime.signing import sign_manifest
 
 from .compress import compress_model, early_histories, quantize_table, sdk_finetune
 from .config import CompressConfig, ExportConfig, parse_prune
-from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, SCORE_INPUTS, SCORE_OUTPUTS,
+from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS,
+                       ADAPT_STEP_INPUTS, SCORE_INPUTS, SCORE_OUTPUTS,
                        export_adapt_program, export_score_program, flatten_head, head_layout)
 
 SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.pte", "items.bin", "head0.bin", \
@@ -144,7 +145,9 @@ def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_versi
     programs = {
         "score": dict(file=SCORE_FILE, method="forward", inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS),
         "adapt": dict(file=ADAPT_FILE, method="forward", inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS,
-                      parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0),
+                      parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
+                      prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
+                      step_inputs=ADAPT_STEP_INPUTS),
     }
     if "codec" in {f.name for f in dataclasses.fields(rt_manifest.ProgramIO)}:
         for v in programs.values():

@@ -20,9 +20,21 @@ known faster alternative (see measure.py) if score latency must beat ONNX Runtim
 
 ## adapt.pte
 An ExecuTorch training program (contracts.md): one parameter `delta` (P,), theta = theta0 + scale * delta with
-scale = sqrt(step_sizes(scene)) baked from the learned Meta-SGD rates and the scene gate; each forward_backward
-+ SGD(lr=1) on delta is then exactly one Meta-SGD step on theta. Outputs (loss, scale): the runtime reads the
-adapted head as theta0 + scale * delta.
+scale = sqrt(step_sizes(scene)) from the learned Meta-SGD rates and the scene gate; each forward_backward + SGD(lr=1)
+on delta is then exactly one Meta-SGD step on theta. Two methods:
+- `prepare` (inference, stateless, portable: see export_adapt_program): everything of the support loss that the head does not change,
+  once per adaptation: the scene encoding, the prototype mixture u0 and the sequence summary (x = [u0; s; seq] and
+  base = u0 + seq, taken from the sdk's own `user_vector`), the step-size scale, the target weights; packed with
+  theta0 and the target/negative rows into ONE tensor `packed`, because every input of a method call costs ~0.5 us
+  of binding on top of a ~4 us call (measured: 1 / 4 / 7 inputs 4.4 / 6.0 / 7.4 us for a one-op program).
+- `forward` (the training method): theta = theta0 + scale * delta; z = base + u + W2 tanh(W1 x + b1); support
+  and negative dot products; softmax CE -- 64 portable instructions forward + backward (was 161 per step when the
+  whole user vector was recomputed in every step). The model's constants live only in `prepare`.
+The CE is re-expressed, numerically equivalently, as softplus(logsumexp(neg) - pos) per target (= logsumexp over
+[pos, neg] - pos): no (S, R+1) matrix and no slicing in the joint graph. Measured on the phone profile bundle
+(d=16, P=928, 1 thread): whole adaptation p50 ~240 us -> see bench/results/latency.md.
+XNNPACK on the joint graph: delegating its elementwise ops kept parity (delta stays a runtime parameter) but was
+slower (22.4 vs 19.5 us per step: 14 delegate calls for tiny tensors), so `forward` stays portable.
 """
 from __future__ import annotations
 
@@ -36,8 +48,11 @@ from torch import nn
 SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude", "table")
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
-ADAPT_OUTPUTS = ("loss", "scale")
+ADAPT_OUTPUTS = ("loss",)  # the training method's outputs
 ADAPT_PARAMETER = "delta"
+ADAPT_PREPARE_METHOD = "prepare"
+ADAPT_PREPARE_OUTPUTS = ("packed", "scale")
+ADAPT_STEP_INPUTS = ("packed",)
 
 
 def head_layout(model) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
@@ -145,6 +160,94 @@ class AdaptModule(nn.Module):
         return loss, scale
 
 
+class _CaptureW1:
+    """Stands in for head["W1"] in the sdk's `user_vector`: records the head's input x = [u0; s; seq] and returns
+    zeros, so with u = 0 and W2 = 0 the call returns exactly base = u0 + seq. The head-free part of the user vector
+    thus comes from the sdk's own code (no re-implementation to drift when the model changes)."""
+
+    def __init__(self, hidden: int):
+        self.hidden, self.x = hidden, None
+
+    def __matmul__(self, x):
+        self.x = x
+        return x.new_zeros(self.hidden)
+
+
+def _check_head_layout(names, shapes) -> None:
+    """The step program hard-codes the head z = base + u + W2 tanh(W1 x + b1) (sdk/model.py)."""
+    if tuple(names) != ("u", "W1", "b1", "W2") or len(shapes[1]) != 2 or shapes[3] != (shapes[0][0], shapes[1][0]) \
+            or shapes[2] != (shapes[1][0],):
+        raise ValueError(f"adapt program expects the head (u, W1, b1, W2) of sdk/model.py, got {names} {shapes}")
+
+
+class AdaptPrepareModule(nn.Module):
+    """adapt.pte's `prepare`: contract inputs -> (packed, scale), once per adaptation (see the module docstring)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.names, self.shapes = head_layout(model)
+        _check_head_layout(self.names, self.shapes)
+        self.model = frozen_copy(model)
+        # step_sizes(scene)[k] = exp(log_lr[k]) * gate_k(scene), so sqrt of it = exp(log_lr[k] / 2) * sqrt(gate_k):
+        # the (P,) factor is one baked constant (computing exp(log_lr) in the program stored it twice, once in the
+        # XNNPACK blob: +2.5 KB), the scene part is 4 scalars. Equal to sqrt(step_sizes) up to float rounding.
+        self.register_buffer("sqrt_lr", torch.cat([torch.exp(0.5 * model.log_lr[k].detach()).reshape(-1)
+                                                   for k in self.names]).clone())
+        self.sizes = [math.prod(s) for s in self.shapes]
+
+    def scale(self, scene):
+        gate = 2.0 * torch.sigmoid(self.model.lr_gate(self.model.encode_scene(scene)))  # = step_sizes' gate
+        per = torch.cat([torch.sqrt(gate[j]).expand(n) for j, n in enumerate(self.sizes)])
+        return self.sqrt_lr * per
+
+    def forward(self, theta0, hist_vecs, hist_mask, scene, target_vecs, target_mask, neg_vecs):
+        m = self.model
+        cap = _CaptureW1(self.shapes[1][0])
+        zero = {k: torch.zeros(s) for k, s in zip(self.names, self.shapes)}
+        zero["W1"] = cap
+        base = m.user_vector(zero, hist_vecs, hist_mask, scene)  # u0 + seq (+ 0 + 0: exact)
+        scale = self.scale(scene).detach()
+        w = target_mask / target_mask.sum().clamp(min=1.0)  # mean over valid targets, as support_loss
+        packed = torch.cat([theta0, scale, cap.x, base, w, target_vecs.reshape(-1), neg_vecs.reshape(-1)])
+        return packed, scale
+
+
+class AdaptStepModule(nn.Module):
+    """adapt.pte's training `forward`: support loss at theta0 + scale * delta from `prepare`'s packed tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.names, self.shapes = head_layout(model)
+        _check_head_layout(self.names, self.shapes)
+        self.sizes = [math.prod(s) for s in self.shapes]
+        P = sum(self.sizes)
+        d, (h, X) = self.shapes[0][0], self.shapes[1]
+        S, R = model.cfg.hist_len, int(model.negatives.numel())
+        self.dims = dict(P=P, d=d, h=h, X=X, S=S, R=R)
+        self.delta = nn.Parameter(torch.zeros(P))
+
+    def packed_size(self) -> int:
+        k = self.dims
+        return 2 * k["P"] + k["X"] + k["d"] + k["S"] + (k["S"] + k["R"]) * k["d"]
+
+    def forward(self, packed):
+        k = self.dims
+        P, d, h, X, S, R = k["P"], k["d"], k["h"], k["X"], k["S"], k["R"]
+        o = [0, P, 2 * P, 2 * P + X, 2 * P + X + d, 2 * P + X + d + S, 2 * P + X + d + S + S * d]
+        theta0, scale = packed[o[0]:o[1]], packed[o[1]:o[2]]
+        x, base, w = packed[o[2]:o[3]].view(X, 1), packed[o[3]:o[4]], packed[o[4]:o[5]]
+        tv, nv = packed[o[5]:o[6]].view(S, d), packed[o[6]:o[6] + R * d].view(R, d)
+        theta = theta0 + scale * self.delta
+        u, W1, b1, W2 = torch.split(theta, self.sizes)  # one split op; its backward is one cat
+        hidden = torch.tanh(torch.mm(W1.view(h, X), x).view(h) + b1)
+        z = (base + u + torch.mm(W2.view(d, h), hidden.view(h, 1)).view(d)).view(d, 1)
+        pos, neg = torch.mm(tv, z).view(S), torch.mm(nv, z).view(R)
+        top = neg.detach().amax()  # a shift for a stable logsumexp; its gradient cancels, so it is detached
+        lse_neg = torch.log(torch.exp(neg - top).sum()) + top
+        # logsumexp([pos_i, neg]) - pos_i == softplus(logsumexp(neg) - pos_i)
+        return ((w * F.softplus(lse_neg - pos)).sum(),)
+
+
 def adapt_example_inputs(model, table: torch.Tensor) -> tuple:
     head, hist_vecs, hist_mask, scene, *_ = score_example_inputs(model, table)
     neg = table[model.negatives]
@@ -171,12 +274,24 @@ def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: 
     return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(_unplanned_inputs()).buffer
 
 
-def export_adapt_program(model, table: torch.Tensor) -> bytes:
-    """adapt.pte bytes: a joint forward-backward graph (executorch.extension.training) with `delta` inside."""
-    from executorch.exir import to_edge
+def export_adapt_program(model, table: torch.Tensor, xnnpack_prepare: bool = False) -> bytes:
+    """adapt.pte bytes: `prepare` + the joint forward-backward `forward` (executorch.extension.training) with `delta`
+    inside. `prepare` is portable by default: XNNPACK made it 1.7 KB larger after zlib (7 partitions, each blob with
+    its own header and weights: 16,990 vs 15,245 B, and the bundle budget is 64 KiB) and was not faster within a
+    whole adaptation (112 vs 108 us p50, interleaved, load 10; alone 21 vs 28 us on a quieter machine)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
     from torch.export.experimental import _export_forward_backward
 
-    mod = AdaptModule(model)
-    ep = torch.export.export(mod, adapt_example_inputs(model, table), strict=False)
-    ep = _export_forward_backward(ep)
-    return to_edge(ep).to_executorch().buffer
+    example = adapt_example_inputs(model, table)
+    prep = AdaptPrepareModule(model).eval()
+    prep_ep = torch.export.export(prep, example, strict=False)
+    with torch.no_grad():
+        packed, _ = prep(*example)
+    step = AdaptStepModule(model)
+    if packed.shape != (step.packed_size(),):
+        raise ValueError(f"prepare packs {tuple(packed.shape)} floats, the step expects {step.packed_size()}")
+    step_ep = _export_forward_backward(torch.export.export(step, (packed,), strict=False))
+    edge = to_edge_transform_and_lower({"forward": step_ep, ADAPT_PREPARE_METHOD: prep_ep},
+                                       partitioner={"forward": [], ADAPT_PREPARE_METHOD: [XnnpackPartitioner()] if xnnpack_prepare else []})
+    return edge.to_executorch().buffer

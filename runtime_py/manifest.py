@@ -18,8 +18,11 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
   scene at `now`, so the runtime re-adapts when the scene changes) or "last_event" (the scene of the user's
   newest event: a head stays valid until the next event). The score program always gets the scene at `now`.
 - adapt.pte holds one parameter (`delta`, (P,)); each `forward_backward` + SGD(lr) is one Meta-SGD step on
-  theta = theta0 + scale * delta, and it outputs `scale` (= sqrt of the step sizes, (P,)) so the runtime
-  reads the adapted head as theta0 + scale * delta without an extra call.
+  theta = theta0 + scale * delta (scale = sqrt of the step sizes, (P,)); the runtime reads the adapted head as
+  theta0 + scale * delta. With `prepare_method` set, the program first runs that stateless method ONCE on the
+  contract `inputs`; its outputs (`prepare_outputs`, which then include `scale`) feed the training method, whose
+  inputs are `step_inputs` (names from `inputs` and `prepare_outputs`). Without it (older bundles) the training
+  method takes `inputs` directly and outputs `scale` itself.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude")
 SCORE_OPTIONAL_INPUTS = ("table",)  # (N, d) float32: the dequantized items.bin, when export keeps it out of score.pte
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
-ADAPT_OUTPUTS = ("loss", "scale")
+ADAPT_OUTPUTS = ("loss",)  # and "scale", from the training method or from `prepare`
 TABLE_FORMATS = ("float32", "int8", "int4")
 PROGRAM_CODECS = ("none", "zlib")  # how a .pte is stored; the sha256 covers the stored bytes  # see table.py for the byte layouts
 ADAPT_SCENES = ("query", "last_event")
@@ -101,16 +104,32 @@ class ProgramIO:
     inner_steps: int = 0  # adapt only: forward_backward + SGD steps per adaptation (<= 3)
     lr: float = 0.0  # adapt only: the SGD rate that makes one step a Meta-SGD step (1.0 by the contract)
     codec: str = "none"  # "zlib": the file is one zlib stream of the .pte, inflated in memory after verification
+    prepare_method: str = ""  # adapt only: a stateless method run once per adaptation before the steps ("" = none)
+    prepare_outputs: tuple[str, ...] = ()  # its outputs, by name
+    step_inputs: tuple[str, ...] = ()  # the training method's inputs, from `inputs` and `prepare_outputs`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "parameters", tuple(self.parameters))
+        object.__setattr__(self, "prepare_outputs", tuple(self.prepare_outputs))
+        object.__setattr__(self, "step_inputs", tuple(self.step_inputs))
+        _check(isinstance(self.prepare_method, str), "prepare_method must be a str")
+        if self.prepare_method:
+            _check(self.prepare_method != self.method, "prepare_method must differ from method")
+            _check(bool(self.prepare_outputs) and bool(self.step_inputs), "a prepare method needs prepare_outputs "
+                   "and step_inputs")
+            known = set(self.inputs) | set(self.prepare_outputs)
+            _check(set(self.step_inputs) <= known, f"step_inputs {self.step_inputs} must come from inputs or "
+                   f"prepare_outputs")
+        else:
+            _check(not self.prepare_outputs and not self.step_inputs,
+                   "prepare_outputs/step_inputs need a prepare_method")
         _check(isinstance(self.method, str) and bool(self.method), "program method must be a non-empty str")
         _check(self.codec in PROGRAM_CODECS, f"program codec {self.codec!r} unknown; known: {PROGRAM_CODECS}")
         _check(_is_int(self.inner_steps) and 0 <= self.inner_steps <= 3, "inner_steps must be in [0, 3]")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0, "lr must be >= 0")
-        for group in (self.inputs, self.outputs, self.parameters):
+        for group in (self.inputs, self.outputs, self.parameters, self.prepare_outputs, self.step_inputs):
             _check(all(isinstance(n, str) and n for n in group), "program I/O names must be non-empty str")
             _check(len(set(group)) == len(group), f"duplicate program I/O names in {group}")
 
@@ -201,7 +220,11 @@ class Manifest:
         object.__setattr__(self, "files", files)
         _check(set(self.programs) == {"score", "adapt"}, "programs must be exactly 'score' and 'adapt'")
         self._check_program(self.programs["score"], SCORE_INPUTS, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
-        self._check_program(self.programs["adapt"], ADAPT_INPUTS, ADAPT_OUTPUTS)
+        adapt = self.programs["adapt"]
+        self._check_program(adapt, ADAPT_INPUTS, ADAPT_OUTPUTS)
+        _check("scale" in adapt.outputs or "scale" in adapt.prepare_outputs,
+               "adapt must output `scale` (from its training method or its prepare method)")
+        _check(not self.programs["score"].prepare_method, "score has no prepare method")
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file]
         for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:

@@ -12,7 +12,8 @@ next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-
 Adaptation is lazy: `recommend` adapts the head if events arrived since the last adaptation, if the stored head
 belongs to another bundle serial, or (with the manifest's `adapt_scene = "query"`, what the sdk's eager model
 does) if the scene at `now` differs from the scene the head was adapted in. Heads are stored with the serial,
-the last event seq and the scene; they are a cache, so writing them skips the fsync (store.py says why).
+the last event seq and the scene; they are a cache, so they are written with the next event's transaction (or
+at `close`), never inside `recommend` (store.py says why a head needs no fsync).
 
 Hot path: everything that does not change between two calls is prepared outside `recommend`: per bundle the
 dequantized table and unit-normalised rows (for `because`); per trending pack the (N,) trend tensor; per user
@@ -104,6 +105,15 @@ class Recommender:
         self.item_ids = m.item_ids
         self._index = {item: i for i, item in enumerate(m.item_ids)}
         self._neg_vecs = np.ascontiguousarray(bundle.table[np.asarray(m.negatives, dtype=np.int64)])
+        # adapt.pte's inputs that outlive one call, as tensors once (each from_numpy per call cost ~0.8 us)
+        self._neg_t = torch.from_numpy(self._neg_vecs)
+        self._head0_t = torch.from_numpy(np.array(bundle.head0, dtype=np.float32))
+        self._adapt_scene_np = np.zeros(m.shapes.F, dtype=np.float32)
+        self._adapt_scene_t = torch.from_numpy(self._adapt_scene_np)
+        # adapted heads not yet in the store: {user_id: (serial, event_seq, scene key, head bytes)}. Heads are a
+        # cache rebuilt by replay, so they ride along with the next durable write (an event's transaction) or
+        # `close`, instead of a SQLite transaction inside `recommend` (see `_adapt_user`).
+        self._pending_heads: dict[str, tuple] = {}
         self._query_scene = m.adapt_scene == "query"
         self._right_aligned = m.history_align == "right"
         self._table_t = torch.from_numpy(bundle.table)  # score.pte's optional `table` input, shared, not copied
@@ -167,7 +177,18 @@ class Recommender:
                 raise InputError(f"unknown item_id {item_id!r}: not in this bundle's catalog")
             ts = _check_time(timestamp, "timestamp")
             eid = uuid.uuid4().hex if event_id is None else _check_id(event_id, "event_id")
-            if self._store.add_event(eid, user_id, item_id, ts):
+            pending = self._pending_heads.pop(user_id, None)  # this user's head goes stale with this event
+            heads = [(u, *h) for u, h in self._pending_heads.items()]
+            try:
+                added = self._store.add_event(eid, user_id, item_id, ts, heads=heads)
+            except BaseException:
+                if pending is not None:
+                    self._pending_heads[user_id] = pending
+                raise
+            self._pending_heads.clear()  # written with the event, in its (durable) transaction
+            if not added and pending is not None:  # a duplicate changes nothing: the head is still current
+                self._store.put_head(user_id, *pending)
+            if added:
                 self._users.pop(user_id, None)
 
     def set_trending(self, pack: TrendingPack) -> None:
@@ -218,6 +239,7 @@ class Recommender:
         with self._lock:
             self._check_open()
             _check_id(user_id, "user_id")
+            self._pending_heads.pop(user_id, None)  # never write a forgotten user's head back
             self._store.forget(user_id)
             self._users.pop(user_id, None)
 
@@ -226,7 +248,10 @@ class Recommender:
             if not self._closed:
                 self._closed = True
                 self._users.clear()
-                self._store.close()
+                try:
+                    self._flush_heads()
+                finally:
+                    self._store.close()
 
     def __enter__(self) -> "Recommender":
         return self
@@ -275,29 +300,38 @@ class Recommender:
         return u
 
     def _adapt_user(self, user_id: str, u: _User) -> None:
-        """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`), store it with the serial."""
-        scene = np.zeros(self.shapes.F, dtype=np.float32)
+        """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`); the head goes to the store
+        with the serial, deferred (`_pending_heads`): heads are a cache, so a crash before the next event or
+        `close` only costs one re-adaptation, while a write here cost a SQLite transaction per stale user."""
+        scene = self._adapt_scene_np
         if self._query_scene:
             scene[:] = self._scene_np
             key = scene.tobytes()
         else:
             self._clock.fill(u.last_ts, scene)
             key = b"last_event"
-        target_np, tmask_np = (u.hist_np, u.mask_np) if self.shapes.S == self.shapes.L else \
-            self._slots(u.idx, self.shapes.S)
-        head0 = self._bundle.head0
-        inputs = {"theta0": head0, "hist_vecs": u.hist_np, "hist_mask": u.mask_np, "scene": scene,
-                  "target_vecs": target_np, "target_mask": tmask_np, "neg_vecs": self._neg_vecs}
+        if self.shapes.S == self.shapes.L:
+            target, tmask = u.hist_vecs, u.hist_mask
+        else:
+            target, tmask = (torch.from_numpy(a) for a in self._slots(u.idx, self.shapes.S))
+        inputs = {"theta0": self._head0_t, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask,
+                  "scene": self._adapt_scene_t, "target_vecs": target, "target_mask": tmask, "neg_vecs": self._neg_t}
         try:
             head = self._adapt.adapt(inputs)
         except Exception as e:
             raise BundleError(f"adapt program failed: {e}") from e
         if not np.all(np.isfinite(head)):  # a diverged step must not poison the store; phi0 is a safe answer
-            head = head0.copy()
+            head = self._bundle.head0.copy()
         if u.stored_seq != u.seq:  # a re-adaptation for a new scene alone stays in memory: no write per query
-            self._store.put_head(user_id, self._bundle.serial, u.seq, key, head.astype("<f4").tobytes())
+            self._pending_heads[user_id] = (self._bundle.serial, u.seq, key, head.astype("<f4").tobytes())
             u.stored_seq = u.seq
         u.head, u.head_scene = torch.from_numpy(head), key
+
+    def _flush_heads(self) -> None:
+        """Write the deferred heads (one transaction, not fsynced: see Store.put_head)."""
+        if self._pending_heads:
+            heads, self._pending_heads = self._pending_heads, {}
+            self._store.put_heads([(u, *h) for u, h in heads.items()])
 
     def _because(self, idx: np.ndarray) -> tuple[bytes, list[str]]:
         """For every item, which of the user's recent items (cosine of item vectors) best supports it; for a user

@@ -95,12 +95,17 @@ class Store:
             raise StateError(f"closing state database failed: {e}") from e
 
     # -- events ---------------------------------------------------------------------------------------------
-    def add_event(self, event_id: str, user_id: str, item_id: str, ts: float) -> bool:
-        """Append an event durably; False (and no change) if event_id is already stored."""
+    def add_event(self, event_id: str, user_id: str, item_id: str, ts: float, heads=()) -> bool:
+        """Append an event durably; False (and no change to the events) if event_id is already stored.
+        `heads`: (user_id, serial, event_seq, scene, head) rows written in the same transaction (a cache riding
+        along with a commit that is fsynced anyway)."""
         def fn(db):
             cur = db.execute("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts) VALUES (?, ?, ?, ?)",
                              (event_id, user_id, item_id, ts))
-            return cur.rowcount == 1
+            added = cur.rowcount == 1
+            if heads:
+                db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)", list(heads))
+            return added
         return self._write(fn)
 
     def events(self, user_id: str) -> list[tuple[str, str, float, int]]:
@@ -136,10 +141,14 @@ class Store:
         """Store an adapted head. Heads are a cache (rebuilt by replay), so this commit is not fsynced
         (synchronous=NORMAL: still atomic and consistent in WAL mode); the next event commit, which is FULL,
         makes it durable too. That keeps an fsync off `recommend`."""
+        self.put_heads([(user_id, serial, event_seq, scene, head)])
+
+    def put_heads(self, rows) -> None:
+        """Several (user_id, serial, event_seq, scene, head) rows in one unfsynced transaction (see put_head)."""
+        rows = list(rows)
         try:
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._write(lambda db: db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)",
-                                              (user_id, serial, event_seq, scene, head)))
+            self._write(lambda db: db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)", rows))
         finally:
             try:
                 self._db.execute("PRAGMA synchronous=FULL")
