@@ -197,7 +197,7 @@ class LoadedPte:
         self.forward = self.module.forward
 
 
-def program_profile(data: bytes) -> dict:
+def program_profile(data: bytes, method: str = "forward") -> dict:
     """Static profile of a .pte's forward plan: instructions, XNNPACK delegate calls, portable kernel calls by op.
 
     Each instruction is one dispatch from ExecuTorch's interpreter; each delegate call also crosses into XNNPACK,
@@ -208,7 +208,7 @@ def program_profile(data: bytes) -> dict:
 
     prog = deserialize_pte_binary(data)
     prog = getattr(prog, "program", prog)
-    plan = next((p for p in prog.execution_plan if p.name == "forward"), prog.execution_plan[0])
+    plan = next((p for p in prog.execution_plan if p.name == method), prog.execution_plan[0])
     kernels: collections.Counter = collections.Counter()
     delegates = other = 0
     for chain in plan.chains:

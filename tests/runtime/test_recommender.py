@@ -217,3 +217,26 @@ def test_unusable_state_path_is_a_state_error(bundle_dir, tmp_path, keys):
 def test_missing_bundle_dir_is_a_bundle_error(tmp_path, keys):
     with pytest.raises(BundleError):
         Recommender.open(tmp_path / "nope", tmp_path / "s.db", trusted_key=keys[1])
+
+
+def test_heads_are_written_with_the_next_event_not_inside_recommend(bundle_dir, tmp_path, keys):
+    """recommend leaves the store untouched; the head rides along with the next event's transaction; a user
+    forgotten before that is never written back (close flushes only live users)."""
+    state = tmp_path / "state.db"
+    with Recommender.open(bundle_dir, state, trusted_key=keys[1]) as rec:
+        rec.record("a", ITEM_IDS[3], T0)
+        rec.record("gone", ITEM_IDS[4], T0)
+        rec.recommend("a", T0 + 60)
+        rec.recommend("gone", T0 + 60)
+        assert _db_rows(state) == (2, 0)  # no write inside recommend
+        rec.forget("gone")
+        rec.record("b", ITEM_IDS[5], T0)  # carries a's head
+        db = sqlite3.connect(state)
+        assert db.execute("SELECT user_id, event_seq FROM heads").fetchall() == [("a", 1)]
+        db.close()
+        rec.recommend("b", T0 + 60)
+        rec.record("b", ITEM_IDS[5], T0, event_id="dup")
+        rec.record("b", ITEM_IDS[5], T0, event_id="dup")  # a duplicate event: b's head stays current
+    db = sqlite3.connect(state)
+    assert sorted(r[0] for r in db.execute("SELECT user_id FROM heads")) == ["a"]
+    db.close()
