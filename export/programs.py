@@ -28,11 +28,12 @@ on delta is then exactly one Meta-SGD step on theta. Two methods:
   theta0 and the target/negative rows into ONE tensor `packed`, because every input of a method call costs ~0.5 us
   of binding on top of a ~4 us call (measured: 1 / 4 / 7 inputs 4.4 / 6.0 / 7.4 us for a one-op program).
 - `forward` (the training method): theta = theta0 + scale * delta; z = base + u + W2 tanh(W1 x + b1); support
-  and negative dot products; softmax CE -- 64 portable instructions forward + backward (was 161 per step when the
+  and negative dot products; softmax CE -- 63 portable instructions forward + backward (was 161 per step when the
   whole user vector was recomputed in every step). The model's constants live only in `prepare`.
 The CE is re-expressed, numerically equivalently, as softplus(logsumexp(neg) - pos) per target (= logsumexp over
 [pos, neg] - pos): no (S, R+1) matrix and no slicing in the joint graph. Measured on the phone profile bundle
-(d=16, P=928, 1 thread): whole adaptation p50 ~240 us -> see bench/results/latency.md.
+(d=16, P=928, 1 thread, load 4; `metarec bench --only latency --runs 1000`): whole adaptation p50 244 -> 104 us
+(prepare ~23 us, each step ~17 us of which ~4.4 us is the method call itself, SGD step ~1 us).
 XNNPACK on the joint graph: delegating its elementwise ops kept parity (delta stays a runtime parameter) but was
 slower (22.4 vs 19.5 us per step: 14 delegate calls for tiny tensors), so `forward` stays portable.
 """
