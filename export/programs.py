@@ -79,12 +79,13 @@ class ScoreModule(nn.Module):
 
     Same function as the model (tests/export/test_score_module.py checks it against `score_from_vectors` on every
     ablation switch, K=0..L), written so that the whole user-vector graph is ONE XNNPACK partition. Measured on
-    the default ML-100K bundle (N=1,682, d=16, 1 thread, p50 of Method.execute, .scratch-style interleaved runs,
+    the default ML-100K bundle (N=1,682, d=16, 1 thread, p50 of Method.execute over 2,000 interleaved calls,
     load ~2): the straight trace of `user_vector` lowered to 10 partitions + 35 portable kernels, 59.7 us; this
-    form lowers to 2 partitions + 3 portable kernels (the table mm, the fp16 bias cast, topk), 46.9 us. Where the
-    remaining time goes (same run, variants of this module): ~8 us is Method.execute's floor with 7 inputs, the
-    user vector (one delegate call) ~7 us, the portable table mm ~9 us, bias/trend/exclusion ~3 us, and topk with
-    k_max=100 ~12-15 us (topk with k=10 is ~5 us: the portable kernel's cost grows with k).
+    form lowers to 2 partitions + 2 portable kernels (the table mm and topk), 43.3 us (load ~9; with a float16
+    bias cast as a third portable kernel 47.0). Where the remaining time goes (variants of this module, same
+    run): ~8 us is Method.execute's floor with 7 inputs, the user vector (one delegate call) ~7 us, the portable
+    table mm ~9 us, bias/trend/exclusion ~3 us, and topk with k_max=100 ~12-15 us (topk with k=10 is ~5 us: the
+    portable kernel's cost grows with k). ONNX Runtime on this same module (model.onnx): 42.4-43.4 us.
     Rewrites (each exact for the contract's inputs, hist_mask in {0, 1}):
     - F.normalize(x, eps) -> x / clamp(sqrt(sum(x*x)), eps), the sum as a Linear with a constant ones row;
       F.normalize(prototypes) * exp(proto_temp) is folded into one constant;
@@ -96,10 +97,9 @@ class ScoreModule(nn.Module):
     - exclusions: score + exclude * -1e30 instead of where(exclude, -inf): delegable; an excluded item sorts below
       every real score and the runtime drops excluded ids from the top-k anyway (Recommender._results).
     Not taken (measured): the table product stays a portable mm on the (N, d) input `table` (XNNPACK takes a Linear
-    only with a constant weight; a delegated bmm was slower, 33.5 vs 14.6 us for the product alone; the table
-    transposed to (d, N) as the input would save ~4 us but needs a second runtime copy and a contract change);
-    the bias stays float16 (its cast is a ~3.5 us portable op, but float32 grows score.pte by 1.8 KB stored and
-    the phone bundle over 64 KiB).
+    only with a constant weight; a delegated bmm was slower, 33.5 vs 14.6 us for the product alone); the table
+    transposed ((d, N) input, (1, d) @ (d, N) portable mm) measured 43.3 vs 46.4 us but ONNX Runtime
+    got the same gain (42.6 vs 43.4), at the price of a second runtime copy of the table and a contract change.
     """
 
     def __init__(self, model, bias: torch.Tensor, k_max: int, bias_dtype: torch.dtype = torch.float32):
@@ -107,8 +107,11 @@ class ScoreModule(nn.Module):
         self.names, self.shapes = head_layout(model)
         cfg = model.cfg
         self.cfg = cfg
-        # quantized bundles keep the (N,) item bias in float16: half its bytes, error ~5e-4 x |bias|
-        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32).to(bias_dtype).clone())
+        # Quantized bundles round the (N,) item bias to float16 (error ~5e-4 x |bias|) but store those values as
+        # float32: the float16 -> float32 cast was a portable op costing ~3.7 us per call (43.3 vs 47.0 us p50 on
+        # ML-100K), and a float32 copy of float16 values has 13 zero mantissa bits that zlib removes (+1.0 KB
+        # stored, vs +3.0 KB for an unrounded float32 bias). Same values, same scores.
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32).to(bias_dtype).to(torch.float32))
         if not 1 <= k_max <= self.bias.shape[0]:
             raise ValueError(f"k_max={k_max} must be in [1, N={self.bias.shape[0]}]")
         self.k_max = k_max
@@ -182,7 +185,7 @@ class ScoreModule(nn.Module):
     def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         """(N,) = model.score_from_vectors + exclude * -1e30 (excluded items sink below every real score)."""
         z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
-        out = F.linear(z, table).reshape(-1) + self.bias.float()
+        out = F.linear(z, table).reshape(-1) + self.bias
         if self.cfg.use_trend:
             out = out + self.trend_weight(s) * trend
         return out + exclude * EXCLUDED

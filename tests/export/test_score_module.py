@@ -26,6 +26,7 @@ def test_scores_equal_score_from_vectors(tiny, users, switch):
             got = mod.scores(flatten_head(model, head), u["hist_vecs"], u["hist_mask"], u["scene"], u["trend"],
                              u["exclude"], table)
         keep = u["exclude"] < 0.5
+        assert mod.bias.dtype == torch.float32
         np.testing.assert_allclose(got[keep].numpy(), ref[keep].numpy(), rtol=1e-5, atol=1e-5)
         assert (got[~keep] <= EXCLUDED / 2).all()  # excluded items sink below every real score
         v, i = mod(flatten_head(model, head), u["hist_vecs"], u["hist_mask"], u["scene"], u["trend"],
@@ -34,7 +35,8 @@ def test_scores_equal_score_from_vectors(tiny, users, switch):
 
 
 def test_user_vector_is_one_xnnpack_partition(model):
-    """The point of the rewrite: only the table product, the float16 bias cast and topk stay portable."""
+    """The point of the rewrite: only the table product and topk stay portable (the float16 bias is stored as
+    float32 values, so no cast runs per call)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     table = model.export_item_table()
@@ -49,4 +51,4 @@ def test_user_vector_is_one_xnnpack_partition(model):
                 kernels.append(plan.operators[ins.instr_args.op_index].name)
             delegates += kind == "DelegateCall"
     assert delegates == 2, kernels  # user vector; bias + trend + exclusion
-    assert sorted(kernels) == ["aten::mm", "aten::topk", "dim_order_ops::_to_dim_order_copy"]
+    assert sorted(kernels) == ["aten::mm", "aten::topk"]
