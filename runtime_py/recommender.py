@@ -63,7 +63,7 @@ class _User:
 
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
                  "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
-                 "args_trend", "recent_unit_t")
+                 "args_trend", "recent_unit_t", "because_of")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -79,6 +79,7 @@ class _User:
         # score.pte's input list, valid while `head` and the recommender's trend tensor are these objects
         self.args, self.args_head, self.args_trend = None, None, None
         self.recent_unit_t = None  # (d, R) unit vectors of the recent items in because_code (lazily)
+        self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
 
 
 def _check_id(value, what: str) -> str:
@@ -345,8 +346,13 @@ class Recommender:
         if isinstance(codes, np.ndarray):  # recent items: the most similar one (cosine of item vectors) explains
             if not picked:
                 return []
-            if u.recent_unit_t is None:
-                u.recent_unit_t = np.ascontiguousarray(self._unit[codes].T)
-            best = (self._unit[[i for i, _ in picked]] @ u.recent_unit_t).argmax(axis=1).tolist()
-            return [Recommendation(item_ids[i], s, labels[b]) for (i, s), b in zip(picked, best)]
+            # A user's answer changes little between calls: the explanation of an item is computed once per cached
+            # user (<= N small ints; 8 us of numpy per call otherwise, a third of the runtime's own time)
+            cache = u.because_of
+            missing = [i for i, _ in picked if i not in cache]
+            if missing:
+                if u.recent_unit_t is None:
+                    u.recent_unit_t = np.ascontiguousarray(self._unit[codes].T)
+                cache.update(zip(missing, (self._unit[missing] @ u.recent_unit_t).argmax(axis=1).tolist()))
+            return [Recommendation(item_ids[i], s, labels[cache[i]]) for i, s in picked]
         return [Recommendation(item_ids[i], s, labels[codes[i]]) for i, s in picked]
