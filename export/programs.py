@@ -16,7 +16,8 @@ Measured on the real scorer (trained ML-100K prior, d=32, int4; `python -m metar
 - the table part alone (linear + top-k): int4 constant 17.7 us / 40.6 KB, int8 16.3 us / 70.9 KB, fp32
   constant 19.1 us / 225 KB; fp32 input 34 us with unplanned inputs (49 us when the input is copied in).
 Chosen: one exact copy (size budget, exact parity, a simple runtime); the constant + probe variant is the
-known faster alternative (see measure.py) if score latency must beat ONNX Runtime.
+known faster alternative (see measure.py). (The figures above predate ScoreModule's delegable rewrite; its
+docstring has the current split: on the default d=16 bundle score.pte now beats ONNX Runtime on the same module.)
 
 ## adapt.pte
 An ExecuTorch training program (contracts.md): one parameter `delta` (P,), theta = theta0 + scale * delta with
