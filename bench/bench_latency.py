@@ -489,7 +489,11 @@ def analysis(d: dict) -> str:
         top = ", ".join(f"{r['name']} {r['tottime_us_per_call']:.0f} us" for r in d.get("profile_recommend", [])[:4])
         out.append(f"- runtime recommend: {v['value']:.1f} us vs 25 us (+{v['miss_pct']:.0f}%). The score.pte call "
                    f"alone is {pte:.1f} us, so the program, not the runtime's Python (+{rec - pte:.1f} us), is what "
-                   f"misses; cProfile own time per call: {top}.")
+                   f"misses; cProfile own time per call: {top}. Inside score.pte ({sp['delegate_calls']} XNNPACK "
+                   f"calls, portable: {ops(sp)}), export/programs.py ScoreModule measured the split: ~8 us "
+                   "Method.execute floor with 7 inputs, ~7 us user vector, ~9 us the table product (a portable mm: "
+                   "XNNPACK takes a Linear only with a constant weight), ~12-15 us portable topk at k_max=100 "
+                   "(~5 us at k=10).")
     v = miss("adaptation (<= 3 steps) p50 <= 60 us")
     if v:
         ort_a = d["adapt"].get("ONNX Runtime (unrolled steps)", {}).get("p50_us")

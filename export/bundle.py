@@ -159,7 +159,7 @@ def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_versi
         scene_spec=SceneSpec().to_dict(), files=files, programs=programs,
         item_table=dict(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
         head=dict(file=HEAD_FILE, param_names=names, param_shapes=shapes),
-        dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else "float16 (inside score.pte)", "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
+        dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else "float16 values stored as float32 (inside score.pte)", "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
                 "topk_ids": "int64", "program_inputs": "float32"},
         configs=configs)
     try:

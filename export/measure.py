@@ -38,14 +38,13 @@ class ConstantTableScore(ScoreModule):
                 weight_granularity=PerGroup(32) if quant == "int4" else PerAxis(0)), filter_fn=lambda m, f: f == "items")
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude):
-        m = self.model
-        from .programs import unflatten_head
+        from .programs import EXCLUDED
 
-        z = m.user_vector(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask, scene)
-        s = self.items(z[None])[0] + self.bias
-        if m.cfg.use_trend:
-            s = s + torch.nn.functional.softplus(m.trend_gate(m.encode_scene(scene)))[0] * trend
-        s = torch.where(exclude > 0.5, torch.full_like(s, float("-inf")), s)
+        z, sc = self.user_vector(head, hist_vecs, hist_mask, scene)
+        s = self.items(z).reshape(-1) + self.bias.float()
+        if self.cfg.use_trend:
+            s = s + self.trend_weight(sc) * trend
+        s = s + exclude * EXCLUDED
         v, i = torch.topk(s, self.k_max)
         return v, i
 

@@ -63,7 +63,8 @@ class _User:
     """Everything `recommend` needs for one user, ready to pass to score.pte."""
 
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
-                 "hist_mask", "exclude", "excluded", "because_code", "because_labels")
+                 "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
+                 "args_trend", "recent_unit_t", "because_of")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -76,6 +77,10 @@ class _User:
         # because_labels[because_code[i]] explains item i. For a user with history, because_code is instead the
         # recent item indices and only the k returned items are explained (a catalog-wide pass per user cost ~120 us)
         self.because_code, self.because_labels = because_code, because_labels
+        # score.pte's input list, valid while `head` and the recommender's trend tensor are these objects
+        self.args, self.args_head, self.args_trend = None, None, None
+        self.recent_unit_t = None  # (d, R) unit vectors of the recent items in because_code (lazily)
+        self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
 
 
 def _check_id(value, what: str) -> str:
@@ -219,13 +224,15 @@ class Recommender:
             if u.head_scene != b"" and (u.head is None or (self._query_scene and
                                                             u.head_scene != self._scene_np.tobytes())):
                 self._adapt_user(user_id, u)
-            named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask, "scene": self._scene_t,
-                     "trend": self._trend, "exclude": u.exclude, "table": self._table_t}
+            if u.args_head is not u.head or u.args_trend is not self._trend:  # built once per head / trend pack
+                named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask,
+                         "scene": self._scene_t, "trend": self._trend, "exclude": u.exclude, "table": self._table_t}
+                u.args, u.args_head, u.args_trend = [named[n] for n in self._score.order], u.head, self._trend
             try:
-                scores_t, ids_t = self._score.execute([named[n] for n in self._score.order])
+                scores_t, ids_t = self._score.execute(u.args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
-            return self._results(u, scores_t.tolist(), ids_t.tolist(), int(k))
+            return self._results(u, scores_t, ids_t, int(k))
 
     def history(self, user_id: str) -> list[Event]:
         """The user's recorded events, ordered by timestamp (ties by arrival)."""
@@ -353,19 +360,33 @@ class Recommender:
         mask[rows] = 1.0
         return vecs, mask
 
-    def _results(self, u: _User, scores: list, ids: list, k: int) -> list[Recommendation]:
-        item_ids, labels, codes, excluded, n = self.item_ids, u.because_labels, u.because_code, u.excluded, \
-            self.shapes.N
-        picked = []
-        for i, s in zip(ids, scores):
-            # The program already sinks excluded items; this guards users who excluded nearly the whole catalog.
-            if i in excluded or not 0 <= i < n:
-                continue
-            picked.append((i, s))
-            if len(picked) == k:
-                break
+    def _results(self, u: _User, scores_t, ids_t, k: int) -> list[Recommendation]:
+        """The k best non-excluded items of score.pte's top-k, each with its `because`.
+
+        score.pte sinks excluded items below every real score, so the first k ids are the answer unless the user
+        excluded nearly the whole catalog; only then the slow filtering path runs (~3 us saved per call)."""
+        item_ids, labels, codes, n = self.item_ids, u.because_labels, u.because_code, self.shapes.N
+        ids = ids_t.numpy()[:k].tolist()
+        if u.excluded.isdisjoint(ids) and 0 <= min(ids) and max(ids) < n:
+            picked = list(zip(ids, scores_t.numpy()[:k].tolist()))
+        else:
+            picked = []
+            for i, s in zip(ids_t.tolist(), scores_t.tolist()):
+                if i in u.excluded or not 0 <= i < n:
+                    continue
+                picked.append((i, s))
+                if len(picked) == k:
+                    break
         if isinstance(codes, np.ndarray):  # recent items: the most similar one (cosine of item vectors) explains
-            sel = np.asarray([i for i, _ in picked], dtype=np.int64)
-            best = (self._unit[sel] @ self._unit[codes].T).argmax(axis=1).tolist() if len(sel) else []
-            return [Recommendation(item_ids[i], s, labels[b]) for (i, s), b in zip(picked, best)]
+            if not picked:
+                return []
+            # A user's answer changes little between calls: the explanation of an item is computed once per cached
+            # user (<= N small ints; 8 us of numpy per call otherwise, a third of the runtime's own time)
+            cache = u.because_of
+            missing = [i for i, _ in picked if i not in cache]
+            if missing:
+                if u.recent_unit_t is None:
+                    u.recent_unit_t = np.ascontiguousarray(self._unit[codes].T)
+                cache.update(zip(missing, (self._unit[missing] @ u.recent_unit_t).argmax(axis=1).tolist()))
+            return [Recommendation(item_ids[i], s, labels[cache[i]]) for i, s in picked]
         return [Recommendation(item_ids[i], s, labels[codes[i]]) for i, s in picked]

@@ -1,0 +1,54 @@
+"""score.pte's module is the model's own scorer re-expressed for XNNPACK: same function, one delegated user vector."""
+import numpy as np
+import pytest
+import torch
+
+from metarec.export.programs import EXCLUDED, ScoreModule, export_score_program, flatten_head
+
+
+def _users_with_k0(model, table, users):
+    us = users(model, table, 6, seed=2)
+    u0 = dict(us[0], hist_vecs=torch.zeros_like(us[0]["hist_vecs"]), hist_mask=torch.zeros_like(us[0]["hist_mask"]))
+    return us + [u0]  # K=0: no history, the scene prior alone
+
+
+@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq"])
+def test_scores_equal_score_from_vectors(tiny, users, switch):
+    model = tiny(**({} if switch is None else {switch: False}))
+    table, bias = model.export_item_table(), model.export_item_bias()
+    mod = ScoreModule(model, bias, 20).eval()
+    head0 = model.head_init()
+    g = torch.Generator().manual_seed(4)
+    head = {k: v.detach() + 0.2 * torch.randn(v.shape, generator=g) for k, v in head0.items()}  # an adapted head
+    for u in _users_with_k0(model, table, users):
+        with torch.no_grad():
+            ref = model.score_from_vectors(head, u["hist_vecs"], u["hist_mask"], u["scene"], u["trend"], table, bias)
+            got = mod.scores(flatten_head(model, head), u["hist_vecs"], u["hist_mask"], u["scene"], u["trend"],
+                             u["exclude"], table)
+        keep = u["exclude"] < 0.5
+        assert mod.bias.dtype == torch.float32
+        np.testing.assert_allclose(got[keep].numpy(), ref[keep].numpy(), rtol=1e-5, atol=1e-5)
+        assert (got[~keep] <= EXCLUDED / 2).all()  # excluded items sink below every real score
+        v, i = mod(flatten_head(model, head), u["hist_vecs"], u["hist_mask"], u["scene"], u["trend"],
+                   u["exclude"], table)
+        assert not np.isin(i.numpy(), np.flatnonzero(~keep.numpy())).any()
+
+
+def test_user_vector_is_one_xnnpack_partition(model):
+    """The point of the rewrite: only the table product and topk stay portable (the float16 bias is stored as
+    float32 values, so no cast runs per call)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    table = model.export_item_table()
+    pte = export_score_program(model, model.export_item_bias(), table, 20, torch.float16)
+    prog = deserialize_pte_binary(pte)
+    plan = getattr(prog, "program", prog).execution_plan[0]
+    kernels, delegates = [], 0
+    for chain in plan.chains:
+        for ins in chain.instructions:
+            kind = type(ins.instr_args).__name__
+            if kind == "KernelCall":
+                kernels.append(plan.operators[ins.instr_args.op_index].name)
+            delegates += kind == "DelegateCall"
+    assert delegates == 2, kernels  # user vector; bias + trend + exclusion
+    assert sorted(kernels) == ["aten::mm", "aten::topk"]
