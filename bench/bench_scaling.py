@@ -559,8 +559,13 @@ def analysis(data: dict) -> str:
                 + "; ".join(f"{name} {bu.fmt_us(x['min_us'])} us" for name, x in inc)
                 + f". GEMV ({prof['quant']}) alone: {bu.fmt_us(prof['stages']['linear']['min_us'])} us min, "
                   f"{pr['pte_bytes'] / (prof['stages']['linear']['min_us'] * 1e-6) / 1e9:.1f} GB/s of table + bias as "
-                  "stored (it also "
-                  "writes the N fp32 scores and returns them, which the whole program does not)."]
+                  "stored vs the copy's "
+                  f"{data['bandwidth']['best_gbps']:.1f} GB/s. What the rest costs: the multiply-add is two XNNPACK "
+                  "passes (gate * t into an N-float temporary, then the add) and the max tree re-reads the scores; "
+                  "neither fuses into the GEMV here. Next steps not done: fold the gate into the GEMV input "
+                  "(scores / gate = [z, 1] / gate . [v_i, bias_i] + t_i, the bias as a quantized table column, one "
+                  "add left, values times gate after the top-k), or one custom kernel doing GEMV + t + running "
+                  "top-k in a single pass."]
     out += ["", "Differs from the shipped ML-100K score.pte (export/programs.py, not changed here): it takes the fp32 "
             "table as an input (one place to update items without re-exporting; on 1,682 items the portable mm is "
             "a few tens of us). At 1M items that layout streams 136 B/item through a naive kernel; a phone with 1M "
