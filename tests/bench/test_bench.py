@@ -127,3 +127,55 @@ def test_report_collects_protocol_results_and_skips_missing(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "pytest report" in md and "not yet produced: run `metarec bench --only latency`" in md
     assert (tmp_path / "report_coldstart.png").stat().st_size > 0
+
+
+def test_tree_topk_equals_flat_topk():
+    import torch
+
+    from metarec.bench.bench_scaling import tree_levels, tree_topk
+
+    g = torch.Generator().manual_seed(1)
+    for n in (1_000, 5_120, 40_000, 100_000):
+        s = torch.randn(n, generator=g)
+        s[torch.randint(0, n, (30,), generator=g)] = float("-inf")  # excluded items
+        v, i = tree_topk(s, 10)
+        fv, fi = torch.topk(s, 10)
+        assert torch.equal(v, fv) and torch.equal(i, fi)
+    assert tree_levels(1_000, 10) == 0 and tree_levels(100_000, 10) == 5  # 100000 -> 3125 candidates
+
+
+def test_fused_scorer_keeps_score_pte_semantics():
+    """The fused scorer (fp32, eager) ranks like export's ScoreModule: same user vector, bias, gated trend, and
+    excluded items (t = -inf) never returned."""
+    import torch
+
+    from metarec.bench.bench_scaling import _model, example_inputs, fused_inputs, fused_module
+    from metarec.export.programs import ScoreModule
+
+    n, k = 5_120, 10
+    model = _model(n)
+    fused = fused_module(model, k, quant="none")
+    head, hist, mask, scene, trend, exclude = example_inputs(model, n)
+    exclude[torch.topk(model.export_item_bias(), 5)[1]] = 1.0  # exclude items that would otherwise rank high
+    ex = fused_inputs(model, n)
+    t = trend.clone()
+    t[exclude > 0.5] = float("-inf")
+    with torch.no_grad():
+        v, i = fused(head, hist, mask, scene, t)
+        rv, ri = ScoreModule(model, model.export_item_bias(), k)(head, hist, mask, scene, trend, exclude,
+                                                                  model.export_item_table())
+    assert torch.equal(i, ri) and torch.allclose(v, rv, atol=1e-5)
+    assert not exclude[i].any()
+    assert len(ex) == 5 and torch.isneginf(ex[4]).sum() == 3
+
+
+def test_reference_check_passes_lowered_int4_and_catches_wrong_ids():
+    from metarec.bench import bench_util as bu
+    from metarec.bench.bench_scaling import build_fused, reference_check
+
+    pte, ex, mod = build_fused(2_000, 10, "int4")
+    v, i = bu.load_pte(pte).forward(ex)
+    assert reference_check(mod, ex, v, i, 10)["ok"]
+    bad = i.clone()
+    bad[0] = 0  # item 0 is excluded by fused_inputs (t = -inf)
+    assert not reference_check(mod, ex, v, bad, 10)["ok"]
