@@ -43,8 +43,7 @@ class ConstantTableScore(ScoreModule):
 
         z = m.user_vector(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask, scene)
         s = self.items(z[None])[0] + self.bias
-        if m.cfg.use_trend:
-            s = s + torch.nn.functional.softplus(m.trend_gate(m.encode_scene(scene)))[0] * trend
+        s = s + m.trend_term(scene, trend)
         s = torch.where(exclude > 0.5, torch.full_like(s, float("-inf")), s)
         v, i = torch.topk(s, self.k_max)
         return v, i

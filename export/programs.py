@@ -93,8 +93,7 @@ class ScoreModule(nn.Module):
         m = self.model
         z = m.user_vector(unflatten_head(head, self.names, self.shapes), hist_vecs, hist_mask, scene)
         s = F.linear(z[None], table)[0] + self.bias.float()
-        if m.cfg.use_trend:
-            s = s + F.softplus(m.trend_gate(m.encode_scene(scene)))[0] * trend
+        s = s + m.trend_term(scene, trend)  # new items (item_known = 0, a baked (N,) constant) weigh trend more
         return torch.where(exclude > 0.5, torch.full_like(s, float("-inf")), s)
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
