@@ -80,8 +80,7 @@ def score_module(model, k: int, quant: str = "none", stage: str = "full", topk_m
             if stage == "linear":
                 return (out,)
             out = out + self.bias
-            if self.model.cfg.use_trend:
-                out = out + F.softplus(self.model.trend_gate(self.model.encode_scene(scene)))[0] * trend
+            out = out + self.model.trend_term(scene, trend)
             out = out - exclude * 1e9  # exclude = 1.0 drops the item below every real score
             if stage == "elementwise":
                 return (out,)

@@ -151,6 +151,15 @@ class ScoreModule(nn.Module):
             const("transition", model.transition.weight)
             const("gate_w", model.trend_gate.weight)
             const("gate_b", model.trend_gate.bias)
+            # new items (sdk: item_known = 0) weigh the trend by their own learned gate (model.trend_weights)
+            self.register_buffer("item_new", None)
+            self.new_offset = 0.0
+            new = 1.0 - model.item_known
+            if cfg.new_item_terms and bool((new > 0).any()):
+                const("gate_new_w", model.trend_gate_new.weight)
+                const("gate_new_b", model.trend_gate_new.bias)
+                const("item_new", new)
+                self.new_offset = float(cfg.new_trend_offset)
             for n, width in (("ones_d", d), ("ones_l", L), ("ones_x", 2 * d + sh), ("ones_h", h)):
                 const(n, torch.ones(1, width))
 
@@ -194,17 +203,31 @@ class ScoreModule(nn.Module):
         hid = torch.tanh(self._rowdot(w1, x, self.ones_x) + b1)
         return u0 + seq + u + self._rowdot(w2, hid, self.ones_h), s
 
+    @staticmethod
+    def _softplus(g):
+        """softplus as relu(x) + log(1 + exp(-|x|)): delegable (torch's softplus decomposes into portable ops)."""
+        return torch.relu(g) + torch.log(1.0 + torch.exp(-torch.abs(g)))
+
     def trend_weight(self, s):
-        """softplus(trend_gate(s)) as relu(x) + log(1 + exp(-|x|)), shape (1,)."""
+        """softplus(trend_gate(s)), shape (1,): the trend weight of items with an id."""
+        return self._softplus(F.linear(s, self.gate_w, self.gate_b)).reshape(1)
+
+    def trend_term(self, s, trend):
+        """(N,) = model.trend_term: w(s) * trend, plus (w_new(s) - w(s) + offset) * trend for new items (no fit
+        event, `item_new` = 1, a baked catalog constant). A catalog with no new item skips the second pass."""
         g = F.linear(s, self.gate_w, self.gate_b)
-        return (torch.relu(g) + torch.log(1.0 + torch.exp(-torch.abs(g)))).reshape(1)
+        w = self._softplus(g).reshape(1)
+        if self.item_new is None:
+            return w * trend
+        dw = self._softplus(g + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
+        return (w + dw * self.item_new) * trend
 
     def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         """(N,) = model.score_from_vectors + exclude * -1e30 (excluded items sink below every real score)."""
         z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
         out = F.linear(z, table).reshape(-1) + self.bias
         if self.cfg.use_trend:
-            out = out + self.trend_weight(s) * trend
+            out = out + self.trend_term(s, trend)
         return out + exclude * EXCLUDED
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):

@@ -27,6 +27,7 @@ from metarec.sdk.meta import LEARNERS, MetaLearner, batch_scores, reptile_pull
 from metarec.sdk.model import MetaRecModel, ModelConfig, _from_dict, item_attributes
 
 TRAIN_CONFIG_VERSION = 1
+NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
 CHECKPOINT_VERSION = 1
 WEEK = 7 * 86400.0
 
@@ -45,6 +46,8 @@ class TrainConfig:
     batch_size: int = 256  # (int) global tasks per step (split over ranks)
     lr: float = 0.001  # (float) Adam rate of the outer loop (low: stays near the co-occurrence init; val users)
     dense_lr_mult: float = 1.0  # (float) rate multiplier of every parameter but the item id embeddings / biases
+    new_item_lr: float = 0.03  # (float) Adam rate of the new-item bias / trend weight (a few scalars; at `lr` they
+    # could move < 0.6 in 600 steps, far short of the gap between an id-less item and a seen one)
     weight_decay: float = 0.0  # (float) L2 on id embeddings only (keeps rare items near their attribute vector)
     early_frac: float = 0.9  # (float) share of tasks cut at K in 0..hist_len (cold start), rest anywhere
     n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
@@ -69,6 +72,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if not self.dense_lr_mult > 0:
             raise ValueError("dense_lr_mult must be > 0")
+        if not self.new_item_lr > 0:
+            raise ValueError("new_item_lr must be > 0")
         if not (self.lr > 0 and self.finetune_lr > 0 and self.weight_decay >= 0 and self.future_weight >= 0):
             raise ValueError("lr and finetune_lr must be > 0; weight_decay and future_weight >= 0")
         if not 0 <= self.early_frac <= 1:
@@ -168,6 +173,11 @@ def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom
     steps = learner.train_steps if steps is None else steps
     table, bias = model.item_table(id_keep), model.item_bias(id_keep)
     scores = batch_scores(model, learner, table, bias, b["hist"], b["hist_mask"], b["scene"], b["trend"], steps)
+    if id_keep is not None and model.cfg.use_trend:
+        # id-dropped items are scored as new items: the new-item trend weight (score_from_vectors gives it only to
+        # items without any fit event, which the softmax excludes in training)
+        _, dw = model.trend_weights(b["scene"])
+        scores = scores + dw[:, None] * (model.item_known * (1.0 - id_keep))[None, :] * b["trend"]
     logp = F.log_softmax(scores.masked_fill(b["exclude"], -1e9), -1)
     lp = logp.gather(1, b["targets"]) * b["target_mask"]
     later = lp[:, 1:].sum(1) / b["target_mask"][:, 1:].sum(1).clamp(min=1.0)
@@ -195,6 +205,8 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     counts = np.bincount(ds.item[np.isin(ds.user, fit_users)], minlength=ds.n_items)
     neg = np.argsort(-counts, kind="stable")[:cfg.model.n_negatives]
     model = MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
+    with torch.no_grad():  # items without a fit event are new items: scored id-less, with the new-item terms
+        model.item_known.copy_(torch.from_numpy((counts > 0).astype(np.float32)))
     if cfg.cooc_init:
         with torch.no_grad():
             model.item_emb.copy_(torch.from_numpy(cooc_vectors(ds, fit_users, cfg.model.dim)))
@@ -229,10 +241,13 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     model = build_model(cfg, ds, fit_users)
     learner = cfg.learner_obj()
     ids = [model.item_emb]
-    rest = [p for n, p in model.named_parameters() if n not in ("item_emb", "item_bias_id")]
+    new = [p for n, p in model.named_parameters() if n == "new_bias" or n.startswith("trend_gate_new.")]
+    rest = [p for n, p in model.named_parameters()
+            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
     opt = torch.optim.Adam([{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
-                            {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult}], lr=cfg.lr)
+                            {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult},
+                            {"params": new, "lr": cfg.new_item_lr}], lr=cfg.lr)
     start = 0
     if ckpt_path is not None and resume and Path(ckpt_path).is_file():
         ck = torch.load(ckpt_path, weights_only=False)
@@ -310,7 +325,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[MetaRecModel, TrainConfig,
     cfg = TrainConfig.from_dict(ck["train_config"])
     sd = ck["state_dict"]
     model = MetaRecModel(cfg.model, ck["n_items"], sd["item_attrs"].numpy(), sd["negatives"].numpy())
-    model.load_state_dict(sd)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    # checkpoints from before the new-item terms lack them; their neutral init reproduces the old model exactly
+    if unexpected or set(missing) - NEUTRAL_IF_MISSING:
+        raise ValueError(f"{path}: state_dict mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
     model.eval()
     return model, cfg, ck
 
