@@ -32,6 +32,10 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "metric (no gradient step)": ({"learner": "metric"}, {}),
     "0 inner steps (trained with 0)": ({}, {"inner_steps": 0}),
     "1 inner step": ({}, {"inner_steps": 1}),
+    # inner-loss variants (validation users, 3 seeds: neither beat the default; kept as evidence)
+    "spread negatives (inner loss)": ({"negatives": "spread"}, {}),
+    "next-item support loss": ({}, {"support_target": "next"}),
+    "next-item support loss + spread negatives": ({"negatives": "spread"}, {"support_target": "next"}),
 }
 FULL = "full (metasgd, 3 steps)"
 

@@ -26,6 +26,7 @@ from torch import nn
 MODEL_CONFIG_VERSION = 1
 SCENE_DIM = 15  # runtime_py.scene.SceneSpec().dim
 HEAD_PARAM_NAMES = ("u", "W1", "b1", "W2")
+SUPPORT_TARGETS = ("all", "next")
 
 
 @dataclasses.dataclass
@@ -53,6 +54,8 @@ class ModelConfig:
     use_scene: bool = True  # (bool) ablation: scene vector zeroed everywhere
     use_trend: bool = True  # (bool) ablation: trend term off
     use_seq: bool = True  # (bool) ablation: no sequential summary
+    support_target: str = "all"  # (str) inner loss: "all" = each support item from the whole support; "next" =
+    # each support item from the items before it only (the outer task's shape: predict what comes next)
 
     def __post_init__(self) -> None:
         if self.version != MODEL_CONFIG_VERSION:
@@ -68,6 +71,8 @@ class ModelConfig:
             raise ValueError("new_trend_offset must be >= 0")
         if not 0 <= self.id_dropout < 1:
             raise ValueError("id_dropout must be in [0, 1)")
+        if self.support_target not in SUPPORT_TARGETS:
+            raise ValueError(f"support_target must be one of {SUPPORT_TARGETS}, got {self.support_target!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,24 +212,28 @@ class MetaRecModel(nn.Module):
 
     def user_vector(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor,
                     scene: torch.Tensor) -> torch.Tensor:
-        """z (d,) from the history (L, d) right-aligned with mask (L,), the scene (F,) and the head."""
+        """z (d,) from the history (L, d) right-aligned with mask (L,), the scene (F,) and the head.
+
+        Leading batch dims are allowed on the history ((..., L, d) / (..., L) -> (..., d), one scene): the
+        "next" support loss scores every prefix of the support in one call.
+        """
         s = self.encode_scene(scene)
-        cnt = hist_mask.sum()
-        mean = (hist_vecs * hist_mask[:, None]).sum(0) / cnt.clamp(min=1.0)
-        has = (cnt > 0).to(hist_vecs.dtype)
+        cnt = hist_mask.sum(-1)
+        mean = (hist_vecs * hist_mask[..., None]).sum(-2) / cnt.clamp(min=1.0)[..., None]
+        has = (cnt > 0).to(hist_vecs.dtype)[..., None]
         logits = self.proto_prior(s)
         if self.cfg.use_prototypes:
             # attention of the history's mean on the prototypes; K=0 leaves only the scene prior
-            logits = logits + has * torch.exp(self.proto_temp) * F.normalize(self.prototypes, dim=-1) @ \
-                F.normalize(mean, dim=-1, eps=1e-6)
+            logits = logits + has * torch.exp(self.proto_temp) * \
+                F.normalize(mean, dim=-1, eps=1e-6) @ F.normalize(self.prototypes, dim=-1).T
         u0 = torch.softmax(logits, -1) @ self.prototypes
         if self.cfg.use_seq:
             w = torch.softmax(self.recency.masked_fill(hist_mask <= 0, -1e4), -1) * has
-            seq = self.transition(w @ hist_vecs)
+            seq = self.transition((w[..., None] * hist_vecs).sum(-2))
         else:
             seq = torch.zeros_like(u0)
-        x = torch.cat([u0, s, seq])
-        return u0 + seq + head["u"] + head["W2"] @ torch.tanh(head["W1"] @ x + head["b1"])
+        x = torch.cat([u0, s.expand(u0.shape[:-1] + s.shape), seq], -1)
+        return u0 + seq + head["u"] + torch.tanh(x @ head["W1"].T + head["b1"]) @ head["W2"].T
 
     def score_from_vectors(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
                            trend: torch.Tensor, table: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -253,14 +262,28 @@ class MetaRecModel(nn.Module):
 
     def support_loss(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
                      target_vecs: torch.Tensor, target_mask: torch.Tensor, neg_vecs: torch.Tensor) -> torch.Tensor:
-        """Inner-loop loss: each support item against the fixed negatives (softmax CE), mean over valid targets.
+        """Inner-loop loss: each target item against the fixed negatives (softmax CE), mean over valid targets.
 
-        Bias and trend are constant in the head, so the loss needs only dot products; 0 when there is no support.
+        support_target "all": every target is scored by the user vector of the whole history. "next": target row j
+        (same right-aligned layout as the history; the phone passes its history as targets) is scored by the user
+        vector of the history rows before j only, re-aligned to the right; rows j >= L (extra targets after the
+        history, Reptile's query) see the whole history. Bias and trend are constant in the head, so the loss
+        needs only dot products; 0 when there is no target.
         """
-        z = self.user_vector(head, hist_vecs, hist_mask, scene)
-        pos = target_vecs @ z  # (S,)
-        neg = neg_vecs @ z  # (R,)
-        lse = torch.logsumexp(torch.cat([pos[:, None], neg[None, :].expand(pos.shape[0], -1)], 1), 1)
+        if self.cfg.support_target == "next":
+            L, S = hist_vecs.shape[0], target_vecs.shape[0]
+            # context of target j = history rows i - (L - min(j, L)), right-aligned; indices < 0 are padding
+            src = torch.arange(L)[None, :] - L + torch.arange(S).clamp(max=L)[:, None]
+            valid = (src >= 0).to(hist_vecs.dtype)
+            src = src.clamp(min=0)
+            z = self.user_vector(head, hist_vecs[src] * valid[..., None], hist_mask[src] * valid, scene)  # (S, d)
+            pos = (target_vecs * z).sum(-1)
+            neg = z @ neg_vecs.T  # (S, R)
+        else:
+            z = self.user_vector(head, hist_vecs, hist_mask, scene)
+            pos = target_vecs @ z  # (S,)
+            neg = (neg_vecs @ z)[None, :].expand(pos.shape[0], -1)  # (S, R)
+        lse = torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1)
         return ((lse - pos) * target_mask).sum() / target_mask.sum().clamp(min=1.0)
 
     # ------------------------------------------------------------------ convenience for the host

@@ -53,6 +53,8 @@ class TrainConfig:
     n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
     future_weight: float = 0.3  # (float) weight of the later query items' mean CE next to the next item's CE
     finetune_lr: float = 0.3  # (float) fixed rate of maml / reptile / finetune inner steps
+    negatives: str = "popular"  # (str) the inner loop's fixed negatives: "popular" = the top n_negatives fit items;
+    # "spread" = n_negatives items evenly spaced over the fit popularity ranking (head to tail)
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -78,6 +80,8 @@ class TrainConfig:
             raise ValueError("lr and finetune_lr must be > 0; weight_decay and future_weight >= 0")
         if not 0 <= self.early_frac <= 1:
             raise ValueError("early_frac must be in [0, 1]")
+        if self.negatives not in ("popular", "spread"):
+            raise ValueError(f"negatives must be 'popular' or 'spread', got {self.negatives!r}")
         if self.ckpt_every < 0:
             raise ValueError("ckpt_every must be >= 0")
 
@@ -203,7 +207,13 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     """A fresh model whose negatives are the fit users' most popular items (stored on the model for the phone)."""
     torch.manual_seed(cfg.seed)
     counts = np.bincount(ds.item[np.isin(ds.user, fit_users)], minlength=ds.n_items)
-    neg = np.argsort(-counts, kind="stable")[:cfg.model.n_negatives]
+    order = np.argsort(-counts, kind="stable")
+    order = order[counts[order] > 0]  # never an item without a fit event (new items stay out of training)
+    r = min(cfg.model.n_negatives, len(order))
+    if cfg.negatives == "popular":
+        neg = order[:r]
+    else:  # evenly spaced ranks: the inner gradient pushes away from typical items, not only from the hits
+        neg = order[np.linspace(0, len(order) - 1, r).round().astype(np.int64)]
     model = MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
     with torch.no_grad():  # items without a fit event are new items: scored id-less, with the new-item terms
         model.item_known.copy_(torch.from_numpy((counts > 0).astype(np.float32)))

@@ -76,3 +76,41 @@ def test_item_attributes_year_unknown_flag():
     assert a.shape == (3, 5)
     np.testing.assert_array_equal(a[:, -1], [0, 1, 0])
     assert a[1, 3] == 0.0 and a[0, 3] < 0 < a[2, 3]
+
+
+def test_user_vector_batched_matches_rows():
+    # the "next" support loss scores all support prefixes in one batched call: it must equal row-by-row calls
+    m = _model()
+    with torch.no_grad():
+        m.head0["W2"].normal_()
+    table, L = m.export_item_table(), m.cfg.hist_len
+    hv = table[torch.arange(3 * L).reshape(3, L)]
+    mask = torch.zeros(3, L)
+    mask[0, -1:], mask[1, -4:], mask[2, :] = 1.0, 1.0, 1.0
+    scene = torch.rand(15)
+    z = m.user_vector(m.head_init(), hv, mask, scene)
+    for i in range(3):
+        torch.testing.assert_close(z[i], m.user_vector(m.head_init(), hv[i], mask[i], scene))
+
+
+def test_next_support_loss_scores_each_item_from_the_earlier_ones():
+    m = _model(support_target="next")
+    with torch.no_grad():
+        m.head0["W2"].normal_()
+    table, L = m.export_item_table(), m.cfg.hist_len
+    hv, mask, scene, neg = table[torch.arange(L) + 7], torch.zeros(L), torch.rand(15), table[m.negatives]
+    mask[-3:] = 1.0
+    head = m.head_init()
+    ref = []
+    for j in range(L - 3, L):  # hand-built: context = rows before j, moved to the right end
+        ctx, cm = torch.zeros_like(hv), torch.zeros(L)
+        ctx[L - j:], cm[L - j:] = hv[:j], mask[:j]
+        z = m.user_vector(head, ctx, cm, scene)
+        pos = hv[j] @ z
+        ref.append(torch.logsumexp(torch.cat([pos[None], neg @ z]), 0) - pos)
+    got = m.support_loss(head, hv, mask, scene, hv, mask, neg)
+    torch.testing.assert_close(got, torch.stack(ref).mean())
+    # the newest item is never its own context: "all" scores it with itself in the history, "next" does not
+    assert not torch.allclose(got, _model().support_loss(head, hv, mask, scene, hv, mask, neg))
+    with pytest.raises(ValueError, match="support_target"):
+        ModelConfig(support_target="prev")

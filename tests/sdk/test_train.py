@@ -117,3 +117,19 @@ def test_two_ranks_match_one_process(tmp_path):
         torch.testing.assert_close(two[k], a, **DIST_TOL, msg=k)
         moved += float((a - init.state_dict()[k]).abs().sum())
     assert moved > 0  # training did move the parameters, so the match is not trivial
+
+
+def test_spread_negatives_span_the_popularity_ranking():
+    from metarec.sdk.train import build_model
+
+    ds = tiny_dataset()
+    users = _users(ds)
+    counts = np.bincount(ds.item, minlength=ds.n_items)
+    pop = build_model(_cfg(), ds, users).negatives.numpy()
+    spread = build_model(_cfg(negatives="spread"), ds, users).negatives.numpy()
+    assert len(set(spread.tolist())) == len(spread) == SMALL.n_negatives
+    assert counts[spread].min() > 0  # never an item without a fit event
+    assert counts[spread].max() == counts.max()  # the ranking's head ...
+    assert counts[spread].min() < counts[pop].min()  # ... down to its tail, past the popular block
+    with pytest.raises(ValueError, match="negatives"):
+        TrainConfig(negatives="hard")
