@@ -286,9 +286,17 @@ class _CaptureW1:
     def __init__(self, hidden: int):
         self.hidden, self.x = hidden, None
 
-    def __matmul__(self, x):
+    def __matmul__(self, x):  # W1 @ x
         self.x = x
-        return x.new_zeros(self.hidden)
+        return x.new_zeros(x.shape[1:] + (self.hidden,)) if x.dim() > 1 else x.new_zeros(self.hidden)
+
+    @property
+    def T(self):  # x @ W1.T (the batched form)
+        return self
+
+    def __rmatmul__(self, x):
+        self.x = x
+        return x.new_zeros(x.shape[:-1] + (self.hidden,))
 
 
 def _check_head_layout(names, shapes) -> None:
