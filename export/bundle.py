@@ -32,6 +32,7 @@ from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, ADAPT_PREPA
                        ADAPT_STEP_INPUTS, SCORE_INPUTS, SCORE_OUTPUTS,
                        export_adapt_program, export_score_program, flatten_head, head_layout)
 
+IDS_FILE = "item_ids.bin"
 SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.pte", "items.bin", "head0.bin", \
     "model.onnx"
 
@@ -135,7 +136,7 @@ def file_entries(out: Path) -> dict:
     return res
 
 
-def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_version: str, configs: dict,
+def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
                    k_max: int, created_at: str | None = None, codec: str = "none") -> bytes:
     """Step 4: canonical manifest bytes (runtime_py/manifest.py schema) for a written bundle directory."""
     names, shapes = head_layout(model)
@@ -155,7 +156,7 @@ def build_manifest(model, item_ids, qt, files: dict, *, serial: int, model_versi
     fields = dict(
         model_version=model_version, serial=int(serial),
         created_at=created_at or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        shapes=sh, item_ids=[str(i) for i in item_ids], negatives=[int(i) for i in model.negatives.tolist()],
+        shapes=sh, item_ids_file=IDS_FILE, negatives=[int(i) for i in model.negatives.tolist()],
         scene_spec=SceneSpec().to_dict(), files=files, programs=programs,
         item_table=dict(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
         head=dict(file=HEAD_FILE, param_names=names, param_shapes=shapes),
@@ -219,8 +220,11 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     ids = item_ids if item_ids is not None else ck_ids
     if ids is None:
         ids = [str(i) for i in range(model.n_items)]
-    if len(ids) != model.n_items:
-        raise ExportError(f"{len(ids)} item ids for {model.n_items} items")
+    ids = [str(i) for i in ids]
+    try:
+        rt_manifest.check_item_ids(ids, model.n_items)
+    except ValueError as e:
+        raise ExportError(f"item ids: {e}") from e
     model_version = ecfg.model_version or model_fingerprint(model)
     if ccfg.prunes and finetune is None and ccfg.finetune_steps and "train" in extra:
         ds, fit_users, tcfg = _training_data(extra["train"])  # prune by importance on real histories, re-fine-tune
@@ -235,6 +239,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         if p.is_file():
             p.unlink()
     (out / TABLE_FILE).write_bytes(qt.data)
+    (out / IDS_FILE).write_bytes(rt_manifest.encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
     (out / HEAD_FILE).write_bytes(flatten_head(model, model.head_init()).detach().numpy().astype("<f4").tobytes())
     write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
     if ecfg.onnx:
@@ -244,7 +249,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
                "layout": {"hist": "right: slot L-1 newest", "trend": "log1p counts", "exclude": "1=out, score -inf",
                           "table": f"decoded {TABLE_FILE} = score input `table`",
                           "onnx": "score.pte I/O" if ecfg.onnx else "none"}}
-    manifest = build_manifest(model, ids, qt, file_entries(out), serial=serial or int(time.time()),
+    manifest = build_manifest(model, qt, file_entries(out), serial=serial or int(time.time()),
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec)
     sign_bundle(out, manifest, key_path)

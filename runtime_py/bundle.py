@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
-from .manifest import Manifest
+from .manifest import Manifest, decode_item_ids
 from .scene import SceneSpec
 from .signing import load_public_key, verify_signature
 from .store import Store
@@ -38,6 +38,7 @@ class Bundle:
     path: Path
     manifest: Manifest
     manifest_bytes: bytes
+    item_ids: tuple[str, ...]  # index order (inline in the manifest or from its item_ids_file)
     scene_spec: SceneSpec
     table: np.ndarray  # (N, d) float32, dequantized once
     head0: np.ndarray  # (P,) float32: phi0, the meta-learned initial head
@@ -130,7 +131,7 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
 
     needed = {p.file for p in manifest.programs.values()}
     needed |= {manifest.item_table.file, manifest.head.file}
-    needed |= {n for n in (manifest.prototypes_file, manifest.trending_file) if n is not None}
+    needed |= {n for n in (manifest.prototypes_file, manifest.trending_file, manifest.item_ids_file) if n is not None}
     data: dict[str, bytes] = {}
     for name, entry in sorted(manifest.files.items()):  # every listed file is verified, used or not
         blob = _verified_file(root, name, entry)
@@ -146,7 +147,9 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
         prototypes = _float_array(data[manifest.prototypes_file], (len(manifest.prototype_labels), sh.d),
                                   manifest.prototypes_file)
     trending = TrendingPack.from_json(data[manifest.trending_file]) if manifest.trending_file else None
-    bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes,
+    item_ids = (decode_item_ids(data[manifest.item_ids_file], sh.N) if manifest.item_ids_file is not None
+                else manifest.item_ids)
+    bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
                     scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
                     prototypes=prototypes, trending=trending,
                     programs={k: _program_bytes(data[p.file], manifest.program_codec(k), p.file)

@@ -107,8 +107,8 @@ class Recommender:
         self._bundle, self._store, self._score, self._adapt = bundle, store, score, adapt
         m = bundle.manifest
         self.shapes = m.shapes
-        self.item_ids = m.item_ids
-        self._index = {item: i for i, item in enumerate(m.item_ids)}
+        self.item_ids = bundle.item_ids
+        self._index = {item: i for i, item in enumerate(bundle.item_ids)}
         self._neg_vecs = np.ascontiguousarray(bundle.table[np.asarray(m.negatives, dtype=np.int64)])
         # adapt.pte's inputs that outlive one call, as tensors once (each from_numpy per call cost ~0.8 us)
         self._neg_t = torch.from_numpy(self._neg_vecs)

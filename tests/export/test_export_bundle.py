@@ -25,7 +25,8 @@ def test_files_hashes_and_signature(bundle, keys):
     m = json.loads(raw)
     assert raw == json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()  # canonical
     on_disk = {p.name for p in bundle.iterdir()} - {"manifest.json", "manifest.sig"}
-    assert set(m["files"]) == on_disk == {"score.pte", "adapt.pte", "items.bin", "head0.bin"}
+    assert set(m["files"]) == on_disk == {"score.pte", "adapt.pte", "items.bin", "head0.bin", "item_ids.bin"}
+    assert m["item_ids"] == [] and m["item_ids_file"] == "item_ids.bin"
     for name, e in m["files"].items():
         data = (bundle / name).read_bytes()
         assert e == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from metarec.runtime import BundleError, Recommender
+from metarec.runtime.bundle import open_bundle
 from metarec.runtime.signing import generate_keypair, sign_manifest
 from metarec.runtime.store import Store
 
@@ -146,3 +147,31 @@ def test_signed_non_program_bytes_are_refused_not_crashing(make_bundle, tmp_path
     (b / "manifest.sig").write_bytes(sign_manifest(raw, keys[0]))
     with pytest.raises(BundleError, match="zlib"):
         Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1])
+
+
+def test_item_ids_in_a_file_open_like_inline_ids(make_bundle, tmp_path, keys):
+    from metarec.runtime.manifest import encode_item_ids
+
+
+    inline = open_bundle(make_bundle("inline"), keys[1])
+    filed = open_bundle(make_bundle("filed", ids_file=encode_item_ids(ITEM_IDS)), keys[1])
+    assert filed.manifest.item_ids == () and filed.item_ids == inline.item_ids == tuple(ITEM_IDS)
+
+
+@pytest.mark.parametrize("ids, needle", [
+    (lambda ids: ids[:-1], "item_ids but N"),  # one short
+    (lambda ids: [ids[0]] + ids[1:-1] + [ids[0]], "not unique"),
+    (lambda ids: ids[:-1] + [""], "non-empty"),
+])
+def test_signed_but_wrong_item_ids_file_is_refused(make_bundle, keys, ids, needle):
+    from metarec.runtime.manifest import encode_item_ids
+
+
+    bad = make_bundle("bad", ids_file=encode_item_ids(ids(list(ITEM_IDS))))
+    with pytest.raises(BundleError, match=needle):
+        open_bundle(bad, keys[1])
+
+
+def test_signed_non_zlib_item_ids_file_is_refused(make_bundle, keys):
+    with pytest.raises(BundleError, match="item_ids_file"):
+        open_bundle(make_bundle("junk", ids_file=b"1\n2\n3"), keys[1])

@@ -31,6 +31,8 @@ def test_manifest_round_trip_is_canonical(bundle_dir):
     (lambda d: d.update(surprise=1), "unknown manifest fields"),
     (lambda d: d.pop("serial"), "missing manifest fields"),
     (lambda d: d["shapes"].update(N=39), "item_ids"),
+    (lambda d: d.update(item_ids_file="items.bin"), "not both"),
+    (lambda d: d.update(item_ids=[], item_ids_file="ids.bin"), "not listed in files"),
     (lambda d: d["files"].update({"../evil": {"sha256": "0" * 64, "bytes": 1}}), "bad file name"),
     (lambda d: d["files"]["score.pte"].update(sha256="XYZ"), "sha256"),
     (lambda d: d["programs"]["score"].update(inputs=["head", "scene"]), "permutation"),

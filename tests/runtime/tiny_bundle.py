@@ -155,7 +155,7 @@ def _entry(data: bytes) -> FileEntry:
 
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
-                 adapt_scene: str = "query", codec: str = "none") -> Path:
+                 adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None) -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
     store = (lambda b: zlib.compress(b, 9)) if codec == "zlib" else (lambda b: b)
@@ -164,11 +164,14 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
              "prototypes.bin": m.prototypes.numpy().astype("<f4").tobytes()}
     if trending is not None:
         blobs["trending.json"] = trending.to_json()
+    if ids_file is not None:  # the catalog's ids as a file (export's form) instead of inline
+        blobs["item_ids.bin"] = ids_file
     for name, data in blobs.items():
         (out / name).write_bytes(data)
     manifest = Manifest(
         model_version="tiny-1", serial=serial, created_at="2026-11-28T00:00:00Z",
-        shapes=Shapes(N=N, d=D, L=L, F=FD, P=P, k_max=K_MAX, S=S, R=R), item_ids=ITEM_IDS,
+        shapes=Shapes(N=N, d=D, L=L, F=FD, P=P, k_max=K_MAX, S=S, R=R), item_ids=ITEM_IDS if ids_file is None else (),
+        item_ids_file=None if ids_file is None else "item_ids.bin",
         negatives=m.negatives, scene_spec=SceneSpec().to_dict(),
         files={name: _entry(data) for name, data in blobs.items()},
         programs={"score": ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
