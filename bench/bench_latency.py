@@ -88,7 +88,10 @@ def _decode_program(data: bytes, codec: str) -> bytes:
 
 def find_checkpoint(bundle_dir: Path) -> Path | None:
     env = os.environ.get("METAREC_CHECKPOINT")
-    cands = ([Path(env)] if env else []) + [bundle_dir.parent / "prior.pt", Path("artifacts/prior.pt")]
+    # the exported model itself (export --save-model; `make demo` writes it) before the checkpoint it came from:
+    # compressing the checkpoint again skips export's re-fine-tune, so that would not be the shipped model
+    cands = ([Path(env)] if env else []) + [bundle_dir.parent / f"{bundle_dir.name}.model.pt",
+                                            bundle_dir.parent / "prior.pt", Path("artifacts/prior.pt")]
     return next((c for c in cands if c.is_file()), None)
 
 

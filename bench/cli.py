@@ -106,7 +106,8 @@ def cmd_keygen(a, argv) -> int:
 def cmd_export(a, argv) -> int:
     from metarec.export import export_bundle
 
-    out = export_bundle(a.checkpoint, a.out, quant=a.quant, prune=a.prune, key_path=a.key, serial=a.serial)
+    out = export_bundle(a.checkpoint, a.out, quant=a.quant, prune=a.prune, key_path=a.key, serial=a.serial,
+                        model_out=a.save_model)
     print(f"bundle written to {out}")
     return 0
 
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6")
     s.add_argument("--key", required=True, help="Ed25519 private key PEM")
     s.add_argument("--serial", type=int, default=None, help="bundle serial (default: current unix time)")
+    s.add_argument("--save-model", default=None,
+                   help="also save the exported (pruned, re-fine-tuned) model as a checkpoint here (not in the bundle)")
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")
@@ -178,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("parity", help="runtime top-10 vs the sdk's eager model on PROTOCOL v1 test users")
-    s.add_argument("checkpoint", help="the checkpoint the bundle was exported from (unpruned export)")
+    s.add_argument("checkpoint", help="the bundle's eager model: the checkpoint of an unpruned export, or the "
+                                      "`--save-model` file of any export")
     s.add_argument("--bundle", required=True)
     s.add_argument("--key", required=True, help="trusted Ed25519 public key PEM")
     s.add_argument("--dataset", default="ml-100k")

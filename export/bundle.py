@@ -205,11 +205,13 @@ def _training_data(train_cfg: dict):
 def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
                   serial: int | None = None, *, export_config: ExportConfig | None = None,
                   compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
-                  finetune=None) -> Path:
+                  finetune=None, model_out=None) -> Path:
     """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
 
     `prune`: None (the phone profile, DEFAULT_PRUNE), "none" (no pruning), a dict, or the CLI spec
     "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
+    `model_out`: also save the exported model (after pruning and re-fine-tuning) as a checkpoint there, outside the
+    bundle: the eager twin of the shipped programs, for `metarec parity` and the benchmarks' eager backends.
     """
     prune = DEFAULT_PRUNE if prune is None else (None if prune in ("none", "") else prune)
     if key_path is None or not Path(key_path).is_file():
@@ -253,4 +255,30 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec)
     sign_bundle(out, manifest, key_path)
+    if model_out is not None:
+        save_exported_model(model, model_out, extra.get("train"), ids, creport,
+                            source=None if isinstance(checkpoint_or_model, torch.nn.Module) else checkpoint_or_model)
     return out
+
+
+def save_exported_model(model, path, train_cfg: dict | None, item_ids, compress_report: dict,
+                        source=None) -> Path:
+    """The exported model as a training-format checkpoint (`load_checkpoint` reads it); atomic write. From a
+    `source` checkpoint it keeps what ties it to its data (fit users, data fingerprint), so `metarec eval` and
+    `metarec parity` use these weights instead of re-training on a fingerprint mismatch."""
+    from metarec.sdk.train import CHECKPOINT_VERSION, TrainConfig
+
+    base = train_cfg if train_cfg is not None else TrainConfig().to_dict()
+    tcfg = TrainConfig.from_dict({**base, "model": model.cfg.to_dict()})
+    ck = {"checkpoint_version": CHECKPOINT_VERSION, "train_config": tcfg.to_dict(), "step": 0,
+          "state_dict": model.state_dict(), "n_items": model.n_items, "item_ids": list(item_ids),
+          "stats": {"exported_model": True, "compress_report": compress_report}}
+    if source is not None:
+        src = torch.load(source, weights_only=False, map_location="cpu")
+        ck.update({k: src[k] for k in ("fit_users", "data_fingerprint") if k in src})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ck, tmp)
+    os.replace(tmp, path)
+    return path

@@ -88,3 +88,25 @@ def test_export_errors(model, keys, tmp_path):
         export_bundle(model, tmp_path / "x", quant="int3", key_path=keys / "private.pem")
     with pytest.raises(ExportError):
         export_bundle(model, tmp_path / "x", key_path=keys / "private.pem", item_ids=["a"])
+
+
+def test_saved_model_is_the_shipped_one_after_refinetune(model, keys, tmp_path):
+    """--save-model writes the model the programs were made from: pruned AND re-fine-tuned, not the input."""
+    import numpy as np
+    import torch
+
+    from metarec.export.programs import flatten_head
+    from metarec.sdk.train import load_checkpoint
+
+    def finetune(m, steps):  # stands in for the sdk re-fine-tune: any change export must carry into the file
+        with torch.no_grad():
+            m.head0["u"].add_(0.5)
+        return m
+
+    out = export_bundle(model, tmp_path / "b", prune="dim=16,prototypes=2", key_path=keys / "private.pem",
+                        export_config=FAST, finetune=finetune, model_out=tmp_path / "b.model.pt")
+    assert not (out / "b.model.pt").exists()  # outside the bundle
+    saved, _, _ = load_checkpoint(tmp_path / "b.model.pt")
+    assert (saved.cfg.dim, saved.cfg.n_prototypes) == (16, 2)
+    head0 = np.frombuffer((out / "head0.bin").read_bytes(), "<f4")
+    np.testing.assert_array_equal(flatten_head(saved, saved.head_init()).detach().numpy(), head0)
