@@ -208,10 +208,6 @@ class ScoreModule(nn.Module):
         """softplus as relu(x) + log(1 + exp(-|x|)): delegable (torch's softplus decomposes into portable ops)."""
         return torch.relu(g) + torch.log(1.0 + torch.exp(-torch.abs(g)))
 
-    def trend_weight(self, s):
-        """softplus(trend_gate(s)), shape (1,): the trend weight of items with an id."""
-        return self._softplus(F.linear(s, self.gate_w, self.gate_b)).reshape(1)
-
     def trend_term(self, s, trend):
         """(N,) = model.trend_term: w(s) * trend, plus (w_new(s) - w(s) + offset) * trend for new items (no fit
         event, `item_new` = 1, a baked catalog constant). A catalog with no new item skips the second pass."""
