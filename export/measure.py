@@ -61,13 +61,12 @@ def _p50(fn, runs: int) -> float:
 
 
 def _lower(mod, inputs) -> bytes:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    ep = torch.export.export(mod.eval(), inputs, strict=False)
-    from .programs import _unplanned_inputs
+    from .programs import _unplanned_inputs, score_partitioner
 
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(_unplanned_inputs()).buffer
+    ep = torch.export.export(mod.eval(), inputs, strict=False)
+    return to_edge_transform_and_lower(ep, partitioner=[score_partitioner()]).to_executorch(_unplanned_inputs()).buffer
 
 
 def measure(checkpoint, quant: str = "int4", k_max: int = 100, runs: int = 500) -> dict:
@@ -84,7 +83,9 @@ def measure(checkpoint, quant: str = "int4", k_max: int = 100, runs: int = 500) 
                             ("constant", ConstantTableScore(model, k_max, quant), inputs[:6])):
         data = _lower(mod, args)
         keep.append(data)
-        method = Runtime.get().load_program(data).load_method("forward")
+        program = Runtime.get().load_program(data)
+        keep.append(program)  # the method reads the program: keep it alive as long as the method
+        method = program.load_method("forward")
         lst = list(args)
         out[name] = {"pte_bytes": len(data), "p50_us": _p50(lambda: method.execute(lst), runs)}
     try:

@@ -229,7 +229,7 @@ class Recommender:
                          "scene": self._scene_t, "trend": self._trend, "exclude": u.exclude, "table": self._table_t}
                 u.args, u.args_head, u.args_trend = [named[n] for n in self._score.order], u.head, self._trend
             try:
-                scores_t, ids_t = self._score.execute(u.args)
+                scores_t, ids_t = self._score.execute_bound(u.args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
             return self._results(u, scores_t, ids_t, int(k))

@@ -56,8 +56,11 @@ def _pte(path, name):
 def _run_pte(path, inputs):
     from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(_pte(path, "score.pte")).load_method("forward")
-    return method.execute(inputs)
+    data = _pte(path, "score.pte")  # the program reads constants from these bytes and the method from the program:
+    program = Runtime.get().load_program(data)  # both must outlive the call (temporaries here read freed memory)
+    out = program.load_method("forward").execute(inputs)
+    del program, data
+    return out
 
 
 def test_score_pte_fp32_matches_eager(model, bundles, users):

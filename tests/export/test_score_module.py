@@ -39,9 +39,10 @@ def test_scores_equal_score_from_vectors(tiny, users, switch):
         assert not np.isin(i.numpy(), np.flatnonzero(~keep.numpy())).any()
 
 
-def test_user_vector_is_one_xnnpack_partition(model):
-    """The point of the rewrite: only the table product and topk stay portable (the float16 bias is stored as
-    float32 values, so no cast runs per call)."""
+def test_score_graph_is_one_xnnpack_call_and_topk(model):
+    """The point of the rewrite and of `score_partitioner`: everything but top-k is one delegate call (the user
+    vector, the table product on the input table, bias, trend, exclusion); the float16 bias is stored as float32
+    values, so no cast runs per call."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     table = model.export_item_table()
@@ -55,5 +56,5 @@ def test_user_vector_is_one_xnnpack_partition(model):
             if kind == "KernelCall":
                 kernels.append(plan.operators[ins.instr_args.op_index].name)
             delegates += kind == "DelegateCall"
-    assert delegates == 2, kernels  # user vector; bias + trend + exclusion
-    assert sorted(kernels) == ["aten::mm", "aten::topk"]
+    assert delegates == 1, kernels
+    assert sorted(kernels) == ["aten::topk"]

@@ -240,3 +240,26 @@ def test_heads_are_written_with_the_next_event_not_inside_recommend(bundle_dir, 
     db = sqlite3.connect(state)
     assert sorted(r[0] for r in db.execute("SELECT user_id FROM heads")) == ["a"]
     db.close()
+
+
+@pytest.mark.parametrize("planned", [False, True])
+def test_scene_updates_reach_the_bound_score_program(planned, tiny, keys, tmp_path):
+    """score.pte's inputs stay bound between calls and the scene tensor is rewritten in place. A cold user (no head
+    to re-adapt, so the same input list every call) at several times must match eager each time: for a program
+    with unplanned inputs (bound once: in-place updates are seen) and one with planned inputs (copied in at
+    binding, so the runtime re-binds per call)."""
+    from tiny_bundle import export_programs, write_bundle
+
+    m = tiny[0]
+    programs = export_programs(m, planned_inputs=True) if planned else tiny[1]
+    d = write_bundle(tmp_path / "b", m, programs, keys[0], serial=1)
+    with Recommender.open(d, tmp_path / "state.db", trusted_key=keys[1]) as r:
+        assert r._score.binds_inputs is (not planned)
+        r.set_trending(TrendingPack.from_counts(T0, {ITEM_IDS[3]: 5, ITEM_IDS[7]: 2}))
+        answers = set()
+        for hour in range(0, 48, 5):
+            now = T0 + hour * 3600.0
+            got = [x.item_id for x in r.recommend("cold", now, k=10)]
+            assert got == m.topk([], now, {ITEM_IDS[3]: 5, ITEM_IDS[7]: 2}, k=10), hour
+            answers.add(tuple(got))
+        assert len(answers) > 1  # the scene changes the answer, so a frozen scene input would be caught

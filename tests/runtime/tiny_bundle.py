@@ -131,17 +131,20 @@ class _Adapt(torch.nn.Module):
         return self.m.loss(theta, hist_vecs, hist_mask, scene, target_vecs, target_mask, neg_vecs), scale.detach()
 
 
-def export_programs(m: TinyModel) -> tuple[bytes, bytes]:
-    """score.pte lowered to XNNPACK; adapt.pte as an ExecuTorch training program."""
+def export_programs(m: TinyModel, planned_inputs: bool = False) -> tuple[bytes, bytes]:
+    """score.pte lowered to XNNPACK (inputs not memory-planned, as export writes it, unless `planned_inputs`);
+    adapt.pte as an ExecuTorch training program."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge, to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
     from torch.export.experimental import _export_forward_backward
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex = (torch.zeros(FD), m.phi0, torch.zeros(L, D), torch.zeros(L), torch.zeros(N), torch.zeros(N))
         ep = torch.export.export(_Score(m), ex)
-        score = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        plan = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=planned_inputs))
+        score = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(plan).buffer
         exa = (m.phi0, torch.zeros(L, D), torch.ones(L), torch.zeros(FD), torch.zeros(S, D), torch.ones(S),
                torch.zeros(R, D))
         ep = _export_forward_backward(torch.export.export(_Adapt(m), exa, strict=False))
