@@ -95,20 +95,21 @@ class ScoreModule(nn.Module):
     """score.pte: `MetaRecModel.score_from_vectors` re-expressed in ops XNNPACK delegates, excluded items sunk, top-k.
 
     Same function as the model (tests/export/test_score_module.py checks it against `score_from_vectors` on every
-    ablation switch, K=0..L), written so that the whole user-vector graph is ONE XNNPACK partition. Measured on
-    the default ML-100K bundle (N=1,682, d=16, 1 thread, p50 of Method.execute over 2,000 interleaved calls,
-    load ~2): the straight trace of `user_vector` lowered to 10 partitions + 35 portable kernels, 59.7 us; this
-    form lowers to 2 partitions + 2 portable kernels (the table mm and topk), 43.3 us (load ~9; with a float16
-    bias cast as a third portable kernel 47.0). Where the remaining time goes (variants of this module, same
-    run): ~8 us is Method.execute's floor with 7 inputs, the user vector (one delegate call) ~7 us, the portable
-    table mm ~9 us, bias/trend/exclusion ~3 us, and topk with k_max=100 ~12-15 us (topk with k=10 is ~5 us: the
-    portable kernel's cost grows with k). ONNX Runtime on this same module (model.onnx): 42.4-43.4 us.
+    ablation switch, K=0..L), written so that everything but top-k is ONE XNNPACK call. History, measured on
+    the default ML-100K bundle (N=1,682, d=16, 1 thread): the straight trace of `user_vector` lowered to 10
+    partitions + 35 portable kernels, 59.7 us (p50 of Method.execute, load ~2); the rewrite below with the stock
+    partitioner to 2 partitions + a portable table mm and topk, 43.3 us; with `score_partitioner` (dynamic
+    fully-connected for the table and head products) and k_max=20, 1 partition + topk. Where the time goes now
+    (p50 of bound executes on an idle core, programs cut after each stage):
+    call floor with 7 inputs 2.8 us, user vector ~8 us, table product + bias ~6 us, trend term ~3 us, exclusion
+    0.3 us, topk ~4 us (k=10; k=100 ~6 us more: the portable kernel's cost grows with k).
     Rewrites (each exact for the contract's inputs, hist_mask in {0, 1}):
     - F.normalize(x, eps) -> x / clamp(sqrt(sum(x*x)), eps), the sum as a Linear with a constant ones row;
       F.normalize(prototypes) * exp(proto_temp) is folded into one constant;
     - masked_fill(mask <= 0, -1e4) -> recency * mask + (mask - 1) * 1e4; has = (count > 0) -> clamp(count, max=1);
-    - products with the head (an input, so not a constant weight XNNPACK would take as a Linear) and with the
-      history -> broadcast multiply + Linear with a constant ones row (XNNPACK takes both; a dynamic bmm split the
+    - products with the head and with the history (runtime values, not constant weights) -> F.linear with the
+      value as the weight, delegated as XNNPACK's dynamic fully-connected by `score_partitioner` (first written as a
+      broadcast multiply + a Linear with a constant ones row, before that flag was used; a dynamic bmm split the
       graph into 8 partitions and was slower, 49.5 vs 46.5 us);
     - softplus (decomposed into where/gt/log1p, portable) -> relu(x) + log(1 + exp(-|x|));
     - exclusions: score + exclude * -1e30 instead of where(exclude, -inf): delegable; an excluded item sorts below
@@ -160,13 +161,15 @@ class ScoreModule(nn.Module):
                 const("gate_new_b", model.trend_gate_new.bias)
                 const("item_new", new)
                 self.new_offset = float(cfg.new_trend_offset)
-            for n, width in (("ones_d", d), ("ones_l", L), ("ones_x", 2 * d + sh), ("ones_h", h)):
+            for n, width in (("ones_d", d), ("ones_l", L)):
                 const(n, torch.ones(1, width))
 
     @staticmethod
-    def _rowdot(w, x, ones):
-        """(w * x).sum(-1) as a (1, rows) row: w (rows, c), x (1, c); the sum is a Linear with constant ones."""
-        return F.linear(w * x, ones).reshape(1, -1)
+    def _rowdot(w, x):
+        """w @ x as a (1, rows) row, w (rows, c) a runtime value, x (1, c): a Linear with a non-constant weight,
+        which `score_partitioner` delegates (XNNPACK's dynamic fully-connected). Was (w * x) summed by a Linear with
+        a constant ones row (2 ops each): 24.7 -> 23.8 us per score call (ML-100K, exec only, p50)."""
+        return F.linear(x.reshape(1, -1), w)
 
     def user_vector(self, head, hist_vecs, hist_mask, scene):
         """(z (1, d), scene encoding (1, s)) = the model's user_vector, in delegable ops (class docstring)."""
@@ -182,13 +185,13 @@ class ScoreModule(nn.Module):
         hist_t = hist_vecs.permute(1, 0)  # (d, L)
         logits = F.linear(s, self.prior_w, self.prior_b)
         if cfg.use_prototypes:
-            mean = self._rowdot(hist_t, m, self.ones_l) / torch.clamp(cnt, min=1.0)
+            mean = self._rowdot(hist_t, m) / torch.clamp(cnt, min=1.0)
             unit = mean / torch.clamp(torch.sqrt(F.linear(mean * mean, self.ones_d)), min=1e-6)
             logits = logits + has * F.linear(unit, self.proto_att)
         u0 = F.linear(torch.softmax(logits, -1), self.proto_t)
         if cfg.use_seq:
             w = torch.softmax(self.recency * m + (m - 1.0) * 1e4, -1) * has
-            seq = F.linear(self._rowdot(hist_t, w, self.ones_l), self.transition)
+            seq = F.linear(self._rowdot(hist_t, w), self.transition)
         else:
             seq = torch.zeros_like(u0)
         x = torch.cat([u0, s, seq], -1)
@@ -200,8 +203,8 @@ class ScoreModule(nn.Module):
         b1 = head[o:o + h].reshape(1, h)
         o += h
         w2 = head[o:o + d * h].reshape(d, h)
-        hid = torch.tanh(self._rowdot(w1, x, self.ones_x) + b1)
-        return u0 + seq + u + self._rowdot(w2, hid, self.ones_h), s
+        hid = torch.tanh(self._rowdot(w1, x) + b1)
+        return u0 + seq + u + self._rowdot(w2, hid), s
 
     @staticmethod
     def _softplus(g):

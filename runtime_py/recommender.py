@@ -53,6 +53,11 @@ class Recommendation(NamedTuple):
     because: str  # the recorded item most similar to this one, else the closest prototype's label
 
 
+# Recommendation(a, b, c) runs NamedTuple's Python-level __new__ (~0.35 us); tuple.__new__ builds the same object
+# directly (10 per recommend: ~2.5 us saved a call)
+_new = tuple.__new__
+
+
 class Event(NamedTuple):
     event_id: str
     item_id: str
@@ -366,9 +371,9 @@ class Recommender:
         score.pte sinks excluded items below every real score, so the first k ids are the answer unless the user
         excluded nearly the whole catalog; only then the slow filtering path runs (~3 us saved per call)."""
         item_ids, labels, codes, n = self.item_ids, u.because_labels, u.because_code, self.shapes.N
-        ids = ids_t.numpy()[:k].tolist()
+        ids = ids_t[:k].tolist()
         if u.excluded.isdisjoint(ids) and 0 <= min(ids) and max(ids) < n:
-            picked = list(zip(ids, scores_t.numpy()[:k].tolist()))
+            picked = list(zip(ids, scores_t[:k].tolist()))
         else:
             picked = []
             for i, s in zip(ids_t.tolist(), scores_t.tolist()):
@@ -388,5 +393,5 @@ class Recommender:
                 if u.recent_unit_t is None:
                     u.recent_unit_t = np.ascontiguousarray(self._unit[codes].T)
                 cache.update(zip(missing, (self._unit[missing] @ u.recent_unit_t).argmax(axis=1).tolist()))
-            return [Recommendation(item_ids[i], s, labels[cache[i]]) for i, s in picked]
-        return [Recommendation(item_ids[i], s, labels[codes[i]]) for i, s in picked]
+            return [_new(Recommendation, (item_ids[i], s, labels[cache[i]])) for i, s in picked]
+        return [_new(Recommendation, (item_ids[i], s, labels[codes[i]])) for i, s in picked]
