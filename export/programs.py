@@ -23,9 +23,10 @@ docstring has the current split: on the default d=16 bundle score.pte now beats 
 An ExecuTorch training program (contracts.md): one parameter `delta` (P,), theta = theta0 + scale * delta with
 scale = sqrt(step_sizes(scene)) from the learned Meta-SGD rates and the scene gate; each forward_backward + SGD(lr=1)
 on delta is then exactly one Meta-SGD step on theta. Two methods:
-- `prepare` (inference, stateless, portable: see export_adapt_program): everything of the support loss that the head does not change,
-  once per adaptation: the scene encoding, the prototype mixture u0 and the sequence summary (x = [u0; s; seq] and
-  base = u0 + seq, taken from the sdk's own `user_vector`), the step-size scale, the target weights; packed with
+- `prepare` (inference, stateless, one XNNPACK call: see export_adapt_program): everything of the support loss that
+  the head does not change, once per adaptation: the scene encoding, the prototype mixture u0 and the sequence
+  summary (x = [u0; s; seq] and base = u0 + seq, by score.pte's UserEncoder; AdaptPrepareModule derives the same
+  values from the sdk's own `user_vector` and tests hold them equal), the step-size scale, the target weights; packed with
   theta0 and the target/negative rows into ONE tensor `packed`, because every input of a method call costs ~0.5 us
   of binding on top of a ~4 us call (measured: 1 / 4 / 7 inputs 4.4 / 6.0 / 7.4 us for a one-op program).
 - `forward` (the training method): theta = theta0 + scale * delta; z = base + u + W2 tanh(W1 x + b1); support
@@ -91,6 +92,63 @@ def frozen_copy(model):
     return m
 
 
+def _rowdot(w, x):
+    """w @ x as a (1, rows) row, w (rows, c) a runtime value, x (1, c): a Linear with a non-constant weight, which
+    `score_partitioner` delegates (XNNPACK's dynamic fully-connected). Was (w * x) summed by a Linear with a
+    constant ones row (2 ops each): 24.7 -> 23.8 us per score call (ML-100K, exec only, p50)."""
+    return F.linear(x.reshape(1, -1), w)
+
+
+class UserEncoder(nn.Module):
+    """The head-free part of the model's user vector, (u0, s, seq), in ops XNNPACK delegates (the rewrites are listed
+    in ScoreModule's docstring). Shared by score.pte and adapt.pte's `prepare`, so both compute it the same way."""
+
+    def __init__(self, model):
+        super().__init__()
+        cfg = self.cfg = model.cfg
+        d, L = cfg.dim, cfg.hist_len
+
+        def const(name, t):
+            self.register_buffer(name, t.detach().to(torch.float32).clone().contiguous())
+
+        with torch.no_grad():
+            const("scene_w", model.scene_enc[0].weight)
+            const("scene_b", model.scene_enc[0].bias)
+            const("prior_w", model.proto_prior.weight)
+            const("prior_b", model.proto_prior.bias)
+            const("proto_t", model.prototypes.T)  # u0 = softmax @ prototypes as a Linear
+            const("proto_att", torch.exp(model.proto_temp) * F.normalize(model.prototypes, dim=-1))
+            const("recency", model.recency.reshape(1, L))
+            const("transition", model.transition.weight)
+            for n, width in (("ones_d", d), ("ones_l", L)):
+                const(n, torch.ones(1, width))
+
+    def forward(self, hist_vecs, hist_mask, scene):
+        """(u0, s, seq), each (1, .): the prototype mixture, the scene encoding, the sequence summary."""
+        cfg = self.cfg
+        L = cfg.hist_len
+        sc = scene.reshape(1, -1)
+        if not cfg.use_scene:
+            sc = sc * 0.0
+        s = torch.tanh(F.linear(sc, self.scene_w, self.scene_b))
+        m = hist_mask.reshape(1, L)
+        cnt = F.linear(m, self.ones_l)  # (1, 1)
+        has = torch.clamp(cnt, max=1.0)  # = (cnt > 0) for a {0, 1} mask
+        hist_t = hist_vecs.permute(1, 0)  # (d, L)
+        logits = F.linear(s, self.prior_w, self.prior_b)
+        if cfg.use_prototypes:
+            mean = _rowdot(hist_t, m) / torch.clamp(cnt, min=1.0)
+            unit = mean / torch.clamp(torch.sqrt(F.linear(mean * mean, self.ones_d)), min=1e-6)
+            logits = logits + has * F.linear(unit, self.proto_att)
+        u0 = F.linear(torch.softmax(logits, -1), self.proto_t)
+        if cfg.use_seq:
+            w = torch.softmax(self.recency * m + (m - 1.0) * 1e4, -1) * has
+            seq = F.linear(_rowdot(hist_t, w), self.transition)
+        else:
+            seq = torch.zeros_like(u0)
+        return u0, s, seq
+
+
 class ScoreModule(nn.Module):
     """score.pte: `MetaRecModel.score_from_vectors` re-expressed in ops XNNPACK delegates, excluded items sunk, top-k.
 
@@ -138,18 +196,12 @@ class ScoreModule(nn.Module):
         if tuple(self.names) != ("u", "W1", "b1", "W2") or sizes != [d, h * (2 * d + sh), h, d * h]:
             raise ValueError(f"ScoreModule knows the head (u, W1, b1, W2); got {self.names} {self.shapes}")
 
+        self.enc = UserEncoder(model)
+
         def const(name, t):
             self.register_buffer(name, t.detach().to(torch.float32).clone().contiguous())
 
         with torch.no_grad():
-            const("scene_w", model.scene_enc[0].weight)
-            const("scene_b", model.scene_enc[0].bias)
-            const("prior_w", model.proto_prior.weight)
-            const("prior_b", model.proto_prior.bias)
-            const("proto_t", model.prototypes.T)  # u0 = softmax @ prototypes as a Linear
-            const("proto_att", torch.exp(model.proto_temp) * F.normalize(model.prototypes, dim=-1))
-            const("recency", model.recency.reshape(1, L))
-            const("transition", model.transition.weight)
             const("gate_w", model.trend_gate.weight)
             const("gate_b", model.trend_gate.bias)
             # new items (sdk: item_known = 0) weigh the trend by their own learned gate (model.trend_weights)
@@ -161,39 +213,12 @@ class ScoreModule(nn.Module):
                 const("gate_new_b", model.trend_gate_new.bias)
                 const("item_new", new)
                 self.new_offset = float(cfg.new_trend_offset)
-            for n, width in (("ones_d", d), ("ones_l", L)):
-                const(n, torch.ones(1, width))
-
-    @staticmethod
-    def _rowdot(w, x):
-        """w @ x as a (1, rows) row, w (rows, c) a runtime value, x (1, c): a Linear with a non-constant weight,
-        which `score_partitioner` delegates (XNNPACK's dynamic fully-connected). Was (w * x) summed by a Linear with
-        a constant ones row (2 ops each): 24.7 -> 23.8 us per score call (ML-100K, exec only, p50)."""
-        return F.linear(x.reshape(1, -1), w)
 
     def user_vector(self, head, hist_vecs, hist_mask, scene):
         """(z (1, d), scene encoding (1, s)) = the model's user_vector, in delegable ops (class docstring)."""
         cfg = self.cfg
-        d, h, sh, L = cfg.dim, cfg.head_hidden, cfg.scene_hidden, cfg.hist_len
-        sc = scene.reshape(1, -1)
-        if not cfg.use_scene:
-            sc = sc * 0.0
-        s = torch.tanh(F.linear(sc, self.scene_w, self.scene_b))
-        m = hist_mask.reshape(1, L)
-        cnt = F.linear(m, self.ones_l)  # (1, 1)
-        has = torch.clamp(cnt, max=1.0)  # = (cnt > 0) for a {0, 1} mask
-        hist_t = hist_vecs.permute(1, 0)  # (d, L)
-        logits = F.linear(s, self.prior_w, self.prior_b)
-        if cfg.use_prototypes:
-            mean = self._rowdot(hist_t, m) / torch.clamp(cnt, min=1.0)
-            unit = mean / torch.clamp(torch.sqrt(F.linear(mean * mean, self.ones_d)), min=1e-6)
-            logits = logits + has * F.linear(unit, self.proto_att)
-        u0 = F.linear(torch.softmax(logits, -1), self.proto_t)
-        if cfg.use_seq:
-            w = torch.softmax(self.recency * m + (m - 1.0) * 1e4, -1) * has
-            seq = F.linear(self._rowdot(hist_t, w), self.transition)
-        else:
-            seq = torch.zeros_like(u0)
+        d, h, sh = cfg.dim, cfg.head_hidden, cfg.scene_hidden
+        u0, s, seq = self.enc(hist_vecs, hist_mask, scene)
         x = torch.cat([u0, s, seq], -1)
         o = 0
         u = head[o:o + d].reshape(1, d)
@@ -203,8 +228,8 @@ class ScoreModule(nn.Module):
         b1 = head[o:o + h].reshape(1, h)
         o += h
         w2 = head[o:o + d * h].reshape(d, h)
-        hid = torch.tanh(self._rowdot(w1, x) + b1)
-        return u0 + seq + u + self._rowdot(w2, hid), s
+        hid = torch.tanh(_rowdot(w1, x) + b1)
+        return u0 + seq + u + _rowdot(w2, hid), s
 
     @staticmethod
     def _softplus(g):
@@ -337,6 +362,39 @@ class AdaptPrepareModule(nn.Module):
         return packed, scale
 
 
+class AdaptPrepareXnn(nn.Module):
+    """`prepare` as export writes it: AdaptPrepareModule's outputs (tests/export check them equal) computed by the
+    delegable UserEncoder that score.pte uses, so the whole method is one XNNPACK call under `score_partitioner`.
+    The sdk-traced AdaptPrepareModule ran 92 portable instructions (~24 us per adaptation on ML-100K); the scale
+    expansion is one Linear: scale = sqrt(gate(s)) @ E.T, E[p, j] = sqrt(exp(log_lr[p])) if p is in head tensor j."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.names, self.shapes = head_layout(model)
+        _check_head_layout(self.names, self.shapes)
+        self.enc = UserEncoder(model)
+        sizes = [math.prod(sh) for sh in self.shapes]
+        with torch.no_grad():
+            sqrt_lr = torch.cat([torch.exp(0.5 * model.log_lr[k].detach()).reshape(-1) for k in self.names])
+            group = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+            expand = torch.zeros(sum(sizes), len(sizes))
+            expand[torch.arange(sum(sizes)), group] = sqrt_lr
+            self.register_buffer("expand", expand.contiguous())
+            self.register_buffer("lr_w", model.lr_gate.weight.detach().clone())
+            self.register_buffer("lr_b", model.lr_gate.bias.detach().clone())
+            self.register_buffer("ones_s", torch.ones(1, model.cfg.hist_len))
+
+    def forward(self, theta0, hist_vecs, hist_mask, scene, target_vecs, target_mask, neg_vecs):
+        u0, s, seq = self.enc(hist_vecs, hist_mask, scene)
+        gate = 2.0 * torch.sigmoid(F.linear(s, self.lr_w, self.lr_b))
+        scale = F.linear(torch.sqrt(gate), self.expand).reshape(-1)
+        tm = target_mask.reshape(1, -1)
+        w = tm / torch.clamp(F.linear(tm, self.ones_s[:, :tm.shape[1]]), min=1.0)
+        packed = torch.cat([theta0, scale, torch.cat([u0, s, seq], -1).reshape(-1), (u0 + seq).reshape(-1),
+                            w.reshape(-1), target_vecs.reshape(-1), neg_vecs.reshape(-1)])
+        return packed, scale
+
+
 class AdaptStepModule(nn.Module):
     """adapt.pte's training `forward`: support loss at theta0 + scale * delta from `prepare`'s packed tensor."""
 
@@ -410,17 +468,17 @@ def score_partitioner():
     return XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)
 
 
-def export_adapt_program(model, table: torch.Tensor, xnnpack_prepare: bool = False) -> bytes:
+def export_adapt_program(model, table: torch.Tensor, xnnpack_prepare: bool = True) -> bytes:
     """adapt.pte bytes: `prepare` + the joint forward-backward `forward` (executorch.extension.training) with `delta`
-    inside. `prepare` is portable by default: XNNPACK made it 1.7 KB larger after zlib (7 partitions, each blob with
-    its own header and weights: 16,990 vs 15,245 B, and the bundle budget is 64 KiB) and was not faster within a
-    whole adaptation (112 vs 108 us p50, interleaved, load 10; alone 21 vs 28 us on a quieter machine)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    inside. `prepare` is AdaptPrepareXnn lowered as ONE XNNPACK call (`score_partitioner`): on the default ML-100K
+    bundle 16.8 vs 24.1 us per call and 13,577 vs 15,422 B after zlib against the sdk-traced AdaptPrepareModule
+    run portable (`xnnpack_prepare=False`; 92 instructions). An earlier XNNPACK lowering of the sdk-traced module
+    cut it into 7 partitions and was larger and no faster. The step stays portable (see the module docstring)."""
     from executorch.exir import to_edge_transform_and_lower
     from torch.export.experimental import _export_forward_backward
 
     example = adapt_example_inputs(model, table)
-    prep = AdaptPrepareModule(model).eval()
+    prep = (AdaptPrepareXnn(model) if xnnpack_prepare else AdaptPrepareModule(model)).eval()
     prep_ep = torch.export.export(prep, example, strict=False)
     with torch.no_grad():
         packed, _ = prep(*example)
@@ -429,7 +487,7 @@ def export_adapt_program(model, table: torch.Tensor, xnnpack_prepare: bool = Fal
         raise ValueError(f"prepare packs {tuple(packed.shape)} floats, the step expects {step.packed_size()}")
     step_ep = _export_forward_backward(torch.export.export(step, (packed,), strict=False))
     edge = to_edge_transform_and_lower({"forward": step_ep, ADAPT_PREPARE_METHOD: prep_ep},
-                                       partitioner={"forward": [], ADAPT_PREPARE_METHOD: [XnnpackPartitioner()] if xnnpack_prepare else []})
+                                       partitioner={"forward": [], ADAPT_PREPARE_METHOD: [score_partitioner()] if xnnpack_prepare else []})
     edge._edge_programs["forward"] = _fold_step(edge.exported_program("forward"))
     return edge.to_executorch().buffer
 

@@ -142,6 +142,7 @@ class AdaptProgram:
         self._expected = _adapt_shapes(shapes)
         self.i_loss = io.outputs.index("loss")
         self._prepared = bool(io.prepare_method)
+        self._step_from = self._scale_from = None  # see _step_args
         # named_parameters() exists only after a first forward_backward: run one on zeros to reach delta.
         zeros = {n: np.zeros(s, dtype=np.float32) for n, s in self._expected.items()}
         try:
@@ -151,6 +152,7 @@ class AdaptProgram:
             if list(params) != list(io.parameters):
                 raise BundleError(f"adapt program parameters {list(params)} != manifest {list(io.parameters)}")
             self._delta = params[io.parameters[0]]
+            self._delta_np = self._delta.numpy()
             if tuple(self._delta.shape) != (shapes.P,):
                 raise BundleError(f"adapt parameter is {tuple(self._delta.shape)}, expected ({shapes.P},)")
             if self._prepared and tuple(scale.shape) != (shapes.P,):
@@ -177,9 +179,14 @@ class AdaptProgram:
             return args, None
         io = self.io
         out = self._module.model.run_method(io.prepare_method, args, clone_outputs=False)
-        named = dict(zip(io.inputs, args))
-        named.update(zip(io.prepare_outputs, out))
-        return [named[n] for n in io.step_inputs], named["scale"]
+        if self._step_from is None:  # where each step input comes from: fixed by the manifest, resolved once
+            names = {n: (0, i) for i, n in enumerate(io.inputs)}
+            names.update({n: (1, i) for i, n in enumerate(io.prepare_outputs)})
+            self._step_from = [names[n] for n in io.step_inputs]
+            self._scale_from = names["scale"]
+        src = (args, out)
+        j, i = self._scale_from
+        return [src[a][b] for a, b in self._step_from], src[j][i]
 
     def adapt(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Adapted head (P,) float32 from contract inputs by name (theta0, hist_vecs, ...): float32 numpy arrays or
@@ -195,12 +202,14 @@ class AdaptProgram:
         else:  # `prepare` only reads its inputs: bind the caller's arrays
             args = [_as_input(inputs[n]) for n in io.inputs]
         step_args, scale = self._step_args(args)
-        self._delta.zero_()
+        delta = self._delta_np  # the program's parameter memory, as numpy: zeroing it is 0.3 us (torch zero_: 1.7)
+        delta.fill(0.0)
         run, method, gi, name, step = self._run, io.method, self._grad_index, self._grad_name, self._optimizer.step
         for _ in range(io.inner_steps):
             out = run(method, step_args, clone_outputs=False)
             step({name: out[gi]})
         if scale is None:
             scale = out[io.outputs.index("scale")]
-        head = np.asarray(theta0, dtype=np.float32) + scale.numpy() * self._delta.numpy()
-        return head.astype(np.float32, copy=False)
+        head = scale.numpy() * delta  # a new array: the head outlives this call, scale and delta do not
+        head += theta0
+        return head

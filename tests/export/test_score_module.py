@@ -58,3 +58,27 @@ def test_score_graph_is_one_xnnpack_call_and_topk(model):
             delegates += kind == "DelegateCall"
     assert delegates == 1, kernels
     assert sorted(kernels) == ["aten::topk"]
+
+
+@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_seq"])
+def test_xnnpack_prepare_equals_the_sdk_derived_prepare(tiny, users, switch):
+    """adapt.pte's exported `prepare` (AdaptPrepareXnn, score.pte's UserEncoder) packs the same floats as
+    AdaptPrepareModule, which takes them from the sdk's own user_vector and step_sizes, on every ablation switch and
+    for a user without history."""
+    from metarec.export.programs import AdaptPrepareModule, AdaptPrepareXnn
+
+    model = tiny(**({} if switch is None else {switch: False}))
+    with torch.no_grad():  # a scene gate away from its zero init, so the per-tensor scale expansion is exercised
+        model.lr_gate.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+        model.lr_gate.bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(2))
+    table = model.export_item_table()
+    ref_mod, xnn = AdaptPrepareModule(model).eval(), AdaptPrepareXnn(model).eval()
+    neg = table[model.negatives]
+    theta0 = flatten_head(model, model.head_init()).detach()
+    for u in _users_with_k0(model, table, users):
+        args = (theta0, u["hist_vecs"], u["hist_mask"], u["scene"], u["hist_vecs"], u["hist_mask"], neg)
+        with torch.no_grad():
+            (p_ref, s_ref), (p, s) = ref_mod(*args), xnn(*args)
+        assert p.shape == p_ref.shape
+        np.testing.assert_allclose(p.numpy(), p_ref.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s.numpy(), s_ref.numpy(), rtol=1e-5, atol=1e-7)
