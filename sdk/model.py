@@ -40,7 +40,11 @@ class ModelConfig:
     head_hidden: int = 16  # (int) hidden units of the adaptation head; P = d + h*(2d+s) + h + d*h
     hist_len: int = 10  # (int) L, history slots the phone keeps
     n_negatives: int = 20  # (int) fixed inner-loop negatives (most popular train items)
-    inner_steps: int = 3  # (int) Meta-SGD steps on the phone, 0..3
+    # (int) Meta-SGD steps on the phone, 0..3. 1: on validation users (3 seeds, `python -m metarec.sdk.coldstart
+    # --users val --part ablations --ablation-seeds 0,1,2 --ablations "<3>;<1>;<0>"`) trained with 3 / 1 / 0 steps:
+    # headline HR@10 0.456 / 0.459 / 0.459, Recall@10 on the learning curve at K=3 0.102 / 0.105 / 0.107 -- more
+    # steps bought nothing, and each costs ~19 us on the phone (bench/results/latency.md).
+    inner_steps: int = 1
     init_lr: float = 0.05  # (float) initial per-parameter inner step size (small: meta-training grows it if it pays)
     id_dropout: float = 0.25  # (float) share of items whose id embedding is hidden in training: attributes must carry
     new_item_terms: bool = True  # (bool) id-less items get their own learned bias and trend weight (see item_bias)

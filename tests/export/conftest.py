@@ -12,6 +12,7 @@ def make_model(dim: int = 32, seed: int = 0, **cfg):
     torch.manual_seed(seed)  # MetaRecModel draws its own init from the global generator
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
+    cfg.setdefault("inner_steps", 3)  # the programs' multi-step path (the default model takes 1 step)
     c = ModelConfig(dim=dim, n_prototypes=4, scene_hidden=4, head_hidden=4, hist_len=5, n_negatives=6, **cfg)
     m = MetaRecModel(c, N_ITEMS, (rng.random((N_ITEMS, 6)) < 0.3).astype(np.float32))
     with torch.no_grad():  # an untrained model has zero id embeddings and a zero W2: give every path a signal

@@ -53,7 +53,7 @@ def test_report_files_name_their_command(tmp_path):
     assert (tmp_path / "coldstart.png").stat().st_size > 1000
     required = {"no prototypes", "no scene encoder", "no trending input", "no meta-learning (pretrain + fine-tune)",
                 "maml (2nd order)", "maml (1st order)", "reptile", "metric (no gradient step)",
-                "0 inner steps (trained with 0)", "1 inner step"}  # the list; 3 steps = the full model
+                "0 inner steps (trained with 0)", "3 inner steps"}  # the list; 1 step = the full model
     assert required <= set(ABLATIONS)
 
 
