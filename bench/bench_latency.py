@@ -214,8 +214,8 @@ def adapt_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     fns["adapt.pte (ExecuTorch training runtime)"] = lambda: ap.adapt(named)
     notes["adapt.pte (ExecuTorch training runtime)"] = (
         "the runtime's AdaptProgram: adapt.pte's `prepare` once (if the bundle has one), then inner_steps x "
-        "(training method + the training API's SGD step); all portable kernels, so this row is also the portable "
-        "ExecuTorch number")
+        "(training method + the training API's SGD step); the training step runs portable kernels, `prepare` is one "
+        "XNNPACK call in current bundles (export/programs.py AdaptPrepareXnn)")
     fns["adapt.pte, TrainingModule.forward_backward per step"] = lambda: _public_api_adapt(ap, named)
     notes["adapt.pte, TrainingModule.forward_backward per step"] = (
         "the same program and steps through the training API's Python forward_backward/named_gradients (3 extra "
@@ -416,7 +416,8 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
     data = {"threads": pin, "runs": runs, "bundle": str(bundle), "checkpoint": str(ckpt) if ckpt else None,
             "model_note": model_note, "shapes": bv.shapes, "bundle_files": {p.name: p.stat().st_size for p in
                                                                           sorted(Path(bundle).iterdir())},
-            "score": {}, "adapt": {}, "runtime": {}, "notes": {}, "parity": {}}
+            "score": {}, "adapt": {}, "runtime": {}, "notes": {}, "parity": {},
+            "inner_steps": int(bv.adapt_io.get("inner_steps", 3))}
     # ---- scorers
     fns, notes = score_backends(bv, inp, model)
     keep = {k: v for k, v in fns.items() if k.startswith("_")}
@@ -532,11 +533,11 @@ def analysis(d: dict) -> str:
         ort_a = d["adapt"].get("ONNX Runtime (unrolled steps)", {}).get("p50_us")
         pp = d["programs"].get("adapt.pte prepare")
         out.append(
-            f"- adaptation: {v['value']:.0f} us vs 60 us (+{v['miss_pct']:.0f}%). adapt.pte is a training program "
-            f"lowered without a delegate: each step runs {ap['instructions']} portable instructions "
-            f"({ops(ap)}), times the inner steps, plus the SGD step"
-            + (f", after one `prepare` call of {pp['instructions']} instructions (the head-free part of the loss)"
-               if pp else "")
+            f"- adaptation: {v['value']:.0f} us vs 60 us (+{v['miss_pct']:.0f}%). adapt.pte's training step is "
+            f"portable: each step runs {ap['instructions']} portable instructions "
+            f"({ops(ap)}), times the inner steps ({d.get('inner_steps', '?')}), plus the SGD step"
+            + (f", after one `prepare` call ({pp['instructions']} instructions, {pp['delegate_calls']} XNNPACK "
+               "call(s): the head-free part of the loss)" if pp else "")
             + "; every ExecuTorch method call from Python costs ~4 us plus ~0.5 us per input before any op runs"
             + (f"; the same steps as one ONNX Runtime graph take {ort_a:.0f} us" if ort_a else "")
             + ". ARCHITECTURE.md's 56 us was the stateless unrolled program lowered to XNNPACK (make_fx over "

@@ -48,7 +48,8 @@ def write_latency(d: dict, command: str, out_dir=None) -> None:
     sh = d["shapes"]
     la = d["loadavg_before_after"]
     lines = ["# Latency: recommend and adaptation, per backend (1 thread)", "",
-             f"Bundle `{d['bundle']}` (N={sh['N']}, d={sh['d']}, L={sh['L']}, P={sh['P']}, k_max={sh['k_max']}); "
+             f"Bundle `{d['bundle']}` (N={sh['N']}, d={sh['d']}, L={sh['L']}, P={sh['P']}, k_max={sh['k_max']}, "
+             f"inner steps {d.get('inner_steps', '?')}); "
              f"eager model from `{d['checkpoint']}`" + (f" ({d['model_note']})" if d.get("model_note") else "") + ".",
              f"{d['runs']:,} timed calls per backend after warm-up, backends interleaved in 10 rounds so load from "
              f"other processes hits all alike; process niceness {d['threads'].get('nice', 0)}. "
