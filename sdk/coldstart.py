@@ -36,6 +36,12 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "spread negatives (inner loss)": ({"negatives": "spread"}, {}),
     "next-item support loss": ({}, {"support_target": "next"}),
     "next-item support loss + spread negatives": ({"negatives": "spread"}, {"support_target": "next"}),
+    # adaptation vs the learning curve (wt-ml3; validation users, figures in the TrainConfig / ModelConfig comments)
+    "catalog negatives (inner loss)": ({"negatives": "catalog"}, {}),
+    "catalog negatives + item bias (inner loss)": ({"negatives": "catalog"}, {"inner_bias": True}),
+    "top-10 outer term": ({"topk_weight": 1.0}, {}),
+    "later targets from event 11": ({"later_start": 10}, {}),
+    "later targets weight 1": ({"future_weight": 1.0}, {}),
 }
 FULL = "full (metasgd, 3 steps)"
 

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ TRAIN_CONFIG_VERSION = 1
 NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
 CHECKPOINT_VERSION = 1
 WEEK = 7 * 86400.0
+NEGATIVES = ("popular", "spread", "catalog")
 
 
 @dataclasses.dataclass
@@ -54,7 +56,21 @@ class TrainConfig:
     future_weight: float = 0.3  # (float) weight of the later query items' mean CE next to the next item's CE
     finetune_lr: float = 0.3  # (float) fixed rate of maml / reptile / finetune inner steps
     negatives: str = "popular"  # (str) the inner loop's fixed negatives: "popular" = the top n_negatives fit items;
-    # "spread" = n_negatives items evenly spaced over the fit popularity ranking (head to tail)
+    # "spread" = n_negatives items evenly spaced over the fit popularity ranking (head to tail); "catalog" = every
+    # item with a fit event (R = that count, n_negatives ignored): the inner softmax over the whole catalog, still
+    # a fixed list of gathered rows for the phone (R = 1,682 on ML-100K: the (N, d) table it already holds)
+    topk_weight: float = 0.0  # (float) weight of a top-10 term next to the outer CE: per query item
+    # -log sigmoid((s_target - s_10th) / topk_temp), s_10th = the task's 10th-highest candidate score (not detached:
+    # the item at the cut is pushed down, lambda-style). CE spreads its gradient over the whole ranking; this term
+    # is about the top-10 boundary that HR@10 / Recall@10 count
+    topk_temp: float = 1.0  # (float) temperature of the top-10 term
+    later_start: int = 0  # (int) 0-based event index where the later query items start at the earliest: they are
+    # events max(c+1, later_start) ... (the next item c stays first). 10 = the learning curve's fixed targets
+    # (events 11..20) for every cold task, whatever its support size
+
+    # fields added after version 1 shipped: a saved config without them is read with these values (= the behaviour
+    # it was trained with), not the current defaults
+    LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -80,8 +96,10 @@ class TrainConfig:
             raise ValueError("lr and finetune_lr must be > 0; weight_decay and future_weight >= 0")
         if not 0 <= self.early_frac <= 1:
             raise ValueError("early_frac must be in [0, 1]")
-        if self.negatives not in ("popular", "spread"):
-            raise ValueError(f"negatives must be 'popular' or 'spread', got {self.negatives!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        if not (self.topk_weight >= 0 and self.topk_temp > 0 and self.later_start >= 0):
+            raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
             raise ValueError("ckpt_every must be >= 0")
 
@@ -143,9 +161,11 @@ class TaskBank:
         flat = row[other] * self.n_items + self.log_item[idx[other]]
         return np.bincount(flat, minlength=len(t) * self.n_items).reshape(len(t), self.n_items).astype(np.float32)
 
-    def sample(self, rng: np.random.Generator, batch: int, early_frac: float, n_targets: int) -> dict:
+    def sample(self, rng: np.random.Generator, batch: int, early_frac: float, n_targets: int,
+               later_start: int = 0) -> dict:
         """A batch of tasks as arrays: hist (B, L), hist_mask, scene (B, F), trend (B, N) log1p, targets (B, Q),
-        target_mask, exclude (B, N) bool = every support item (the evaluator excludes them too)."""
+        target_mask, exclude (B, N) bool = every support item (the evaluator excludes them too). targets[:, 0] is
+        the next event c; the later ones start at event max(c + 1, later_start)."""
         j = rng.integers(0, len(self.users), batch)
         n = self.lens[j]
         early = rng.random(batch) < early_frac
@@ -157,6 +177,8 @@ class TaskBank:
         hist_mask = pos >= 0
         hist = np.where(hist_mask, self.items[j[:, None], np.clip(pos, 0, None)], 0)
         qpos = c[:, None] + np.arange(Q)[None, :]
+        if later_start:
+            qpos[:, 1:] = np.maximum(c + 1, later_start)[:, None] + np.arange(Q - 1)[None, :]
         tmask = qpos < n[:, None]
         targets = np.where(tmask, self.items[j[:, None], np.clip(qpos, None, self.items.shape[1] - 1)], 0)
         t = self.ts[j, c]
@@ -171,9 +193,10 @@ class TaskBank:
 
 
 def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom: int, future_weight: float,
-              steps: int | None = None) -> torch.Tensor:
-    """Sum over the batch's tasks of CE(next) + future_weight * mean CE(later items), divided by `denom`
-    (the GLOBAL batch size, so shards add up to the 1-process loss)."""
+              steps: int | None = None, topk_weight: float = 0.0, topk_temp: float = 1.0) -> torch.Tensor:
+    """Sum over the batch's tasks of CE(next) + future_weight * mean CE(later items) (+ topk_weight * the same
+    mix of the top-10 term, see TrainConfig.topk_weight), divided by `denom` (the GLOBAL batch size, so shards
+    add up to the 1-process loss)."""
     steps = learner.train_steps if steps is None else steps
     table, bias = model.item_table(id_keep), model.item_bias(id_keep)
     scores = batch_scores(model, learner, table, bias, b["hist"], b["hist_mask"], b["scene"], b["trend"], steps)
@@ -182,10 +205,19 @@ def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom
         # items without any fit event, which the softmax excludes in training)
         _, dw = model.trend_weights(b["scene"])
         scores = scores + dw[:, None] * (model.item_known * (1.0 - id_keep))[None, :] * b["trend"]
-    logp = F.log_softmax(scores.masked_fill(b["exclude"], -1e9), -1)
-    lp = logp.gather(1, b["targets"]) * b["target_mask"]
-    later = lp[:, 1:].sum(1) / b["target_mask"][:, 1:].sum(1).clamp(min=1.0)
-    loss = -(lp[:, 0] + future_weight * later).sum() / denom
+    masked = scores.masked_fill(b["exclude"], -1e9)
+    logp = F.log_softmax(masked, -1)
+    tm = b["target_mask"]
+
+    def mix(per_target):  # (B, Q) log-likelihood-like terms -> the next + future_weight * mean(later) sum
+        lp = per_target * tm
+        later = lp[:, 1:].sum(1) / tm[:, 1:].sum(1).clamp(min=1.0)
+        return (lp[:, 0] + future_weight * later).sum()
+
+    loss = -mix(logp.gather(1, b["targets"])) / denom
+    if topk_weight > 0:
+        cut = masked.topk(min(10, masked.shape[1]), dim=1).values[:, -1:]  # the 10th-highest candidate score
+        loss = loss - topk_weight * mix(F.logsigmoid((masked.gather(1, b["targets"]) - cut) / topk_temp)) / denom
     if learner.name == "reptile":
         loss = loss + reptile_pull(model, learner, table, b["hist"], b["hist_mask"], b["scene"], b["targets"],
                                    b["target_mask"]) * b["hist"].shape[0] / denom
@@ -212,6 +244,8 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     r = min(cfg.model.n_negatives, len(order))
     if cfg.negatives == "popular":
         neg = order[:r]
+    elif cfg.negatives == "catalog":  # every item with a fit event, most popular first
+        neg = order
     else:  # evenly spaced ranks: the inner gradient pushes away from typical items, not only from the hits
         neg = order[np.linspace(0, len(order) - 1, r).round().astype(np.int64)]
     model = MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
@@ -273,9 +307,10 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     bar = tqdm(range(start, cfg.steps), disable=not (cfg.progress and rank == 0), desc=f"meta-train {cfg.learner}")
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step])
-        b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets)
+        b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets, cfg.later_start)
         id_keep = torch.from_numpy((rng.random(ds.n_items) >= cfg.model.id_dropout).astype(np.float32))
-        loss = task_loss(model, learner, _to_torch(b, lo, hi), id_keep, cfg.batch_size, cfg.future_weight)
+        loss = task_loss(model, learner, _to_torch(b, lo, hi), id_keep, cfg.batch_size, cfg.future_weight,
+                         topk_weight=cfg.topk_weight, topk_temp=cfg.topk_temp)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         if world > 1:
