@@ -42,6 +42,8 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "top-10 outer term": ({"topk_weight": 1.0}, {}),
     "later targets from event 11": ({"later_start": 10}, {}),
     "later targets weight 1": ({"future_weight": 1.0}, {}),
+    "step sizes learn 30x faster": ({"rate_lr_mult": 30.0}, {}),
+    "step sizes learn 30x faster, init 0.3": ({"rate_lr_mult": 30.0}, {"init_lr": 0.3}),
 }
 FULL = "full (metasgd, 3 steps)"
 

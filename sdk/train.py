@@ -68,9 +68,13 @@ class TrainConfig:
     # events max(c+1, later_start) ... (the next item c stays first). 10 = the learning curve's fixed targets
     # (events 11..20) for every cold task, whatever its support size
 
+    rate_lr_mult: float = 1.0  # (float) Adam rate multiplier of the Meta-SGD step sizes (log_lr, lr_gate). At the
+    # dense rate 1e-3, 600 steps move a log step size by <= 0.6: the prior.pt rates ended within 10% of init_lr,
+    # i.e. the "learned" step sizes were not learned
+
     # fields added after version 1 shipped: a saved config without them is read with these values (= the behaviour
     # it was trained with), not the current defaults
-    LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0}
+    LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError("early_frac must be in [0, 1]")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        if not self.rate_lr_mult > 0:
+            raise ValueError("rate_lr_mult must be > 0")
         if not (self.topk_weight >= 0 and self.topk_temp > 0 and self.later_start >= 0):
             raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
@@ -286,12 +292,17 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     learner = cfg.learner_obj()
     ids = [model.item_emb]
     new = [p for n, p in model.named_parameters() if n == "new_bias" or n.startswith("trend_gate_new.")]
+    rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
+        if cfg.rate_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
-            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")]
+            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")
+            and not any(p is q for q in rates)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
-    opt = torch.optim.Adam([{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
-                            {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult},
-                            {"params": new, "lr": cfg.new_item_lr}], lr=cfg.lr)
+    groups = [{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
+              {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult}, {"params": new, "lr": cfg.new_item_lr}]
+    if rates:
+        groups.append({"params": rates, "lr": cfg.lr * cfg.dense_lr_mult * cfg.rate_lr_mult})
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
     start = 0
     if ckpt_path is not None and resume and Path(ckpt_path).is_file():
         ck = torch.load(ckpt_path, weights_only=False)

@@ -120,3 +120,20 @@ def test_topk_term_adds_a_positive_loss_with_gradients():
     assert float(top) > float(base)
     top.backward()
     assert float(m.log_lr["u"].grad.abs().sum()) > 0
+
+
+def test_rate_lr_mult_moves_only_the_step_sizes_faster():
+    from metarec.sdk.train import fit_model
+
+    ds = tiny_dataset()
+    users = np.arange(ds.n_users)
+    slow, _ = fit_model(_cfg(), ds, users)
+    fast, _ = fit_model(_cfg(rate_lr_mult=30.0), ds, users)
+    init = float(np.log(SMALL.init_lr))
+    moved = lambda m: float(sum((m.log_lr[k] - init).abs().max() for k in m.log_lr))  # noqa: E731
+    assert moved(fast) > 10 * moved(slow) > 0
+    # everything else took the same first step (Adam's first update is lr * sign-like: equal groups, equal moves)
+    one = lambda **kw: fit_model(_cfg(steps=1, **kw), ds, users)[0]  # noqa: E731
+    a, b = one(), one(rate_lr_mult=30.0)
+    torch.testing.assert_close(a.head0["W1"], b.head0["W1"])
+    torch.testing.assert_close(a.item_emb, b.item_emb)
