@@ -42,7 +42,16 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "top-10 outer term": ({"topk_weight": 1.0}, {}),
     "later targets from event 11": ({"later_start": 10}, {}),
     "later targets weight 1": ({"future_weight": 1.0}, {}),
+    # the fair no-adaptation twins of the outer-loss options (same outer loss, trained and scored with 0 steps)
+    "top-10 outer term, 0 inner steps": ({"topk_weight": 1.0}, {"inner_steps": 0}),
+    "later targets weight 1, 0 inner steps": ({"future_weight": 1.0}, {"inner_steps": 0}),
+    "later targets from event 11, 0 inner steps": ({"later_start": 10}, {"inner_steps": 0}),
+    "top-10 outer term + later targets weight 1": ({"topk_weight": 1.0, "future_weight": 1.0}, {}),
+    "top-10 outer term + later targets weight 1, 0 inner steps": ({"topk_weight": 1.0, "future_weight": 1.0},
+                                                                  {"inner_steps": 0}),
     "step sizes learn 30x faster": ({"rate_lr_mult": 30.0}, {}),
+    "meta hold-out 30%": ({"meta_holdout_frac": 0.3}, {}),
+    "meta hold-out 30%, step sizes learn 30x faster": ({"meta_holdout_frac": 0.3, "rate_lr_mult": 30.0}, {}),
     "step sizes learn 30x faster, init 0.3": ({"rate_lr_mult": 30.0}, {"init_lr": 0.3}),
 }
 FULL = "full (metasgd, 3 steps)"

@@ -137,3 +137,36 @@ def test_rate_lr_mult_moves_only_the_step_sizes_faster():
     a, b = one(), one(rate_lr_mult=30.0)
     torch.testing.assert_close(a.head0["W1"], b.head0["W1"])
     torch.testing.assert_close(a.item_emb, b.item_emb)
+
+
+def test_meta_holdout_splits_what_learns_from_whom():
+    from metarec.sdk.train import fit_model, meta_holdout_users
+
+    ds = tiny_dataset()
+    users = np.arange(ds.n_users)
+    cfg = _cfg(meta_holdout_frac=0.5, steps=1, batch_size=16)
+    held = meta_holdout_users(cfg, users)
+    assert 0 < len(held) < len(users) and np.array_equal(held, meta_holdout_users(cfg, users))
+    # no held-out task in the batch: the adaptation's init does not move, the ids do
+    only_fit = np.setdiff1d(users, held)
+    m0 = build_model(cfg, ds, users)
+    m, _ = fit_model(cfg, ds, users)
+    assert not torch.allclose(m.item_emb, m0.item_emb)
+    assert not torch.allclose(m.head0["W1"], m0.head0["W1"])  # held-out tasks in a 16-task batch move it
+    cfg_fit = _cfg(meta_holdout_frac=0.5, steps=1, batch_size=16)
+    bank = TaskBank(ds, users, 4)
+    b = bank.sample(np.random.default_rng([cfg.seed, 0]), 16, cfg.early_frac, 3)
+    assert np.isin(b["user"], held).any() and np.isin(b["user"], only_fit).any()
+    # the split backward: ids get nothing from held-out tasks, head0 nothing from the others
+    from metarec.sdk.train import _split_backward
+
+    for keep_held in (True, False):
+        mm = build_model(cfg_fit, ds, users)
+        mm.zero_grad(set_to_none=True)
+        sel = np.isin(b["user"], held) == keep_held
+        sub = {k: torch.from_numpy(np.ascontiguousarray(v[sel])) for k, v in b.items()}
+        _split_backward(mm, cfg_fit.learner_obj(), sub, np.full(sel.sum(), keep_held), None, cfg_fit)
+        ids_moved = float(mm.item_emb.grad.abs().sum()) > 0
+        head_moved = float(mm.head0["W1"].grad.abs().sum()) > 0
+        assert (ids_moved, head_moved) == ((False, True) if keep_held else (True, False))
+        assert float(mm.attr_enc.weight.grad.abs().sum()) > 0  # shared parts learn from both
