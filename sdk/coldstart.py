@@ -52,6 +52,17 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "step sizes learn 30x faster": ({"rate_lr_mult": 30.0}, {}),
     "meta hold-out 30%": ({"meta_holdout_frac": 0.3}, {}),
     "meta hold-out 30%, step sizes learn 30x faster": ({"meta_holdout_frac": 0.3, "rate_lr_mult": 30.0}, {}),
+    "meta hold-out 50%, step sizes learn 30x faster": ({"meta_holdout_frac": 0.5, "rate_lr_mult": 30.0}, {}),
+    "top-10 + later weight 1 + meta hold-out 30% + rates 30x": ({"topk_weight": 1.0, "future_weight": 1.0,
+                                                                 "meta_holdout_frac": 0.3, "rate_lr_mult": 30.0},
+                                                                {}),
+    "top-10 + later weight 1 + meta hold-out 30% + rates 30x, 1500 steps": (
+        {"topk_weight": 1.0, "future_weight": 1.0, "meta_holdout_frac": 0.3, "rate_lr_mult": 30.0, "steps": 1500}, {}),
+    "top-10 outer term + later targets weight 1, 1500 steps, 0 inner steps": (
+        {"topk_weight": 1.0, "future_weight": 1.0, "steps": 1500}, {"inner_steps": 0}),
+    "1500 training steps": ({"steps": 1500}, {}),
+    "top-10 outer term + later targets weight 1, 1500 steps": ({"topk_weight": 1.0, "future_weight": 1.0,
+                                                               "steps": 1500}, {}),
     "step sizes learn 30x faster, init 0.3": ({"rate_lr_mult": 30.0}, {"init_lr": 0.3}),
 }
 FULL = "full (metasgd, 3 steps)"
