@@ -61,6 +61,9 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "top-10 outer term + later targets weight 1, 1500 steps, 0 inner steps": (
         {"topk_weight": 1.0, "future_weight": 1.0, "steps": 1500}, {"inner_steps": 0}),
     "1500 training steps": ({"steps": 1500}, {}),
+    "1500 training steps, 0 inner steps": ({"steps": 1500}, {"inner_steps": 0}),
+    "top-10 weight 0.3 + later targets weight 1, 1500 steps": ({"topk_weight": 0.3, "future_weight": 1.0,
+                                                               "steps": 1500}, {}),
     "top-10 outer term + later targets weight 1, 1500 steps": ({"topk_weight": 1.0, "future_weight": 1.0,
                                                                "steps": 1500}, {}),
     "step sizes learn 30x faster, init 0.3": ({"rate_lr_mult": 30.0}, {"init_lr": 0.3}),
