@@ -113,9 +113,11 @@ def sdk_finetune(ds, fit_users, train_cfg, lr_scale: float = 0.5):
         B = train_cfg.batch_size
         for step in range(steps):
             rng = np.random.default_rng([train_cfg.seed, 1_000_003, step])
-            b = bank.sample(rng, B, train_cfg.early_frac, train_cfg.n_targets)
+            b = bank.sample(rng, B, train_cfg.early_frac, train_cfg.n_targets, train_cfg.later_start)
             keep = torch.from_numpy((rng.random(ds.n_items) >= model.cfg.id_dropout).astype(np.float32))
-            loss = task_loss(model, learner, _to_torch(b, 0, B), keep, B, train_cfg.future_weight)
+            # the prior's own outer loss (top-10 term included): the re-fine-tune must not train another objective
+            loss = task_loss(model, learner, _to_torch(b, 0, B), keep, B, train_cfg.future_weight,
+                             topk_weight=train_cfg.topk_weight, topk_temp=train_cfg.topk_temp)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -73,16 +73,18 @@ class MetaLearner:
         return {k: torch.full_like(v, self.fixed_lr) for k, v in model.head_init().items()}
 
     def adapt_one(self, model, head0: dict, hist_vecs, hist_mask, scene, neg_vecs, steps: int,
-                  extra_targets=None, extra_mask=None) -> dict:
-        """One task's adapted head (vmap this over users). Reptile's inner task may include the query items."""
+                  extra_targets=None, extra_mask=None, hist_bias=None, neg_bias=None, extra_bias=None) -> dict:
+        """One task's adapted head (vmap this over users). Reptile's inner task may include the query items.
+        The biases are used only under `ModelConfig.inner_bias` (rows' item biases: history, negatives, extra)."""
         if steps == 0:
             return head0
-        tv, tm = hist_vecs, hist_mask
+        tv, tm, tb = hist_vecs, hist_mask, hist_bias
         if extra_targets is not None:
             tv, tm = torch.cat([tv, extra_targets]), torch.cat([tm, extra_mask])
+            tb = None if hist_bias is None else torch.cat([hist_bias, extra_bias])
 
         def loss(h):
-            return model.support_loss(h, hist_vecs, hist_mask, scene, tv, tm, neg_vecs)
+            return model.support_loss(h, hist_vecs, hist_mask, scene, tv, tm, neg_vecs, tb, neg_bias)
 
         return inner_adapt(loss, head0, self.rates(model, scene), steps,
                            first_order=self.first_order or not torch.is_grad_enabled())
@@ -94,12 +96,14 @@ def batch_scores(model, learner: MetaLearner, table, bias, hist, hist_mask, scen
     head0 = learner.head0(model)
     neg_vecs = table[model.negatives]
     hist_vecs = table[hist]  # (B, L, d)
+    neg_bias = bias[model.negatives] if model.cfg.inner_bias else None
+    hist_bias = bias[hist] if model.cfg.inner_bias else torch.zeros(hist.shape)
 
-    def one(hv, hm, sc, tr):
-        h = learner.adapt_one(model, head0, hv, hm, sc, neg_vecs, steps)
+    def one(hv, hm, sc, tr, hb):
+        h = learner.adapt_one(model, head0, hv, hm, sc, neg_vecs, steps, hist_bias=hb, neg_bias=neg_bias)
         return model.score_from_vectors(h, hv, hm, sc, tr, table, bias)
 
-    return vmap(one)(hist_vecs, hist_mask, scene, trend)
+    return vmap(one)(hist_vecs, hist_mask, scene, trend, hist_bias)
 
 
 def reptile_pull(model, learner: MetaLearner, table, hist, hist_mask, scene, tgt, tgt_mask) -> torch.Tensor:
@@ -110,10 +114,14 @@ def reptile_pull(model, learner: MetaLearner, table, hist, hist_mask, scene, tgt
     hist_vecs = table[hist].detach()
     tgt_vecs = table[tgt].detach()
     h0 = {k: v.detach() for k, v in head0.items()}
+    ib = model.cfg.inner_bias
+    bias = model.item_bias().detach() if ib else None
+    neg_bias = bias[model.negatives] if ib else None
+    hb, tb = (bias[hist], bias[tgt]) if ib else (torch.zeros(hist.shape), torch.zeros(tgt.shape))
 
-    def one(hv, hm, sc, tv, tm):
-        return learner.adapt_one(model, h0, hv, hm, sc.detach(), neg_vecs, learner.steps, tv, tm)
+    def one(hv, hm, sc, tv, tm, hbi, tbi):
+        return learner.adapt_one(model, h0, hv, hm, sc.detach(), neg_vecs, learner.steps, tv, tm, hbi, neg_bias, tbi)
 
     with torch.no_grad():
-        hT = vmap(one)(hist_vecs, hist_mask, scene, tgt_vecs, tgt_mask)
+        hT = vmap(one)(hist_vecs, hist_mask, scene, tgt_vecs, tgt_mask, hb, tb)
     return sum(0.5 * ((head0[k] - hT[k].mean(0)) ** 2).sum() for k in head0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -60,6 +61,15 @@ class ModelConfig:
     use_seq: bool = True  # (bool) ablation: no sequential summary
     support_target: str = "all"  # (str) inner loss: "all" = each support item from the whole support; "next" =
     # each support item from the items before it only (the outer task's shape: predict what comes next)
+    inner_bias: bool = False  # (bool) inner logits add the item bias (target rows and negative rows): with the
+    # catalog negatives (TrainConfig.negatives="catalog") the inner loss is then the model's own softmax likelihood
+    # of the support items, so the step moves z by "what was picked minus what the model expected"; without the
+    # bias the popular items' pull is missing from the expectation. The phone would need (R,) negative-row biases
+    # (a catalog constant) and the (S,) support rows' biases (gathered from the bias it already holds).
+
+    # fields added after version 1 shipped: a config dict without them is read with these values, which reproduce
+    # the model it was saved with (the dataclass defaults above may change; old checkpoints must not)
+    LEGACY: ClassVar[dict] = {"inner_bias": False}
 
     def __post_init__(self) -> None:
         if self.version != MODEL_CONFIG_VERSION:
@@ -98,7 +108,10 @@ def _from_dict(cls, d: dict):
     unknown = set(d) - known
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**d)
+    # a field missing from `d` (a config saved before the field existed) takes its legacy value, not the current
+    # default: an old checkpoint keeps the behaviour it was trained with
+    legacy = {k: v for k, v in getattr(cls, "LEGACY", {}).items() if k not in d}
+    return cls(**{**legacy, **d})
 
 
 def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None) -> np.ndarray:
@@ -265,15 +278,19 @@ class MetaRecModel(nn.Module):
         return (w + dw * (1.0 - self.item_known)) * trend
 
     def support_loss(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
-                     target_vecs: torch.Tensor, target_mask: torch.Tensor, neg_vecs: torch.Tensor) -> torch.Tensor:
+                     target_vecs: torch.Tensor, target_mask: torch.Tensor, neg_vecs: torch.Tensor,
+                     target_bias: torch.Tensor | None = None, neg_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Inner-loop loss: each target item against the fixed negatives (softmax CE), mean over valid targets.
 
         support_target "all": every target is scored by the user vector of the whole history. "next": target row j
         (same right-aligned layout as the history; the phone passes its history as targets) is scored by the user
         vector of the history rows before j only, re-aligned to the right; rows j >= L (extra targets after the
         history, Reptile's query) see the whole history. Bias and trend are constant in the head, so the loss
-        needs only dot products; 0 when there is no target.
+        needs only dot products; 0 when there is no target. With `inner_bias` the logits add the rows' item biases
+        `target_bias` (S,) and `neg_bias` (R,) (required then: a silent bias-free loss would not be the model's).
         """
+        if self.cfg.inner_bias and (target_bias is None or neg_bias is None):
+            raise ValueError("ModelConfig.inner_bias: support_loss needs target_bias and neg_bias")
         if self.cfg.support_target == "next":
             L, S = hist_vecs.shape[0], target_vecs.shape[0]
             # context of target j = history rows i - (L - min(j, L)), right-aligned; indices < 0 are padding
@@ -287,20 +304,28 @@ class MetaRecModel(nn.Module):
             z = self.user_vector(head, hist_vecs, hist_mask, scene)
             pos = target_vecs @ z  # (S,)
             neg = (neg_vecs @ z)[None, :].expand(pos.shape[0], -1)  # (S, R)
+        if self.cfg.inner_bias:
+            pos, neg = pos + target_bias, neg + neg_bias
         lse = torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1)
         return ((lse - pos) * target_mask).sum() / target_mask.sum().clamp(min=1.0)
 
     # ------------------------------------------------------------------ convenience for the host
     def adapt(self, head: dict, hist_vecs, hist_mask, scene, table: torch.Tensor, steps: int | None = None,
-              rates: dict | None = None) -> dict:
+              rates: dict | None = None, bias: torch.Tensor | None = None, hist_items: torch.Tensor | None = None
+              ) -> dict:
         """Meta-SGD adaptation of one user's head on its support (the phone's program, in eager torch)."""
         from metarec.sdk.meta import inner_adapt  # meta imports model; keep the cycle lazy
 
         steps = self.inner_steps if steps is None else steps
         rates = self.step_sizes(scene) if rates is None else rates
         neg_vecs = table[self.negatives]
+        tb = nb = None
+        if self.cfg.inner_bias:  # the support rows' biases: bias (N,) gathered at the history's item indices
+            if bias is None or hist_items is None:
+                raise ValueError("ModelConfig.inner_bias: adapt needs bias and hist_items")
+            tb, nb = bias[hist_items], bias[self.negatives]
 
         def loss(h):
-            return self.support_loss(h, hist_vecs, hist_mask, scene, hist_vecs, hist_mask, neg_vecs)
+            return self.support_loss(h, hist_vecs, hist_mask, scene, hist_vecs, hist_mask, neg_vecs, tb, nb)
 
         return inner_adapt(loss, head, rates, steps, first_order=True)

@@ -45,15 +45,21 @@ class MetaRecRecommender:
         with torch.no_grad():
             self.head0 = {k: v.detach().clone() for k, v in self.learner.head0(model).items()}
 
-    def history(self, support_items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-aligned last-L history: (L, d) vectors and (L,) mask (row L-1 = newest)."""
+    def history_items(self, support_items: np.ndarray) -> torch.Tensor:
+        """(L,) item indices of the right-aligned last-L history (padding rows: item 0, masked)."""
         items = np.asarray(support_items, np.int64)[-self.L:]
         idx = np.zeros(self.L, np.int64)
-        mask = np.zeros(self.L, np.float32)
         if len(items):
             idx[self.L - len(items):] = items
-            mask[self.L - len(items):] = 1.0
-        return self.table[torch.from_numpy(idx)], torch.from_numpy(mask)
+        return torch.from_numpy(idx)
+
+    def history(self, support_items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-aligned last-L history: (L, d) vectors and (L,) mask (row L-1 = newest)."""
+        n = min(len(support_items), self.L)
+        mask = np.zeros(self.L, np.float32)
+        if n:
+            mask[self.L - n:] = 1.0
+        return self.table[self.history_items(support_items)], torch.from_numpy(mask)
 
     def adapted_head(self, support_items: np.ndarray, scene: np.ndarray) -> dict:
         hv, hm = self.history(support_items)
@@ -63,7 +69,8 @@ class MetaRecRecommender:
             if steps == 0 or hm.sum() == 0:
                 return self.head0
             rates = self.learner.rates(self.model, sc)
-            return self.model.adapt(self.head0, hv, hm, sc, self.table, steps, rates)
+            items = self.history_items(support_items)
+            return self.model.adapt(self.head0, hv, hm, sc, self.table, steps, rates, self.bias, items)
 
     def score(self, q) -> np.ndarray:
         hv, hm = self.history(q.support_items)

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ TRAIN_CONFIG_VERSION = 1
 NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
 CHECKPOINT_VERSION = 1
 WEEK = 7 * 86400.0
+NEGATIVES = ("popular", "spread", "catalog")
 
 
 @dataclasses.dataclass
@@ -42,7 +44,17 @@ class TrainConfig:
     dataset: str = "ml-100k"  # (str) sdk.data.load_dataset name or path
     fit_users: str = "train+val"  # (str) "train" (choices on validation users) or "train+val" (the test run)
     withhold_new_items: bool = False  # (bool) PROTOCOL v1 new-item run: the seeded 10% of items get no events
-    steps: int = 600  # (int) optimizer steps
+    # Default since wt-ml3: steps 1500, future_weight 1.0, topk_weight 1.0 (was 600 / 0.3 / 0). Validation users
+    # (fit on train users), seeds 0 / 1, bench/results/adaptation_val.md:
+    #   Recall@10 K=3 0.127 (0.126 / 0.128) vs 0.103 (0.102 / 0.104); K=5 0.147 vs 0.140; K=10 0.207 vs 0.214;
+    #   headline HR@10 0.452 (0.443 / 0.461) vs 0.450; NDCG@10 0.237 vs 0.239; trained with 0 inner steps the same
+    #   config gets Recall@10 K=3 0.122 (0.119 / 0.126), K=5 0.145 (adaptation +0.005 / +0.002; the previous default
+    #   was 0.007 BELOW its 0-step twin at K=3). ~90 s on one core.
+    # Command: OMP_NUM_THREADS=1 taskset -c 1 python -m metarec.sdk.coldstart --users val --seeds 0
+    #   --ablation-seeds 0,1 --part ablations --ablations "top-10 outer term + later targets weight 1, 1500 steps;
+    #   top-10 outer term + later targets weight 1, 1500 steps, 0 inner steps;previous default (CE, later weight
+    #   0.3, 600 steps);previous default, 0 inner steps" --partial-out val.json
+    steps: int = 1500  # (int) optimizer steps
     batch_size: int = 256  # (int) global tasks per step (split over ranks)
     lr: float = 0.001  # (float) Adam rate of the outer loop (low: stays near the co-occurrence init; val users)
     dense_lr_mult: float = 1.0  # (float) rate multiplier of every parameter but the item id embeddings / biases
@@ -51,10 +63,33 @@ class TrainConfig:
     weight_decay: float = 0.0  # (float) L2 on id embeddings only (keeps rare items near their attribute vector)
     early_frac: float = 0.9  # (float) share of tasks cut at K in 0..hist_len (cold start), rest anywhere
     n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
-    future_weight: float = 0.3  # (float) weight of the later query items' mean CE next to the next item's CE
+    future_weight: float = 1.0  # (float) weight of the later query items' mean CE next to the next item's CE
     finetune_lr: float = 0.3  # (float) fixed rate of maml / reptile / finetune inner steps
     negatives: str = "popular"  # (str) the inner loop's fixed negatives: "popular" = the top n_negatives fit items;
-    # "spread" = n_negatives items evenly spaced over the fit popularity ranking (head to tail)
+    # "spread" = n_negatives items evenly spaced over the fit popularity ranking (head to tail); "catalog" = every
+    # item with a fit event (R = that count, n_negatives ignored): the inner softmax over the whole catalog, still
+    # a fixed list of gathered rows for the phone (R = 1,682 on ML-100K: the (N, d) table it already holds)
+    topk_weight: float = 1.0  # (float) weight of a top-10 term next to the outer CE: per query item
+    # -log sigmoid((s_target - s_10th) / topk_temp), s_10th = the task's 10th-highest candidate score (not detached:
+    # the item at the cut is pushed down, lambda-style). CE spreads its gradient over the whole ranking; this term
+    # is about the top-10 boundary that HR@10 / Recall@10 count
+    topk_temp: float = 1.0  # (float) temperature of the top-10 term
+    later_start: int = 0  # (int) 0-based event index where the later query items start at the earliest: they are
+    # events max(c+1, later_start) ... (the next item c stays first). 10 = the learning curve's fixed targets
+    # (events 11..20) for every cold task, whatever its support size
+
+    meta_holdout_frac: float = 0.0  # (float) share of fit users (seeded) whose tasks train only the adaptation's
+    # init and step sizes, and whose events stay out of the item ids (co-occurrence init and id gradients): on
+    # in-sample users the ids already encode the query items, so adaptation looks better in training than on new
+    # users (val: rates free to grow -> HR@10 0.450 -> 0.413)
+    rate_lr_mult: float = 1.0  # (float) Adam rate multiplier of the Meta-SGD step sizes (log_lr, lr_gate). At the
+    # dense rate 1e-3, 600 steps move a log step size by <= 0.6: the prior.pt rates ended within 10% of init_lr,
+    # i.e. the "learned" step sizes were not learned
+
+    # fields added after version 1 shipped: a saved config without them is read with these values (= the behaviour
+    # it was trained with), not the current defaults
+    LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
+                              "meta_holdout_frac": 0.0}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -80,8 +115,14 @@ class TrainConfig:
             raise ValueError("lr and finetune_lr must be > 0; weight_decay and future_weight >= 0")
         if not 0 <= self.early_frac <= 1:
             raise ValueError("early_frac must be in [0, 1]")
-        if self.negatives not in ("popular", "spread"):
-            raise ValueError(f"negatives must be 'popular' or 'spread', got {self.negatives!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        if not 0 <= self.meta_holdout_frac < 1:
+            raise ValueError("meta_holdout_frac must be in [0, 1)")
+        if not self.rate_lr_mult > 0:
+            raise ValueError("rate_lr_mult must be > 0")
+        if not (self.topk_weight >= 0 and self.topk_temp > 0 and self.later_start >= 0):
+            raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
             raise ValueError("ckpt_every must be >= 0")
 
@@ -143,9 +184,11 @@ class TaskBank:
         flat = row[other] * self.n_items + self.log_item[idx[other]]
         return np.bincount(flat, minlength=len(t) * self.n_items).reshape(len(t), self.n_items).astype(np.float32)
 
-    def sample(self, rng: np.random.Generator, batch: int, early_frac: float, n_targets: int) -> dict:
+    def sample(self, rng: np.random.Generator, batch: int, early_frac: float, n_targets: int,
+               later_start: int = 0) -> dict:
         """A batch of tasks as arrays: hist (B, L), hist_mask, scene (B, F), trend (B, N) log1p, targets (B, Q),
-        target_mask, exclude (B, N) bool = every support item (the evaluator excludes them too)."""
+        target_mask, exclude (B, N) bool = every support item (the evaluator excludes them too). targets[:, 0] is
+        the next event c; the later ones start at event max(c + 1, later_start)."""
         j = rng.integers(0, len(self.users), batch)
         n = self.lens[j]
         early = rng.random(batch) < early_frac
@@ -157,6 +200,8 @@ class TaskBank:
         hist_mask = pos >= 0
         hist = np.where(hist_mask, self.items[j[:, None], np.clip(pos, 0, None)], 0)
         qpos = c[:, None] + np.arange(Q)[None, :]
+        if later_start:
+            qpos[:, 1:] = np.maximum(c + 1, later_start)[:, None] + np.arange(Q - 1)[None, :]
         tmask = qpos < n[:, None]
         targets = np.where(tmask, self.items[j[:, None], np.clip(qpos, None, self.items.shape[1] - 1)], 0)
         t = self.ts[j, c]
@@ -165,15 +210,17 @@ class TaskBank:
         exclude = np.repeat(self.unseen[None, :], batch, 0)
         bi, pi = np.nonzero(sup)
         exclude[bi, self.items[j[bi], pi]] = True
-        return {"hist": hist, "hist_mask": hist_mask.astype(np.float32), "scene": self.scene[j, c],
+        return {"user": self.users[j], "hist": hist, "hist_mask": hist_mask.astype(np.float32),
+                "scene": self.scene[j, c],
                 "trend": np.log1p(self.trend(t, self.users[j])), "targets": targets,
                 "target_mask": tmask.astype(np.float32), "exclude": exclude}
 
 
 def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom: int, future_weight: float,
-              steps: int | None = None) -> torch.Tensor:
-    """Sum over the batch's tasks of CE(next) + future_weight * mean CE(later items), divided by `denom`
-    (the GLOBAL batch size, so shards add up to the 1-process loss)."""
+              steps: int | None = None, topk_weight: float = 0.0, topk_temp: float = 1.0) -> torch.Tensor:
+    """Sum over the batch's tasks of CE(next) + future_weight * mean CE(later items) (+ topk_weight * the same
+    mix of the top-10 term, see TrainConfig.topk_weight), divided by `denom` (the GLOBAL batch size, so shards
+    add up to the 1-process loss)."""
     steps = learner.train_steps if steps is None else steps
     table, bias = model.item_table(id_keep), model.item_bias(id_keep)
     scores = batch_scores(model, learner, table, bias, b["hist"], b["hist_mask"], b["scene"], b["trend"], steps)
@@ -182,14 +229,50 @@ def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom
         # items without any fit event, which the softmax excludes in training)
         _, dw = model.trend_weights(b["scene"])
         scores = scores + dw[:, None] * (model.item_known * (1.0 - id_keep))[None, :] * b["trend"]
-    logp = F.log_softmax(scores.masked_fill(b["exclude"], -1e9), -1)
-    lp = logp.gather(1, b["targets"]) * b["target_mask"]
-    later = lp[:, 1:].sum(1) / b["target_mask"][:, 1:].sum(1).clamp(min=1.0)
-    loss = -(lp[:, 0] + future_weight * later).sum() / denom
+    masked = scores.masked_fill(b["exclude"], -1e9)
+    logp = F.log_softmax(masked, -1)
+    tm = b["target_mask"]
+
+    def mix(per_target):  # (B, Q) log-likelihood-like terms -> the next + future_weight * mean(later) sum
+        lp = per_target * tm
+        later = lp[:, 1:].sum(1) / tm[:, 1:].sum(1).clamp(min=1.0)
+        return (lp[:, 0] + future_weight * later).sum()
+
+    loss = -mix(logp.gather(1, b["targets"])) / denom
+    if topk_weight > 0:
+        cut = masked.topk(min(10, masked.shape[1]), dim=1).values[:, -1:]  # the 10th-highest candidate score
+        loss = loss - topk_weight * mix(F.logsigmoid((masked.gather(1, b["targets"]) - cut) / topk_temp)) / denom
     if learner.name == "reptile":
         loss = loss + reptile_pull(model, learner, table, b["hist"], b["hist_mask"], b["scene"], b["targets"],
                                    b["target_mask"]) * b["hist"].shape[0] / denom
     return loss
+
+
+def _split_backward(model: MetaRecModel, learner: MetaLearner, bt: dict, held: np.ndarray, id_keep,
+                    cfg: "TrainConfig") -> torch.Tensor:
+    """TrainConfig.meta_holdout_frac: the item memory (ids) learns from the other users' tasks only, the
+    adaptation's init and step sizes from the held-out users' tasks only (whose events the ids never saw, as on a
+    new user), everything else from both. Sets .grad; returns the (detached) total loss."""
+    total = torch.zeros(())
+    named = list(model.named_parameters())
+    for _, p in named:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    for part, mask in (("fit", ~held), ("held", held)):
+        if not mask.any():
+            continue
+        idx = torch.from_numpy(np.flatnonzero(mask))
+        sub = {k: v[idx] for k, v in bt.items()}
+        loss = task_loss(model, learner, sub, id_keep, cfg.batch_size, cfg.future_weight,
+                         topk_weight=cfg.topk_weight, topk_temp=cfg.topk_temp)
+        skip = META_PREFIXES if part == "fit" else ID_PARAMS
+        ps = [(n, p) for n, p in named if not n.startswith(skip)]
+        grads = torch.autograd.grad(loss, [p for _, p in ps], allow_unused=True)
+        for (_, p), g in zip(ps, grads):
+            if g is not None:
+                p.grad.add_(g)
+        total = total + loss.detach()
+    return total
 
 
 def _to_torch(b: dict, lo: int, hi: int) -> dict:
@@ -203,6 +286,19 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def meta_holdout_users(cfg: TrainConfig, fit_users: np.ndarray) -> np.ndarray:
+    """The fit users whose tasks train only the meta parameters (TrainConfig.meta_holdout_frac), seeded."""
+    fit_users = np.asarray(fit_users, np.int64)
+    if cfg.meta_holdout_frac <= 0:
+        return fit_users[:0]
+    pick = np.random.default_rng([cfg.seed, 7919]).random(len(fit_users)) < cfg.meta_holdout_frac
+    return np.sort(fit_users[pick])
+
+
+META_PREFIXES = ("head0.", "log_lr.", "lr_gate.")  # the adaptation's init and step sizes
+ID_PARAMS = ("item_emb", "item_bias_id")  # per-item memory of the fit users' events
+
+
 def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     """A fresh model whose negatives are the fit users' most popular items (stored on the model for the phone)."""
     torch.manual_seed(cfg.seed)
@@ -212,6 +308,8 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     r = min(cfg.model.n_negatives, len(order))
     if cfg.negatives == "popular":
         neg = order[:r]
+    elif cfg.negatives == "catalog":  # every item with a fit event, most popular first
+        neg = order
     else:  # evenly spaced ranks: the inner gradient pushes away from typical items, not only from the hits
         neg = order[np.linspace(0, len(order) - 1, r).round().astype(np.int64)]
     model = MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
@@ -219,7 +317,8 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
         model.item_known.copy_(torch.from_numpy((counts > 0).astype(np.float32)))
     if cfg.cooc_init:
         with torch.no_grad():
-            model.item_emb.copy_(torch.from_numpy(cooc_vectors(ds, fit_users, cfg.model.dim)))
+            held = meta_holdout_users(cfg, fit_users)  # their events stay out of the item memory
+            model.item_emb.copy_(torch.from_numpy(cooc_vectors(ds, np.setdiff1d(fit_users, held), cfg.model.dim)))
     return model
 
 
@@ -252,12 +351,17 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     learner = cfg.learner_obj()
     ids = [model.item_emb]
     new = [p for n, p in model.named_parameters() if n == "new_bias" or n.startswith("trend_gate_new.")]
+    rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
+        if cfg.rate_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
-            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")]
+            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")
+            and not any(p is q for q in rates)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
-    opt = torch.optim.Adam([{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
-                            {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult},
-                            {"params": new, "lr": cfg.new_item_lr}], lr=cfg.lr)
+    groups = [{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
+              {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult}, {"params": new, "lr": cfg.new_item_lr}]
+    if rates:
+        groups.append({"params": rates, "lr": cfg.lr * cfg.dense_lr_mult * cfg.rate_lr_mult})
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
     start = 0
     if ckpt_path is not None and resume and Path(ckpt_path).is_file():
         ck = torch.load(ckpt_path, weights_only=False)
@@ -266,6 +370,7 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
             opt.load_state_dict(ck["optimizer"])
             start = ck["step"]
     bank = TaskBank(ds, fit_users, cfg.model.hist_len)
+    held_users = meta_holdout_users(cfg, fit_users) if cfg.meta_holdout_frac > 0 else None
     per = cfg.batch_size // world
     lo, hi = rank * per, (rank + 1) * per
     t0 = time.perf_counter()
@@ -273,11 +378,16 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     bar = tqdm(range(start, cfg.steps), disable=not (cfg.progress and rank == 0), desc=f"meta-train {cfg.learner}")
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step])
-        b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets)
+        b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets, cfg.later_start)
         id_keep = torch.from_numpy((rng.random(ds.n_items) >= cfg.model.id_dropout).astype(np.float32))
-        loss = task_loss(model, learner, _to_torch(b, lo, hi), id_keep, cfg.batch_size, cfg.future_weight)
+        bt = _to_torch(b, lo, hi)
         opt.zero_grad(set_to_none=False)
-        loss.backward()
+        if held_users is None:
+            loss = task_loss(model, learner, bt, id_keep, cfg.batch_size, cfg.future_weight,
+                             topk_weight=cfg.topk_weight, topk_temp=cfg.topk_temp)
+            loss.backward()
+        else:
+            loss = _split_backward(model, learner, bt, np.isin(b["user"][lo:hi], held_users), id_keep, cfg)
         if world > 1:
             for p in model.parameters():
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
