@@ -41,10 +41,14 @@ class ModelConfig:
     head_hidden: int = 16  # (int) hidden units of the adaptation head; P = d + h*(2d+s) + h + d*h
     hist_len: int = 10  # (int) L, history slots the phone keeps
     n_negatives: int = 20  # (int) fixed inner-loop negatives (most popular train items)
-    # (int) Meta-SGD steps on the phone, 0..3. 1: on validation users (3 seeds, `python -m metarec.sdk.coldstart
-    # --users val --part ablations --ablation-seeds 0,1,2 --ablations "<3>;<1>;<0>"`) trained with 3 / 1 / 0 steps:
-    # headline HR@10 0.456 / 0.459 / 0.459, Recall@10 on the learning curve at K=3 0.102 / 0.105 / 0.107 -- more
-    # steps bought nothing, and each costs ~19 us on the phone (bench/results/latency.md).
+    # (int) Meta-SGD steps on the phone, 0..3. 1, chosen on validation users (`python -m metarec.sdk.coldstart
+    # --users val --part ablations --ablation-seeds S --ablations "full (metasgd, 1 step);3 inner steps;0 inner steps
+    # (trained with 0)"`, S = 0 and 1, each trained with its step count). With the current outer loss, 1 / 3 / 0
+    # steps: headline HR@10 0.445 / 0.452 / 0.454, Recall@10 on the learning curve at K=3 0.122 / 0.127 / 0.122, at
+    # K=5 0.146 / 0.147 / 0.145. 3 steps' edge (+0.005 at K=3) is a fifth of the +-0.025 interval of 94 users and
+    # not consistent in HR across the seeds; each step costs ~19 us on the phone (bench/results/latency.md), and 1
+    # step keeps a whole adaptation inside the 60 us budget. (With the earlier CE-only loss, 3 seeds: HR 0.456 /
+    # 0.459 / 0.459 and Recall@10 K=3 0.102 / 0.105 / 0.107 for 3 / 1 / 0 steps.)
     inner_steps: int = 1
     init_lr: float = 0.05  # (float) initial per-parameter inner step size (small: meta-training grows it if it pays)
     id_dropout: float = 0.25  # (float) share of items whose id embedding is hidden in training: attributes must carry
