@@ -19,7 +19,7 @@ import numpy as np
 from metarec.sdk.model import ModelConfig
 from metarec.sdk.train import TrainConfig
 
-# the outer loss / budget before wt-ml3 made the top-10 term, later weight 1 and 1500 steps the default
+# the outer loss / budget of the default (wt-ml3 proposed a top-10 term, later weight 1 and 1500 steps; not adopted)
 PREV_DEFAULT = {"topk_weight": 0.0, "future_weight": 0.3, "steps": 600}
 PREV_MODEL = {"inner_steps": 3}  # the evidence runs below were measured with 3 inner steps (the default then)
 
@@ -72,7 +72,7 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
         {"topk_weight": 1.0, "future_weight": 1.0, "meta_holdout_frac": 0.3, "rate_lr_mult": 30.0}),
     "1500 training steps": _prev({"steps": 1500}),
     "1500 training steps, 0 inner steps": _prev({"steps": 1500}, {"inner_steps": 0}),
-    # = the current default (TrainConfig) and its twin, by name
+    # = the wt-ml3 candidate default (not adopted: see TrainConfig.steps) and its twin, by name
     "top-10 outer term + later targets weight 1, 1500 steps": _prev({"topk_weight": 1.0, "future_weight": 1.0,
                                                                      "steps": 1500}),
     "top-10 outer term + later targets weight 1, 1500 steps, 0 inner steps": _prev(
