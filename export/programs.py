@@ -191,7 +191,7 @@ class ScoreModule(nn.Module):
         if not 1 <= k_max <= self.bias.shape[0]:
             raise ValueError(f"k_max={k_max} must be in [1, N={self.bias.shape[0]}]")
         self.k_max = k_max
-        d, h, sh, L = cfg.dim, cfg.head_hidden, cfg.scene_hidden, cfg.hist_len
+        d, h, sh = cfg.dim, cfg.head_hidden, cfg.scene_hidden
         sizes = [math.prod(s) for s in self.shapes]
         if tuple(self.names) != ("u", "W1", "b1", "W2") or sizes != [d, h * (2 * d + sh), h, d * h]:
             raise ValueError(f"ScoreModule knows the head (u, W1, b1, W2); got {self.names} {self.shapes}")
