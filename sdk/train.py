@@ -48,7 +48,8 @@ class TrainConfig:
     # validation users (seeds 0 / 1, bench/results/adaptation_val.md: Recall@10 K=3 0.127 vs 0.103, K=5 0.147 vs
     # 0.140, headline HR@10 0.452 vs 0.450), but the phone bundle built from it lost 4.7% HR@10 to compression
     # (pruned + int4 0.434 vs fp32 0.455, `python -m metarec.export.report artifacts/prior.pt`: over the 2% budget;
-    # this default loses ~1%) and adaptation still did not beat its 0-step twin. It is the ablation entry
+    # this default measured -1.1% with 3 inner steps and -2.2% with 1, just over too) and adaptation still did not
+    # beat its 0-step twin. It is the ablation entry
     # "top-10 outer term + later targets weight 1, 1500 steps" in sdk/coldstart.py.
     steps: int = 600  # (int) optimizer steps
     batch_size: int = 256  # (int) global tasks per step (split over ranks)
