@@ -389,7 +389,7 @@ class AdaptPrepareXnn(nn.Module):
         gate = 2.0 * torch.sigmoid(F.linear(s, self.lr_w, self.lr_b))
         scale = F.linear(torch.sqrt(gate), self.expand).reshape(-1)
         tm = target_mask.reshape(1, -1)
-        w = tm / torch.clamp(F.linear(tm, self.ones_s[:, :tm.shape[1]]), min=1.0)
+        w = tm / torch.clamp(F.linear(tm, self.ones_s), min=1.0)  # S = hist_len targets (the manifest's S)
         packed = torch.cat([theta0, scale, torch.cat([u0, s, seq], -1).reshape(-1), (u0 + seq).reshape(-1),
                             w.reshape(-1), target_vecs.reshape(-1), neg_vecs.reshape(-1)])
         return packed, scale

@@ -67,7 +67,7 @@ class ScoreProgram:
         # values, so such a program is re-bound on every call (still no output clones).
         self._raw = self._method._method
         self._bound = None
-        self._out = self._out_prev = self._out_np = None  # output views (see _outputs)
+        self._views, self._where, self._stable = None, None, False  # output views (see _outputs)
         self.binds_inputs = not any(meta.input_tensor_meta(i).is_memory_planned() for i in range(meta.num_inputs()))
 
     def execute(self, inputs: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,20 +88,17 @@ class ScoreProgram:
             self._bound = inputs
             return self._outputs(raw)
         raw.execute()
-        if self._out is None:
-            return self._outputs(raw)
-        return self._out
+        return self._views if self._stable else self._outputs(raw)
 
     def _outputs(self, raw) -> tuple[np.ndarray, np.ndarray]:
         """The outputs as numpy views of the program's planned output memory (not copies). Wrapping them costs ~5 us
         a call, and that memory is the same every execute, so the views are kept once two calls agree on it."""
         out = raw.get_outputs(False)
         pair = (out[self.i_scores], out[self.i_ids])
-        prev, self._out = self._out_prev, None
-        if prev is not None and all(a.data_ptr() == b.data_ptr() and a.shape == b.shape for a, b in zip(prev, pair)):
-            self._out = self._out_np
-        self._out_prev, self._out_np = pair, (pair[0].numpy(), pair[1].numpy())
-        return self._out_np
+        where = tuple((t.data_ptr(), tuple(t.shape)) for t in pair)
+        self._stable, self._where = where == self._where, where
+        self._views = (pair[0].numpy(), pair[1].numpy())
+        return self._views
 
 
 def _as_input(a) -> torch.Tensor:
