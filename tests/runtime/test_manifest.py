@@ -7,7 +7,7 @@ import pytest
 
 from metarec.runtime import BundleError, InputError, Manifest, TrendingPack
 from metarec.runtime.manifest import FileEntry, SCHEMA_VERSION
-from metarec.runtime.scene import SceneClock, scene_features
+from metarec.runtime.scene import SceneClock, SceneSpec, scene_features
 from metarec.runtime.signing import generate_keypair, sign_manifest, verify_signature
 from metarec.runtime.table import decode_table, encode_table, table_nbytes
 
@@ -121,11 +121,33 @@ def test_trending_pack_signed_round_trip_and_refusals(tmp_path):
     np.testing.assert_allclose(vec, np.log1p([3.0, 0.0, 2.5]).astype(np.float32))
 
 
-def test_scene_clock_equals_scene_features_exactly():
+@pytest.mark.parametrize("minutes", [60, 15, 0])
+def test_scene_clock_equals_scene_features_exactly(minutes):
     rng = np.random.default_rng(1)
     ts = np.concatenate([rng.uniform(8.7e8, 9.0e8, 3000), rng.uniform(-1e9, 3e9, 3000),
-                         [0.0, 21600.0, -21600.0, 8.8e8 + 0.25]])
-    clock, out = SceneClock(), np.zeros(15, np.float32)
-    ref = scene_features(ts)
+                         [0.0, 21600.0, -21600.0, 8.8e8 + 0.25, 3599.999, 3600.0]])
+    spec = SceneSpec(hour_resolution_minutes=minutes)
+    clock, out = SceneClock(spec), np.zeros(15, np.float32)
+    ref = scene_features(ts, spec)
     mismatches = sum(not np.array_equal(clock.fill(float(t), out), ref[i]) for i, t in enumerate(ts))
     assert mismatches == 0
+
+
+def test_scene_is_constant_within_an_hour_and_moves_between_hours():
+    t = 8.8e8 - (8.8e8 - 6 * 3600) % 3600  # a whole local hour (UTC-6 is a whole-hour offset)
+    f = scene_features([t, t + 1.0, t + 3599.0, t + 3600.0])
+    assert np.array_equal(f[0], f[1]) and np.array_equal(f[0], f[2])
+    assert not np.array_equal(f[2], f[3])
+    exact = scene_features([t, t + 1.0], SceneSpec(hour_resolution_minutes=0))
+    assert not np.array_equal(exact[0], exact[1])  # the legacy spec: the exact time
+    hour = (t - 6 * 3600) % 86400 / 3600
+    np.testing.assert_allclose(f[0, :2], [np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)], atol=1e-6)
+
+
+def test_scene_spec_resolution_is_checked_and_old_manifests_read_exact_time():
+    for bad in (7, -60, 90, 60.0, True):
+        with pytest.raises(ValueError, match="hour_resolution_minutes"):
+            SceneSpec(hour_resolution_minutes=bad)
+    old = {"version": 1, "utc_offset_hours": -6.0, "holiday_window_days": 3}  # a manifest before the field
+    assert SceneSpec.from_dict(old).hour_resolution_minutes == 0
+    assert SceneSpec.from_dict(SceneSpec().to_dict()) == SceneSpec()
