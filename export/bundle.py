@@ -29,7 +29,8 @@ from metarec.runtime.signing import sign_manifest
 from .compress import compress_model, early_histories, quantize_table, sdk_finetune
 from .config import CompressConfig, ExportConfig, parse_prune
 from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS,
-                       ADAPT_STEP_INPUTS, SCORE_INPUTS, SCORE_OUTPUTS,
+                       ADAPT_STEP_INPUTS, RANK_INPUTS, RANK_METHOD, SCORE_CACHE_OUTPUTS, SCORE_INPUTS,
+                       SCORE_OUTPUTS,
                        export_adapt_program, export_score_program, flatten_head, head_layout)
 
 IDS_FILE = "item_ids.bin"
@@ -111,7 +112,7 @@ def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quan
     """Step 2: score.pte and adapt.pte from the (compressed) model and the table the phone will decode."""
     t = torch.from_numpy(np.array(table, dtype=np.float32))
     bias_dtype = torch.float32 if quant == "none" else torch.float16
-    score = export_score_program(model, model.export_item_bias(), t, ecfg.k_max, bias_dtype)
+    score = export_score_program(model, model.export_item_bias(), t, ecfg.k_max, bias_dtype, ecfg.rank_method)
     (out / SCORE_FILE).write_bytes(encode_program(score, ecfg.program_codec))
     (out / ADAPT_FILE).write_bytes(encode_program(export_adapt_program(model, t), ecfg.program_codec))
     return {"score": SCORE_FILE, "adapt": ADAPT_FILE}
@@ -137,7 +138,7 @@ def file_entries(out: Path) -> dict:
 
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
-                   k_max: int, created_at: str | None = None, codec: str = "none") -> bytes:
+                   k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False) -> bytes:
     """Step 4: canonical manifest bytes (runtime_py/manifest.py schema) for a written bundle directory."""
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
@@ -150,6 +151,9 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
                       prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
                       step_inputs=ADAPT_STEP_INPUTS),
     }
+    if rank_method:
+        programs["score"].update(outputs=SCORE_OUTPUTS + SCORE_CACHE_OUTPUTS, rank_method=RANK_METHOD,
+                                 rank_inputs=RANK_INPUTS)
     if "codec" in {f.name for f in dataclasses.fields(rt_manifest.ProgramIO)}:
         for v in programs.values():
             v["codec"] = codec
@@ -253,7 +257,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
                           "onnx": "score.pte I/O" if ecfg.onnx else "none"}}
     manifest = build_manifest(model, qt, file_entries(out), serial=serial or int(time.time()),
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
-                              codec=ecfg.program_codec)
+                              codec=ecfg.program_codec, rank_method=ecfg.rank_method)
     sign_bundle(out, manifest, key_path)
     if model_out is not None:
         save_exported_model(model, model_out, extra.get("train"), ids, creport,

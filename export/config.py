@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import ClassVar
 
 COMPRESS_CONFIG_VERSION = 1
 EXPORT_CONFIG_VERSION = 1
@@ -22,7 +23,7 @@ def _from_dict(cls, d: dict):
     unknown = set(d) - known
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**d)
+    return cls(**{**getattr(cls, "LEGACY", {}), **d})
 
 
 class _JsonConfig:
@@ -125,6 +126,13 @@ class ExportConfig(_JsonConfig):
     program_codec: str = "zlib"  # (str) how .pte files are stored: zlib (runtime: zlib.decompress before loading) | none
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
+    # (bool) score.pte also outputs the user vector and the per-item offset, and has a `rank` method that scores
+    # from them: the runtime then recomputes the user vector only when the user's head, history, scene (whole
+    # hours) or trend pack changed, and otherwise runs only the table product + top-k (programs.RankModule).
+    rank_method: bool = True
+
+    # fields added after version 1 shipped: a config dict without them is read with these values (its behaviour)
+    LEGACY: ClassVar[dict] = {"rank_method": False}
 
     def __post_init__(self) -> None:
         if self.version != EXPORT_CONFIG_VERSION:
@@ -139,3 +147,5 @@ class ExportConfig(_JsonConfig):
             raise ValueError(f"program_codec {self.program_codec!r} unknown; known: {list(PROGRAM_CODECS)}")
         if not isinstance(self.model_version, str):
             raise ValueError("model_version must be a str")
+        if not isinstance(self.rank_method, bool):
+            raise ValueError(f"rank_method must be a bool, got {self.rank_method!r}")

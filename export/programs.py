@@ -50,6 +50,9 @@ from torch import nn
 
 SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude", "table")
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
+SCORE_CACHE_OUTPUTS = ("user_vec", "offset")  # forward's extra outputs when score.pte has a rank method
+RANK_METHOD = "rank"
+RANK_INPUTS = ("user_vec", "offset", "table")
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
 ADAPT_OUTPUTS = ("loss",)  # the training method's outputs
 ADAPT_PARAMETER = "delta"
@@ -246,16 +249,49 @@ class ScoreModule(nn.Module):
         dw = self._softplus(g + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
         return (w + dw * self.item_new) * trend
 
-    def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
-        """(N,) = model.score_from_vectors + exclude * -1e30 (excluded items sink below every real score)."""
-        z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
-        out = F.linear(z, table).reshape(-1) + self.bias
+    def offset(self, s, trend, exclude):
+        """(N,): every score term but the table product: item bias + trend term + exclude * -1e30."""
+        out = self.bias
         if self.cfg.use_trend:
             out = out + self.trend_term(s, trend)
         return out + exclude * EXCLUDED
 
+    def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
+        """(N,) = model.score_from_vectors + exclude * -1e30 (excluded items sink below every real score)."""
+        z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
+        return F.linear(z, table).reshape(-1) + self.offset(s, trend, exclude)
+
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         v, i = torch.topk(self.scores(head, hist_vecs, hist_mask, scene, trend, exclude, table), self.k_max)
+        return v, i
+
+
+class CachingScoreModule(ScoreModule):
+    """score.pte's forward when the program has a rank method: ScoreModule's top-k plus what `rank` needs to redo
+    it without the user vector, (user_vec (1, d), offset (N,)). Same scores, computed as in ScoreModule."""
+
+    def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
+        z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
+        off = self.offset(s, trend, exclude)
+        v, i = torch.topk(F.linear(z, table).reshape(-1) + off, self.k_max)
+        return v, i, z, off
+
+
+class RankModule(nn.Module):
+    """score.pte's `rank` method: top-k of table . user_vec + offset, from forward's cached outputs.
+
+    Between two calls of one user nothing in the user vector changes unless the head, history, scene or trend pack
+    did (the scene is constant for a whole hour, runtime_py/scene.py), so the runtime keeps forward's user_vec and
+    offset per user and runs only this: the table product, one add and top-k, no constants (the user vector was
+    ~8 us of the 25 us program, export/programs.py ScoreModule). The same ops as CachingScoreModule's last
+    line, so the same kernels give the same scores (tests/export check equality)."""
+
+    def __init__(self, k_max: int):
+        super().__init__()
+        self.k_max = k_max
+
+    def forward(self, user_vec, offset, table):
+        v, i = torch.topk(F.linear(user_vec, table).reshape(-1) + offset, self.k_max)
         return v, i
 
 
@@ -447,14 +483,23 @@ def _unplanned_inputs():
 
 
 def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: int,
-                         bias_dtype: torch.dtype = torch.float32) -> bytes:
-    """score.pte bytes: torch.export -> XNNPACK partitioner -> ExecuTorch."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+                         bias_dtype: torch.dtype = torch.float32, rank_method: bool = False) -> bytes:
+    """score.pte bytes: torch.export -> XNNPACK partitioner -> ExecuTorch. With `rank_method`, forward also returns
+    SCORE_CACHE_OUTPUTS and the program has RANK_METHOD (RankModule): both methods one XNNPACK call + top-k."""
     from executorch.exir import to_edge_transform_and_lower
 
-    mod = ScoreModule(model, bias, k_max, bias_dtype).eval()
-    ep = torch.export.export(mod, score_example_inputs(model, table), strict=False)
-    return to_edge_transform_and_lower(ep, partitioner=[score_partitioner()]).to_executorch(_unplanned_inputs()).buffer
+    example = score_example_inputs(model, table)
+    if not rank_method:
+        mod = ScoreModule(model, bias, k_max, bias_dtype).eval()
+        ep = torch.export.export(mod, example, strict=False)
+        return to_edge_transform_and_lower(ep, partitioner=[score_partitioner()]).to_executorch(_unplanned_inputs()).buffer
+    mod = CachingScoreModule(model, bias, k_max, bias_dtype).eval()
+    eps = {"forward": torch.export.export(mod, example, strict=False)}
+    with torch.no_grad():
+        _, _, z, off = mod(*example)
+    eps[RANK_METHOD] = torch.export.export(RankModule(k_max).eval(), (z, off, example[-1]), strict=False)
+    edge = to_edge_transform_and_lower(eps, partitioner={n: [score_partitioner()] for n in eps})
+    return edge.to_executorch(_unplanned_inputs()).buffer
 
 
 def score_partitioner():

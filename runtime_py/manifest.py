@@ -40,6 +40,7 @@ SCHEMA_VERSION = 1
 SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude")
 SCORE_OPTIONAL_INPUTS = ("table",)  # (N, d) float32: the dequantized items.bin, when export keeps it out of score.pte
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
+RANK_INPUTS = ("user_vec", "offset", "table")  # score's optional rank method: from forward's outputs + the table
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
 ADAPT_OUTPUTS = ("loss",)  # and "scale", from the training method or from `prepare`
 TABLE_FORMATS = ("float32", "int8", "int4")
@@ -108,6 +109,11 @@ class ProgramIO:
     prepare_method: str = ""  # adapt only: a stateless method run once per adaptation before the steps ("" = none)
     prepare_outputs: tuple[str, ...] = ()  # its outputs, by name
     step_inputs: tuple[str, ...] = ()  # the training method's inputs, from `inputs` and `prepare_outputs`
+    # score only: a method ranking from forward's cached outputs (user_vec, offset) and the table ("" = none);
+    # it returns (topk_scores, topk_ids) in that order, the same as forward's while the user's head, history,
+    # scene and trend pack are unchanged
+    rank_method: str = ""
+    rank_inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -115,6 +121,15 @@ class ProgramIO:
         object.__setattr__(self, "parameters", tuple(self.parameters))
         object.__setattr__(self, "prepare_outputs", tuple(self.prepare_outputs))
         object.__setattr__(self, "step_inputs", tuple(self.step_inputs))
+        object.__setattr__(self, "rank_inputs", tuple(self.rank_inputs))
+        _check(isinstance(self.rank_method, str), "rank_method must be a str")
+        if self.rank_method:
+            _check(self.rank_method != self.method, "rank_method must differ from method")
+            _check(sorted(self.rank_inputs) == sorted(RANK_INPUTS), f"rank_inputs must be a permutation of "
+                   f"{RANK_INPUTS}")
+            _check({"user_vec", "offset"} <= set(self.outputs), "a rank method needs outputs user_vec and offset")
+        else:
+            _check(not self.rank_inputs, "rank_inputs need a rank_method")
         _check(isinstance(self.prepare_method, str), "prepare_method must be a str")
         if self.prepare_method:
             _check(self.prepare_method != self.method, "prepare_method must differ from method")
@@ -130,7 +145,8 @@ class ProgramIO:
         _check(self.codec in PROGRAM_CODECS, f"program codec {self.codec!r} unknown; known: {PROGRAM_CODECS}")
         _check(_is_int(self.inner_steps) and 0 <= self.inner_steps <= 3, "inner_steps must be in [0, 3]")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0, "lr must be >= 0")
-        for group in (self.inputs, self.outputs, self.parameters, self.prepare_outputs, self.step_inputs):
+        for group in (self.inputs, self.outputs, self.parameters, self.prepare_outputs, self.step_inputs,
+                      self.rank_inputs):
             _check(all(isinstance(n, str) and n for n in group), "program I/O names must be non-empty str")
             _check(len(set(group)) == len(group), f"duplicate program I/O names in {group}")
 
@@ -257,6 +273,7 @@ class Manifest:
         _check("scale" in adapt.outputs or "scale" in adapt.prepare_outputs,
                "adapt must output `scale` (from its training method or its prepare method)")
         _check(not self.programs["score"].prepare_method, "score has no prepare method")
+        _check(not adapt.rank_method, "adapt has no rank method")
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file,
                       self.item_ids_file]

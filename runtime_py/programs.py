@@ -27,59 +27,29 @@ def _adapt_shapes(sh: Shapes) -> dict[str, tuple]:
             "target_vecs": (sh.S, sh.d), "target_mask": (sh.S,), "neg_vecs": (sh.R, sh.d)}
 
 
-class ScoreProgram:
-    """score.pte: (head, hist_vecs, hist_mask, scene, trend, exclude) -> (topk_scores, topk_ids), in the
-    manifest's input order."""
+class _BoundMethod:
+    """One loaded method run the hot-path way: inputs bound once per input-list object, outputs read as views.
 
-    def __init__(self, data: bytes, io: ProgramIO, shapes: Shapes):
-        from executorch.runtime import Runtime  # imported here: loading it is slow and only needed with a bundle
+    The pybinding's method object keeps inputs bound by set_inputs across executes. score.pte's inputs are not
+    memory-planned (export/programs.py), so binding aliases the caller's tensors and a tensor updated in place (the
+    scene, every call) needs no re-binding. Measured on the default ML-100K bundle (1 thread, p50 of 3,000 calls on
+    an idle core): Method.execute(inputs) 35.6 us vs bound execute + uncloned outputs 31.4 us, the 4 us being
+    per-call input conversion and output clones. A program whose inputs ARE memory-planned copies them in at
+    set_inputs: binding once would freeze the values, so such a method is re-bound on every call."""
 
-        try:
-            program = Runtime.get().load_program(data)
-            if io.method not in program.method_names:
-                raise BundleError(f"score program has no method {io.method!r} (has {sorted(program.method_names)})")
-            meta = program.metadata(io.method)
-            self._method = program.load_method(io.method)
-        except BundleError:
-            raise
-        except Exception as e:  # the pybinding raises RuntimeError/ValueError for malformed programs
-            raise BundleError(f"score program cannot be loaded: {e}") from e
-        self._program = program  # keep alive: the method refers to it
-        expected = _score_shapes(shapes)
-        if meta.num_inputs() != len(io.inputs):
-            raise BundleError(f"score program takes {meta.num_inputs()} inputs, manifest lists {len(io.inputs)}")
-        for i, name in enumerate(io.inputs):
-            tm = meta.input_tensor_meta(i)
-            if tuple(tm.sizes()) != expected[name] or tm.dtype() != _FLOAT:
-                raise BundleError(f"score input {i} ({name}) is {tuple(tm.sizes())}, expected {expected[name]} f32")
-        self.order = io.inputs
-        self.i_scores = io.outputs.index("topk_scores")
-        self.i_ids = io.outputs.index("topk_ids")
-        if tuple(meta.output_tensor_meta(self.i_ids).sizes()) != (shapes.k_max,):
-            raise BundleError(f"score program's top-k size differs from k_max={shapes.k_max}")
-
-        # The pybinding's method object: inputs bound once (set_inputs) stay bound across executes. score.pte's
-        # inputs are not memory-planned (export/programs.py), so binding aliases the caller's tensors and a tensor
-        # updated in place (the scene, every call) needs no re-binding. Measured on the default ML-100K bundle
-        # (1 thread, p50 of 3,000 calls on an idle core): Method.execute(inputs) 35.6 us vs bound
-        # execute + uncloned outputs 31.4 us, the 4 us being per-call input conversion and output clones.
-        # A program whose inputs ARE memory-planned copies them in at set_inputs: binding once would freeze the
-        # values, so such a program is re-bound on every call (still no output clones).
-        self._raw = self._method._method
+    def __init__(self, method, meta, picks: tuple[int, ...]):
+        self.method = method
+        self._raw = method._method
+        self._picks = picks  # the output indices returned, in this order
         self._bound = None
         self._views, self._where, self._stable = None, None, False  # output views (see _outputs)
         self.binds_inputs = not any(meta.input_tensor_meta(i).is_memory_planned() for i in range(meta.num_inputs()))
 
-    def execute(self, inputs: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run on tensors already in `self.order`; returns (scores, ids), best first (fresh tensors)."""
-        out = self._method.execute(inputs)
-        return out[self.i_scores], out[self.i_ids]
-
-    def execute_bound(self, inputs: list) -> tuple[np.ndarray, np.ndarray]:
-        """`execute` for the hot path: binds `inputs` only when it is a different list object than last time (the
-        caller keeps one list per user and never mutates it, only the tensors' contents), and returns (scores, ids)
-        as numpy views of the program's own output memory: read them before the next call. `inputs` stays
-        referenced (so bound memory stays alive) until another list is bound."""
+    def execute_bound(self, inputs: list) -> tuple[np.ndarray, ...]:
+        """Run on `inputs`, binding them only when it is a different list object than last time (the caller keeps
+        one list per user and never mutates it, only the tensors' contents); returns the picked outputs as numpy
+        views of the program's own output memory: read them before the next call. `inputs` stays referenced (so
+        bound memory stays alive) until another list is bound."""
         raw = self._raw
         if inputs is not self._bound or not self.binds_inputs:
             self._bound = None  # a failed set_inputs must not leave a stale binding marked as current
@@ -90,15 +60,93 @@ class ScoreProgram:
         raw.execute()
         return self._views if self._stable else self._outputs(raw)
 
-    def _outputs(self, raw) -> tuple[np.ndarray, np.ndarray]:
+    def _outputs(self, raw) -> tuple[np.ndarray, ...]:
         """The outputs as numpy views of the program's planned output memory (not copies). Wrapping them costs ~5 us
         a call, and that memory is the same every execute, so the views are kept once two calls agree on it."""
         out = raw.get_outputs(False)
-        pair = (out[self.i_scores], out[self.i_ids])
-        where = tuple((t.data_ptr(), tuple(t.shape)) for t in pair)
+        picked = tuple(out[i] for i in self._picks)
+        where = tuple((t.data_ptr(), tuple(t.shape)) for t in picked)
         self._stable, self._where = where == self._where, where
-        self._views = (pair[0].numpy(), pair[1].numpy())
+        self._views = tuple(t.numpy() for t in picked)
         return self._views
+
+
+class ScoreProgram:
+    """score.pte: (head, hist_vecs, hist_mask, scene, trend, exclude[, table]) -> (topk_scores, topk_ids), in the
+    manifest's input order. With a rank method (manifest `rank_method`), forward also returns the user vector and
+    the per-item offset, and `rank_bound` redoes the top-k from them and the table alone."""
+
+    def __init__(self, data: bytes, io: ProgramIO, shapes: Shapes):
+        from executorch.runtime import Runtime  # imported here: loading it is slow and only needed with a bundle
+
+        try:
+            program = Runtime.get().load_program(data)
+            for name in filter(None, (io.method, io.rank_method)):
+                if name not in program.method_names:
+                    raise BundleError(f"score program has no method {name!r} (has {sorted(program.method_names)})")
+            meta = program.metadata(io.method)
+            self._method = program.load_method(io.method)
+            rank_meta = program.metadata(io.rank_method) if io.rank_method else None
+            rank = program.load_method(io.rank_method) if io.rank_method else None
+        except BundleError:
+            raise
+        except Exception as e:  # the pybinding raises RuntimeError/ValueError for malformed programs
+            raise BundleError(f"score program cannot be loaded: {e}") from e
+        self._program = program  # keep alive: the methods refer to it
+        expected = _score_shapes(shapes)
+        _check_inputs("score", meta, io.inputs, expected)
+        self.order = io.inputs
+        self.i_scores = io.outputs.index("topk_scores")
+        self.i_ids = io.outputs.index("topk_ids")
+        if meta.num_outputs() != len(io.outputs):
+            raise BundleError(f"score program returns {meta.num_outputs()} outputs, manifest lists {len(io.outputs)}")
+        if tuple(meta.output_tensor_meta(self.i_ids).sizes()) != (shapes.k_max,):
+            raise BundleError(f"score program's top-k size differs from k_max={shapes.k_max}")
+        picks = (self.i_scores, self.i_ids)
+        self.rank_order = io.rank_inputs
+        self._rank = None
+        if rank is not None:
+            cache = {"user_vec": (1, shapes.d), "offset": (shapes.N,)}
+            for name, shape in cache.items():
+                if tuple(meta.output_tensor_meta(io.outputs.index(name)).sizes()) != shape:
+                    raise BundleError(f"score output {name} is not {shape}")
+            picks += tuple(io.outputs.index(n) for n in cache)
+            _check_inputs("rank", rank_meta, io.rank_inputs, {**cache, "table": (shapes.N, shapes.d)})
+            ids_meta = rank_meta.output_tensor_meta(1) if rank_meta.num_outputs() == 2 else None
+            if ids_meta is None or tuple(ids_meta.sizes()) != (shapes.k_max,) or ids_meta.dtype() != _LONG:
+                raise BundleError(f"rank method must return (topk_scores, topk_ids int64) of size k_max={shapes.k_max}")
+            self._rank = _BoundMethod(rank, rank_meta, (0, 1))
+        self._fwd = _BoundMethod(self._method, meta, picks)
+        self._raw = self._fwd._raw
+        self.binds_inputs = self._fwd.binds_inputs
+
+    @property
+    def has_rank(self) -> bool:
+        return self._rank is not None
+
+    def execute(self, inputs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run on tensors already in `self.order`; returns (scores, ids), best first (fresh tensors)."""
+        out = self._method.execute(inputs)
+        return out[self.i_scores], out[self.i_ids]
+
+    def execute_bound(self, inputs: list) -> tuple[np.ndarray, ...]:
+        """forward for the hot path (`_BoundMethod.execute_bound`): (scores, ids) as views of the program's output
+        memory, then (user_vec, offset) when the program has a rank method. Read them before the next call."""
+        return self._fwd.execute_bound(inputs)
+
+    def rank_bound(self, inputs: list) -> tuple[np.ndarray, np.ndarray]:
+        """The rank method on inputs in `self.rank_order` (user_vec and offset from an earlier forward on the same
+        user state and scene, and the table): (scores, ids) as views, exactly like `execute_bound`'s."""
+        return self._rank.execute_bound(inputs)
+
+
+def _check_inputs(what: str, meta, names: tuple, expected: dict) -> None:
+    if meta.num_inputs() != len(names):
+        raise BundleError(f"{what} program takes {meta.num_inputs()} inputs, manifest lists {len(names)}")
+    for i, name in enumerate(names):
+        tm = meta.input_tensor_meta(i)
+        if tuple(tm.sizes()) != expected[name] or tm.dtype() != _FLOAT:
+            raise BundleError(f"{what} input {i} ({name}) is {tuple(tm.sizes())}, expected {expected[name]} f32")
 
 
 def _as_input(a) -> torch.Tensor:

@@ -69,7 +69,7 @@ class _User:
 
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
                  "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
-                 "args_trend", "recent_unit_t", "because_of")
+                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -86,6 +86,8 @@ class _User:
         self.args, self.args_head, self.args_trend = None, None, None
         self.recent_unit_t = None  # (d, R) unit vectors of the recent items in because_code (lazily)
         self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
+        # score.pte's rank inputs: forward's user vector and offset, valid for `args` and the scene `rank_key`
+        self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
 
 
 def _check_id(value, what: str) -> str:
@@ -226,15 +228,22 @@ class Recommender:
             else:
                 self._users.move_to_end(user_id)
             self._clock.fill(now, self._scene_np)
-            if u.head_scene != b"" and (u.head is None or (self._query_scene and
-                                                            u.head_scene != self._scene_np.tobytes())):
+            scene_key = self._scene_np.tobytes()
+            if u.head_scene != b"" and (u.head is None or (self._query_scene and u.head_scene != scene_key)):
                 self._adapt_user(user_id, u)
             if u.args_head is not u.head or u.args_trend is not self._trend:  # built once per head / trend pack
                 named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask,
                          "scene": self._scene_t, "trend": self._trend, "exclude": u.exclude, "table": self._table_t}
                 u.args, u.args_head, u.args_trend = [named[n] for n in self._score.order], u.head, self._trend
+                u.rank_key = None
             try:
-                scores_t, ids_t = self._score.execute_bound(u.args)
+                if u.rank_key == scene_key:  # same head, history, trend and scene: only the table product + top-k
+                    scores_t, ids_t = self._score.rank_bound(u.rank_args)
+                else:
+                    out = self._score.execute_bound(u.args)
+                    scores_t, ids_t = out[0], out[1]
+                    if len(out) == 4:
+                        self._keep_rank_inputs(u, out[2], out[3], scene_key)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
             return self._results(u, scores_t, ids_t, int(k))
@@ -310,6 +319,18 @@ class Recommender:
         if len(self._users) > self._MAX_CACHED_USERS:
             self._users.popitem(last=False)
         return u
+
+    def _keep_rank_inputs(self, u: _User, vec: np.ndarray, offset: np.ndarray, scene_key: bytes) -> None:
+        """Copy forward's user vector and offset (views of the program's output memory) into the user's own
+        arrays, which score.pte's rank method takes until the head, history, trend pack or scene changes."""
+        if u.rank_args is None:
+            u.vec_np, u.offset_np = np.empty_like(vec), np.empty_like(offset)
+            named = {"user_vec": torch.from_numpy(u.vec_np), "offset": torch.from_numpy(u.offset_np),
+                     "table": self._table_t}
+            u.rank_args = [named[n] for n in self._score.rank_order]
+        np.copyto(u.vec_np, vec)
+        np.copyto(u.offset_np, offset)
+        u.rank_key = scene_key
 
     def _adapt_user(self, user_id: str, u: _User) -> None:
         """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`); the head goes to the store

@@ -16,7 +16,7 @@ def test_compress_config_rejects(kw):
         CompressConfig(**kw)
 
 
-@pytest.mark.parametrize("kw", [dict(k_max=0), dict(table_mode="constant"), dict(version=2)])
+@pytest.mark.parametrize("kw", [dict(k_max=0), dict(table_mode="constant"), dict(version=2), dict(rank_method=1)])
 def test_export_config_rejects(kw):
     with pytest.raises(ValueError):
         ExportConfig(**kw)
@@ -40,3 +40,10 @@ def test_group_size_capped_at_d():
     assert CompressConfig(quant="int4").table_group_size(64) == 32
     with pytest.raises(ValueError):
         CompressConfig(quant="int4").table_group_size(48)
+
+
+def test_export_config_without_newer_fields_reads_as_it_was_written():
+    """A bundle's recorded export config from before `rank_method` existed means a score.pte without it."""
+    old = {k: v for k, v in ExportConfig().to_dict().items() if k != "rank_method"}
+    assert ExportConfig.from_dict(old).rank_method is False
+    assert ExportConfig().rank_method is True

@@ -60,7 +60,7 @@ def _run_pte(path, inputs):
     program = Runtime.get().load_program(data)  # both must outlive the call (temporaries here read freed memory)
     out = program.load_method("forward").execute(inputs)
     del program, data
-    return out
+    return out[:2]  # (topk_scores, topk_ids); a program with a rank method also returns (user_vec, offset)
 
 
 def test_score_pte_fp32_matches_eager(model, bundles, users):

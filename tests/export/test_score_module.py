@@ -82,3 +82,36 @@ def test_xnnpack_prepare_equals_the_sdk_derived_prepare(tiny, users, switch):
         assert p.shape == p_ref.shape
         np.testing.assert_allclose(p.numpy(), p_ref.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(s.numpy(), s_ref.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_rank_method_ranks_exactly_like_forward(model, users):
+    """score.pte with a rank method: forward's extra outputs (user_vec, offset) fed to `rank` with the same table
+    give forward's scores and ids bit for bit (the runtime serves repeat calls from them), and forward's top-k
+    matches ScoreModule's. Both methods are one XNNPACK call + top-k, and `rank` copies no constant."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.runtime import Runtime
+
+    table, bias = model.export_item_table(), model.export_item_bias()
+    pte = export_score_program(model, bias, table, 20, torch.float16, rank_method=True)
+    prog = Runtime.get().load_program(pte)
+    fwd, rank = prog.load_method("forward"), prog.load_method("rank")
+    ref = ScoreModule(model, bias, 20, torch.float16).eval()
+    head = flatten_head(model, model.head_init()).detach()
+    for u in _users_with_k0(model, table, users):
+        args = [head, u["hist_vecs"], u["hist_mask"], u["scene"], u["trend"], u["exclude"], table]
+        v, i, z, off = (t.clone() for t in fwd.execute(args))
+        assert z.shape == (1, table.shape[1]) and off.shape == (table.shape[0],)
+        rv, ri = rank.execute([z, off, table])
+        assert torch.equal(rv, v) and torch.equal(ri, i)
+        with torch.no_grad():
+            ev, ei = ref(*args)
+        np.testing.assert_allclose(v.numpy(), ev.numpy(), rtol=1e-5, atol=1e-5)
+        assert (i == ei).float().mean() >= 0.9  # near-ties may swap neighbours; the scores above hold tight
+    plans = getattr(deserialize_pte_binary(pte), "program", None) or deserialize_pte_binary(pte)
+    for plan in plans.execution_plan:
+        kinds = [type(ins.instr_args).__name__ for c in plan.chains for ins in c.instructions]
+        assert kinds.count("DelegateCall") == 1, (plan.name, kinds)
+        assert [plan.operators[ins.instr_args.op_index].name for c in plan.chains for ins in c.instructions
+                if type(ins.instr_args).__name__ == "KernelCall"] == ["aten::topk"], plan.name
+    assert sorted(p.name for p in plans.execution_plan) == ["forward", "rank"]
+    assert len(pte) - len(export_score_program(model, bias, table, 20, torch.float16)) < 4096  # no constant copied

@@ -24,14 +24,22 @@ def tiny():
     return m, export_programs(m)
 
 
+@pytest.fixture(scope="session")
+def tiny_rank_programs(tiny):
+    """The tiny model's programs with score.pte's rank method (export's default form)."""
+    return export_programs(tiny[0], rank=True)
+
+
 @pytest.fixture
-def make_bundle(tmp_path, tiny, keys):
-    """make_bundle(name, serial=1, **kw) -> a fresh signed bundle dir under tmp_path."""
-    def make(name: str = "bundle", serial: int = 1, **kw) -> Path:
-        return write_bundle(tmp_path / name, tiny[0], tiny[1], keys[0], serial=serial, **kw)
+def make_bundle(tmp_path, tiny, keys, tiny_rank_programs):
+    """make_bundle(name, serial=1, rank=False, **kw) -> a fresh signed bundle dir under tmp_path."""
+    def make(name: str = "bundle", serial: int = 1, rank: bool = False, **kw) -> Path:
+        programs = tiny_rank_programs if rank else tiny[1]
+        return write_bundle(tmp_path / name, tiny[0], programs, keys[0], serial=serial, rank=rank, **kw)
     return make
 
 
-@pytest.fixture
-def bundle_dir(make_bundle):
-    return make_bundle()
+@pytest.fixture(params=[False, True], ids=["forward", "rank"])
+def bundle_dir(make_bundle, request):
+    """Every test on a bundle runs on score.pte without and with the rank method."""
+    return make_bundle(rank=request.param)

@@ -47,6 +47,16 @@ def test_manifest_round_trip_is_canonical(bundle_dir):
     (lambda d: d["item_table"].update(format="int3"), "table format"),
     (lambda d: d.update(serial=True), "serial"),
     (lambda d: d["scene_spec"].update(version=9), "SceneSpec version"),
+    (lambda d: d["scene_spec"].update(hour_resolution_minutes=7), "hour_resolution_minutes"),
+    (lambda d: d["programs"]["score"].update(rank_method="rank", rank_inputs=["user_vec", "table"]), "rank_inputs"),
+    (lambda d: d["programs"]["score"].update(rank_method="rank", rank_inputs=["user_vec", "offset", "table"],
+                                             outputs=["topk_scores", "topk_ids"]), "needs outputs user_vec and offset"),
+    (lambda d: d["programs"]["score"].update(rank_method="forward", rank_inputs=["user_vec", "offset", "table"],
+                                             outputs=["topk_scores", "topk_ids", "user_vec", "offset"]), "differ"),
+    (lambda d: d["programs"]["score"].update(rank_method="", rank_inputs=["user_vec", "offset", "table"]),
+     "need a rank_method"),
+    (lambda d: d["programs"]["adapt"].update(rank_method="rank", rank_inputs=["user_vec", "offset", "table"],
+                                             outputs=["loss", "scale", "user_vec", "offset"]), "adapt has no rank"),
 ])
 def test_manifest_refuses_invalid_with_bundle_error(bundle_dir, mutate, needle):
     d = json.loads((bundle_dir / "manifest.json").read_bytes())

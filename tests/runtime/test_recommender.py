@@ -59,7 +59,9 @@ def test_top_k_equals_eager_adapted_model(rec, tiny):
             rec.set_trending(TrendingPack.from_counts(T0 + 4e5, counts))
         else:
             rec.set_trending(TrendingPack.from_counts(T0 + 4e5, {}))
-        for now in (T0 + 4e5, T0 + 4e5 + 9 * 3600):  # two scenes: the head is re-adapted for the second
+        # two scenes (the head is re-adapted for the second), each asked twice: the second call in the same hour
+        # reuses the user vector (rank method) when the bundle has one
+        for now in (T0 + 4e5, T0 + 4e5 + 60, T0 + 4e5 + 9 * 3600, T0 + 4e5 + 9 * 3600 + 60):
             got = [r.item_id for r in rec.recommend(user, now, k=10)]
             want = model.topk(events, now, counts, k=10)
             agree += got == want
@@ -151,7 +153,9 @@ def test_head_is_adapted_once_stored_with_serial_and_reused_after_reopen(bundle_
     db = sqlite3.connect(state)
     assert db.execute("SELECT serial FROM heads WHERE user_id='u'").fetchone() == (1,)
     db.close()
-    with Recommender.open(make_bundle("v2", serial=2), state, trusted_key=keys[1]) as rec:  # stale: rebuilt
+    with Recommender.open(bundle_dir, tmp_path / "probe.db", trusted_key=keys[1]) as probe:
+        rank = probe._score.has_rank
+    with Recommender.open(make_bundle("v2", serial=2, rank=rank), state, trusted_key=keys[1]) as rec:  # rebuilt
         assert rec.recommend("u", T0 + 60) == first  # same model, same events: same answer by replay
         assert len(adapt_calls) == 2
     db = sqlite3.connect(state)
@@ -263,3 +267,50 @@ def test_scene_updates_reach_the_bound_score_program(planned, tiny, keys, tmp_pa
             assert got == m.topk([], now, {ITEM_IDS[3]: 5, ITEM_IDS[7]: 2}, k=10), hour
             answers.add(tuple(got))
         assert len(answers) > 1  # the scene changes the answer, so a frozen scene input would be caught
+
+
+def test_rank_method_reuses_the_user_vector_only_while_nothing_changed(make_bundle, tiny, tmp_path, keys,
+                                                                      monkeypatch):
+    """With score.pte's rank method, a repeat recommend in the same hour runs `rank` alone; a new event, a new
+    trending pack and a new hour each run forward again, and every answer equals the eager model's."""
+    from metarec.runtime.programs import ScoreProgram
+
+    calls = []
+    for name in ("execute_bound", "rank_bound"):
+        original = getattr(ScoreProgram, name)
+        monkeypatch.setattr(ScoreProgram, name, lambda self, args, _o=original, _n=name: (calls.append(_n),
+                                                                                          _o(self, args))[1])
+    m = tiny[0]
+    t = T0 - T0 % 3600  # a whole hour (the offset is whole hours)
+    events, counts = [(ITEM_IDS[4], t - 500), (ITEM_IDS[9], t - 400)], {ITEM_IDS[3]: 5}
+
+    def ask(now):
+        calls.clear()
+        got = [x.item_id for x in r.recommend("u", now, k=10)]
+        assert got == m.topk(events, now, counts, k=10)
+        return calls[:]
+
+    with Recommender.open(make_bundle(rank=True), tmp_path / "s.db", trusted_key=keys[1]) as r:
+        assert r._score.has_rank
+        r.set_trending(TrendingPack.from_counts(t, counts))
+        for item, ts in events:
+            r.record("u", item, ts)
+        assert ask(t + 10) == ["execute_bound"]
+        assert ask(t + 1800) == ["rank_bound"]  # same hour, same scene
+        counts = {ITEM_IDS[3]: 5, ITEM_IDS[20]: 40}
+        r.set_trending(TrendingPack.from_counts(t + 1900, counts))
+        assert ask(t + 2000) == ["execute_bound"]
+        assert ask(t + 2100) == ["rank_bound"]
+        first = r.recommend("u", t + 2200, k=1)[0].item_id
+        events.append((first, t + 2300))
+        r.record("u", first, t + 2300)
+        assert ask(t + 2400) == ["execute_bound"]  # the new event: new history, exclusions and head
+        assert first not in [x.item_id for x in r.recommend("u", t + 2500, k=10)]
+        assert ask(t + 3600) == ["execute_bound"]  # a new hour: a new scene
+        assert ask(t + 3700) == ["rank_bound"]
+    with Recommender.open(make_bundle("plain"), tmp_path / "s2.db", trusted_key=keys[1]) as r:
+        r.set_trending(TrendingPack.from_counts(t + 1900, counts))
+        for item, ts in events:
+            r.record("u", item, ts)
+        assert not r._score.has_rank
+        assert ask(t + 3700) == ["execute_bound"] and ask(t + 3800) == ["execute_bound"]

@@ -29,6 +29,9 @@ INNER_STEPS = 3
 ITEM_IDS = [str(100 + 3 * i) for i in range(N)]  # raw ids, not indices: catches index/id mix-ups
 SCORE_INPUTS = ["scene", "head", "hist_vecs", "hist_mask", "exclude", "trend"]  # permuted on purpose
 SCORE_OUTPUTS = ["topk_ids", "topk_scores"]
+RANK_SCORE_OUTPUTS = ["topk_ids", "topk_scores", "offset", "user_vec"]  # forward's, with a rank method
+RANK_SCORE_INPUTS = SCORE_INPUTS + ["table"]  # both methods take the table (same kernel, same scores)
+RANK_INPUTS = ["table", "user_vec", "offset"]  # permuted on purpose too
 ADAPT_INPUTS = ["theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs"]
 
 
@@ -117,6 +120,23 @@ class _Score(torch.nn.Module):
         return ids, values
 
 
+class _ScoreCaching(_Score):
+    """forward of a score.pte with a rank method: also (offset, user_vec), what `_Rank` needs."""
+
+    def forward(self, scene, head, hist_vecs, hist_mask, exclude, trend, table):
+        m = self.m
+        z = m.z_of(head, hist_vecs, hist_mask, scene).reshape(1, D)
+        off = m.bias + m.trend_w * trend - 1e9 * exclude
+        values, ids = torch.topk(F.linear(z, table).reshape(-1) + off, K_MAX)
+        return ids, values, off, z
+
+
+class _Rank(torch.nn.Module):
+    def forward(self, table, user_vec, offset):
+        values, ids = torch.topk(F.linear(user_vec, table).reshape(-1) + offset, K_MAX)
+        return values, ids  # the contract's fixed order (ProgramIO.rank_method)
+
+
 class _Adapt(torch.nn.Module):
     """One Meta-SGD step per forward_backward + SGD(lr=1): theta = theta0 + sqrt(alpha(scene)) * delta."""
 
@@ -131,8 +151,9 @@ class _Adapt(torch.nn.Module):
         return self.m.loss(theta, hist_vecs, hist_mask, scene, target_vecs, target_mask, neg_vecs), scale.detach()
 
 
-def export_programs(m: TinyModel, planned_inputs: bool = False) -> tuple[bytes, bytes]:
-    """score.pte lowered to XNNPACK (inputs not memory-planned, as export writes it, unless `planned_inputs`);
+def export_programs(m: TinyModel, planned_inputs: bool = False, rank: bool = False) -> tuple[bytes, bytes]:
+    """score.pte lowered to XNNPACK (inputs not memory-planned, as export writes it, unless `planned_inputs`;
+    with `rank`, forward also returns (offset, user_vec) and a `rank` method scores from them and the table);
     adapt.pte as an ExecuTorch training program."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge, to_edge_transform_and_lower
@@ -142,9 +163,15 @@ def export_programs(m: TinyModel, planned_inputs: bool = False) -> tuple[bytes, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex = (torch.zeros(FD), m.phi0, torch.zeros(L, D), torch.zeros(L), torch.zeros(N), torch.zeros(N))
-        ep = torch.export.export(_Score(m), ex)
         plan = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=planned_inputs))
-        score = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(plan).buffer
+        if rank:
+            eps = {"forward": torch.export.export(_ScoreCaching(m), ex + (m.table.clone(),)),
+                   "rank": torch.export.export(_Rank(), (m.table.clone(), torch.zeros(1, D), torch.zeros(N)))}
+            part = {k: [XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)] for k in eps}
+            edge = to_edge_transform_and_lower(eps, partitioner=part)
+        else:
+            edge = to_edge_transform_and_lower(torch.export.export(_Score(m), ex), partitioner=[XnnpackPartitioner()])
+        score = edge.to_executorch(plan).buffer
         exa = (m.phi0, torch.zeros(L, D), torch.ones(L), torch.zeros(FD), torch.zeros(S, D), torch.ones(S),
                torch.zeros(R, D))
         ep = _export_forward_backward(torch.export.export(_Adapt(m), exa, strict=False))
@@ -158,7 +185,8 @@ def _entry(data: bytes) -> FileEntry:
 
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
-                 adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None) -> Path:
+                 adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None,
+                 rank: bool = False) -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
     store = (lambda b: zlib.compress(b, 9)) if codec == "zlib" else (lambda b: b)
@@ -177,7 +205,9 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         item_ids_file=None if ids_file is None else "item_ids.bin",
         negatives=m.negatives, scene_spec=SceneSpec().to_dict(),
         files={name: _entry(data) for name, data in blobs.items()},
-        programs={"score": ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
+        programs={"score": ProgramIO("score.pte", "forward", RANK_SCORE_INPUTS, RANK_SCORE_OUTPUTS, codec=codec,
+                                     rank_method="rank", rank_inputs=RANK_INPUTS) if rank else
+                  ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
                   "adapt": ProgramIO("adapt.pte", "forward", ADAPT_INPUTS, ["loss", "scale"], ["delta"],
                                      inner_steps=inner_steps, lr=1.0, codec=codec)},
         item_table=TableSpec("items.bin", "int8", 4),
