@@ -163,7 +163,9 @@ class ScoreModule(nn.Module):
     fully-connected for the table and head products) and k_max=20, 1 partition + topk. Where the time goes now
     (p50 of bound executes on an idle core, programs cut after each stage):
     call floor with 7 inputs 2.8 us, user vector ~8 us, table product + bias ~6 us, trend term ~3 us, exclusion
-    0.3 us, topk ~4 us (k=10; k=100 ~6 us more: the portable kernel's cost grows with k).
+    0.3 us, topk ~4 us (k=10; k=100 ~6 us more: the portable kernel's cost grows with k). With a rank method
+    (CachingScoreModule + RankModule, export's default) the runtime skips the user vector and the trend term on
+    repeat calls: 13.4 us bound for `rank` vs 25.0 for forward.
     Rewrites (each exact for the contract's inputs, hist_mask in {0, 1}):
     - F.normalize(x, eps) -> x / clamp(sqrt(sum(x*x)), eps), the sum as a Linear with a constant ones row;
       F.normalize(prototypes) * exp(proto_temp) is folded into one constant;

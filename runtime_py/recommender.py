@@ -11,14 +11,18 @@ next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-
 
 Adaptation is lazy: `recommend` adapts the head if events arrived since the last adaptation, if the stored head
 belongs to another bundle serial, or (with the manifest's `adapt_scene = "query"`, what the sdk's eager model
-does) if the scene at `now` differs from the scene the head was adapted in. Heads are stored with the serial,
+does) if the scene at `now` differs from the scene the head was adapted in (the scene changes with the local
+hour, not every second: runtime_py/scene.py). Heads are stored with the serial,
 the last event seq and the scene; they are a cache, so they are written with the next event's transaction (or
 at `close`), never inside `recommend` (store.py says why a head needs no fsync).
 
 Hot path: everything that does not change between two calls is prepared outside `recommend`: per bundle the
 dequantized table and unit-normalised rows (for `because`); per trending pack the (N,) trend tensor; per user
 the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy arrays.
-`recommend` then fills the scene buffer, runs score.pte once and maps ids to strings.
+`recommend` then fills the scene buffer, runs score.pte once and maps ids to strings. With score.pte's rank
+method (manifest `rank_method`), forward's user vector and per-item offset are kept per user, and a repeat call
+while the head, history, scene and trend pack are unchanged runs only `rank` (table product + offset + top-k:
+about half of forward's time on ML-100K, bench/results/latency.md).
 
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
 `record`/`forget` without a database read per request. Do not write one state file from two processes at once.
