@@ -111,7 +111,21 @@ def test_synthetic_truth_reports_the_paired_scene_effect(tmp_path):
                                                "per_k_hr10": {k: None for k in m}}},
                              "ablations": {}, "synthetic": out}, None)
     assert "Scene effect, full - no scene encoder" in md and f"{eff['hr10_diff']:+.3f}" in md
-    assert "Planted scene effect" in md and "| no scene encoder |" in md
+    assert "Planted scene effect" in md and "| no scene encoder |" in md and "Day-part lift" in md
+    lift = full[0]["day_part_lift"]
+    assert lift["planted"] == 2 * syn.scene_boost and lift["n"] == 3 * eff["n_queries"]  # 3 clock moves per query
+    assert np.isfinite(lift["learned"]) and lift["learned"] != 0.0
+
+
+def test_no_scene_model_learns_no_day_part_lift():
+    from metarec.sdk.coldstart import learned_day_part_lift, variant_config
+    from metarec.sdk.synthetic import SyntheticConfig, generate
+
+    ds = generate(SyntheticConfig(n_users=40, n_items=60, events_min=5, events_max=8, scene_items_per_factor=4))
+    sp, log = split_users(ds), EventLog(ds)
+    rec = MetaRecRecommender(variant_config(BASE, "no scene encoder", 0)).fit(ds, sp.train, log)
+    r = learned_day_part_lift(rec, ds, sp.test, log)
+    assert r["n"] > 0 and r["learned"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_checkpoint_reused_only_for_its_own_data(tmp_path):
