@@ -201,29 +201,118 @@ def prototype_recovery(model, ds, fit_users, eval_users, k: int = 3) -> dict:
             "learned_prototypes_used": int(len(np.unique(a_eval)))}
 
 
-def synthetic_truth(base: TrainConfig, seeds=(0,)) -> dict:
-    """PROTOCOL v1 "synthetic scene data": planted prototypes recovered, scene retention, no-scene ablation."""
+def paired_difference(res_a: dict, res_b: dict, ks=(1, 2, 3)) -> dict:
+    """HR@10 of A minus B over the same next-item queries: per-user mean difference over K in `ks` (and over the
+    seeds when `res_a`/`res_b` are lists of per-seed results), its mean and the 95% bootstrap interval over users
+    (PROTOCOL v1 "Seeds and noise": a difference whose interval holds 0 is "no difference")."""
+    from metarec.sdk.protocol import bootstrap_ci
+
+    ra = res_a if isinstance(res_a, list) else [res_a]
+    rb = res_b if isinstance(res_b, list) else [res_b]
+    if len(ra) != len(rb) or not ra:
+        raise ValueError("paired_difference needs the same number (>= 1) of runs on each side")
+    diffs = []
+    for a, b in zip(ra, rb):
+        ma, mb = np.isin(a["k"], ks), np.isin(b["k"], ks)
+        if not (np.array_equal(a["user"][ma], b["user"][mb]) and np.array_equal(a["k"][ma], b["k"][mb])):
+            raise ValueError("paired_difference: the two runs did not score the same queries")
+        diffs.append(a["hr"][ma] - b["hr"][mb])
+    d = np.mean(diffs, 0)  # per query, mean over seeds
+    user = ra[0]["user"][np.isin(ra[0]["k"], ks)]
+    users = np.unique(user)
+    per_user = np.array([d[user == u].mean() for u in users])
+    ci = bootstrap_ci(per_user)
+    return {"hr10_diff": float(per_user.mean()), "hr10_diff_ci": ci, "n_users": int(len(users)),
+            "n_queries": int(len(d)), "n_seeds": len(ra), "measurable": bool(ci[0] > 0 or ci[1] < 0)}
+
+
+def planted_scene_share(ds, users, ks=(1, 2, 3)) -> dict:
+    """How much of the synthetic data the planted scene effect moves: the share of all events, and of the K=1..3
+    next-item targets of `users`, that are items of a scene factor active at the event, against the share of the
+    catalog those items are (what a scene-blind draw would give)."""
+    from metarec.runtime.scene import SceneSpec, scene_features
+    from metarec.sdk.synthetic import SCENE_COLUMNS
+
+    spec = SceneSpec.from_dict(ds.extras["scene_spec"])
+    aff = np.asarray(ds.extras["scene_item_affinity"]) > 0
+    act = scene_features(ds.ts, spec)[:, list(SCENE_COLUMNS)] > 0
+    lifted = (act.astype(np.float32) @ aff.astype(np.float32)) > 0  # (n_events, n_items)
+    on = lifted[np.arange(ds.n_events), ds.item]
+    per_user = ds.user_events()
+    tgt = np.array([per_user[u][k] for u in users for k in ks if len(per_user[u]) > k], np.int64)
+    return {"events_on_active_scene_items": float(on.mean()), "catalog_share_active": float(lifted.mean()),
+            "targets_on_active_scene_items": float(on[tgt].mean()) if len(tgt) else float("nan"),
+            "n_targets": int(len(tgt))}
+
+
+def learned_day_part_lift(rec, ds, users, log, ks=(1, 2, 3)) -> dict:
+    """Does the model recover the planted day-part lift? Each K=1..3 query of `users` is scored again with its clock
+    moved 6, 12 and 18 hours (the other three day parts; weekday, weekend and holiday kept): the true day part's
+    items must gain and the swapped-in part's items lose. Learned lift = mean score change of the first minus that
+    of the second; the generator planted 2 * scene_boost (a no-scene model gives 0 by construction)."""
+    import dataclasses as dc
+
+    from metarec.runtime.scene import SceneSpec, scene_features
+    from metarec.sdk.protocol import next_item_queries
+
+    spec = SceneSpec.from_dict(ds.extras["scene_spec"])
+    aff = np.asarray(ds.extras["scene_item_affinity"])[:4] > 0  # night, morning, afternoon, evening items
+    lifts = []
+    for _, _, q, _ in next_item_queries(ds, log, users, ks=ks):
+        s0, part = rec.score(q), int(np.argmax(q.scene[2:6]))
+        for hours in (6, 12, 18):
+            sc = np.array(q.scene, copy=True)
+            sc[:6] = scene_features([q.t + hours * 3600.0], spec)[0][:6]  # hour sin/cos and day part only
+            d = s0 - rec.score(dc.replace(q, scene=sc))
+            lifts.append(d[aff[part]].mean() - d[aff[int(np.argmax(sc[2:6]))]].mean())
+    planted = 2.0 * float(ds.extras["config"]["scene_boost"])
+    return {"learned": float(np.mean(lifts)), "planted": planted, "n": len(lifts)}
+
+
+def synthetic_truth(base: TrainConfig, seeds=(0,), syn_cfg=None) -> dict:
+    """PROTOCOL v1 "synthetic scene data": planted prototypes recovered, scene retention, no-scene ablation, and
+    the paired HR@10 difference full - no scene over the same test queries (bootstrap over users, seeds pooled)."""
     from metarec.sdk.protocol import EventLog, evaluate_users, scene_slices, split_users, summarize_next_item
     from metarec.sdk.recommender import MetaRecRecommender
     from metarec.sdk.synthetic import SyntheticConfig, generate
 
-    ds = generate(SyntheticConfig())
+    syn_cfg = syn_cfg or SyntheticConfig()
+    ds = generate(syn_cfg)
     sp, log = split_users(ds), EventLog(ds)
     fit = np.r_[sp.train, sp.val]
-    out: dict = {"dataset": "synthetic", "seeds": list(seeds), "runs": {}}
+    out: dict = {"dataset": "synthetic", "seeds": list(seeds), "synthetic_config": syn_cfg.to_dict(),
+                 "planted_scene": planted_scene_share(ds, sp.test), "runs": {}}
+    raw: dict = {}
     for name in (FULL, "no scene encoder"):
         runs = []
         for s in seeds:
             cfg = dataclasses.replace(variant_config(base, name, s), dataset="synthetic")
             rec = MetaRecRecommender(config=cfg).fit(ds, fit, log)
             res = evaluate_users(rec, ds, sp.test, log, ks=(1, 2, 3))
-            r = {**summarize_next_item(res, ks=(1, 2, 3)), "scene": scene_slices(res),
+            raw.setdefault(name, []).append(res)
+            r = {**summarize_next_item(res, ks=(1, 2, 3)), "scene": scene_slices(res), "seed": s,
                  "train_seconds": rec.stats.get("train_seconds")}
             if name == FULL:
                 r["prototypes"] = prototype_recovery(rec.model, ds, fit, sp.test)
+                r["day_part_lift"] = learned_day_part_lift(rec, ds, sp.test, log)
             runs.append(r)
         out["runs"][name] = runs
+    out["scene_effect"] = paired_difference(raw[FULL], raw["no scene encoder"])
+    out["scene_effect"]["per_seed"] = [paired_difference(a, b)["hr10_diff"]
+                                       for a, b in zip(raw[FULL], raw["no scene encoder"])]
     return out
+
+
+def _syn_row(name: str, runs: list[dict]) -> str:
+    """One variant of the synthetic table: means over seeds (slices pooled: n is per seed, the same each seed)."""
+    ch = np.mean([r["scene"]["changed"]["hr10"] for r in runs])
+    same = np.mean([r["scene"]["same"]["hr10"] for r in runs])
+    sc = runs[0]["scene"]
+    prs = [r["prototypes"] for r in runs if r.get("prototypes")]
+    proto = (f"{np.mean([p['accuracy'] for p in prs]):.3f} vs {prs[0]['chance']:.3f} ({prs[0]['n_users']})"
+             if prs else "-")
+    return (f"| {name} | {np.mean([x['headline']['hr10'] for x in runs]):.3f} | {ch:.3f} ({sc['changed']['n']}) | "
+            f"{same:.3f} ({sc['same']['n']}) | {ch / same if same > 0 else float('nan'):.3f} | {proto} |")
 
 
 def _f(x) -> str:
@@ -270,12 +359,28 @@ def coldstart_markdown(report: dict, baselines: dict | None) -> str:
                   "| variant | HR@10 K=1..3 | scene changed: HR@10 (n) | same: HR@10 (n) | retention | "
                   "prototype accuracy vs chance (n) |", "|---|---|---|---|---|---|"]
         for name, runs in syn["runs"].items():
-            r = runs[0]
-            sc, pr = r["scene"], r.get("prototypes")
-            lines.append(f"| {name} | {np.mean([x['headline']['hr10'] for x in runs]):.3f} | "
-                         f"{sc['changed']['hr10']:.3f} ({sc['changed']['n']}) | {sc['same']['hr10']:.3f} "
-                         f"({sc['same']['n']}) | {sc['retention']:.3f} | " +
-                         (f"{pr['accuracy']:.3f} vs {pr['chance']:.3f} ({pr['n_users']})" if pr else "-") + " |")
+            lines.append(_syn_row(name, runs))
+        eff, pl = syn.get("scene_effect"), syn.get("planted_scene")
+        if eff:
+            lines += ["", f"Scene effect, full - no scene encoder, paired over the same test queries (K=1..3, "
+                      f"{eff['n_queries']} queries of {eff['n_users']} users, {eff['n_seeds']} seed(s) pooled): "
+                      f"HR@10 {eff['hr10_diff']:+.3f}, 95% bootstrap interval over users "
+                      f"[{eff['hr10_diff_ci'][0]:+.3f}, {eff['hr10_diff_ci'][1]:+.3f}] -> "
+                      + ("measurable" if eff["measurable"] else "no difference")
+                      + (f"; per seed {', '.join(f'{x:+.3f}' for x in eff['per_seed'])}" if eff.get("per_seed")
+                         else "") + "."]
+        lifts = [r["day_part_lift"] for r in syn["runs"].get(FULL, []) if r.get("day_part_lift")]
+        if lifts:
+            each = ", ".join(f"{x['learned']:.2f}" for x in lifts)
+            lines += ["", "Day-part lift the full model learned (score change of the true day part's items minus the "
+                      f"swapped-in part's, clock moved 6/12/18 h; {lifts[0]['n']} rescorings per seed): "
+                      f"{np.mean([x['learned'] for x in lifts]):.2f} logits (per seed {each}); planted "
+                      f"{lifts[0]['planted']:.2f}."]
+        if pl:
+            lines += ["", f"Planted scene effect: {pl['events_on_active_scene_items']:.1%} of all events and "
+                      f"{pl['targets_on_active_scene_items']:.1%} of the {pl['n_targets']} test targets are items "
+                      f"of a scene factor active at the event; those items are {pl['catalog_share_active']:.1%} "
+                      "of the catalog."]
     return "\n".join(lines) + "\n"
 
 
@@ -365,6 +470,8 @@ def main(argv: list[str]) -> int:
                     help="run only a part (to spread the work over processes), see --partial-out / --merge")
     ap.add_argument("--partial-out", default=None, help="write this part's raw results here instead of the report")
     ap.add_argument("--merge", default=None, help="','-separated partial files: write the report from them")
+    ap.add_argument("--synthetic-config", default=None,
+                    help="JSON of SyntheticConfig overrides for the synthetic part (default: SyntheticConfig())")
     ap.add_argument("--command", default=None, help="the command line to record (default: this one)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -399,7 +506,10 @@ def main(argv: list[str]) -> int:
         report["new_items"] = {s: new_item_run(lambda s=s: _recommender(variant_config(base, FULL, s)), ds,
                                                split_users(ds)) for s in seeds}
     if a.part in ("all", "synthetic"):
-        report["synthetic"] = synthetic_truth(dataclasses.replace(base, fit_users="train+val"), seeds[:1])
+        from metarec.sdk.synthetic import SyntheticConfig
+
+        syn_cfg = SyntheticConfig.from_dict(json.loads(a.synthetic_config)) if a.synthetic_config else None
+        report["synthetic"] = synthetic_truth(dataclasses.replace(base, fit_users="train+val"), seeds, syn_cfg)
     if a.part in ("all", "ablations"):
         names = a.ablations.split(";") if a.ablations else [n for n in ABLATIONS if n != FULL]
         report["ablations"] = run_ablations(ds, base, names, [int(s) for s in a.ablation_seeds.split(",")],

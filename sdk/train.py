@@ -82,11 +82,22 @@ class TrainConfig:
     rate_lr_mult: float = 1.0  # (float) Adam rate multiplier of the Meta-SGD step sizes (log_lr, lr_gate). At the
     # dense rate 1e-3, 600 steps move a log step size by <= 0.6: the prior.pt rates ended within 10% of init_lr,
     # i.e. the "learned" step sizes were not learned
+    # (float) Adam rate multiplier of the scene pathway: the scene encoder and the head's hidden layer (head0 W1, W2),
+    # the only route from the scene to z. At the dense rate 1e-3 it barely learned: on the synthetic data the full
+    # model recovered 1.78 of the 5.0 logits of planted day-part lift (validation users, seed 0; coldstart.py
+    # `learned_day_part_lift`), at 10x 3.11, and HR@10 on synthetic validation users rose +0.031 [+0.008, +0.056]
+    # (paired, seeds 0,1, 180 queries). ML-100K validation users, seeds 0,1,2, 1x -> 10x: headline HR@10 0.459 ->
+    # 0.454, NDCG@10 0.248 -> 0.252, Recall@10 K=1 0.096 -> 0.091, K=3 0.105 -> 0.107, K=10 0.214 -> 0.215; with
+    # main's whole-hour scene merged: 0.457 -> 0.455, 0.248 -> 0.249, K=1 0.097 -> 0.090, K=3 0.105 -> 0.106, K=10
+    # 0.213 -> 0.215. No difference (the HR interval of 94 users is ~+-0.06), though Recall@10 at K=1 fell in 2 of 3
+    # seeds both times. (dense_lr_mult 10, every dense net faster, seed 0: lift 3.01 but Recall@10 K=1 0.097 ->
+    # 0.084.) At 1x the synthetic criterion is still met (no-scene worse by 0.042 [0.018, 0.067], 3 seeds).
+    scene_lr_mult: float = 10.0
 
     # fields added after version 1 shipped: a saved config without them is read with these values (= the behaviour
     # it was trained with), not the current defaults
     LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
-                              "meta_holdout_frac": 0.0}
+                              "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -118,6 +129,8 @@ class TrainConfig:
             raise ValueError("meta_holdout_frac must be in [0, 1)")
         if not self.rate_lr_mult > 0:
             raise ValueError("rate_lr_mult must be > 0")
+        if not self.scene_lr_mult > 0:
+            raise ValueError("scene_lr_mult must be > 0")
         if not (self.topk_weight >= 0 and self.topk_temp > 0 and self.later_start >= 0):
             raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
@@ -350,14 +363,18 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     new = [p for n, p in model.named_parameters() if n == "new_bias" or n.startswith("trend_gate_new.")]
     rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
         if cfg.rate_lr_mult != 1.0 else []
+    scene = [p for n, p in model.named_parameters() if n.startswith(("scene_enc.", "head0.W1", "head0.W2"))] \
+        if cfg.scene_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
             if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")
-            and not any(p is q for q in rates)]
+            and not any(p is q for q in rates + scene)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
     groups = [{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
               {"params": rest, "lr": cfg.lr * cfg.dense_lr_mult}, {"params": new, "lr": cfg.new_item_lr}]
     if rates:
         groups.append({"params": rates, "lr": cfg.lr * cfg.dense_lr_mult * cfg.rate_lr_mult})
+    if scene:
+        groups.append({"params": scene, "lr": cfg.lr * cfg.dense_lr_mult * cfg.scene_lr_mult})
     opt = torch.optim.Adam(groups, lr=cfg.lr)
     start = 0
     if ckpt_path is not None and resume and Path(ckpt_path).is_file():

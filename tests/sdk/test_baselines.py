@@ -102,9 +102,11 @@ def test_transition_recency_weights():
 
 
 # ---------------------------------------------------------------------------------------------- small synthetic
+# small catalogs keep the 6 scene items per factor they were written with (the default 20 x 6 factors needs >= 120)
 @pytest.fixture(scope="module")
 def small():
-    return generate(SyntheticConfig(n_users=80, n_items=60, n_prototypes=3, events_min=20, events_max=25, seed=1))
+    return generate(SyntheticConfig(n_users=80, n_items=60, n_prototypes=3, events_min=20, events_max=25, seed=1,
+                                    scene_items_per_factor=6))
 
 
 def test_als_fold_in_uses_support(small):
@@ -183,7 +185,8 @@ def test_blend_weights_are_picked_on_validation_users():
 
 
 def test_blend_needs_validation_users():
-    ds = generate(SyntheticConfig(n_users=30, n_items=40, n_prototypes=2, events_min=5, events_max=6))
+    ds = generate(SyntheticConfig(n_users=30, n_items=40, n_prototypes=2, events_min=5, events_max=6,
+                                  scene_items_per_factor=6))
     split = split_users(ds)
     with pytest.raises(ValueError, match="validation"):
         make_baseline("item_knn+trending").fit(ds, split.train, EventLog(ds))
@@ -206,7 +209,8 @@ def test_registry_and_unknown_name():
 
 
 def test_run_and_write_results(tmp_path):
-    ds = generate(SyntheticConfig(n_users=60, n_items=50, n_prototypes=3, events_min=20, events_max=22, seed=2))
+    ds = generate(SyntheticConfig(n_users=60, n_items=50, n_prototypes=3, events_min=20, events_max=22, seed=2,
+                                  scene_items_per_factor=6))
     res = run_baselines(ds, names=["popularity", "item_knn", "transition3+trending"], progress=False)
     assert res["transition3+trending"]["params"]["weights"] is not None
     assert res["transition3+trending"]["seeds"] == "deterministic"
@@ -219,7 +223,8 @@ def test_run_and_write_results(tmp_path):
 
 
 def test_seeded_baselines_report_mean_and_spread():
-    ds = generate(SyntheticConfig(n_users=60, n_items=50, n_prototypes=3, events_min=20, events_max=22, seed=2))
+    ds = generate(SyntheticConfig(n_users=60, n_items=50, n_prototypes=3, events_min=20, events_max=22, seed=2,
+                                  scene_items_per_factor=6))
     res = run_baselines(ds, names=["als"], progress=False, seeds=(0, 1))["als"]
     runs = res["seed_runs"]
     assert [r["seed"] for r in runs] == [0, 1] and res["seeds"] == [0, 1]

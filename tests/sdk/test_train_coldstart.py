@@ -69,6 +69,65 @@ def test_prototype_recovery_on_planted_data():
     assert r["n_users"] == sum(len(ds.user_events()[u]) > 3 for u in sp.test)
 
 
+def test_paired_difference_pairs_queries_and_bootstraps_users():
+    from metarec.sdk.coldstart import paired_difference
+
+    user, k = np.repeat(np.arange(50), 3), np.tile([1, 2, 3], 50)
+    a = {"user": user, "k": k, "hr": (user % 2).astype(float)}  # half the users hit everything
+    assert paired_difference(a, a) == {"hr10_diff": 0.0, "hr10_diff_ci": [0.0, 0.0], "n_users": 50,
+                                       "n_queries": 150, "n_seeds": 1, "measurable": False}
+    b = {**a, "hr": np.zeros(150)}
+    d = paired_difference([a, a], [b, b])
+    assert d["hr10_diff"] == pytest.approx(0.5) and d["measurable"] and d["n_seeds"] == 2
+    assert 0.3 < d["hr10_diff_ci"][0] < 0.5 < d["hr10_diff_ci"][1] < 0.7
+    with pytest.raises(ValueError, match="same queries"):
+        paired_difference(a, {**b, "user": user[::-1].copy()})
+    with pytest.raises(ValueError, match="same number"):
+        paired_difference([a], [b, b])
+
+
+def test_synthetic_truth_reports_the_paired_scene_effect(tmp_path):
+    import dataclasses
+
+    from metarec.sdk.coldstart import coldstart_markdown, synthetic_truth
+    from metarec.sdk.synthetic import SyntheticConfig
+
+    syn = SyntheticConfig(n_users=60, n_items=60, events_min=6, events_max=10, scene_items_per_factor=4)
+    out = synthetic_truth(dataclasses.replace(BASE, fit_users="train+val"), seeds=(0, 1), syn_cfg=syn)
+    assert out["synthetic_config"] == syn.to_dict() and out["seeds"] == [0, 1]
+    full, blind = out["runs"][FULL], out["runs"]["no scene encoder"]
+    assert [r["seed"] for r in full] == [0, 1] and all("prototypes" in r for r in full)
+    eff = out["scene_effect"]
+    # the per-user paired difference over the same queries is the difference of the headlines, seed by seed
+    per_seed = [f["headline"]["hr10"] - b["headline"]["hr10"] for f, b in zip(full, blind)]
+    assert eff["per_seed"] == pytest.approx(per_seed)
+    assert eff["hr10_diff"] == pytest.approx(np.mean(per_seed))
+    assert eff["hr10_diff_ci"][0] <= eff["hr10_diff"] <= eff["hr10_diff_ci"][1]
+    assert eff["n_users"] == full[0]["headline"]["n_users"] and eff["n_seeds"] == 2
+    assert 0 < out["planted_scene"]["catalog_share_active"] < out["planted_scene"]["events_on_active_scene_items"]
+    m = full[0]["per_k"]
+    md = coldstart_markdown({"dataset": "synthetic", "users": "test", "seeds": [0], "ablation_seeds": "0",
+                             "full": {"mean": {"headline_hr10": None, "headline_ndcg10": None,
+                                               "per_k_hr10": {k: None for k in m}}},
+                             "ablations": {}, "synthetic": out}, None)
+    assert "Scene effect, full - no scene encoder" in md and f"{eff['hr10_diff']:+.3f}" in md
+    assert "Planted scene effect" in md and "| no scene encoder |" in md and "Day-part lift" in md
+    lift = full[0]["day_part_lift"]
+    assert lift["planted"] == 2 * syn.scene_boost and lift["n"] == 3 * eff["n_queries"]  # 3 clock moves per query
+    assert np.isfinite(lift["learned"]) and lift["learned"] != 0.0
+
+
+def test_no_scene_model_learns_no_day_part_lift():
+    from metarec.sdk.coldstart import learned_day_part_lift, variant_config
+    from metarec.sdk.synthetic import SyntheticConfig, generate
+
+    ds = generate(SyntheticConfig(n_users=40, n_items=60, events_min=5, events_max=8, scene_items_per_factor=4))
+    sp, log = split_users(ds), EventLog(ds)
+    rec = MetaRecRecommender(variant_config(BASE, "no scene encoder", 0)).fit(ds, sp.train, log)
+    r = learned_day_part_lift(rec, ds, sp.test, log)
+    assert r["n"] > 0 and r["learned"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_checkpoint_reused_only_for_its_own_data(tmp_path):
     import dataclasses
 
