@@ -41,7 +41,7 @@ def _fit(new_item_terms: bool):
     cfg = TrainConfig(model=ModelConfig(dim=8, n_prototypes=2, head_hidden=4, hist_len=4, n_negatives=4,
                                         id_dropout=0.3, new_item_terms=new_item_terms),
                       dataset="pop", steps=120, batch_size=32, n_targets=3, progress=False, lr=0.02,
-                      cooc_init=False, fit_users="train")
+                      cooc_init=False, fit_users="train", scene_lr_mult=1.0)  # lr 0.02 is already high
     users = np.arange(60)
     rec = MetaRecRecommender(cfg).fit(fit_ds, users, EventLog(fit_ds))
     return ds, rec
