@@ -224,8 +224,14 @@ def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom
     if id_keep is not None and model.cfg.use_trend:
         # id-dropped items are scored as new items: the new-item trend weight (score_from_vectors gives it only to
         # items without any fit event, which the softmax excludes in training)
-        _, dw = model.trend_weights(b["scene"])
-        scores = scores + dw[:, None] * (model.item_known * (1.0 - id_keep))[None, :] * b["trend"]
+        w, dw = model.trend_weights(b["scene"], b["hist_mask"] if model.cfg.trend_by_k else None)
+        dropped = (model.item_known * (1.0 - id_keep))[None, :]
+        f = model.trend_feature(b["trend"])
+        if model.cfg.trend_item:  # the per-item sensitivity is id memory: a dropped id loses it
+            dw = dw[:, None] - w[:, None] * model.trend_item_w[None, :]
+        else:
+            dw = dw[:, None]
+        scores = scores + dw * dropped * f
     masked = scores.masked_fill(b["exclude"], -1e9)
     logp = F.log_softmax(masked, -1)
     tm = b["target_mask"]
@@ -293,7 +299,8 @@ def meta_holdout_users(cfg: TrainConfig, fit_users: np.ndarray) -> np.ndarray:
 
 
 META_PREFIXES = ("head0.", "log_lr.", "lr_gate.")  # the adaptation's init and step sizes
-ID_PARAMS = ("item_emb", "item_bias_id")  # per-item memory of the fit users' events
+ID_PARAMS = ("item_emb", "item_bias_id", "trend_item_w")  # per-item memory of the fit users' events
+TREND_SCALARS = ("trend_knot_w", "trend_k_off", "trend_aff")  # ModelConfig trend mechanisms' few scalars
 
 
 def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
@@ -347,11 +354,15 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     model = build_model(cfg, ds, fit_users)
     learner = cfg.learner_obj()
     ids = [model.item_emb]
-    new = [p for n, p in model.named_parameters() if n == "new_bias" or n.startswith("trend_gate_new.")]
+    # a few scalars each: at `lr` they could move < 0.6 in 600 steps. The trend mechanisms' scalars
+    # (ModelConfig.trend_knots / trend_by_k / trend_affinity) share the new-item rate for the same reason
+    new = [p for n, p in model.named_parameters()
+           if n in ("new_bias",) + TREND_SCALARS or n.startswith("trend_gate_new.")]
     rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
         if cfg.rate_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
-            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")
+            if n not in ("item_emb", "item_bias_id", "new_bias") + TREND_SCALARS
+            and not n.startswith("trend_gate_new.")
             and not any(p is q for q in rates)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
     groups = [{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},
