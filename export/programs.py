@@ -197,6 +197,10 @@ class ScoreModule(nn.Module):
             raise ValueError(f"ScoreModule knows the head (u, W1, b1, W2); got {self.names} {self.shapes}")
 
         self.enc = UserEncoder(model)
+        on = [k for k in ("trend_knots", "trend_item", "trend_attr", "trend_by_k", "trend_affinity")
+              if getattr(cfg, k, 0)]
+        if on:  # sdk-only experiments (wt-ml4): score.pte would silently drop them
+            raise ValueError(f"ScoreModule does not implement ModelConfig {on} yet")
 
         def const(name, t):
             self.register_buffer(name, t.detach().to(torch.float32).clone().contiguous())

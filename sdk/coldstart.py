@@ -102,6 +102,12 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "trend x affinity": ({}, {"trend_affinity": True}),
     "trend knots + gate by support size + affinity": ({}, {"trend_knots": 4, "trend_by_k": True,
                                                             "trend_affinity": True}),
+    "trend weight learns on held-out users (30%)": ({"meta_holdout_frac": 0.3, "holdout_trend": True}, {}),
+    "trend gate by support size, learns on held-out users (30%)": (
+        {"meta_holdout_frac": 0.3, "holdout_trend": True}, {"trend_by_k": True}),
+    "meta hold-out 30% (1 step)": ({"meta_holdout_frac": 0.3}, {}),
+    "trend sensitivity from attributes": ({}, {"trend_attr": True}),
+    "trend gate by support size + trend sensitivity from attributes": ({}, {"trend_by_k": True, "trend_attr": True}),
 }
 FULL = "full (metasgd, 1 step)"
 

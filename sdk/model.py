@@ -79,6 +79,8 @@ class ModelConfig:
     trend_knots: int = 0
     trend_item: bool = False  # (bool) per-item learned trend sensitivity: a seen item's trend weight is
     # w(s) (1 + a_i) (a_i = 0 at init; id-less items keep a_i = 0: it is id memory, dropped with the id)
+    trend_attr: bool = False  # (bool) the trend weight of every item (new ones too) is w(s) (1 + c . attrs_i):
+    # a sensitivity from genres / release year (c = 0 at init); a baked (N,) constant like trend_item's
     trend_by_k: bool = False  # (bool) the trend gate's logit adds a learned offset per support size
     # K = 0..hist_len: a user with no history follows the week's trend more than one with ten items
     trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): an item that is both trending
@@ -86,7 +88,8 @@ class ModelConfig:
 
     # fields added after version 1 shipped: a config dict without them is read with these values, which reproduce
     # the model it was saved with (the dataclass defaults above may change; old checkpoints must not)
-    LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_by_k": False,
+    LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
+                              "trend_by_k": False,
                               "trend_affinity": False}
 
     def __post_init__(self) -> None:
@@ -189,6 +192,9 @@ class MetaRecModel(nn.Module):
             self.trend_knot_w = nn.Parameter(torch.ones(cfg.trend_knots + 1))
         if cfg.trend_item:
             self.trend_item_w = nn.Parameter(torch.zeros(n_items))
+        if cfg.trend_attr:
+            self.trend_attr_w = nn.Linear(attrs.shape[1], 1, bias=False)
+            nn.init.zeros_(self.trend_attr_w.weight)
         if cfg.trend_by_k:
             self.trend_k_off = nn.Parameter(torch.zeros(cfg.hist_len + 1))
         if cfg.trend_affinity:
@@ -327,6 +333,8 @@ class MetaRecModel(nn.Module):
         if self.cfg.new_item_terms:
             dw = dw + self.cfg.new_trend_offset
         f = self.trend_feature(trend)
+        if self.cfg.trend_attr:  # an item-level factor on both weights: new items have attributes too
+            f = f * (1.0 + self.trend_attr_w(self.item_attrs)[:, 0])
         if self.cfg.trend_item:  # id memory: only items with a fit event carry a sensitivity
             return (w * (1.0 + self.trend_item_w * self.item_known) + dw * (1.0 - self.item_known)) * f
         return (w + dw * (1.0 - self.item_known)) * f

@@ -8,7 +8,7 @@ import torch
 from metarec.sdk.model import MetaRecModel, ModelConfig
 
 N = 30
-ALL_ON = {"trend_knots": 4, "trend_item": True, "trend_by_k": True, "trend_affinity": True}
+ALL_ON = {"trend_knots": 4, "trend_item": True, "trend_attr": True, "trend_by_k": True, "trend_affinity": True}
 
 
 def _model(**kw):
@@ -34,7 +34,8 @@ def _scores(m, k: int = 2, trend=None):
     return m.score_from_vectors(m.head_init(), hv, mask, scene, tr, table, bias)
 
 
-@pytest.mark.parametrize("opts", [{"trend_knots": 4}, {"trend_item": True}, {"trend_by_k": True},
+@pytest.mark.parametrize("opts", [{"trend_knots": 4}, {"trend_item": True}, {"trend_attr": True},
+                                  {"trend_by_k": True},
                                   {"trend_affinity": True}, ALL_ON])
 def test_each_mechanism_starts_as_the_plain_term(opts):
     plain, ext = _model(), _model(**opts)
@@ -48,7 +49,8 @@ def test_old_config_dict_reads_mechanisms_off():
     for k in ALL_ON:
         del d[k]
     cfg = ModelConfig.from_dict(d)
-    assert (cfg.trend_knots, cfg.trend_item, cfg.trend_by_k, cfg.trend_affinity) == (0, False, False, False)
+    assert (cfg.trend_knots, cfg.trend_item, cfg.trend_attr, cfg.trend_by_k, cfg.trend_affinity) == \
+        (0, False, False, False, False)
     with pytest.raises(ValueError, match="trend_knots"):
         ModelConfig(trend_knots=9)
 
@@ -104,3 +106,16 @@ def test_affinity_lifts_trending_items_close_to_the_user():
     lift = _scores(m) - _scores(m, trend=zero)  # trend part with the cross term
     plain = m.trend_term(scene, tr, mask)
     torch.testing.assert_close(lift - plain, 0.5 * tr * (table @ z))
+
+
+def test_attribute_sensitivity_reaches_new_items():
+    m = _model(trend_attr=True)
+    with torch.no_grad():
+        m.item_known[3] = 0.0
+        m.trend_attr_w.weight.fill_(1.0)
+    base = _model()
+    with torch.no_grad():
+        base.item_known[3] = 0.0
+    hv, mask, scene, tr, table, bias = _inputs(m)
+    factor = 1.0 + m.item_attrs.sum(1)  # c = all ones
+    torch.testing.assert_close(m.trend_term(scene, tr, mask), base.trend_term(scene, tr, mask) * factor)
