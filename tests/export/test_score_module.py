@@ -12,9 +12,11 @@ def _users_with_k0(model, table, users):
     return us + [u0]  # K=0: no history, the scene prior alone
 
 
-@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items"])
+@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items",
+                                    "trend_by_k", "trend_attr"])
 def test_scores_equal_score_from_vectors(tiny, users, switch):
-    model = tiny(**({} if switch in (None, "new_items") else {switch: False}))
+    on = ("trend_by_k", "trend_attr")  # trend mechanisms (ModelConfig), off by default
+    model = tiny(**({} if switch in (None, "new_items") else {switch: True} if switch in on else {switch: False}))
     if switch == "new_items":  # a third of the catalog had no fit event: their own trend gate (+ offset) applies
         with torch.no_grad():
             model.item_known[::3] = 0.0
