@@ -253,16 +253,17 @@ class ScoreModule(nn.Module):
         """(N,) = model.trend_term: w(s) * trend, plus (w_new(s) - w(s) + offset) * trend for new items (no fit
         event, `item_new` = 1, a baked catalog constant). A catalog with no new item skips the second pass.
         `hist_mask` is needed under ModelConfig.trend_by_k."""
-        g = F.linear(s, self.gate_w, self.gate_b)
+        g = g_new = F.linear(s, self.gate_w, self.gate_b)
         if self.k_off is not None:
             k = hist_mask.sum().reshape(1, 1)
             g = g + (self.k_off * torch.relu(1.0 - torch.abs(k - self.k_grid))).sum(-1, keepdim=True)
+            g_new = g if self.cfg.trend_by_k_new else g_new
         if self.trend_factor is not None:
             trend = trend * self.trend_factor
         w = self._softplus(g).reshape(1)
         if self.item_new is None:
             return w * trend
-        dw = self._softplus(g + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
+        dw = self._softplus(g_new + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
         return (w + dw * self.item_new) * trend
 
     def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):

@@ -108,6 +108,7 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "meta hold-out 30% (1 step)": ({"meta_holdout_frac": 0.3}, {}),
     "trend sensitivity from attributes": ({}, {"trend_attr": True}),
     "trend gate by support size + trend sensitivity from attributes": ({}, {"trend_by_k": True, "trend_attr": True}),
+    "trend gate by support size (seen items only)": ({}, {"trend_by_k": True, "trend_by_k_new": False}),
 }
 FULL = "full (metasgd, 1 step)"
 

@@ -83,6 +83,9 @@ class ModelConfig:
     # a sensitivity from genres / release year (c = 0 at init); a baked (N,) constant like trend_item's
     trend_by_k: bool = False  # (bool) the trend gate's logit adds a learned offset per support size
     # K = 0..hist_len: a user with no history follows the week's trend more than one with ten items
+    trend_by_k_new: bool = True  # (bool) the per-K offset moves the new-item trend weight too; False: only seen
+    # items' (a new item's trend is its only popularity evidence, whatever the user's K; new_trend_offset was
+    # chosen for a K-free new-item weight)
     trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): an item that is both trending
     # and close to the user is lifted more than the sum of the two (beta = 0 at init); elementwise on the phone
 
@@ -90,7 +93,7 @@ class ModelConfig:
     # the model it was saved with (the dataclass defaults above may change; old checkpoints must not)
     LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
                               "trend_by_k": False,
-                              "trend_affinity": False}
+                              "trend_by_k_new": True, "trend_affinity": False}
 
     def __post_init__(self) -> None:
         if self.version != MODEL_CONFIG_VERSION:
@@ -312,16 +315,17 @@ class MetaRecModel(nn.Module):
         """(w_seen, w_new - w_seen), scalars (or (B,) for a batch of scenes (B, F)): the trend weight of items
         with an id, and what an id-less item adds to it. `hist_mask` ((L,) or (B, L)) is needed under
         ModelConfig.trend_by_k (the support size K picks a learned gate offset)."""
-        g = self.trend_gate(self.encode_scene(scene))[..., 0]
+        g = g_new = self.trend_gate(self.encode_scene(scene))[..., 0]
         if self.cfg.trend_by_k:
             if hist_mask is None:
                 raise ValueError("ModelConfig.trend_by_k: trend_weights needs hist_mask")
             k = hist_mask.sum(-1).round().long().clamp(0, self.cfg.hist_len)
             g = g + self.trend_k_off[k]
+            g_new = g if self.cfg.trend_by_k_new else g_new
         w = F.softplus(g)
         if not self.cfg.new_item_terms:
             return w, torch.zeros_like(w)
-        return w, F.softplus(g + self.trend_gate_new(self.encode_scene(scene))[..., 0]) - w
+        return w, F.softplus(g_new + self.trend_gate_new(self.encode_scene(scene))[..., 0]) - w
 
     def trend_term(self, scene: torch.Tensor, trend: torch.Tensor, hist_mask: torch.Tensor | None = None
                    ) -> torch.Tensor:

@@ -119,3 +119,19 @@ def test_attribute_sensitivity_reaches_new_items():
     hv, mask, scene, tr, table, bias = _inputs(m)
     factor = 1.0 + m.item_attrs.sum(1)  # c = all ones
     torch.testing.assert_close(m.trend_term(scene, tr, mask), base.trend_term(scene, tr, mask) * factor)
+
+
+def test_gate_by_support_size_can_spare_new_items():
+    both, seen = _model(trend_by_k=True), _model(trend_by_k=True, trend_by_k_new=False)
+    hv, mask, scene, tr, table, bias = _inputs(both)
+    for m in (both, seen):
+        with torch.no_grad():
+            m.trend_k_off.fill_(-3.0)
+    plain = _model()
+    w_b, dw_b = both.trend_weights(scene, mask)
+    w_s, dw_s = seen.trend_weights(scene, mask)
+    w_p, dw_p = plain.trend_weights(scene)
+    torch.testing.assert_close(w_b, w_s)
+    assert float(w_s) < float(w_p)
+    torch.testing.assert_close(w_s + dw_s, w_p + dw_p)  # the new-item weight ignores K
+    assert float((w_b + dw_b).detach()) < float((w_p + dw_p).detach())
