@@ -109,6 +109,8 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "trend sensitivity from attributes": ({}, {"trend_attr": True}),
     "trend gate by support size + trend sensitivity from attributes": ({}, {"trend_by_k": True, "trend_attr": True}),
     "trend gate by support size (seen items only)": ({}, {"trend_by_k": True, "trend_by_k_new": False}),
+    "trend gate by support size (seen items only) + trend sensitivity from attributes": (
+        {}, {"trend_by_k": True, "trend_by_k_new": False, "trend_attr": True}),
 }
 FULL = "full (metasgd, 1 step)"
 
