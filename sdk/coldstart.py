@@ -111,6 +111,7 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "trend gate by support size (seen items only)": ({}, {"trend_by_k": True, "trend_by_k_new": False}),
     "trend gate by support size (seen items only) + trend sensitivity from attributes": (
         {}, {"trend_by_k": True, "trend_by_k_new": False, "trend_attr": True}),
+    "trend gate by support size, id dropout 0.5": ({}, {"trend_by_k": True, "id_dropout": 0.5}),
 }
 FULL = "full (metasgd, 1 step)"
 

@@ -92,8 +92,7 @@ class ModelConfig:
     # fields added after version 1 shipped: a config dict without them is read with these values, which reproduce
     # the model it was saved with (the dataclass defaults above may change; old checkpoints must not)
     LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
-                              "trend_by_k": False,
-                              "trend_by_k_new": True, "trend_affinity": False}
+                              "trend_by_k": False, "trend_by_k_new": True, "trend_affinity": False}
 
     def __post_init__(self) -> None:
         if self.version != MODEL_CONFIG_VERSION:

@@ -18,7 +18,8 @@ def test_scores_equal_score_from_vectors(tiny, users, switch):
     on = ("trend_by_k", "trend_attr")  # trend mechanisms (ModelConfig), off by default
     model = tiny(**({} if switch in (None, "new_items") else {switch: True} if switch in on else
                     {"trend_by_k": True, "trend_by_k_new": False} if switch == "trend_by_k_seen" else {switch: False}))
-    if switch in ("new_items", "trend_by_k_seen"):  # a third of the catalog had no fit event: their own trend gate (+ offset) applies
+    if switch in ("new_items", "trend_by_k_seen"):
+        # a third of the catalog had no fit event: their own trend gate (+ offset) applies
         with torch.no_grad():
             model.item_known[::3] = 0.0
             model.new_bias.fill_(0.7)
