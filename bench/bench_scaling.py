@@ -80,7 +80,7 @@ def score_module(model, k: int, quant: str = "none", stage: str = "full", topk_m
             if stage == "linear":
                 return (out,)
             out = out + self.bias
-            out = out + self.model.trend_term(scene, trend)
+            out = out + self.model.trend_term(scene, trend, hist_mask)
             out = out - exclude * 1e9  # exclude = 1.0 drops the item below every real score
             if stage == "elementwise":
                 return (out,)

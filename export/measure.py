@@ -43,7 +43,7 @@ class ConstantTableScore(ScoreModule):
         z, sc = self.user_vector(head, hist_vecs, hist_mask, scene)
         s = self.items(z).reshape(-1) + self.bias.float()
         if self.cfg.use_trend:
-            s = s + self.trend_term(sc, trend)
+            s = s + self.trend_term(sc, trend, hist_mask)
         s = s + exclude * EXCLUDED
         v, i = torch.topk(s, self.k_max)
         return v, i

@@ -202,6 +202,9 @@ class ScoreModule(nn.Module):
             raise ValueError(f"ScoreModule knows the head (u, W1, b1, W2); got {self.names} {self.shapes}")
 
         self.enc = UserEncoder(model)
+        on = [k for k in ("trend_knots", "trend_item", "trend_affinity") if getattr(cfg, k, 0)]
+        if on:  # sdk-only experiments (wt-ml4): score.pte would silently drop them
+            raise ValueError(f"ScoreModule does not implement ModelConfig {on} yet")
 
         def const(name, t):
             self.register_buffer(name, t.detach().to(torch.float32).clone().contiguous())
@@ -218,6 +221,16 @@ class ScoreModule(nn.Module):
                 const("gate_new_b", model.trend_gate_new.bias)
                 const("item_new", new)
                 self.new_offset = float(cfg.new_trend_offset)
+            # ModelConfig.trend_attr: the (N,) factor 1 + c . attrs_i is a catalog constant
+            self.register_buffer("trend_factor", None)
+            if cfg.trend_attr:
+                const("trend_factor", 1.0 + model.trend_attr_w(model.item_attrs)[:, 0])
+            # ModelConfig.trend_by_k: offset k_off[K], K = the history count, picked by a triangular indicator
+            # relu(1 - |K - j|) (exact at integer K; no data-dependent indexing in the graph)
+            self.register_buffer("k_off", None)
+            if cfg.trend_by_k:
+                const("k_off", model.trend_k_off.reshape(1, -1))
+                const("k_grid", torch.arange(cfg.hist_len + 1, dtype=torch.float32).reshape(1, -1))
 
     def user_vector(self, head, hist_vecs, hist_mask, scene):
         """(z (1, d), scene encoding (1, s)) = the model's user_vector, in delegable ops (class docstring)."""
@@ -241,27 +254,34 @@ class ScoreModule(nn.Module):
         """softplus as relu(x) + log(1 + exp(-|x|)): delegable (torch's softplus decomposes into portable ops)."""
         return torch.relu(g) + torch.log(1.0 + torch.exp(-torch.abs(g)))
 
-    def trend_term(self, s, trend):
+    def trend_term(self, s, trend, hist_mask=None):
         """(N,) = model.trend_term: w(s) * trend, plus (w_new(s) - w(s) + offset) * trend for new items (no fit
-        event, `item_new` = 1, a baked catalog constant). A catalog with no new item skips the second pass."""
-        g = F.linear(s, self.gate_w, self.gate_b)
+        event, `item_new` = 1, a baked catalog constant). A catalog with no new item skips the second pass.
+        `hist_mask` is needed under ModelConfig.trend_by_k."""
+        g = g_new = F.linear(s, self.gate_w, self.gate_b)
+        if self.k_off is not None:
+            k = hist_mask.sum().reshape(1, 1)
+            g = g + (self.k_off * torch.relu(1.0 - torch.abs(k - self.k_grid))).sum(-1, keepdim=True)
+            g_new = g if self.cfg.trend_by_k_new else g_new
+        if self.trend_factor is not None:
+            trend = trend * self.trend_factor
         w = self._softplus(g).reshape(1)
         if self.item_new is None:
             return w * trend
-        dw = self._softplus(g + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
+        dw = self._softplus(g_new + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
         return (w + dw * self.item_new) * trend
 
-    def offset(self, s, trend, exclude):
+    def offset(self, s, trend, exclude, hist_mask=None):
         """(N,): every score term but the table product: item bias + trend term + exclude * -1e30."""
         out = self.bias
         if self.cfg.use_trend:
-            out = out + self.trend_term(s, trend)
+            out = out + self.trend_term(s, trend, hist_mask)
         return out + exclude * EXCLUDED
 
     def scores(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         """(N,) = model.score_from_vectors + exclude * -1e30 (excluded items sink below every real score)."""
         z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
-        return F.linear(z, table).reshape(-1) + self.offset(s, trend, exclude)
+        return F.linear(z, table).reshape(-1) + self.offset(s, trend, exclude, hist_mask)
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         v, i = torch.topk(self.scores(head, hist_vecs, hist_mask, scene, trend, exclude, table), self.k_max)
@@ -274,7 +294,7 @@ class CachingScoreModule(ScoreModule):
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude, table):
         z, s = self.user_vector(head, hist_vecs, hist_mask, scene)
-        off = self.offset(s, trend, exclude)
+        off = self.offset(s, trend, exclude, hist_mask)
         v, i = torch.topk(F.linear(z, table).reshape(-1) + off, self.k_max)
         return v, i, z, off
 

@@ -83,6 +83,35 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
                                                                      "steps": 1500}),
     "top-10 + later weight 1 + meta hold-out 30% + rates 30x, 1500 steps": _prev(
         {"topk_weight": 1.0, "future_weight": 1.0, "meta_holdout_frac": 0.3, "rate_lr_mult": 30.0, "steps": 1500}),
+    # ---- wt-ml4 (issue 4): the cold-start headline on validation users, seeds 0,1 against the default; figures
+    # and commands in bench/results/headline_val.md. Config-only levers first, then the trend mechanisms.
+    "next item only (future weight 0)": ({"future_weight": 0.0}, {}),
+    "outer lr 3e-3": ({"lr": 0.003}, {}),
+    "1200 training steps": ({"steps": 1200}, {}),
+    "batch 512": ({"batch_size": 512}, {}),
+    "dim 64": ({}, {"dim": 64}),
+    "head hidden 32": ({}, {"head_hidden": 32}),
+    "16 prototypes": ({}, {"n_prototypes": 16}),
+    "id dropout 0.1": ({}, {"id_dropout": 0.1}),
+    "id dropout 0.5": ({}, {"id_dropout": 0.5}),
+    "all tasks cold (early frac 1)": ({"early_frac": 1.0}, {}),
+    "id weight decay 1e-4": ({"weight_decay": 1e-4}, {}),
+    "trend knots (learned count response)": ({}, {"trend_knots": 4}),
+    "per-item trend sensitivity": ({}, {"trend_item": True}),
+    "trend gate by support size": ({}, {"trend_by_k": True}),
+    "trend x affinity": ({}, {"trend_affinity": True}),
+    "trend knots + gate by support size + affinity": ({}, {"trend_knots": 4, "trend_by_k": True,
+                                                            "trend_affinity": True}),
+    "trend weight learns on held-out users (30%)": ({"meta_holdout_frac": 0.3, "holdout_trend": True}, {}),
+    "trend gate by support size, learns on held-out users (30%)": (
+        {"meta_holdout_frac": 0.3, "holdout_trend": True}, {"trend_by_k": True}),
+    "meta hold-out 30% (1 step)": ({"meta_holdout_frac": 0.3}, {}),
+    "trend sensitivity from attributes": ({}, {"trend_attr": True}),
+    "trend gate by support size + trend sensitivity from attributes": ({}, {"trend_by_k": True, "trend_attr": True}),
+    "trend gate by support size (seen items only)": ({}, {"trend_by_k": True, "trend_by_k_new": False}),
+    "trend gate by support size (seen items only) + trend sensitivity from attributes": (
+        {}, {"trend_by_k": True, "trend_by_k_new": False, "trend_attr": True}),
+    "trend gate by support size, id dropout 0.5": ({}, {"trend_by_k": True, "id_dropout": 0.5}),
 }
 FULL = "full (metasgd, 1 step)"
 

@@ -71,9 +71,28 @@ class ModelConfig:
     # bias the popular items' pull is missing from the expectation. The phone would need (R,) negative-row biases
     # (a catalog constant) and the (S,) support rows' biases (gathered from the bias it already holds).
 
+    # Trend mechanisms (wt-ml4, issue 4): richer use of the SAME 7-day counts pack, no new runtime input. All off
+    # by default; each adds parameters only when on, which start where the old term is (so a fresh model with one
+    # of them on starts as the plain model). x = log1p(count) below.
+    # (int) n: f(x) = a learned piecewise-linear response to the count, slope a_j on [j, j + 1) for j < n and a_n
+    # beyond n (knots at counts e^j - 1 = 1.7, 6.4, 19, 54, ...; all a = 1 is f(x) = x); 0 = the plain log1p term
+    trend_knots: int = 0
+    trend_item: bool = False  # (bool) per-item learned trend sensitivity: a seen item's trend weight is
+    # w(s) (1 + a_i) (a_i = 0 at init; id-less items keep a_i = 0: it is id memory, dropped with the id)
+    trend_attr: bool = False  # (bool) the trend weight of every item (new ones too) is w(s) (1 + c . attrs_i):
+    # a sensitivity from genres / release year (c = 0 at init); a baked (N,) constant like trend_item's
+    trend_by_k: bool = False  # (bool) the trend gate's logit adds a learned offset per support size
+    # K = 0..hist_len: a user with no history follows the week's trend more than one with ten items
+    trend_by_k_new: bool = True  # (bool) the per-K offset moves the new-item trend weight too; False: only seen
+    # items' (a new item's trend is its only popularity evidence, whatever the user's K; new_trend_offset was
+    # chosen for a K-free new-item weight)
+    trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): an item that is both trending
+    # and close to the user is lifted more than the sum of the two (beta = 0 at init); elementwise on the phone
+
     # fields added after version 1 shipped: a config dict without them is read with these values, which reproduce
     # the model it was saved with (the dataclass defaults above may change; old checkpoints must not)
-    LEGACY: ClassVar[dict] = {"inner_bias": False}
+    LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
+                              "trend_by_k": False, "trend_by_k_new": True, "trend_affinity": False}
 
     def __post_init__(self) -> None:
         if self.version != MODEL_CONFIG_VERSION:
@@ -89,6 +108,8 @@ class ModelConfig:
             raise ValueError("new_trend_offset must be >= 0")
         if not 0 <= self.id_dropout < 1:
             raise ValueError("id_dropout must be in [0, 1)")
+        if not 0 <= int(self.trend_knots) <= 8:
+            raise ValueError(f"trend_knots must be in 0..8, got {self.trend_knots}")
         if self.support_target not in SUPPORT_TARGETS:
             raise ValueError(f"support_target must be one of {SUPPORT_TARGETS}, got {self.support_target!r}")
 
@@ -168,6 +189,18 @@ class MetaRecModel(nn.Module):
         self.trend_gate_new = nn.Linear(s, 1)  # added to trend_gate's logit for id-less items
         nn.init.zeros_(self.trend_gate_new.weight)
         nn.init.zeros_(self.trend_gate_new.bias)
+        # trend mechanisms (ModelConfig.trend_*): created only when on, so old checkpoints keep their state_dict
+        if cfg.trend_knots:
+            self.trend_knot_w = nn.Parameter(torch.ones(cfg.trend_knots + 1))
+        if cfg.trend_item:
+            self.trend_item_w = nn.Parameter(torch.zeros(n_items))
+        if cfg.trend_attr:
+            self.trend_attr_w = nn.Linear(attrs.shape[1], 1, bias=False)
+            nn.init.zeros_(self.trend_attr_w.weight)
+        if cfg.trend_by_k:
+            self.trend_k_off = nn.Parameter(torch.zeros(cfg.hist_len + 1))
+        if cfg.trend_affinity:
+            self.trend_aff = nn.Parameter(torch.zeros(()))
         self.recency = nn.Parameter(torch.linspace(-1.0, 1.0, cfg.hist_len))  # slot L-1 = newest
         self.transition = nn.Linear(d, d, bias=False)  # last items -> next item direction
         nn.init.eye_(self.transition.weight)
@@ -260,26 +293,54 @@ class MetaRecModel(nn.Module):
                            trend: torch.Tensor, table: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Scores (N,) of every item; `trend` is log1p of 7-day counts."""
         z = self.user_vector(head, hist_vecs, hist_mask, scene)
-        return F.linear(z, table) + bias + self.trend_term(scene, trend)
+        dots = F.linear(z, table)
+        out = dots + bias + self.trend_term(scene, trend, hist_mask)
+        if self.cfg.trend_affinity and self.cfg.use_trend:
+            out = out + self.trend_aff * self.trend_feature(trend) * dots
+        return out
 
-    def trend_weights(self, scene: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def trend_feature(self, trend: torch.Tensor) -> torch.Tensor:
+        """f(x) of x = log1p(count) (ModelConfig.trend_knots); x itself when the knots are off."""
+        if not self.cfg.trend_knots:
+            return trend
+        a, n = self.trend_knot_w, self.cfg.trend_knots
+        f = a[0] * trend.clamp(max=1.0)  # a_j = the slope on [j, j + 1), the last one beyond n
+        for j in range(1, n):
+            f = f + a[j] * (trend - float(j)).clamp(0.0, 1.0)
+        return f + a[n] * torch.relu(trend - float(n))
+
+    def trend_weights(self, scene: torch.Tensor, hist_mask: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """(w_seen, w_new - w_seen), scalars (or (B,) for a batch of scenes (B, F)): the trend weight of items
-        with an id, and what an id-less item adds to it."""
-        g = self.trend_gate(self.encode_scene(scene))[..., 0]
+        with an id, and what an id-less item adds to it. `hist_mask` ((L,) or (B, L)) is needed under
+        ModelConfig.trend_by_k (the support size K picks a learned gate offset)."""
+        g = g_new = self.trend_gate(self.encode_scene(scene))[..., 0]
+        if self.cfg.trend_by_k:
+            if hist_mask is None:
+                raise ValueError("ModelConfig.trend_by_k: trend_weights needs hist_mask")
+            k = hist_mask.sum(-1).round().long().clamp(0, self.cfg.hist_len)
+            g = g + self.trend_k_off[k]
+            g_new = g if self.cfg.trend_by_k_new else g_new
         w = F.softplus(g)
         if not self.cfg.new_item_terms:
             return w, torch.zeros_like(w)
-        return w, F.softplus(g + self.trend_gate_new(self.encode_scene(scene))[..., 0]) - w
+        return w, F.softplus(g_new + self.trend_gate_new(self.encode_scene(scene))[..., 0]) - w
 
-    def trend_term(self, scene: torch.Tensor, trend: torch.Tensor) -> torch.Tensor:
-        """(N,) the trend part of the score: w(scene) * trend, with the new-item weight for items without a fit
+    def trend_term(self, scene: torch.Tensor, trend: torch.Tensor, hist_mask: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """(N,) the trend part of the score: w(scene) * f(trend), with the new-item weight for items without a fit
         event (`item_known` = 0). Export calls this (score.pte bakes the (N,) `item_known`)."""
         if not self.cfg.use_trend:
             return torch.zeros_like(trend)
-        w, dw = self.trend_weights(scene)
+        w, dw = self.trend_weights(scene, hist_mask)
         if self.cfg.new_item_terms:
             dw = dw + self.cfg.new_trend_offset
-        return (w + dw * (1.0 - self.item_known)) * trend
+        f = self.trend_feature(trend)
+        if self.cfg.trend_attr:  # an item-level factor on both weights: new items have attributes too
+            f = f * (1.0 + self.trend_attr_w(self.item_attrs)[:, 0])
+        if self.cfg.trend_item:  # id memory: only items with a fit event carry a sensitivity
+            return (w * (1.0 + self.trend_item_w * self.item_known) + dw * (1.0 - self.item_known)) * f
+        return (w + dw * (1.0 - self.item_known)) * f
 
     def support_loss(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
                      target_vecs: torch.Tensor, target_mask: torch.Tensor, neg_vecs: torch.Tensor,

@@ -79,6 +79,10 @@ class TrainConfig:
     # init and step sizes, and whose events stay out of the item ids (co-occurrence init and id gradients): on
     # in-sample users the ids already encode the query items, so adaptation looks better in training than on new
     # users (val: rates free to grow -> HR@10 0.450 -> 0.413)
+    holdout_trend: bool = False  # (bool) with meta_holdout_frac > 0, the trend's weight (gate, new-item gate and
+    # the ModelConfig trend mechanisms' scalars) also learns from the held-out users only. On in-sample users the
+    # ids already encode what comes next, so history looks more telling than the week's trend than it is for a
+    # new user (wt-ml4, val users, default prior: scaling the trend term x2 at serving lifts the K=1..3 headline)
     rate_lr_mult: float = 1.0  # (float) Adam rate multiplier of the Meta-SGD step sizes (log_lr, lr_gate). At the
     # dense rate 1e-3, 600 steps move a log step size by <= 0.6: the prior.pt rates ended within 10% of init_lr,
     # i.e. the "learned" step sizes were not learned
@@ -97,7 +101,7 @@ class TrainConfig:
     # fields added after version 1 shipped: a saved config without them is read with these values (= the behaviour
     # it was trained with), not the current defaults
     LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
-                              "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0}
+                              "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0, "holdout_trend": False}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -237,8 +241,16 @@ def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom
     if id_keep is not None and model.cfg.use_trend:
         # id-dropped items are scored as new items: the new-item trend weight (score_from_vectors gives it only to
         # items without any fit event, which the softmax excludes in training)
-        _, dw = model.trend_weights(b["scene"])
-        scores = scores + dw[:, None] * (model.item_known * (1.0 - id_keep))[None, :] * b["trend"]
+        w, dw = model.trend_weights(b["scene"], b["hist_mask"] if model.cfg.trend_by_k else None)
+        dropped = (model.item_known * (1.0 - id_keep))[None, :]
+        f = model.trend_feature(b["trend"])
+        if model.cfg.trend_attr:
+            f = f * (1.0 + model.trend_attr_w(model.item_attrs)[:, 0])[None, :]
+        if model.cfg.trend_item:  # the per-item sensitivity is id memory: a dropped id loses it
+            dw = dw[:, None] - w[:, None] * model.trend_item_w[None, :]
+        else:
+            dw = dw[:, None]
+        scores = scores + dw * dropped * f
     masked = scores.masked_fill(b["exclude"], -1e9)
     logp = F.log_softmax(masked, -1)
     tm = b["target_mask"]
@@ -275,7 +287,7 @@ def _split_backward(model: MetaRecModel, learner: MetaLearner, bt: dict, held: n
         sub = {k: v[idx] for k, v in bt.items()}
         loss = task_loss(model, learner, sub, id_keep, cfg.batch_size, cfg.future_weight,
                          topk_weight=cfg.topk_weight, topk_temp=cfg.topk_temp)
-        skip = META_PREFIXES if part == "fit" else ID_PARAMS
+        skip = (META_PREFIXES + (TREND_PREFIXES if cfg.holdout_trend else ())) if part == "fit" else ID_PARAMS
         ps = [(n, p) for n, p in named if not n.startswith(skip)]
         grads = torch.autograd.grad(loss, [p for _, p in ps], allow_unused=True)
         for (_, p), g in zip(ps, grads):
@@ -306,7 +318,9 @@ def meta_holdout_users(cfg: TrainConfig, fit_users: np.ndarray) -> np.ndarray:
 
 
 META_PREFIXES = ("head0.", "log_lr.", "lr_gate.")  # the adaptation's init and step sizes
-ID_PARAMS = ("item_emb", "item_bias_id")  # per-item memory of the fit users' events
+ID_PARAMS = ("item_emb", "item_bias_id", "trend_item_w")  # per-item memory of the fit users' events
+TREND_SCALARS = ("trend_knot_w", "trend_k_off", "trend_aff")  # ModelConfig trend mechanisms' few scalars
+TREND_PREFIXES = ("trend_gate.", "trend_gate_new.") + TREND_SCALARS  # how much the trend counts (holdout_trend)
 
 
 def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
@@ -360,13 +374,17 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     model = build_model(cfg, ds, fit_users)
     learner = cfg.learner_obj()
     ids = [model.item_emb]
-    new = [p for n, p in model.named_parameters() if n == "new_bias" or n.startswith("trend_gate_new.")]
+    # a few scalars each: at `lr` they could move < 0.6 in 600 steps. The trend mechanisms' scalars
+    # (ModelConfig.trend_knots / trend_by_k / trend_affinity) share the new-item rate for the same reason
+    new = [p for n, p in model.named_parameters()
+           if n in ("new_bias",) + TREND_SCALARS or n.startswith("trend_gate_new.")]
     rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
         if cfg.rate_lr_mult != 1.0 else []
     scene = [p for n, p in model.named_parameters() if n.startswith(("scene_enc.", "head0.W1", "head0.W2"))] \
         if cfg.scene_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
-            if n not in ("item_emb", "item_bias_id", "new_bias") and not n.startswith("trend_gate_new.")
+            if n not in ("item_emb", "item_bias_id", "new_bias") + TREND_SCALARS
+            and not n.startswith("trend_gate_new.")
             and not any(p is q for q in rates + scene)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
     groups = [{"params": ids, "weight_decay": cfg.weight_decay}, {"params": [model.item_bias_id]},

@@ -12,16 +12,20 @@ def _users_with_k0(model, table, users):
     return us + [u0]  # K=0: no history, the scene prior alone
 
 
-@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items"])
+@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items",
+                                    "trend_by_k", "trend_attr", "trend_by_k_seen"])
 def test_scores_equal_score_from_vectors(tiny, users, switch):
-    model = tiny(**({} if switch in (None, "new_items") else {switch: False}))
-    if switch == "new_items":  # a third of the catalog had no fit event: their own trend gate (+ offset) applies
+    on = ("trend_by_k", "trend_attr")  # trend mechanisms (ModelConfig), off by default
+    model = tiny(**({} if switch in (None, "new_items") else {switch: True} if switch in on else
+                    {"trend_by_k": True, "trend_by_k_new": False} if switch == "trend_by_k_seen" else {switch: False}))
+    if switch in ("new_items", "trend_by_k_seen"):
+        # a third of the catalog had no fit event: their own trend gate (+ offset) applies
         with torch.no_grad():
             model.item_known[::3] = 0.0
             model.new_bias.fill_(0.7)
     table, bias = model.export_item_table(), model.export_item_bias()
     mod = ScoreModule(model, bias, 20).eval()
-    assert (mod.item_new is not None) == (switch == "new_items")
+    assert (mod.item_new is not None) == (switch in ("new_items", "trend_by_k_seen"))
     head0 = model.head_init()
     g = torch.Generator().manual_seed(4)
     head = {k: v.detach() + 0.2 * torch.randn(v.shape, generator=g) for k, v in head0.items()}  # an adapted head
