@@ -42,6 +42,7 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "metric (no gradient step)": ({"learner": "metric"}, {}),
     "0 inner steps (trained with 0)": ({}, {"inner_steps": 0}),
     "3 inner steps": ({}, {"inner_steps": 3}),
+    "scene pathway 10x rate": ({"scene_lr_mult": 10.0}, {}),
     # ---- evidence runs on validation users, each pinned to the outer loss and the 3 inner steps it was measured
     # with: PREV = the default before wt-ml3 (CE only, later items at weight 0.3, 600 steps), so the names keep their
     # figures when the defaults move. Figures: bench/results/adaptation_val.md (seeds 0,1, with the commands).
