@@ -165,7 +165,7 @@ class ScoreModule(nn.Module):
     call floor with 7 inputs 2.8 us, user vector ~8 us, table product + bias ~6 us, trend term ~3 us, exclusion
     0.3 us, topk ~4 us (k=10; k=100 ~6 us more: the portable kernel's cost grows with k). With a rank method
     (CachingScoreModule + RankModule, export's default) the runtime skips the user vector and the trend term on
-    repeat calls: 13.4 us bound for `rank` vs 25.0 for forward.
+    repeat calls: 14.2 us bound for `rank` vs 25.4 for forward (`metarec bench --only latency`, latency.md).
     Rewrites (each exact for the contract's inputs, hist_mask in {0, 1}):
     - F.normalize(x, eps) -> x / clamp(sqrt(sum(x*x)), eps), the sum as a Linear with a constant ones row;
       F.normalize(prototypes) * exp(proto_temp) is folded into one constant;
