@@ -14,6 +14,7 @@ Every backend's top-k is compared with score.pte's on the same inputs (parity is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -379,6 +380,16 @@ def runtime_paths(bundle: Path, key: Path, runs: int) -> dict:
             rec.recommend("warm", clock_s[0], 10)
 
         res["recommend (warm user, clock +1 s per call)"] = bu.time_calls(ticking, runs)
+        # the same with the scene at the exact time (SceneSpec.hour_resolution_minutes=0, what bundles before the
+        # whole-hour scene did): every call sees a new scene and, with adapt_scene "query", re-adapts the head
+        from metarec.runtime.scene import SceneClock, SceneSpec
+
+        whole_hours = rec._clock
+        rec._clock = SceneClock(dataclasses.replace(whole_hours.spec, hour_resolution_minutes=0))
+        try:
+            res["recommend (warm user, clock +1 s per call, exact-time scene)"] = bu.time_calls(ticking, runs)
+        finally:
+            rec._clock = whole_hours
         u = rec._users.get("warm")
         if u is not None and getattr(u, "rank_key", None) is not None:
             def recompute():  # the first call after a trending pack / bundle change: forward instead of rank

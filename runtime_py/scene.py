@@ -28,9 +28,10 @@ class SceneSpec:
     # The local hour enters as sin/cos of the hour rounded down to this many minutes (a divisor of 60; 0 = the exact
     # time, what bundles written before this field used). Whole hours make the scene constant for an hour: a
     # user's scene-adapted head and user vector are then valid for that hour. With the exact time every
-    # `recommend` a second later saw a new scene and re-adapted the head: 142 us per call instead of 33 us
-    # (runtime, default ML-100K bundle, now +1 s per call, 1 thread). The hour's sin/cos moves the user vector
-    # smoothly, so a whole-hour step costs nothing measurable (bench/results/coldstart.md is trained with it).
+    # `recommend` a second later saw a new scene and re-adapted the head (bench/results/latency.md, runtime rows
+    # "clock +1 s per call" with and without "exact-time scene"). The hour's sin/cos moves the user vector
+    # smoothly, so a whole-hour step costs nothing measurable: headline HR@10 0.484 vs 0.485 with the exact time
+    # (bench/results/coldstart.md, 3 seeds, before and after).
     hour_resolution_minutes: int = 60
 
     # fields added after version 1 shipped: a manifest without them is read with these values (its behaviour)
