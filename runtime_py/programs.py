@@ -38,7 +38,7 @@ class _BoundMethod:
     set_inputs: binding once would freeze the values, so such a method is re-bound on every call."""
 
     def __init__(self, method, meta, picks: tuple[int, ...]):
-        self.method = method
+        self.method = method  # keeps the pybinding's method (and so `_raw`) alive
         self._raw = method._method
         self._picks = picks  # the output indices returned, in this order
         self._bound = None
@@ -117,7 +117,6 @@ class ScoreProgram:
                 raise BundleError(f"rank method must return (topk_scores, topk_ids int64) of size k_max={shapes.k_max}")
             self._rank = _BoundMethod(rank, rank_meta, (0, 1))
         self._fwd = _BoundMethod(self._method, meta, picks)
-        self._raw = self._fwd._raw
         self.binds_inputs = self._fwd.binds_inputs
 
     @property
