@@ -179,3 +179,18 @@ def test_reference_check_passes_lowered_int4_and_catches_wrong_ids():
     bad = i.clone()
     bad[0] = 0  # item 0 is excluded by fused_inputs (t = -inf)
     assert not reference_check(mod, ex, v, bad, 10)["ok"]
+
+
+def test_fused_warm_call_ranks_like_the_full_fused_program():
+    """The scaling suite's warm call (rank from the kept user vector and gate x trend offset) returns the full fused
+    program's top-k and passes the same dequantized reference check; excluded items stay out."""
+    from metarec.bench import bench_util as bu
+    from metarec.bench.bench_scaling import build_fused, build_fused_rank, reference_check
+
+    pte, rank_ex, mod, ex = build_fused_rank(2_000, 10, "int8")
+    v, i = bu.load_pte(pte).forward(rank_ex)
+    assert reference_check(mod, ex, v, i, 10)["ok"]
+    full_pte, full_ex, _ = build_fused(2_000, 10, "int8")
+    fv, fi = bu.load_pte(full_pte).forward(full_ex)
+    assert set(i.tolist()) == set(fi.tolist())
+    assert 0 not in i.tolist()  # item 0 is excluded (t = -inf, so offset = -inf)
