@@ -232,6 +232,16 @@ def build_fused(n_items: int, k: int = 10, quant: str = "int4", seed: int = 0, s
     return lower_unplanned(ep), ex, mod
 
 
+def _user_vec(model, head, hist, mask, scene):
+    """The eager model's user vector (d,) from a flat head, as the fused programs take it."""
+    import torch
+
+    names = list(model.head_param_names)
+    sizes = [int(np.prod(model.head0[n].shape)) for n in names]
+    h = {n: p.reshape(model.head0[n].shape) for n, p in zip(names, torch.split(head, sizes))}
+    return model.user_vector(h, hist, mask, scene)
+
+
 def build_fused_rank(n_items: int, k: int = 10, quant: str = "int8", seed: int = 0):
     """(pte bytes, rank inputs, fused eager module, fused inputs) of the fused scorer's warm call, what the runtime
     runs with score.pte's rank method: the user vector and the per-item offset gate(scene) * t were kept from the
@@ -244,11 +254,8 @@ def build_fused_rank(n_items: int, k: int = 10, quant: str = "int8", seed: int =
     full = fused_module(model, k, quant)
     ex = fused_inputs(model, n_items, seed)
     head, hist, mask, scene, t = ex
-    names = list(model.head_param_names)
-    sizes = [int(np.prod(model.head0[n].shape)) for n in names]
     with torch.no_grad():
-        h = {n: p.reshape(model.head0[n].shape) for n, p in zip(names, torch.split(head, sizes))}
-        z = model.user_vector(h, hist, mask, scene)[None].contiguous()
+        z = _user_vec(model, head, hist, mask, scene)[None].contiguous()
         off = (full.gate(scene) * t[None])[0].contiguous()  # excluded items: gate > 0 times -inf = -inf
 
     class FusedRank(nn.Module):
@@ -276,10 +283,7 @@ def reference_check(mod, ex: tuple, got_v, got_i, k: int) -> dict:
     head, hist, mask, scene, t = ex
     m = mod.model
     with torch.no_grad():
-        names = list(m.head_param_names)
-        sizes = [int(np.prod(m.head0[n].shape)) for n in names]
-        h = {n: p.reshape(m.head0[n].shape) for n, p in zip(names, torch.split(head, sizes))}
-        z = m.user_vector(h, hist, mask, scene).double().numpy().reshape(-1)
+        z = _user_vec(m, head, hist, mask, scene).double().numpy().reshape(-1)
         g = float(mod.gate(scene).reshape(-1)[0])
         w = mod.table.weight
         w = (w.dequantize() if hasattr(w, "dequantize") else w).double().numpy()
@@ -390,20 +394,21 @@ def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none",
     elif layout == "fused":
         pte, ex, mod = build_fused(n_items, k, quant)
     elif layout == "fused_rank":
-        pte, ex, mod, ex_full = build_fused_rank(n_items, k, quant)
+        pte, ex, mod, ref_ex = build_fused_rank(n_items, k, quant)
     else:
         pte, ex, mod = build_scorer(n_items, k, quant, topk_mode=topk_mode)
+    if layout != "fused_rank":
+        ref_ex = ex  # the eager module's inputs (the warm call's program takes the kept vector and offset instead)
     build_s = time.time() - t0
     prog = bu.load_pte(pte)
     got = prog.forward(ex)
     with torch.no_grad():
-        ref = mod(*(ex_full if layout == "fused_rank" else ex))
+        ref = mod(*ref_ex)
     agree = bool(torch.equal(got[1], ref[1])) if quant == "none" else float(
         len(set(got[1].tolist()) & set(ref[1].tolist())) / k)
-    check = reference_check(mod, ex_full if layout == "fused_rank" else ex, got[0], got[1], k) \
-        if layout in ("fused", "fused_rank") else None
+    check = reference_check(mod, ref_ex, got[0], got[1], k) if layout in ("fused", "fused_rank") else None
     ns = bu.time_calls(lambda: prog.forward(ex), runs)
-    d = (ex_full if layout == "fused_rank" else ex)[1].shape[1]
+    d = ref_ex[1].shape[1]
     bpe = {"none": 4.0, "int8": 1.0 + 4 / 32, "int4": 0.5 + 4 / 32}[quant] if table_fmt_bytes is None else table_fmt_bytes
     # Bytes one call must stream: the program's constants as stored (the .pte: table + bias + ~30 KB of model,
     # a slight over-count) plus the per-item inputs: input layout the fp32 table + trend + exclude (136 B/item),
