@@ -272,6 +272,133 @@ def build_fused_rank(n_items: int, k: int = 10, quant: str = "int8", seed: int =
     return lower_unplanned(ep), (z, off), full, ex
 
 
+DEFAULT_CHUNK = 262_144  # items per chunk: 1 MiB of fp32 scores, what this machine's 1 MiB L2 per core holds
+
+
+def chunk_bounds(n_items: int, chunk: int, k: int) -> list[int]:
+    """Chunk edges [0, chunk, 2 chunk, ..., n_items]; a last chunk with fewer than k items joins the one before."""
+    if chunk < k:
+        raise ValueError(f"chunk {chunk} must hold at least k={k} items")
+    edges = list(range(0, n_items, chunk)) + [n_items]
+    if len(edges) > 2 and edges[-1] - edges[-2] < k:
+        del edges[-2]
+    return edges
+
+
+def chained_topk(tables, rowbase, u, terms, k: int, gate=None, stage: str = "full"):
+    """Exact top-k over the catalog split in chunks, each chunk scored and reduced while its scores sit in L2.
+
+    Chunk c: y = table_c(u) + term_c (warm call: the kept offset) or + gate * term_c (full call: t), all (1, n_c);
+    the max tree of `tree_topk` over y's halves to m column maxima; a portable top-k of those; the chunk's k best
+    columns gathered (n_c / m rows each). The global top-k is the top-k of the chunks' candidates (every global
+    top-k item is among its chunk's top k).
+    Why chunks: one big GEMV writes N scores that the add and the max tree then re-read from DRAM (N = 1M: 4 MB
+    of fp32 after a 40 MB table stream). The next chunk's GEMV input depends on this chunk's portable top-k (`dep`,
+    always 0: clamp keeps a -inf of an all-excluded chunk from making 0 * inf = NaN), so the XNNPACK partitioner
+    cannot merge the chunks into one delegate call: the calls run in chunk order and the memory plan reuses one
+    chunk's score buffer, which stays in L2 from its GEMV to its gather.
+    `stage` cuts the graph for the profile: "linear" (GEMVs only), "tree" (+ terms + max trees), "full"."""
+    import torch
+
+    vals, ids, heads = [], [], []
+    uu, gg = u, gate
+    for c, lin in enumerate(tables):
+        y = lin(uu)
+        if stage == "linear":
+            heads.append(y[:, :1])
+            continue
+        y = y + (terms[c] if gate is None else gg * terms[c])
+        x = y
+        for _ in range(tree_levels(y.shape[1], k)):
+            h = x.shape[1] // 2
+            x = torch.maximum(x[:, :h], x[:, h:])
+        if stage == "tree":
+            heads.append(x[:, :1])
+            continue
+        m = x.shape[1]
+        tv, cols = torch.topk(x, k)  # (1, k)
+        vals.append(y.reshape(-1, m).index_select(1, cols[0]).reshape(-1))
+        ids.append((rowbase[c] + cols).reshape(-1))
+        dep = tv[:, :1].clamp(-1.0, 1.0) * 0.0
+        uu = u + dep
+        if gate is not None:
+            gg = gate + dep
+    if stage != "full":
+        return (torch.cat(heads, 1),)
+    v, j = torch.topk(torch.cat(vals), k)
+    return v, torch.cat(ids).index_select(0, j)
+
+
+def chunked_module(model, k: int, quant: str = "int8", chunk: int = DEFAULT_CHUNK, warm: bool = False,
+                   stage: str = "full"):
+    """The large-catalog scorer in chunks (`chained_topk`): same semantics and per-row quantization as
+    `fused_module` (group 32 = one scale per row at d=32, so chunking does not change a single weight).
+
+    Full call (`warm=False`): inputs head, hist_vecs, hist_mask, scene, then t split in chunks, each (1, n_c)
+    (views of the caller's one t buffer: trend with -inf at excluded items). Warm call (`warm=True`): the kept
+    user vector (1, d), then the kept offset gate * t in the same chunks. Returns (values, ids) of the top-k.
+    The eager unchunked `fused_module` is kept as `.full` (reference check, eager comparison)."""
+    if stage not in ("linear", "tree", "full"):
+        raise ValueError(f"stage {stage!r} unknown; known: linear, tree, full")
+    import torch
+    from torch import nn
+
+    full = fused_module(model, k, quant)
+    edges = chunk_bounds(model.n_items, chunk, k)
+
+    class ChunkedScore(nn.Module):
+        def __init__(self):
+            super().__init__()
+            w, b = model.export_item_table(), model.export_item_bias()
+            self.tables = nn.ModuleList()
+            self.n_chunks = len(edges) - 1
+            for c, (a, e) in enumerate(zip(edges[:-1], edges[1:])):
+                lin = nn.Linear(model.cfg.dim, e - a, bias=True)
+                with torch.no_grad():
+                    lin.weight.copy_(w[a:e])
+                    lin.bias.copy_(b[a:e])
+                self.tables.append(lin)
+                m = (e - a) >> tree_levels(e - a, k)
+                self.register_buffer(f"rowbase{c}", (a + torch.arange((e - a) // m) * m)[:, None])
+            object.__setattr__(self, "full", full)
+            object.__setattr__(self, "model", model)
+
+        def forward(self, *args):
+            rowbase = [getattr(self, f"rowbase{c}") for c in range(self.n_chunks)]
+            if warm:
+                return chained_topk(self.tables, rowbase, args[0], args[1:], k, stage=stage)
+            head, hist, mask, scene, *t = args
+            u = _user_vec(self.model, head, hist, mask, scene)[None]
+            return chained_topk(self.tables, rowbase, u, t, k, gate=full.gate(scene), stage=stage)
+
+    mod = ChunkedScore().eval()
+    if quant != "none":
+        _quantize_table(mod, quant, prefix="tables.")
+    return mod, edges
+
+
+def build_fused_chunked(n_items: int, k: int = 10, quant: str = "int8", chunk: int = DEFAULT_CHUNK,
+                        warm: bool = False, seed: int = 0, stage: str = "full"):
+    """(pte bytes, program inputs, unchunked eager fused module, its inputs) of the chunked scorer."""
+    import torch
+
+    model = _model(n_items, seed)
+    mod, edges = chunked_module(model, k, quant, chunk, warm, stage)
+    ex = fused_inputs(model, n_items, seed)
+    head, hist, mask, scene, t = ex
+    spans = list(zip(edges[:-1], edges[1:]))
+    if warm:
+        with torch.no_grad():
+            z = _user_vec(model, head, hist, mask, scene)[None].contiguous()
+            off = (mod.full.gate(scene) * t[None])[0].contiguous()
+        prog_in = (z, *(off[None, a:e] for a, e in spans))
+    else:
+        prog_in = (head, hist, mask, scene, *(t[None, a:e] for a, e in spans))
+    with torch.no_grad():
+        ep = torch.export.export(mod, prog_in)
+    return lower_unplanned(ep), prog_in, mod.full, ex
+
+
 def reference_check(mod, ex: tuple, got_v, got_i, k: int) -> dict:
     """Top-k of the program vs a numpy reference from the DEQUANTIZED table (fp64): z and gate from the eager
     model, s = W_dq z + bias + gate * trend, excluded = -inf. The program also quantizes z to int8 per call
@@ -303,8 +430,9 @@ def reference_check(mod, ex: tuple, got_v, got_i, k: int) -> dict:
             "max_value_err": float(np.abs(vals - s[ids]).max())}
 
 
-def _quantize_table(mod, quant: str) -> None:
-    """torchao weight quantization of the table (8-bit dynamic activations, int4/int8 weights, group 32)."""
+def _quantize_table(mod, quant: str, prefix: str | None = None) -> None:
+    """torchao weight quantization of the table (8-bit dynamic activations, int4/int8 weights, group 32): the
+    Linear named "table", or with `prefix` every Linear whose name starts with it (the chunked tables)."""
     import torch
     from torchao.quantization import quantize_
     from torchao.quantization.granularity import PerGroup
@@ -315,7 +443,7 @@ def _quantize_table(mod, quant: str) -> None:
         raise ModuleNotFoundError("torchao >= 0.12 with Int8DynamicActivationIntxWeightConfig is required") from e
     wdt = {"int4": torch.int4, "int8": torch.int8}[quant]
     quantize_(mod, Cfg(weight_dtype=wdt, weight_granularity=PerGroup(32)),
-              filter_fn=lambda m, fqn: fqn == "table")
+              filter_fn=lambda m, fqn: fqn == "table" if prefix is None else fqn.startswith(prefix))
 
 
 def example_inputs(model, n_items: int, seed: int = 0):
@@ -395,9 +523,11 @@ def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none",
         pte, ex, mod = build_fused(n_items, k, quant)
     elif layout == "fused_rank":
         pte, ex, mod, ref_ex = build_fused_rank(n_items, k, quant)
+    elif layout in ("fused_chunked", "fused_rank_chunked"):
+        pte, ex, mod, ref_ex = build_fused_chunked(n_items, k, quant, warm=layout == "fused_rank_chunked")
     else:
         pte, ex, mod = build_scorer(n_items, k, quant, topk_mode=topk_mode)
-    if layout != "fused_rank":
+    if layout not in ("fused_rank", "fused_chunked", "fused_rank_chunked"):
         ref_ex = ex  # the eager module's inputs (the warm call's program takes the kept vector and offset instead)
     build_s = time.time() - t0
     prog = bu.load_pte(pte)
@@ -406,14 +536,14 @@ def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none",
         ref = mod(*ref_ex)
     agree = bool(torch.equal(got[1], ref[1])) if quant == "none" else float(
         len(set(got[1].tolist()) & set(ref[1].tolist())) / k)
-    check = reference_check(mod, ref_ex, got[0], got[1], k) if layout in ("fused", "fused_rank") else None
+    check = reference_check(mod, ref_ex, got[0], got[1], k) if layout.startswith("fused") else None
     ns = bu.time_calls(lambda: prog.forward(ex), runs)
     d = ref_ex[1].shape[1]
     bpe = {"none": 4.0, "int8": 1.0 + 4 / 32, "int4": 0.5 + 4 / 32}[quant] if table_fmt_bytes is None else table_fmt_bytes
     # Bytes one call must stream: the program's constants as stored (the .pte: table + bias + ~30 KB of model,
     # a slight over-count) plus the per-item inputs: input layout the fp32 table + trend + exclude (136 B/item),
     # constant layout trend + exclude (8 B/item), fused layout t (4 B/item).
-    per_item_in = {"input": 4 * d + 8, "constant": 8, "fused": 4, "fused_rank": 4}[layout]
+    per_item_in = {"input": 4 * d + 8, "constant": 8}.get(layout, 4)  # fused layouts: t or the offset
     stream = len(pte) + per_item_in * n_items
     row = {"n_items": n_items, "layout": layout, "quant": quant, "topk": topk_mode, "k": k,
            "variant": variant_name(layout, quant, topk_mode), "pte_bytes": len(pte), "build_s": round(build_s, 1),
@@ -496,6 +626,10 @@ def variant_name(layout: str, quant: str, topk_mode: str) -> str:
         return f"fused {quant} (bias in the Linear, trend+exclude one input, max-tree top-k, unplanned inputs)"
     if layout == "fused_rank":
         return f"fused {quant}, warm call (rank: user vector and gate x trend kept from the last full call)"
+    if layout == "fused_chunked":
+        return f"fused {quant} in chunks of {DEFAULT_CHUNK:,} items (GEMV, terms, max tree and top-k per chunk)"
+    if layout == "fused_rank_chunked":
+        return f"fused {quant} in chunks of {DEFAULT_CHUNK:,} items, warm call"
     base = "score.pte as exported (fp32 table input)" if layout == "input" else \
         f"table constant {'fp32' if quant == 'none' else quant}"
     return base + (", blocked top-k" if topk_mode == "blocked" else "")
@@ -505,7 +639,8 @@ def variant_name(layout: str, quant: str, topk_mode: str) -> str:
 # superseded by the fused variant's max tree and left out to keep the suite's run time down.
 DEFAULT_VARIANTS = (("input", "none", "flat", "all"), ("constant", "int4", "flat", "all"),
                     ("fused", "int4", "tree", "all"), ("fused", "int8", "tree", "largest"),
-                    ("fused_rank", "int8", "tree", "largest"))
+                    ("fused_rank", "int8", "tree", "largest"), ("fused_chunked", "int8", "tree", "largest"),
+                    ("fused_rank_chunked", "int8", "tree", "largest"))
 
 
 def run_scaling(runs: int, command: str, out_dir=None, sizes=DEFAULT_SIZES, variants=DEFAULT_VARIANTS, k: int = 10,

@@ -194,3 +194,62 @@ def test_fused_warm_call_ranks_like_the_full_fused_program():
     fv, fi = bu.load_pte(full_pte).forward(full_ex)
     assert set(i.tolist()) == set(fi.tolist())
     assert 0 not in i.tolist()  # item 0 is excluded (t = -inf, so offset = -inf)
+
+
+def test_chunk_bounds_merge_a_short_tail_and_refuse_tiny_chunks():
+    from metarec.bench.bench_scaling import chunk_bounds
+
+    assert chunk_bounds(6_000, 2_048, 10) == [0, 2_048, 4_096, 6_000]
+    assert chunk_bounds(4_100, 2_048, 10) == [0, 2_048, 4_100]  # a 4-item tail cannot give k=10 candidates
+    assert chunk_bounds(1_000, 4_096, 10) == [0, 1_000]
+    with pytest.raises(ValueError, match="at least k"):
+        chunk_bounds(1_000, 5, 10)
+
+
+def test_chunked_scorer_ranks_like_the_unchunked_one_even_with_a_whole_chunk_excluded():
+    """Eager fp32: the chunked scorer (full and warm call) returns the unchunked fused scorer's values and ids,
+    including when every item of one chunk is excluded (its top-k is -inf: the chaining term must stay 0, not NaN)
+    and when the best items sit in the last chunk."""
+    import torch
+
+    from metarec.bench.bench_scaling import _model, _user_vec, chunked_module, fused_inputs
+
+    n, k, chunk = 6_000, 10, 2_048
+    model = _model(n)
+    head, hist, mask, scene, t = fused_inputs(model, n)
+    t = t.clone()
+    t[2_048:4_096] = float("-inf")  # the whole middle chunk
+    t[4_096:4_200] += 50.0  # the best items are in the last chunk
+    spans = [(0, 2_048), (2_048, 4_096), (4_096, 6_000)]
+    full_mod, edges = chunked_module(model, k, "none", chunk)
+    warm_mod, _ = chunked_module(model, k, "none", chunk, warm=True)
+    assert edges == [0, 2_048, 4_096, 6_000]
+    with torch.no_grad():
+        rv, ri = full_mod.full(head, hist, mask, scene, t)
+        v, i = full_mod(head, hist, mask, scene, *(t[None, a:e] for a, e in spans))
+        z = _user_vec(model, head, hist, mask, scene)[None]
+        off = (full_mod.full.gate(scene) * t[None])[0]
+        wv, wi = warm_mod(z, *(off[None, a:e] for a, e in spans))
+    assert torch.equal(i, ri) and torch.allclose(v, rv, atol=1e-5)
+    assert torch.equal(wi, ri) and torch.allclose(wv, rv, atol=1e-5)
+    assert ((i >= 4_096) & (i < 4_200)).all() and not torch.isnan(v).any()
+
+
+def test_lowered_chunked_scorer_runs_one_delegate_call_per_chunk_and_passes_the_reference_check():
+    """int8, XNNPACK: the chunked full and warm calls return the unchunked fused program's top-k and pass the
+    dequantized reference check; the chaining keeps the chunks in separate delegate calls (the L2 reuse depends
+    on it)."""
+    from metarec.bench import bench_util as bu
+    from metarec.bench.bench_scaling import build_fused, build_fused_chunked, reference_check
+
+    n, k = 6_000, 10
+    ref_pte, ref_ex, _ = build_fused(n, k, "int8")
+    _, ri = bu.load_pte(ref_pte).forward(ref_ex)
+    for warm in (False, True):
+        pte, prog_in, mod, ex = build_fused_chunked(n, k, "int8", chunk=2_048, warm=warm)
+        assert len(prog_in) == (1 if warm else 4) + 3
+        v, i = bu.load_pte(pte).forward(prog_in)
+        assert reference_check(mod, ex, v, i, k)["ok"]
+        assert set(i.tolist()) == set(ri.tolist()) and 0 not in i.tolist()  # item 0 is excluded
+        if warm:  # the full call's user vector adds delegate calls of its own; unchained, the warm call has <= 2
+            assert bu.program_profile(pte)["delegate_calls"] >= 3
