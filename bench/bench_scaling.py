@@ -141,11 +141,13 @@ def fused_module(model, k: int, quant: str = "int4", stage: str = "full"):
                 self.table.bias.copy_(model.export_item_bias())
             object.__setattr__(self, "model", model)  # not a submodule: unused item params stay out
 
-        def gate(self, scene):
+        def gate(self, scene, hist_mask):
             m = self.model
             if not m.cfg.use_trend:
                 return torch.zeros(1, 1)
-            return F.softplus(m.trend_gate(m.encode_scene(scene))).clamp_min(1e-30)  # (1, 1)
+            g = F.softplus(m.trend_gate(m.encode_scene(scene))).clamp_min(1e-30)  # (1, 1)
+            # ModelConfig.trend_hist_scale (serving calibration), as in score.pte: x scale once K >= 1
+            return g * (1.0 + (m.cfg.trend_hist_scale - 1.0) * hist_mask.sum().clamp(0.0, 1.0))
 
         def forward(self, head, hist_vecs, hist_mask, scene, t):
             parts = torch.split(head, sizes)
@@ -156,7 +158,7 @@ def fused_module(model, k: int, quant: str = "int4", stage: str = "full"):
             # copy the whole program does not pay and blur the increments
             if stage == "linear":
                 return (out[0, :k],)
-            out = (out + self.gate(scene) * t[None])[0]
+            out = (out + self.gate(scene, hist_mask) * t[None])[0]
             if stage == "elementwise":
                 return (out[:k],)
             return tree_topk(out, k)
@@ -256,7 +258,7 @@ def build_fused_rank(n_items: int, k: int = 10, quant: str = "int8", seed: int =
     head, hist, mask, scene, t = ex
     with torch.no_grad():
         z = _user_vec(model, head, hist, mask, scene)[None].contiguous()
-        off = (full.gate(scene) * t[None])[0].contiguous()  # excluded items: gate > 0 times -inf = -inf
+        off = (full.gate(scene, mask) * t[None])[0].contiguous()  # excluded items: gate > 0 times -inf = -inf
 
     class FusedRank(nn.Module):
         def __init__(self):
@@ -369,7 +371,7 @@ def chunked_module(model, k: int, quant: str = "int8", chunk: int = DEFAULT_CHUN
                 return chained_topk(self.tables, rowbase, args[0], args[1:], k, stage=stage)
             head, hist, mask, scene, *t = args
             u = _user_vec(self.model, head, hist, mask, scene)[None]
-            return chained_topk(self.tables, rowbase, u, t, k, gate=full.gate(scene), stage=stage)
+            return chained_topk(self.tables, rowbase, u, t, k, gate=full.gate(scene, mask), stage=stage)
 
     mod = ChunkedScore().eval()
     if quant != "none":
@@ -390,7 +392,7 @@ def build_fused_chunked(n_items: int, k: int = 10, quant: str = "int8", chunk: i
     if warm:
         with torch.no_grad():
             z = _user_vec(model, head, hist, mask, scene)[None].contiguous()
-            off = (mod.full.gate(scene) * t[None])[0].contiguous()
+            off = (mod.full.gate(scene, mask) * t[None])[0].contiguous()
         prog_in = (z, *(off[None, a:e] for a, e in spans))
     else:
         prog_in = (head, hist, mask, scene, *(t[None, a:e] for a, e in spans))
@@ -411,7 +413,7 @@ def reference_check(mod, ex: tuple, got_v, got_i, k: int) -> dict:
     m = mod.model
     with torch.no_grad():
         z = _user_vec(m, head, hist, mask, scene).double().numpy().reshape(-1)
-        g = float(mod.gate(scene).reshape(-1)[0])
+        g = float(mod.gate(scene, mask).reshape(-1)[0])
         w = mod.table.weight
         w = (w.dequantize() if hasattr(w, "dequantize") else w).double().numpy()
         b = mod.table.bias.double().numpy()

@@ -227,6 +227,10 @@ class ScoreModule(nn.Module):
                 const("trend_factor", 1.0 + model.trend_attr_w(model.item_attrs)[:, 0])
             # ModelConfig.trend_by_k: offset k_off[K], K = the history count, picked by a triangular indicator
             # relu(1 - |K - j|) (exact at integer K; no data-dependent indexing in the graph)
+            # ModelConfig.trend_hist_scale: K = ones . hist_mask as a Linear (XNNPACK takes it; a sum would not be)
+            self.register_buffer("k_ones", None)
+            if cfg.trend_hist_scale != 1.0:
+                const("k_ones", torch.ones(1, cfg.hist_len))
             self.register_buffer("k_off", None)
             if cfg.trend_by_k:
                 const("k_off", model.trend_k_off.reshape(1, -1))
@@ -266,9 +270,19 @@ class ScoreModule(nn.Module):
         if self.trend_factor is not None:
             trend = trend * self.trend_factor
         w = self._softplus(g).reshape(1)
+        # ModelConfig.trend_hist_scale (serving calibration): x scale once the user has history; folded into the
+        # scalar weights, so it costs no pass over the catalog
+        sc = None
+        if self.cfg.trend_hist_scale != 1.0:
+            if hist_mask is None:
+                raise ValueError("ModelConfig.trend_hist_scale: the trend term needs hist_mask")
+            k = F.linear(hist_mask.reshape(1, -1), self.k_ones).reshape(1)
+            sc = 1.0 + (self.cfg.trend_hist_scale - 1.0) * torch.clamp(k, 0.0, 1.0)
         if self.item_new is None:
-            return w * trend
+            return (w if sc is None else w * sc) * trend
         dw = self._softplus(g_new + F.linear(s, self.gate_new_w, self.gate_new_b)).reshape(1) - w + self.new_offset
+        if sc is not None:
+            w, dw = w * sc, dw * sc
         return (w + dw * self.item_new) * trend
 
     def offset(self, s, trend, exclude, hist_mask=None):

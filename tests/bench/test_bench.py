@@ -228,7 +228,7 @@ def test_chunked_scorer_ranks_like_the_unchunked_one_even_with_a_whole_chunk_exc
         rv, ri = full_mod.full(head, hist, mask, scene, t)
         v, i = full_mod(head, hist, mask, scene, *(t[None, a:e] for a, e in spans))
         z = _user_vec(model, head, hist, mask, scene)[None]
-        off = (full_mod.full.gate(scene) * t[None])[0]
+        off = (full_mod.full.gate(scene, mask) * t[None])[0]
         wv, wi = warm_mod(z, *(off[None, a:e] for a, e in spans))
     assert torch.equal(i, ri) and torch.allclose(v, rv, atol=1e-5)
     assert torch.equal(wi, ri) and torch.allclose(wv, rv, atol=1e-5)

@@ -135,3 +135,28 @@ def test_gate_by_support_size_can_spare_new_items():
     assert float(w_s) < float(w_p)
     torch.testing.assert_close(w_s + dw_s, w_p + dw_p)  # the new-item weight ignores K
     assert float((w_b + dw_b).detach()) < float((w_p + dw_p).detach())
+
+
+def test_trend_hist_scale_is_a_serving_calibration_for_users_with_history():
+    """Eval mode: the trend term is x trend_hist_scale once K >= 1 and as is at K = 0; train mode (meta-training)
+    never scales; a config saved before the field reads 1.0 (the model it was saved with)."""
+    m = _model(trend_hist_scale=2.0)
+    hv, mask, scene, tr, table, bias = _inputs(m, 2)
+    with torch.no_grad():
+        m.train()
+        t_train = m.trend_term(scene, tr, mask)
+        m.eval()
+        t_k2 = m.trend_term(scene, tr, mask)
+        t_k0 = m.trend_term(scene, tr, torch.zeros_like(mask))
+    assert t_train.abs().sum() > 0
+    torch.testing.assert_close(t_k2, 2.0 * t_train)
+    torch.testing.assert_close(t_k0, t_train)
+    torch.testing.assert_close(m.trend_term(scene, tr, None), t_train)  # None: a user without history
+    with torch.no_grad():  # the score moves by exactly the extra trend term
+        s2, s1 = _scores(m, 2), _scores(_model(trend_hist_scale=1.0).eval(), 2)
+    torch.testing.assert_close(s2 - s1, t_k2 - t_train)
+    legacy = {k: v for k, v in ModelConfig().to_dict().items() if k != "trend_hist_scale"}
+    assert ModelConfig.from_dict(legacy).trend_hist_scale == 1.0
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="trend_hist_scale"):
+            ModelConfig(trend_hist_scale=bad)
