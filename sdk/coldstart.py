@@ -461,6 +461,8 @@ def write_coldstart(report: dict, command: str, out_dir: str | Path | None = Non
 
     out = Path(out_dir or RESULTS_DIR)
     bpath = out / "baselines.json"
+    if not bpath.is_file():  # a report written elsewhere still sits beside the baselines of bench/results
+        bpath = Path(RESULTS_DIR) / "baselines.json"
     baselines = json.loads(bpath.read_text())["results"] if bpath.is_file() else None
     report = {**report, "command": command}
     p = write_results("coldstart", report, coldstart_markdown(report, baselines), command, out)
