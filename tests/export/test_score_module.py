@@ -13,19 +13,21 @@ def _users_with_k0(model, table, users):
 
 
 @pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items",
-                                    "trend_by_k", "trend_attr", "trend_by_k_seen"])
+                                    "trend_by_k", "trend_attr", "trend_by_k_seen", "trend_hist_scale"])
 def test_scores_equal_score_from_vectors(tiny, users, switch):
     on = ("trend_by_k", "trend_attr")  # trend mechanisms (ModelConfig), off by default
     model = tiny(**({} if switch in (None, "new_items") else {switch: True} if switch in on else
-                    {"trend_by_k": True, "trend_by_k_new": False} if switch == "trend_by_k_seen" else {switch: False}))
-    if switch in ("new_items", "trend_by_k_seen"):
+                    {"trend_by_k": True, "trend_by_k_new": False} if switch == "trend_by_k_seen" else
+                    {"trend_hist_scale": 2.5} if switch == "trend_hist_scale" else {switch: False}))
+    model.eval()  # serving: the trend calibration (trend_hist_scale) applies in eval mode only
+    if switch in ("new_items", "trend_by_k_seen", "trend_hist_scale"):
         # a third of the catalog had no fit event: their own trend gate (+ offset) applies
         with torch.no_grad():
             model.item_known[::3] = 0.0
             model.new_bias.fill_(0.7)
     table, bias = model.export_item_table(), model.export_item_bias()
     mod = ScoreModule(model, bias, 20).eval()
-    assert (mod.item_new is not None) == (switch in ("new_items", "trend_by_k_seen"))
+    assert (mod.item_new is not None) == (switch in ("new_items", "trend_by_k_seen", "trend_hist_scale"))
     head0 = model.head_init()
     g = torch.Generator().manual_seed(4)
     head = {k: v.detach() + 0.2 * torch.randn(v.shape, generator=g) for k, v in head0.items()}  # an adapted head
@@ -43,12 +45,15 @@ def test_scores_equal_score_from_vectors(tiny, users, switch):
         assert not np.isin(i.numpy(), np.flatnonzero(~keep.numpy())).any()
 
 
-def test_score_graph_is_one_xnnpack_call_and_topk(model):
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_score_graph_is_one_xnnpack_call_and_topk(model, tiny, scale):
     """The point of the rewrite and of `score_partitioner`: everything but top-k is one delegate call (the user
     vector, the table product on the input table, bias, trend, exclusion); the float16 bias is stored as float32
     values, so no cast runs per call."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
+    if scale != 1.0:  # the trend calibration's history count is a delegated Linear, not a portable sum
+        model = tiny(trend_hist_scale=scale)
     table = model.export_item_table()
     pte = export_score_program(model, model.export_item_bias(), table, 20, torch.float16)
     prog = deserialize_pte_binary(pte)
