@@ -225,12 +225,12 @@ class ScoreModule(nn.Module):
             self.register_buffer("trend_factor", None)
             if cfg.trend_attr:
                 const("trend_factor", 1.0 + model.trend_attr_w(model.item_attrs)[:, 0])
-            # ModelConfig.trend_by_k: offset k_off[K], K = the history count, picked by a triangular indicator
-            # relu(1 - |K - j|) (exact at integer K; no data-dependent indexing in the graph)
             # ModelConfig.trend_hist_scale: K = ones . hist_mask as a Linear (XNNPACK takes it; a sum would not be)
             self.register_buffer("k_ones", None)
             if cfg.trend_hist_scale != 1.0:
                 const("k_ones", torch.ones(1, cfg.hist_len))
+            # ModelConfig.trend_by_k: offset k_off[K], K = the history count, picked by a triangular indicator
+            # relu(1 - |K - j|) (exact at integer K; no data-dependent indexing in the graph)
             self.register_buffer("k_off", None)
             if cfg.trend_by_k:
                 const("k_off", model.trend_k_off.reshape(1, -1))
