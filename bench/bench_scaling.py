@@ -178,6 +178,16 @@ def tree_levels(n: int, k: int) -> int:
     return lv
 
 
+def max_tree(x, levels: int):
+    """`levels` halvings of the last dim by `maximum` of its two halves (XNNPACK: two static slices + maximum)."""
+    import torch
+
+    for _ in range(levels):
+        h = x.shape[-1] // 2
+        x = torch.maximum(x[..., :h], x[..., h:])
+    return x
+
+
 def tree_topk(scores, k: int):
     """Exact top-k in two stages, both in the program. Stage 1: `maximum` of the two halves, repeated (XNNPACK
     element-wise ops; each level reads its input once and halves it), gives M column maxima of the (N / M, M)
@@ -192,10 +202,7 @@ def tree_topk(scores, k: int):
     if lv == 0:
         v, i = torch.topk(scores, k)
         return v, i
-    x = scores
-    for _ in range(lv):
-        h = x.shape[0] // 2
-        x = torch.maximum(x[:h], x[h:])
+    x = max_tree(scores, lv)
     m = x.shape[0]
     _, cols = torch.topk(x, k)
     cand = scores.reshape(n // m, m).index_select(1, cols)  # (rows, k)
@@ -310,10 +317,7 @@ def chained_topk(tables, rowbase, u, terms, k: int, gate=None, stage: str = "ful
             heads.append(y[:, :1])
             continue
         y = y + (terms[c] if gate is None else gg * terms[c])
-        x = y
-        for _ in range(tree_levels(y.shape[1], k)):
-            h = x.shape[1] // 2
-            x = torch.maximum(x[:, :h], x[:, h:])
+        x = max_tree(y, tree_levels(y.shape[1], k))
         if stage == "tree":
             heads.append(x[:, :1])
             continue
