@@ -122,6 +122,19 @@ _ml4 = list(ABLATIONS)[list(ABLATIONS).index("next item only (future weight 0)")
 for _n in _ml4:
     ABLATIONS[_n] = (ABLATIONS[_n][0], {"trend_hist_scale": 1.0, **ABLATIONS[_n][1]})
 FULL = "full (metasgd, 1 step)"
+TWIN = "0 inner steps (trained with 0)"  # the issue's "fair" no-adaptation twin
+
+
+def adaptation_effect(report: dict) -> dict | None:
+    """The full prior against its 0-step twin on the learning curve (`curve_paired_difference`), when the report
+    has the twin's runs for the full part's seeds; None otherwise."""
+    twin = report.get("twin")
+    if not twin or "full" not in report:
+        return None
+    seeds = [s for s in twin["seeds"] if s in report["full"]["seeds"]]
+    if not seeds:
+        return None
+    return curve_paired_difference([report["full"]["seeds"][s] for s in seeds], [twin["seeds"][s] for s in seeds])
 
 
 def variant_config(base: TrainConfig, name: str, seed: int) -> TrainConfig:
@@ -263,6 +276,29 @@ def paired_difference(res_a: dict, res_b: dict, ks=(1, 2, 3)) -> dict:
             "n_queries": int(len(d)), "n_seeds": len(ra), "measurable": bool(ci[0] > 0 or ci[1] < 0)}
 
 
+def curve_paired_difference(runs_a: list[dict], runs_b: list[dict], ks=("3", "5")) -> dict:
+    """Learning-curve Recall@10 of A minus B, paired over the same users: per K, the per-user difference averaged
+    over the seeds, its mean and 95% bootstrap interval over users, and the per-seed mean differences. Runs are
+    protocol results with `learning_curve` per-user values (seed i of A paired with seed i of B)."""
+    from metarec.sdk.protocol import bootstrap_ci
+
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise ValueError("curve_paired_difference needs the same number (>= 1) of runs on each side")
+    out = {"n_seeds": len(runs_a)}
+    for k in ks:
+        diffs = []
+        for a, b in zip(runs_a, runs_b):
+            ca, cb = a["learning_curve"], b["learning_curve"]
+            if ca.get("users") != cb.get("users") or "per_user" not in ca["recall10"][k]:
+                raise ValueError("curve_paired_difference: the runs did not score the same users per user")
+            diffs.append(np.asarray(ca["recall10"][k]["per_user"]) - np.asarray(cb["recall10"][k]["per_user"]))
+        per_user = np.mean(diffs, 0)
+        ci = bootstrap_ci(per_user)
+        out[k] = {"recall10_diff": float(per_user.mean()), "recall10_diff_ci": ci, "n_users": int(len(per_user)),
+                  "per_seed": [float(d.mean()) for d in diffs], "measurable": bool(ci[0] > 0 or ci[1] < 0)}
+    return out
+
+
 def planted_scene_share(ds, users, ks=(1, 2, 3)) -> dict:
     """How much of the synthetic data the planted scene effect moves: the share of all events, and of the K=1..3
     next-item targets of `users`, that are items of a scene factor active at the event, against the share of the
@@ -389,6 +425,17 @@ def coldstart_markdown(report: dict, baselines: dict | None) -> str:
         lines.append(f"| {name} | {_f(m['headline_hr10'])} | {_f(m['headline_ndcg10'])} | " +
                      " | ".join(_f(m["per_k_hr10"][k]) for k in ks) +
                      f" | {_f(rc.get('3'))} | {_f(rc.get('5'))} | {_f(rc.get('10'))} | {_f(m['train_seconds'])} |")
+    eff = report.get("adaptation_effect")  # set by write_coldstart
+    if eff:
+        lines += ["", f"Adaptation against its 0-step twin (`{TWIN}`, seeds {report['twin']['seed_list']}): "
+                  "learning-curve Recall@10 of the full model minus the twin's, paired over the same "
+                  f"{eff['3']['n_users']} test users, seeds pooled (PROTOCOL v1: an interval holding 0 is \"no "
+                  "difference\"): " + "; ".join(
+                      f"K={k} {eff[k]['recall10_diff']:+.4f} [{eff[k]['recall10_diff_ci'][0]:+.4f}, "
+                      f"{eff[k]['recall10_diff_ci'][1]:+.4f}] -> "
+                      + ("measurable" if eff[k]["measurable"] else "no difference")
+                      + f" (per seed {', '.join(f'{x:+.4f}' for x in eff[k]['per_seed'])})" for k in ("3", "5"))
+                  + "."]
     for key in sorted(k for k in report if k.startswith("synthetic")):
         syn = report[key]
         lines += ["", f"## {key}: synthetic scene data (planted truth; test users, seeds {syn['seeds']}; "
@@ -465,6 +512,9 @@ def write_coldstart(report: dict, command: str, out_dir: str | Path | None = Non
         bpath = Path(RESULTS_DIR) / "baselines.json"
     baselines = json.loads(bpath.read_text())["results"] if bpath.is_file() else None
     report = {**report, "command": command}
+    eff = adaptation_effect(report)
+    if eff:
+        report["adaptation_effect"] = eff
     p = write_results("coldstart", report, coldstart_markdown(report, baselines), command, out)
     coldstart_plot(report, baselines, out / "coldstart.png")
     return p
@@ -505,7 +555,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ablation-seeds", default="0")
     ap.add_argument("--ablations", default=None, help="';'-separated names (default: all)")
     ap.add_argument("--users", default="test", choices=("val", "test"))
-    ap.add_argument("--part", default="all", choices=("all", "full", "ablations", "synthetic", "newitems"),
+    ap.add_argument("--part", default="all", choices=("all", "full", "ablations", "synthetic", "newitems", "twin"),
                     help="run only a part (to spread the work over processes), see --partial-out / --merge")
     ap.add_argument("--partial-out", default=None, help="write this part's raw results here instead of the report")
     ap.add_argument("--merge", default=None, help="','-separated partial files: write the report from them")
@@ -544,6 +594,9 @@ def main(argv: list[str]) -> int:
 
         report["new_items"] = {s: new_item_run(lambda s=s: _recommender(variant_config(base, FULL, s)), ds,
                                                split_users(ds)) for s in seeds}
+    if a.part in ("all", "twin"):  # the 0-step twin on the full part's seeds, for the paired adaptation test
+        runs = {s: run_variant(ds, variant_config(base, TWIN, s), a.users) for s in seeds}
+        report["twin"] = {"name": TWIN, "seeds": runs, "seed_list": seeds}
     if a.part in ("all", "synthetic"):
         from metarec.sdk.synthetic import SyntheticConfig
 

@@ -256,11 +256,12 @@ def learning_curve(model: Recommender, ds: Dataset, users: Iterable[int], log: E
         for k in ks:
             q = make_query(ds, log, u, rows, k, ds.ts[rows[10]])
             rec[k].append(recall_at(model.score(q), targets, q.support_items))
+    # per_user (in `users` order) lets two models be compared paired over the same users (coldstart's twin test)
     curve = {str(k): {"recall10": float(np.mean(v)) if v else float("nan"), "recall10_ci": bootstrap_ci(v),
-                      "n": len(v)} for k, v in rec.items()}
+                      "n": len(v), "per_user": [float(x) for x in v]} for k, v in rec.items()}
     top = curve[str(max(ks))]["recall10"]
     speed = next((k for k in ks if curve[str(k)]["recall10"] >= 0.95 * top), None)
-    return {"recall10": curve, "learning_speed_k": speed}
+    return {"recall10": curve, "learning_speed_k": speed, "users": [int(u) for u in users]}
 
 
 def withheld_items(ds: Dataset, frac: float = 0.1, seed: int = 0) -> np.ndarray:
