@@ -86,6 +86,34 @@ def test_paired_difference_pairs_queries_and_bootstraps_users():
         paired_difference([a], [b, b])
 
 
+def test_curve_paired_difference_pairs_users_and_the_report_states_it():
+    """The adaptation test: per-user learning-curve differences pooled over seeds; a real gap is "measurable", equal
+    runs are not, and runs over different users are refused; the report pairs the twin's seeds with the full's."""
+    from metarec.sdk.coldstart import TWIN, adaptation_effect, curve_paired_difference
+
+    users = list(range(40))
+
+    def run(vals):
+        return {"learning_curve": {"users": users, "recall10": {
+            k: {"recall10": float(np.mean(vals)), "per_user": list(map(float, vals))} for k in ("3", "5")}}}
+    hi = run((np.arange(40) % 4) / 10.0 + 0.1)
+    lo = run((np.arange(40) % 4) / 10.0)
+    same = curve_paired_difference([hi], [hi])
+    assert same["3"]["recall10_diff"] == 0.0 and not same["3"]["measurable"]
+    d = curve_paired_difference([hi, hi], [lo, lo])
+    assert d["5"]["recall10_diff"] == pytest.approx(0.1) and d["5"]["measurable"] and d["n_seeds"] == 2
+    assert d["3"]["per_seed"] == pytest.approx([0.1, 0.1])
+    other = {"learning_curve": {**lo["learning_curve"], "users": users[::-1]}}
+    with pytest.raises(ValueError, match="same users"):
+        curve_paired_difference([hi], [other])
+    with pytest.raises(ValueError, match="same number"):
+        curve_paired_difference([hi], [lo, lo])
+    report = {"full": {"seeds": {"0": hi, "1": hi}}, "twin": {"name": TWIN, "seeds": {"0": lo}, "seed_list": [0]}}
+    eff = adaptation_effect(report)
+    assert eff["n_seeds"] == 1 and eff["3"]["measurable"]
+    assert adaptation_effect({"full": report["full"]}) is None
+
+
 def test_synthetic_truth_reports_the_paired_scene_effect(tmp_path):
     import dataclasses
 
