@@ -290,7 +290,7 @@ def curve_paired_difference(runs_a: list[dict], runs_b: list[dict], ks=("3", "5"
         for a, b in zip(runs_a, runs_b):
             ca, cb = a["learning_curve"], b["learning_curve"]
             if ca.get("users") != cb.get("users") or "per_user" not in ca["recall10"][k]:
-                raise ValueError("curve_paired_difference: the runs did not score the same users per user")
+                raise ValueError("curve_paired_difference: the runs did not score the same users, or lack per-user values")
             diffs.append(np.asarray(ca["recall10"][k]["per_user"]) - np.asarray(cb["recall10"][k]["per_user"]))
         per_user = np.mean(diffs, 0)
         ci = bootstrap_ci(per_user)
