@@ -6,34 +6,25 @@ from metarec.sdk.protocol import split_users, EventLog, evaluate_users, summariz
 from metarec.sdk.recommender import MetaRecRecommender
 from metarec.sdk.train import TrainConfig
 ds = load_dataset("ml-100k"); sp = split_users(ds); log = EventLog(ds)
-seed = int(sys.argv[1]); extra = sys.argv[2] if len(sys.argv) > 2 else ""
-kw = {}
-if extra == "byk":
-    from metarec.sdk.model import ModelConfig
-    kw = {"model": ModelConfig(trend_by_k=True)}
-cfg = TrainConfig(fit_users="train", seed=seed, progress=False, **kw)
-rec = MetaRecRecommender(config=cfg).fit(ds, sp.train, log)
+seed = int(sys.argv[1])
+rec = MetaRecRecommender(config=TrainConfig(fit_users="train", seed=seed, progress=False)).fit(ds, sp.train, log)
 m = rec.model
 cache = {}
 def parts(q):
+    """(the model's scores, its trend term) of one query, computed once for every c."""
     key = (q.user, len(q.support_items), float(q.t))
     if key not in cache:
-        hv, hm = rec.history(q.support_items)
         s = torch.as_tensor(np.asarray(q.scene, np.float32))
         tr = torch.from_numpy(np.log1p(np.asarray(q.trending, np.float32)))
-        h = rec.adapted_head(q.support_items, q.scene)
         with torch.no_grad():
-            z = m.user_vector(h, hv, hm, s)
-            base = rec.score(q)
-            tt = m.trend_term(s, tr).numpy()
-            cache[key] = (base, tt)
+            cache[key] = (rec.score(q), m.trend_term(s, tr).numpy())
     return cache[key]
 class W:
     name = "w"
     def __init__(s, c): s.c = c
     def score(s, q):
         base, tt = parts(q)
-        if len(q.support_items) == 0 or s.c == 1.0 or tt is None:
+        if len(q.support_items) == 0 or s.c == 1.0:
             return base
         return base + (s.c - 1.0) * tt.astype(np.float64)
 out = {}
@@ -43,4 +34,4 @@ for c in (1.0, 1.5, 2.0, 2.5, 3.0):
     out[c] = {"hr": r["headline"]["hr10"], "ndcg": r["headline"]["ndcg10"], **{f"k{k}": r["per_k"][str(k)]["hr10"] for k in (1, 2, 3)},
               "rec3": lc["3"]["recall10"], "rec5": lc["5"]["recall10"]}
     print(seed, c, {k: round(v, 4) for k, v in out[c].items()}, flush=True)
-json.dump(out, open(f"/work/exp/tscale_{seed}{extra}.json", "w"))
+json.dump(out, open(f"runs/tscale_{seed}.json", "w"))
