@@ -121,6 +121,19 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
 _ml4 = list(ABLATIONS)[list(ABLATIONS).index("next item only (future weight 0)"):]
 for _n in _ml4:
     ABLATIONS[_n] = (ABLATIONS[_n][0], {"trend_hist_scale": 1.0, **ABLATIONS[_n][1]})
+# Does a gradient step earn its place when the support reaches z only through it and the prototypes? (session 6,
+# validation users: bench/results/adaptation_val.md). Without the sequence summary the 0-step twin sees the support
+# only through the M-prototype mixture, so a difference between the twins is what the inner steps carry.
+ABLATIONS.update({
+    "no sequence summary": ({}, {"use_seq": False}),
+    "no sequence summary, 0 inner steps": ({}, {"use_seq": False, "inner_steps": 0}),
+    "no sequence summary, 3 inner steps": ({}, {"use_seq": False, "inner_steps": 3}),
+    "no sequence summary, 3 inner steps, catalog negatives + item bias": (
+        {"negatives": "catalog"}, {"use_seq": False, "inner_steps": 3, "inner_bias": True}),
+    # the calibration of bench/results/trend_x2 on top (not default: see ModelConfig.trend_hist_scale)
+    "no sequence summary, trend x2": ({}, {"use_seq": False, "trend_hist_scale": 2.0}),
+    "trend x2": ({}, {"trend_hist_scale": 2.0}),
+})
 FULL = "full (metasgd, 1 step)"
 TWIN = "0 inner steps (trained with 0)"  # the "fair" no-adaptation twin
 
