@@ -133,6 +133,9 @@ ABLATIONS.update({
     # the calibration of bench/results/trend_x2 on top (not default: see ModelConfig.trend_hist_scale)
     "no sequence summary, trend x2": ({}, {"use_seq": False, "trend_hist_scale": 2.0}),
     "trend x2": ({}, {"trend_hist_scale": 2.0}),
+    # the phone bundle's shape (pruned to d=16, M=4 at export) trained as such: no pruning, no compression cost
+    "dim 16, 4 prototypes": ({}, {"dim": 16, "n_prototypes": 4}),
+    "dim 16, 4 prototypes, trend x2": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 2.0}),
 })
 FULL = "full (metasgd, 1 step)"
 TWIN = "0 inner steps (trained with 0)"  # the "fair" no-adaptation twin
