@@ -173,3 +173,12 @@ def test_checkpoint_reused_only_for_its_own_data(tmp_path):
     sub = dataclasses.replace(ds, user=ds.user[keep], item=ds.item[keep], rating=ds.rating[keep], ts=ds.ts[keep])
     other = MetaRecRecommender(checkpoint=ck).fit(sub, sp.train)
     assert not torch.allclose(other.table, trained.export_item_table())  # retrained, not reused
+
+
+def test_every_ablation_is_a_valid_config():
+    # an entry naming a field that does not exist (or a value out of range) must fail here, not an hour into a run
+    for name, (tr, mo) in ABLATIONS.items():
+        cfg = variant_config(TrainConfig(), name, seed=3)
+        assert cfg.seed == 3 and not cfg.progress
+        assert all(getattr(cfg.model, k) == v for k, v in mo.items()), name
+        assert all(getattr(cfg, k) == v for k, v in tr.items()), name
