@@ -76,6 +76,18 @@ class CompressConfig(_JsonConfig):
     def prunes(self) -> bool:
         return self.prune_dim is not None or self.prune_prototypes is not None
 
+    def for_model(self, dim: int, n_prototypes: int) -> "CompressConfig":
+        """The prune targets are upper bounds: a target at or above the model's size is dropped (None), so a model
+        already at the phone's shape is neither pruned nor re-fine-tuned, and the manifest records what was done.
+
+        >>> CompressConfig(prune_dim=16, prune_prototypes=4).for_model(16, 4).prunes
+        False
+        """
+        d = self.prune_dim if self.prune_dim is not None and self.prune_dim < dim else None
+        m = self.prune_prototypes if self.prune_prototypes is not None and self.prune_prototypes < n_prototypes \
+            else None
+        return dataclasses.replace(self, prune_dim=d, prune_prototypes=m)
+
     def table_group_size(self, d: int) -> int:
         """Group size actually used for a d-column table (0 means one scale per row)."""
         if self.quant == "none":

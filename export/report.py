@@ -79,9 +79,15 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
     keydir = Path(tempfile.mkdtemp(prefix="metarec-keys-"))
     generate_keypair(keydir)
     rows, ref_scores, pruned_cache = [], None, {}
+    skipped = []
     for name, quant, pruned in variants:
         ccfg = CompressConfig(quant=quant, **(pr if pruned else {}),
-                              finetune_steps=finetune_steps if pruned else 0)
+                              finetune_steps=finetune_steps if pruned else 0).for_model(base.cfg.dim,
+                                                                                        base.cfg.n_prototypes)
+        if pruned and not ccfg.prunes:  # the prior is already at (or below) the prune targets: same as unpruned
+            skipped.append(name)
+            print(f"{name}: skipped, the prior (d={base.cfg.dim}, M={base.cfg.n_prototypes}) is within {pr}")
+            continue
         if pruned:
             key = json.dumps(pr, sort_keys=True)
             if key not in pruned_cache:  # prune + fine-tune once; the int8 / int4 variants share the model
@@ -116,7 +122,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
         r["hr10_rel_loss"] = (fp - r["hr10"]) / fp if fp > 0 else float("nan")
     command = command or "python -m metarec.export.report " + str(checkpoint)
     data = {"dataset": ds.name, "checkpoint": str(checkpoint), "train_config": tcfg.to_dict(), "prune": pr, "finetune_steps": finetune_steps,
-            "budget_bytes": 64 * 1024, "variants": rows}
+            "budget_bytes": 64 * 1024, "variants": rows, "skipped": skipped}
     md = ["# Compression variants (PROTOCOL v1, test users, headline HR@10 = K 1..3)", "",
           "| variant | d | M | phone bundle KB | score SNR dB | table SNR dB | top-10 overlap | HR@10 [95% CI] | "
           "rel. loss |", "|---|---|---|---|---|---|---|---|---|"]
@@ -127,7 +133,9 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
     md += ["", f"Checkpoint {checkpoint}: TrainConfig steps={tcfg.steps}. Pruned variants: importance-ranked dims "
            f"and prototypes ({pr}), then {finetune_steps} more meta-training steps, so their HR@10 includes that "
            "extra training. Score SNR / overlap are against the fp32 model over the same queries; rel. loss < 0 "
-           "is a gain. Quantized bundles also store the item bias in float16.", "",
+           "is a gain. Quantized bundles also store the item bias in float16."
+           + (f" Not run: {', '.join(skipped)} (the prior, d={base.cfg.dim} and M={base.cfg.n_prototypes}, is "
+              f"already within the prune targets, so they equal the unpruned rows)." if skipped else ""), "",
            "Phone bundle = every bundle file but the optional model.onnx. Per-file bytes:", "",
            "| variant | " + " | ".join(sorted(rows[0]["files"])) + " |",
            "|---|" + "---|" * len(rows[0]["files"])]

@@ -45,6 +45,8 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "3 inner steps": ({}, {"inner_steps": 3}),
     "scene pathway 10x rate": ({"scene_lr_mult": 10.0}, {}),
     "no trend calibration (trend_hist_scale 1)": ({}, {"trend_hist_scale": 1.0}),
+    # the default before session 6: a d=32, M=8 prior (export pruned it to the phone's 16 / 4), no calibration
+    "previous default (d=32, M=8, trend scale 1)": ({}, {"dim": 32, "n_prototypes": 8, "trend_hist_scale": 1.0}),
     # ---- evidence runs on validation users, each pinned to the outer loss and the 3 inner steps it was measured
     # with: PREV = the default before wt-ml3 (CE only, later items at weight 0.3, 600 steps), so the names keep their
     # figures when the defaults move. Figures: bench/results/adaptation_val.md (seeds 0,1, with the commands).
@@ -123,20 +125,25 @@ for _n in _ml4:
     ABLATIONS[_n] = (ABLATIONS[_n][0], {"trend_hist_scale": 1.0, **ABLATIONS[_n][1]})
 # Does a gradient step earn its place when the support reaches z only through it and the prototypes? (session 6,
 # validation users: bench/results/adaptation_val.md). Without the sequence summary the 0-step twin sees the support
-# only through the M-prototype mixture, so a difference between the twins is what the inner steps carry.
+# only through the M-prototype mixture, so a difference between the twins is what the inner steps carry. Measured
+# before the trend calibration was the default: pinned to it off, like wt-ml4's.
 ABLATIONS.update({
-    "no sequence summary": ({}, {"use_seq": False}),
-    "no sequence summary, 0 inner steps": ({}, {"use_seq": False, "inner_steps": 0}),
-    "no sequence summary, 3 inner steps": ({}, {"use_seq": False, "inner_steps": 3}),
+    "no sequence summary": ({}, {"use_seq": False, "trend_hist_scale": 1.0}),
+    "no sequence summary, 0 inner steps": ({}, {"use_seq": False, "inner_steps": 0, "trend_hist_scale": 1.0}),
+    "no sequence summary, 3 inner steps": ({}, {"use_seq": False, "inner_steps": 3, "trend_hist_scale": 1.0}),
     "no sequence summary, 3 inner steps, catalog negatives + item bias": (
-        {"negatives": "catalog"}, {"use_seq": False, "inner_steps": 3, "inner_bias": True}),
-    # the calibration of bench/results/trend_x2 on top (not default: see ModelConfig.trend_hist_scale)
+        {"negatives": "catalog"}, {"use_seq": False, "inner_steps": 3, "inner_bias": True, "trend_hist_scale": 1.0}),
     "no sequence summary, trend x2": ({}, {"use_seq": False, "trend_hist_scale": 2.0}),
     "trend x2": ({}, {"trend_hist_scale": 2.0}),
-    # the phone bundle's shape (pruned to d=16, M=4 at export) trained as such: no pruning, no compression cost
-    "dim 16, 4 prototypes": ({}, {"dim": 16, "n_prototypes": 4}),
+    # the phone bundle's shape trained as such (bench/results/compress_val/README.md): became the default
+    "dim 16, 4 prototypes": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 1.0}),
     "dim 16, 4 prototypes, trend x2": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 2.0}),
 })
+# Every evidence entry above was measured with the d=32, M=8 prior of the time: pinned to it (an entry's own
+# overrides win), so each name keeps its figures now that the default is the phone's shape (ModelConfig.dim)
+PRE_S6_SHAPE = {"dim": 32, "n_prototypes": 8}
+for _n in list(ABLATIONS)[list(ABLATIONS).index("spread negatives (inner loss)"):]:
+    ABLATIONS[_n] = (ABLATIONS[_n][0], {**PRE_S6_SHAPE, **ABLATIONS[_n][1]})
 FULL = "full (metasgd, 1 step)"
 TWIN = "0 inner steps (trained with 0)"  # the issue's "fair" no-adaptation twin
 

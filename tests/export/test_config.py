@@ -35,6 +35,16 @@ def test_parse_prune():
             parse_prune(bad)
 
 
+def test_prune_targets_are_upper_bounds_for_the_model():
+    c = CompressConfig(quant="int8", prune_dim=16, prune_prototypes=4, finetune_steps=7)
+    assert c.for_model(32, 8) == c  # both shrink: kept as given
+    same = c.for_model(16, 4)  # already the phone's shape: nothing to prune, nothing to re-fine-tune
+    assert not same.prunes and same.quant == "int8" and same.finetune_steps == 7
+    part = c.for_model(16, 8)  # only the prototypes shrink
+    assert part.prune_dim is None and part.prune_prototypes == 4 and part.prunes
+    assert CompressConfig().for_model(8, 2) == CompressConfig()
+
+
 def test_group_size_capped_at_d():
     assert CompressConfig(quant="int4").table_group_size(16) == 16
     assert CompressConfig(quant="int4").table_group_size(64) == 32

@@ -27,7 +27,9 @@ def test_config_json_round_trip_and_validation():
 def test_head_is_small_and_ordered():
     m = _model()
     assert list(m.head_init()) == list(m.head_param_names)
-    assert 1000 <= m.head_size() <= 2000  # ~50 us on the phone needs a ~1-2K float head
+    c = m.cfg  # P = d + h (2d + s) + h + d h (the ModelConfig.head_hidden comment)
+    assert m.head_size() == c.dim + c.head_hidden * (2 * c.dim + c.scene_hidden) + c.head_hidden + c.dim * c.head_hidden
+    assert 500 <= m.head_size() <= 2000  # ~50 us on the phone needs a ~1-2K float head (928 at the default d=16)
 
 
 def test_scores_use_table_and_padding_is_ignored():

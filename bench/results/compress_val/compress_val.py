@@ -5,7 +5,10 @@ measured importance, 100 fine-tune steps on train users, int4 / int8 table as th
 94 validation users (PROTOCOL v1 headline, K=1..3) with the serving trend scale (ModelConfig.trend_hist_scale) at
 1 and 2. Writes OUT.json; usage from the repo root:
 
-    OMP_NUM_THREADS=1 python bench/results/compress_val/compress_val.py OUT.json SEED [SEED ...]
+    OMP_NUM_THREADS=1 python bench/results/compress_val/compress_val.py OUT.json SEED [SEED ...] [--model JSON]
+
+--model: ModelConfig overrides of the prior, e.g. '{"dim": 16, "n_prototypes": 4}' (then the variants that would
+not shrink it are skipped: a pruned variant must prune).
 """
 import copy
 import dataclasses
@@ -36,16 +39,22 @@ def with_scale(model, scale):
     return m.eval()
 
 
-def main(out, seeds):
+def main(out, seeds, model_over=None):
     ds = load_dataset("ml-100k")
     sp, log = split_users(ds), EventLog(ds)
     res = {}
     for seed in seeds:
         cfg = TrainConfig(fit_users="train", seed=seed, progress=False)
+        if model_over:
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "model": {**cfg.model.to_dict(), **model_over}})
         base = MetaRecRecommender(config=cfg).fit(ds, sp.train, log).model
         hist = early_histories(ds, sp.train, base.cfg.hist_len)
         res[seed] = {}
         for name, quant, prune in VARIANTS:
+            shrinks = prune.get("prune_dim", base.cfg.dim) < base.cfg.dim or \
+                prune.get("prune_prototypes", base.cfg.n_prototypes) < base.cfg.n_prototypes
+            if prune and not shrinks:
+                continue
             ccfg = CompressConfig(quant=quant, **prune, finetune_steps=100 if prune else 0)
             model, _ = compress_model(base, ccfg, hist, sdk_finetune(ds, sp.train, cfg) if prune else None)
             qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
@@ -62,4 +71,8 @@ def main(out, seeds):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], [int(s) for s in sys.argv[2:]])
+    args = sys.argv[1:]
+    over = json.loads(args.pop(args.index("--model") + 1)) if "--model" in args else None
+    if over is not None:
+        args.remove("--model")
+    main(args[0], [int(s) for s in args[1:]], over)
