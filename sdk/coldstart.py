@@ -45,7 +45,8 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "3 inner steps": ({}, {"inner_steps": 3}),
     "scene pathway 10x rate": ({"scene_lr_mult": 10.0}, {}),
     "no trend calibration (trend_hist_scale 1)": ({}, {"trend_hist_scale": 1.0}),
-    # the default before session 6: a d=32, M=8 prior (export pruned it to the phone's 16 / 4), no calibration
+    # the default (d=32, M=8, pruned to 16 / 4 at export, no calibration) named for runs under another base config
+    # (bench/results/d16_x2: the same as "full" under the default)
     "previous default (d=32, M=8, trend scale 1)": ({}, {"dim": 32, "n_prototypes": 8, "trend_hist_scale": 1.0}),
     # ---- evidence runs on validation users, each pinned to the outer loss and the 3 inner steps it was measured
     # with: PREV = the default before wt-ml3 (CE only, later items at weight 0.3, 600 steps), so the names keep their
@@ -135,12 +136,13 @@ ABLATIONS.update({
         {"negatives": "catalog"}, {"use_seq": False, "inner_steps": 3, "inner_bias": True, "trend_hist_scale": 1.0}),
     "no sequence summary, trend x2": ({}, {"use_seq": False, "trend_hist_scale": 2.0}),
     "trend x2": ({}, {"trend_hist_scale": 2.0}),
-    # the phone bundle's shape trained as such (bench/results/compress_val/README.md): became the default
+    # the phone bundle's shape trained as such (bench/results/compress_val/README.md; the whole chain on test users
+    # with it as the default: bench/results/d16_x2/)
     "dim 16, 4 prototypes": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 1.0}),
     "dim 16, 4 prototypes, trend x2": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 2.0}),
 })
-# Every evidence entry above was measured with the d=32, M=8 prior of the time: pinned to it (an entry's own
-# overrides win), so each name keeps its figures now that the default is the phone's shape (ModelConfig.dim)
+# Every evidence entry above was measured with the d=32, M=8 prior: pinned to it (an entry's own overrides win), so
+# each name keeps its figures under another base config (bench/results/d16_x2/train_config.json) or default
 PRE_S6_SHAPE = {"dim": 32, "n_prototypes": 8}
 for _n in list(ABLATIONS)[list(ABLATIONS).index("spread negatives (inner loss)"):]:
     ABLATIONS[_n] = (ABLATIONS[_n][0], {**PRE_S6_SHAPE, **ABLATIONS[_n][1]})

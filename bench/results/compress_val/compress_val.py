@@ -30,7 +30,7 @@ torch.set_num_threads(1)
 SCALES = (1.0, 2.0)
 VARIANTS = [("fp32", "none", {}), ("int4", "int4", {}), ("pruned d16 M4 + int4 (the bundle)", "int4",
             {"prune_dim": 16, "prune_prototypes": 4}), ("pruned d16 M8 + int4", "int4", {"prune_dim": 16}),
-            ("pruned d24 M8 + int8", "int8", {"prune_dim": 24})]
+            ("pruned d24 M8 + int8", "int8", {"prune_dim": 24}), ("int4 group 8", "int4", {}, 8)]
 
 
 def with_scale(model, scale):
@@ -50,12 +50,13 @@ def main(out, seeds, model_over=None):
         base = MetaRecRecommender(config=cfg).fit(ds, sp.train, log).model
         hist = early_histories(ds, sp.train, base.cfg.hist_len)
         res[seed] = {}
-        for name, quant, prune in VARIANTS:
+        for name, quant, prune, *group in VARIANTS:
             shrinks = prune.get("prune_dim", base.cfg.dim) < base.cfg.dim or \
                 prune.get("prune_prototypes", base.cfg.n_prototypes) < base.cfg.n_prototypes
             if prune and not shrinks:
                 continue
-            ccfg = CompressConfig(quant=quant, **prune, finetune_steps=100 if prune else 0)
+            ccfg = CompressConfig(quant=quant, **prune, finetune_steps=100 if prune else 0,
+                                  **({"group_size": group[0]} if group else {}))
             model, _ = compress_model(base, ccfg, hist, sdk_finetune(ds, sp.train, cfg) if prune else None)
             qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
             table = model.export_item_table().numpy() if quant == "none" else qt.dequantized
