@@ -51,13 +51,12 @@ def main(out, seeds, model_over=None):
         hist = early_histories(ds, sp.train, base.cfg.hist_len)
         res[seed] = {}
         for name, quant, prune, *group in VARIANTS:
-            shrinks = prune.get("prune_dim", base.cfg.dim) < base.cfg.dim or \
-                prune.get("prune_prototypes", base.cfg.n_prototypes) < base.cfg.n_prototypes
-            if prune and not shrinks:
-                continue
             ccfg = CompressConfig(quant=quant, **prune, finetune_steps=100 if prune else 0,
-                                  **({"group_size": group[0]} if group else {}))
-            model, _ = compress_model(base, ccfg, hist, sdk_finetune(ds, sp.train, cfg) if prune else None)
+                                  **({"group_size": group[0]} if group else {})).for_model(base.cfg.dim,
+                                                                                            base.cfg.n_prototypes)
+            if prune and not ccfg.prunes:  # the prior is already within the targets: same as the unpruned row
+                continue
+            model, _ = compress_model(base, ccfg, hist, sdk_finetune(ds, sp.train, cfg) if ccfg.prunes else None)
             qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
             table = model.export_item_table().numpy() if quant == "none" else qt.dequantized
             res[seed][name] = {}
