@@ -119,33 +119,37 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
         {}, {"trend_by_k": True, "trend_by_k_new": False, "trend_attr": True}),
     "trend gate by support size, id dropout 0.5": ({}, {"trend_by_k": True, "id_dropout": 0.5}),
 }
-# wt-ml4's evidence entries (from "next item only" on) were measured before the trend calibration: pinned to it off,
-# so that each name keeps its figures in headline_val.md
-_ml4 = list(ABLATIONS)[list(ABLATIONS).index("next item only (future weight 0)"):]
-for _n in _ml4:
-    ABLATIONS[_n] = (ABLATIONS[_n][0], {"trend_hist_scale": 1.0, **ABLATIONS[_n][1]})
 # Does a gradient step earn its place when the support reaches z only through it and the prototypes? (session 6,
 # validation users: bench/results/adaptation_val.md). Without the sequence summary the 0-step twin sees the support
-# only through the M-prototype mixture, so a difference between the twins is what the inner steps carry. Measured
-# before the trend calibration was the default: pinned to it off, like wt-ml4's.
+# only through the M-prototype mixture, so a difference between the twins is what the inner steps carry.
 ABLATIONS.update({
-    "no sequence summary": ({}, {"use_seq": False, "trend_hist_scale": 1.0}),
-    "no sequence summary, 0 inner steps": ({}, {"use_seq": False, "inner_steps": 0, "trend_hist_scale": 1.0}),
-    "no sequence summary, 3 inner steps": ({}, {"use_seq": False, "inner_steps": 3, "trend_hist_scale": 1.0}),
+    "no sequence summary": ({}, {"use_seq": False}),
+    "no sequence summary, 0 inner steps": ({}, {"use_seq": False, "inner_steps": 0}),
+    "no sequence summary, 3 inner steps": ({}, {"use_seq": False, "inner_steps": 3}),
     "no sequence summary, 3 inner steps, catalog negatives + item bias": (
-        {"negatives": "catalog"}, {"use_seq": False, "inner_steps": 3, "inner_bias": True, "trend_hist_scale": 1.0}),
+        {"negatives": "catalog"}, {"use_seq": False, "inner_steps": 3, "inner_bias": True}),
     "no sequence summary, trend x2": ({}, {"use_seq": False, "trend_hist_scale": 2.0}),
     "trend x2": ({}, {"trend_hist_scale": 2.0}),
     # the phone bundle's shape trained as such (bench/results/compress_val/README.md; the whole chain on test users
     # with it as the default: bench/results/d16_x2/)
-    "dim 16, 4 prototypes": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 1.0}),
+    "dim 16, 4 prototypes": ({}, {"dim": 16, "n_prototypes": 4}),
     "dim 16, 4 prototypes, trend x2": ({}, {"dim": 16, "n_prototypes": 4, "trend_hist_scale": 2.0}),
 })
-# Every evidence entry above was measured with the d=32, M=8 prior: pinned to it (an entry's own overrides win), so
-# each name keeps its figures under another base config (bench/results/d16_x2/train_config.json) or default
+
+
+def _pin_from(first: str, model: dict) -> None:
+    """Evidence entries from `first` on keep the model settings they were measured with (an entry's own win), so
+    each name keeps its figures when the defaults move or under another base config (d16_x2/train_config.json)."""
+    names = list(ABLATIONS)
+    for n in names[names.index(first):]:
+        ABLATIONS[n] = (ABLATIONS[n][0], {**model, **ABLATIONS[n][1]})
+
+
+# wt-ml4's and session 6's entries were measured before the trend calibration (headline_val.md, adaptation_val.md)
+_pin_from("next item only (future weight 0)", {"trend_hist_scale": 1.0})
+# every evidence entry was measured with the d=32, M=8 prior
 PRE_S6_SHAPE = {"dim": 32, "n_prototypes": 8}
-for _n in list(ABLATIONS)[list(ABLATIONS).index("spread negatives (inner loss)"):]:
-    ABLATIONS[_n] = (ABLATIONS[_n][0], {**PRE_S6_SHAPE, **ABLATIONS[_n][1]})
+_pin_from("spread negatives (inner loss)", PRE_S6_SHAPE)
 FULL = "full (metasgd, 1 step)"
 TWIN = "0 inner steps (trained with 0)"  # the issue's "fair" no-adaptation twin
 

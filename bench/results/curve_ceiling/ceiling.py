@@ -34,6 +34,13 @@ def visible(t, user):
     return rows[ds.user[rows] != user]
 
 
+def user_item(rows):
+    """(n_users, N) binary matrix of the given event rows."""
+    X = np.zeros((ds.n_users, N))
+    X[ds.user[rows], ds.item[rows]] = 1.0
+    return X
+
+
 class _Base:
     def fit(self, ds_, fit_users, log_):
         return self
@@ -63,9 +70,7 @@ class EASE(_Base):
     def personal(self, q):
         key = (q.user, q.t)
         if key not in self._cache:
-            rows = visible(q.t, q.user)
-            X = np.zeros((ds.n_users, N))
-            X[ds.user[rows], ds.item[rows]] = 1.0
+            X = user_item(visible(q.t, q.user))
             P = np.linalg.inv(X.T @ X + self.lam * np.eye(N))
             Bm = -P / np.diag(P)[None, :]
             np.fill_diagonal(Bm, 0.0)
@@ -82,9 +87,7 @@ class RecentUserKNN(_Base):
 
     def personal(self, q):
         rows = visible(q.t, q.user)
-        rows = rows[first_ts[ds.user[rows]] >= q.t - self.days * DAY]
-        X = np.zeros((ds.n_users, N))
-        X[ds.user[rows], ds.item[rows]] = 1.0
+        X = user_item(rows[first_ts[ds.user[rows]] >= q.t - self.days * DAY])
         w = X[:, q.support_items].sum(1)
         return (w @ X) / np.sqrt(X.sum(0) + 1.0)
 

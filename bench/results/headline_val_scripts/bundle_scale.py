@@ -1,3 +1,7 @@
+"""The bundle's own weights (eager sdk, test users): headline with the trend calibration at 2 and at 1.
+
+    python bench/results/headline_val_scripts/bundle_scale.py artifacts/bundle.model.pt   (after `make demo`)
+"""
 import dataclasses, sys, numpy as np, torch
 torch.set_num_threads(1)
 from metarec.sdk.data import load_dataset
