@@ -91,8 +91,9 @@ class MetaLearner:
 
 
 def batch_scores(model, learner: MetaLearner, table, bias, hist, hist_mask, scene, trend, steps: int,
-                 training: bool = False):
-    """Adapted scores (B, N) for a batch of tasks: vmap over users of (adapt, score)."""
+                 id_keep=None):
+    """Adapted scores (B, N) for a batch of tasks: vmap over users of (adapt, score); `id_keep` as in
+    `MetaRecModel.item_table` (training's id dropout: those items are scored as new items)."""
     head0 = learner.head0(model)
     neg_vecs = table[model.negatives]
     hist_vecs = table[hist]  # (B, L, d)
@@ -101,7 +102,7 @@ def batch_scores(model, learner: MetaLearner, table, bias, hist, hist_mask, scen
 
     def one(hv, hm, sc, tr, hb):
         h = learner.adapt_one(model, head0, hv, hm, sc, neg_vecs, steps, hist_bias=hb, neg_bias=neg_bias)
-        return model.score_from_vectors(h, hv, hm, sc, tr, table, bias)
+        return model.score_from_vectors(h, hv, hm, sc, tr, table, bias, id_keep)
 
     return vmap(one)(hist_vecs, hist_mask, scene, trend, hist_bias)
 

@@ -1,16 +1,8 @@
-"""The meta-learned cold-start model (shared/ARCHITECTURE.md, "The model").
+"""The meta-learned cold-start model: its parameters, item table and configuration (docs/architecture.md).
 
-score_i = v_i . z + b_i + g(scene) * log1p(trend_i), where
-- v_i (the item table) = id embedding + attribute encoder(genres, year), so a new item has a vector;
-- z = u0 + seq + head.u + W2 tanh(W1 [u0; s; seq] + b1): u0 is a soft mixture of M interest prototypes picked by
-  the history (K=0: a scene-conditioned prior mixture), seq a recency-weighted, transition-mapped summary of the
-  last L items, s the scene encoding;
-- the head {u, W1, b1, W2} (~1.7K floats) is the only part the phone trains.
-
-Everything the phone computes is a function of (table rows, bias, frozen scene/prototype/sequence nets, head), so
-export can bake it: see `score_from_vectors`, `support_loss`, `step_sizes`, `head_init`.
-History layout (binding for export/runtime): `hist_vecs` is (L, d), right-aligned: row L-1 is the most recent
-support item, padding rows come first and have hist_mask 0.
+The item vector v_i = id embedding + attribute encoder(genres, year), so a new item has a vector; the scoring
+math (user vector, trend term, support loss, step sizes) is sdk/kernel.py's, bound here to the parameters. The
+head {u, W1, b1, W2} is the only part the phone trains.
 """
 from __future__ import annotations
 
@@ -21,12 +13,13 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from metarec.sdk import kernel
+from metarec.sdk.kernel import HEAD_PARAM_NAMES
 
 MODEL_CONFIG_VERSION = 1
 SCENE_DIM = 15  # runtime_py.scene.SceneSpec().dim
-HEAD_PARAM_NAMES = ("u", "W1", "b1", "W2")
 SUPPORT_TARGETS = ("all", "next")
 
 
@@ -273,135 +266,65 @@ class MetaRecModel(nn.Module):
     def head_size(self) -> int:
         return sum(v.numel() for v in self.head0.values())
 
-    # ------------------------------------------------------------------ pure functions of plain tensors
+    # ------------------------------------------------------------------ the kernel on this model's weights
+    def kernel_weights(self) -> kernel.Weights:
+        """The scoring kernel's view of the parameters (sdk/kernel.py owns the math; these methods bind it)."""
+        return kernel.Weights.of(self)
+
     def encode_scene(self, scene: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.use_scene:
-            scene = torch.zeros_like(scene)
-        return self.scene_enc(scene)
+        return kernel.scene_encoding(self.cfg, self.kernel_weights(), scene)
 
     def step_sizes(self, scene: torch.Tensor) -> dict[str, torch.Tensor]:
         """Meta-SGD per-parameter rates for this scene: exp(log_lr) * 2 sigmoid(gate(s)) (gate starts at 1)."""
-        gate = 2.0 * torch.sigmoid(self.lr_gate(self.encode_scene(scene)))
-        return {k: torch.exp(self.log_lr[k]) * gate[j] for j, k in enumerate(HEAD_PARAM_NAMES)}
+        w = self.kernel_weights()
+        return kernel.step_sizes(dict(self.log_lr), kernel.step_gate(w, kernel.scene_encoding(self.cfg, w, scene)))
 
     def user_vector(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor,
                     scene: torch.Tensor) -> torch.Tensor:
-        """z (d,) from the history (L, d) right-aligned with mask (L,), the scene (F,) and the head.
+        """z (d,) from the history (L, d) right-aligned with mask (L,), the scene (F,) and the head (leading batch
+        dims allowed on the history)."""
+        return kernel.user_vector(self.cfg, self.kernel_weights(), head, hist_vecs, hist_mask, scene)[0]
 
-        Leading batch dims are allowed on the history ((..., L, d) / (..., L) -> (..., d), one scene): the
-        "next" support loss scores every prefix of the support in one call.
-        """
-        s = self.encode_scene(scene)
-        cnt = hist_mask.sum(-1)
-        mean = (hist_vecs * hist_mask[..., None]).sum(-2) / cnt.clamp(min=1.0)[..., None]
-        has = (cnt > 0).to(hist_vecs.dtype)[..., None]
-        logits = self.proto_prior(s)
-        if self.cfg.use_prototypes:
-            # attention of the history's mean on the prototypes; K=0 leaves only the scene prior
-            logits = logits + has * torch.exp(self.proto_temp) * \
-                F.normalize(mean, dim=-1, eps=1e-6) @ F.normalize(self.prototypes, dim=-1).T
-        u0 = torch.softmax(logits, -1) @ self.prototypes
-        if self.cfg.use_seq:
-            w = torch.softmax(self.recency.masked_fill(hist_mask <= 0, -1e4), -1) * has
-            seq = self.transition((w[..., None] * hist_vecs).sum(-2))
-        else:
-            seq = torch.zeros_like(u0)
-        x = torch.cat([u0, s.expand(u0.shape[:-1] + s.shape), seq], -1)
-        return u0 + seq + head["u"] + torch.tanh(x @ head["W1"].T + head["b1"]) @ head["W2"].T
+    def _new_items(self, id_keep: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+        """(item_new, its trend offset): at serving the new items (no fit event) with ModelConfig.new_trend_offset;
+        in training also the id-dropped items, with the bare learned weight (new items are excluded there)."""
+        if id_keep is None:
+            return 1.0 - self.item_known, self.cfg.new_trend_offset
+        return 1.0 - self.id_mask(id_keep), 0.0
 
     def score_from_vectors(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
-                           trend: torch.Tensor, table: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Scores (N,) of every item; `trend` is log1p of 7-day counts."""
-        z = self.user_vector(head, hist_vecs, hist_mask, scene)
-        dots = F.linear(z, table)
-        out = dots + bias + self.trend_term(scene, trend, hist_mask)
-        if self.cfg.trend_affinity and self.cfg.use_trend:
-            out = out + self.trend_aff * self.trend_feature(trend) * dots
-        return out
+                           trend: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
+                           id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (N,) of every item; `trend` is log1p of 7-day counts; `id_keep` as in `item_table`."""
+        new, off = self._new_items(id_keep)
+        return kernel.scores(self.cfg, self.kernel_weights(), head, hist_vecs, hist_mask, scene, trend, table, bias,
+                             new, off, serving=not self.training)
 
     def trend_feature(self, trend: torch.Tensor) -> torch.Tensor:
         """f(x) of x = log1p(count) (ModelConfig.trend_knots); x itself when the knots are off."""
-        if not self.cfg.trend_knots:
-            return trend
-        a, n = self.trend_knot_w, self.cfg.trend_knots
-        f = a[0] * trend.clamp(max=1.0)  # a_j = the slope on [j, j + 1), the last one beyond n
-        for j in range(1, n):
-            f = f + a[j] * (trend - float(j)).clamp(0.0, 1.0)
-        return f + a[n] * torch.relu(trend - float(n))
+        return kernel.trend_feature(self.cfg, self.kernel_weights(), trend)
 
     def trend_weights(self, scene: torch.Tensor, hist_mask: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w_seen, w_new - w_seen), scalars (or (B,) for a batch of scenes (B, F)): the trend weight of items
-        with an id, and what an id-less item adds to it. `hist_mask` ((L,) or (B, L)) is needed under
-        ModelConfig.trend_by_k (the support size K picks a learned gate offset)."""
-        g = g_new = self.trend_gate(self.encode_scene(scene))[..., 0]
-        if self.cfg.trend_by_k:
-            if hist_mask is None:
-                raise ValueError("ModelConfig.trend_by_k: trend_weights needs hist_mask")
-            k = hist_mask.sum(-1).round().long().clamp(0, self.cfg.hist_len)
-            g = g + self.trend_k_off[k]
-            g_new = g if self.cfg.trend_by_k_new else g_new
-        w = F.softplus(g)
-        if not self.cfg.new_item_terms:
-            return w, torch.zeros_like(w)
-        return w, F.softplus(g_new + self.trend_gate_new(self.encode_scene(scene))[..., 0]) - w
+        """(w_seen, w_new - w_seen) for a scene (F,) or a batch of scenes (B, F)."""
+        w = self.kernel_weights()
+        return kernel.trend_weights(self.cfg, w, kernel.scene_encoding(self.cfg, w, scene), hist_mask)
 
     def trend_term(self, scene: torch.Tensor, trend: torch.Tensor, hist_mask: torch.Tensor | None = None
                    ) -> torch.Tensor:
-        """(N,) the trend part of the score: w(scene) * f(trend), with the new-item weight for items without a fit
-        event (`item_known` = 0). Export calls this (score.pte bakes the (N,) `item_known`). In eval mode, times
+        """(N,) the trend part of the score at serving weights (new items: `item_known` = 0); in eval mode times
         ModelConfig.trend_hist_scale when `hist_mask` has an event (None: a user without history)."""
-        if not self.cfg.use_trend:
-            return torch.zeros_like(trend)
-        w, dw = self.trend_weights(scene, hist_mask)
-        if self.cfg.new_item_terms:
-            dw = dw + self.cfg.new_trend_offset
-        f = self.trend_feature(trend)
-        if self.cfg.trend_attr:  # an item-level factor on both weights: new items have attributes too
-            f = f * (1.0 + self.trend_attr_w(self.item_attrs)[:, 0])
-        if self.cfg.trend_item:  # id memory: only items with a fit event carry a sensitivity
-            out = (w * (1.0 + self.trend_item_w * self.item_known) + dw * (1.0 - self.item_known)) * f
-        else:
-            out = (w + dw * (1.0 - self.item_known)) * f
-        if self.training or self.cfg.trend_hist_scale == 1.0 or hist_mask is None:  # None: no history (K = 0)
-            return out
-        if hist_mask.dim() != 1:
-            raise ValueError(f"ModelConfig.trend_hist_scale: one user's hist_mask (L,) expected, got "
-                             f"{tuple(hist_mask.shape)}")
-        # 1 + (scale - 1) [K >= 1] as tensor ops, so that torch.export traces it without a data-dependent branch
-        return out * (1.0 + (self.cfg.trend_hist_scale - 1.0) * hist_mask.sum().clamp(0.0, 1.0))
+        w = self.kernel_weights()
+        new, off = self._new_items(None)
+        return kernel.trend_term(self.cfg, w, kernel.scene_encoding(self.cfg, w, scene), trend, hist_mask, new, off,
+                                 serving=not self.training)
 
     def support_loss(self, head: dict, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor,
                      target_vecs: torch.Tensor, target_mask: torch.Tensor, neg_vecs: torch.Tensor,
                      target_bias: torch.Tensor | None = None, neg_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Inner-loop loss: each target item against the fixed negatives (softmax CE), mean over valid targets.
-
-        support_target "all": every target is scored by the user vector of the whole history. "next": target row j
-        (same right-aligned layout as the history; the phone passes its history as targets) is scored by the user
-        vector of the history rows before j only, re-aligned to the right; rows j >= L (extra targets after the
-        history, Reptile's query) see the whole history. Bias and trend are constant in the head, so the loss
-        needs only dot products; 0 when there is no target. With `inner_bias` the logits add the rows' item biases
-        `target_bias` (S,) and `neg_bias` (R,) (required then: a silent bias-free loss would not be the model's).
-        """
-        if self.cfg.inner_bias and (target_bias is None or neg_bias is None):
-            raise ValueError("ModelConfig.inner_bias: support_loss needs target_bias and neg_bias")
-        if self.cfg.support_target == "next":
-            L, S = hist_vecs.shape[0], target_vecs.shape[0]
-            # context of target j = history rows i - (L - min(j, L)), right-aligned; indices < 0 are padding
-            src = torch.arange(L)[None, :] - L + torch.arange(S).clamp(max=L)[:, None]
-            valid = (src >= 0).to(hist_vecs.dtype)
-            src = src.clamp(min=0)
-            z = self.user_vector(head, hist_vecs[src] * valid[..., None], hist_mask[src] * valid, scene)  # (S, d)
-            pos = (target_vecs * z).sum(-1)
-            neg = z @ neg_vecs.T  # (S, R)
-        else:
-            z = self.user_vector(head, hist_vecs, hist_mask, scene)
-            pos = target_vecs @ z  # (S,)
-            neg = (neg_vecs @ z)[None, :].expand(pos.shape[0], -1)  # (S, R)
-        if self.cfg.inner_bias:
-            pos, neg = pos + target_bias, neg + neg_bias
-        lse = torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1)
-        return ((lse - pos) * target_mask).sum() / target_mask.sum().clamp(min=1.0)
+        """Inner-loop loss (kernel.support_loss): each target against the fixed negatives, mean over targets."""
+        return kernel.support_loss(self.cfg, self.kernel_weights(), head, hist_vecs, hist_mask, scene, target_vecs,
+                                   target_mask, neg_vecs, target_bias, neg_bias)
 
     # ------------------------------------------------------------------ convenience for the host
     def adapt(self, head: dict, hist_vecs, hist_mask, scene, table: torch.Tensor, steps: int | None = None,

@@ -239,20 +239,8 @@ def task_loss(model: MetaRecModel, learner: MetaLearner, b: dict, id_keep, denom
     add up to the 1-process loss)."""
     steps = learner.train_steps if steps is None else steps
     table, bias = model.item_table(id_keep), model.item_bias(id_keep)
-    scores = batch_scores(model, learner, table, bias, b["hist"], b["hist_mask"], b["scene"], b["trend"], steps)
-    if id_keep is not None and model.cfg.use_trend:
-        # id-dropped items are scored as new items: the new-item trend weight (score_from_vectors gives it only to
-        # items without any fit event, which the softmax excludes in training)
-        w, dw = model.trend_weights(b["scene"], b["hist_mask"] if model.cfg.trend_by_k else None)
-        dropped = (model.item_known * (1.0 - id_keep))[None, :]
-        f = model.trend_feature(b["trend"])
-        if model.cfg.trend_attr:
-            f = f * (1.0 + model.trend_attr_w(model.item_attrs)[:, 0])[None, :]
-        if model.cfg.trend_item:  # the per-item sensitivity is id memory: a dropped id loses it
-            dw = dw[:, None] - w[:, None] * model.trend_item_w[None, :]
-        else:
-            dw = dw[:, None]
-        scores = scores + dw * dropped * f
+    scores = batch_scores(model, learner, table, bias, b["hist"], b["hist_mask"], b["scene"], b["trend"], steps,
+                          id_keep)
     masked = scores.masked_fill(b["exclude"], -1e9)
     logp = F.log_softmax(masked, -1)
     tm = b["target_mask"]
