@@ -28,10 +28,11 @@ from metarec.runtime.signing import sign_manifest
 
 from .compress import compress_model, early_histories, quantize_table, sdk_finetune
 from .config import CompressConfig, ExportConfig, parse_prune
+from .errors import ExportError
 from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS,
                        ADAPT_STEP_INPUTS, RANK_INPUTS, RANK_METHOD, SCORE_CACHE_OUTPUTS, SCORE_INPUTS,
                        SCORE_OUTPUTS,
-                       export_adapt_program, export_score_program, flatten_head, head_layout)
+                       check_lowerable, export_adapt_program, export_score_program, flatten_head, head_layout)
 
 IDS_FILE = "item_ids.bin"
 SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.pte", "items.bin", "head0.bin", \
@@ -43,10 +44,6 @@ SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.p
 # upper bounds (CompressConfig.for_model): a prior already at this shape (bench/results/d16_x2) is neither pruned
 # nor re-fine-tuned. `prune="none"` exports any model unpruned.
 DEFAULT_PRUNE = "dim=16,prototypes=4"
-
-
-class ExportError(ValueError):
-    """The caller's input cannot be exported (bad checkpoint, key, options); our own bugs raise other errors."""
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -225,6 +222,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))
     ecfg = export_config or ExportConfig()
     model, ck_ids, extra = load_model(checkpoint_or_model)
+    check_lowerable(model.cfg, extra.get("train", {}).get("learner"))
     ids = item_ids if item_ids is not None else ck_ids
     if ids is None:
         ids = [str(i) for i in range(model.n_items)]

@@ -143,11 +143,18 @@ def history_parts(cfg, w: Weights, hist_vecs: torch.Tensor, hist_mask: torch.Ten
 
 def head_input(u0: torch.Tensor, s: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
     """x = [u0; s; seq], the adaptation head's input (the scene broadcast over the history's batch dims)."""
-    return torch.cat([u0, s.expand(u0.shape[:-1] + s.shape[-1:]), seq], -1)
+    if s.shape[:-1] != u0.shape[:-1]:  # no expand op when the shapes agree (it would be a portable copy)
+        s = s.expand(u0.shape[:-1] + s.shape[-1:])
+    return torch.cat([u0, s, seq], -1)
 
 
-def apply_head(head: dict, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """z = base + u + W2 tanh(W1 x + b1), base = u0 + seq."""
+def apply_head(head: dict, base: torch.Tensor, x: torch.Tensor, columns: bool = False) -> torch.Tensor:
+    """z = base + u + W2 tanh(W1 x + b1), base = u0 + seq. `columns`: x is one (X, 1) column and base (d,), the
+    form of adapt.pte's joint graph, where mm without transposes runs ~1/3 fewer portable ops per step than F.linear
+    (docs/decisions/delegable-kernel.md); otherwise rows (..., X), the form XNNPACK delegates."""
+    if columns:
+        hidden = torch.tanh(torch.mm(head["W1"], x).view(-1) + head["b1"])
+        return base + head["u"] + torch.mm(head["W2"], hidden.view(-1, 1)).view(-1)
     return base + head["u"] + F.linear(torch.tanh(F.linear(x, head["W1"]) + head["b1"]), head["W2"])
 
 
@@ -266,8 +273,12 @@ def target_weights(w: Weights, target_mask: torch.Tensor) -> torch.Tensor:
 def support_ce(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum_j weight_j (logsumexp([pos_j, neg_j]) - pos_j), written as softplus(logsumexp(neg) - pos_j): no
     (S, R + 1) matrix, and a joint graph ExecuTorch's training runtime runs. neg is (R,) or one row per target."""
-    top = neg.detach().amax(-1, keepdim=True)  # a stable shift; its gradient cancels
-    lse_neg = torch.log(torch.exp(neg - top).sum(-1)) + _scalar(top)
+    if neg.dim() == 1:  # one negative row for every target: scalar reductions, the fewest ops in a joint graph
+        top = neg.detach().amax()  # a stable shift; its gradient cancels
+        lse_neg = torch.log(torch.exp(neg - top).sum()) + top
+    else:
+        top = neg.detach().amax(-1, keepdim=True)
+        lse_neg = torch.log(torch.exp(neg - top).sum(-1)) + _scalar(top)
     return (weight * F.softplus(lse_neg - pos)).sum(-1)
 
 

@@ -12,22 +12,35 @@ def _users_with_k0(model, table, users):
     return us + [u0]  # K=0: no history, the scene prior alone
 
 
-@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items",
-                                    "trend_by_k", "trend_attr", "trend_by_k_seen", "trend_hist_scale"])
+SWITCHES = [None, "use_prototypes", "use_scene", "use_trend", "use_seq", "new_items", "no_new_item_terms",
+            "trend_by_k", "trend_attr", "trend_by_k_seen", "trend_hist_scale", "trend_knots", "trend_item"]
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
 def test_scores_equal_score_from_vectors(tiny, users, switch):
-    on = ("trend_by_k", "trend_attr")  # trend mechanisms (ModelConfig), off by default
+    """Every ModelConfig switch that changes the score: score.pte's module equals the sdk model (both run the
+    kernel; this checks the baked constants and the flat head)."""
+    on = ("trend_by_k", "trend_attr", "trend_item")  # trend mechanisms (ModelConfig), off by default
     model = tiny(**({} if switch in (None, "new_items") else {switch: True} if switch in on else
                     {"trend_by_k": True, "trend_by_k_new": False} if switch == "trend_by_k_seen" else
-                    {"trend_hist_scale": 2.5} if switch == "trend_hist_scale" else {switch: False}))
+                    {"trend_hist_scale": 2.5} if switch == "trend_hist_scale" else
+                    {"trend_knots": 3} if switch == "trend_knots" else
+                    {"new_item_terms": False} if switch == "no_new_item_terms" else {switch: False}))
     model.eval()  # serving: the trend calibration (trend_hist_scale) applies in eval mode only
-    if switch in ("new_items", "trend_by_k_seen", "trend_hist_scale"):
+    with torch.no_grad():  # the mechanisms start neutral: move them so that a dropped term shows
+        for name in ("trend_knot_w", "trend_item_w", "trend_k_off"):
+            if hasattr(model, name):
+                getattr(model, name).normal_(0.5, 0.5, generator=torch.Generator().manual_seed(5))
+        if hasattr(model, "trend_attr_w"):
+            model.trend_attr_w.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(6))
+    if switch in ("new_items", "trend_by_k_seen", "trend_hist_scale", "trend_item", "no_new_item_terms"):
         # a third of the catalog had no fit event: their own trend gate (+ offset) applies
         with torch.no_grad():
             model.item_known[::3] = 0.0
             model.new_bias.fill_(0.7)
     table, bias = model.export_item_table(), model.export_item_bias()
     mod = ScoreModule(model, bias, 20).eval()
-    assert (mod.item_new is not None) == (switch in ("new_items", "trend_by_k_seen", "trend_hist_scale"))
+    assert (mod.item_new is not None) == (switch in ("new_items", "trend_by_k_seen", "trend_hist_scale", "trend_item"))
     head0 = model.head_init()
     g = torch.Generator().manual_seed(4)
     head = {k: v.detach() + 0.2 * torch.randn(v.shape, generator=g) for k, v in head0.items()}  # an adapted head
@@ -69,28 +82,56 @@ def test_score_graph_is_one_xnnpack_call_and_topk(model, tiny, scale):
     assert sorted(kernels) == ["aten::topk"]
 
 
-@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_seq"])
-def test_xnnpack_prepare_equals_the_sdk_derived_prepare(tiny, users, switch):
-    """adapt.pte's exported `prepare` (AdaptPrepareXnn, score.pte's UserEncoder) packs the same floats as
-    AdaptPrepareModule, which takes them from the sdk's own user_vector and step_sizes, on every ablation switch and
-    for a user without history."""
-    from metarec.export.programs import AdaptPrepareModule, AdaptPrepareXnn
+@pytest.mark.parametrize("switch", [None, "use_prototypes", "use_scene", "use_seq", "use_trend"])
+def test_prepare_packs_what_the_sdk_model_computes(tiny, users, switch):
+    """adapt.pte's `prepare` on baked constants packs the sdk model's own quantities: the head applied to its x and
+    base gives `MetaRecModel.user_vector` for any head, its scale is sqrt(step_sizes), its weights the mean over
+    valid targets; on every ablation switch and for a user without history."""
+    from metarec.export.programs import AdaptPrepareModule, AdaptStepModule
+    from metarec.sdk import kernel
 
     model = tiny(**({} if switch is None else {switch: False}))
     with torch.no_grad():  # a scene gate away from its zero init, so the per-tensor scale expansion is exercised
         model.lr_gate.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
         model.lr_gate.bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(2))
+    model.eval()
     table = model.export_item_table()
-    ref_mod, xnn = AdaptPrepareModule(model).eval(), AdaptPrepareXnn(model).eval()
+    prep, dims = AdaptPrepareModule(model).eval(), AdaptStepModule(model).dims
+    P, X, d, S = dims["P"], dims["X"], dims["d"], dims["S"]
     neg = table[model.negatives]
     theta0 = flatten_head(model, model.head_init()).detach()
+    g = torch.Generator().manual_seed(3)
+    head = {k: v.detach() + 0.3 * torch.randn(v.shape, generator=g) for k, v in model.head_init().items()}
     for u in _users_with_k0(model, table, users):
         args = (theta0, u["hist_vecs"], u["hist_mask"], u["scene"], u["hist_vecs"], u["hist_mask"], neg)
         with torch.no_grad():
-            (p_ref, s_ref), (p, s) = ref_mod(*args), xnn(*args)
-        assert p.shape == p_ref.shape
-        np.testing.assert_allclose(p.numpy(), p_ref.numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(s.numpy(), s_ref.numpy(), rtol=1e-5, atol=1e-7)
+            packed, scale = prep(*args)
+            rates = model.step_sizes(u["scene"])
+            z_ref = model.user_vector(head, u["hist_vecs"], u["hist_mask"], u["scene"])
+        x, base, w = packed[2 * P:2 * P + X], packed[2 * P + X:2 * P + X + d], packed[2 * P + X + d:2 * P + X + d + S]
+        np.testing.assert_allclose(kernel.apply_head(head, base, x).numpy(), z_ref.numpy(), rtol=1e-5, atol=1e-6)
+        want = torch.cat([torch.sqrt(rates[k]).reshape(-1) for k in kernel.HEAD_PARAM_NAMES])
+        np.testing.assert_allclose(scale.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+        m = u["hist_mask"]
+        np.testing.assert_allclose(w.numpy(), (m / m.sum().clamp(min=1.0)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [{"support_target": "next"}, {"inner_bias": True}, {"trend_affinity": True}])
+def test_programs_refuse_a_model_they_would_not_reproduce(tiny, bad):
+    """A switch the programs do not implement is an ExportError, not a bundle that silently computes another
+    function."""
+    from metarec.export.errors import ExportError
+    from metarec.export.programs import AdaptPrepareModule, check_lowerable
+
+    model = tiny(**bad)
+    with pytest.raises(ExportError, match=next(iter(bad))):
+        ScoreModule(model, model.export_item_bias(), 5)
+    with pytest.raises(ExportError, match=next(iter(bad))):
+        AdaptPrepareModule(model)
+    check_lowerable(tiny().cfg, "metasgd")
+    for learner in ("maml", "reptile", "metric"):
+        with pytest.raises(ExportError, match="learner"):
+            check_lowerable(tiny().cfg, learner)
 
 
 def test_rank_method_ranks_exactly_like_forward(model, users):
