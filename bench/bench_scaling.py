@@ -59,12 +59,11 @@ def score_module(model, k: int, quant: str = "none", stage: str = "full", topk_m
     if topk_mode == "blocked" and not n_blocks:
         raise ValueError("blocked top-k needs N a multiple of 1000 and N >= 1000 * k")
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
-    names = list(model.head_param_names)
-    shapes = [tuple(model.head0[n].shape) for n in names]
-    sizes = [int(np.prod(s)) for s in shapes]
+    from metarec.sdk import kernel
+
+    shapes = kernel.head_shapes(model.cfg)
 
     class Score(nn.Module):
         def __init__(self):
@@ -76,15 +75,13 @@ def score_module(model, k: int, quant: str = "none", stage: str = "full", topk_m
             object.__setattr__(self, "model", model)  # not a submodule: unused item params stay out
 
         def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude):
-            parts = torch.split(head, sizes)
-            h = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
-            z = self.model.user_vector(h, hist_vecs, hist_mask, scene)
+            m = self.model
+            w = m.kernel_weights()
+            z, s = kernel.user_vector(m.cfg, w, kernel.unflatten_head(head, shapes), hist_vecs, hist_mask, scene)
             out = self.table(z[None])[0]  # 2-D input: the quantized linear kernels need it
             if stage == "linear":
                 return (out,)
-            out = out + self.bias
-            out = out + self.model.trend_term(scene, trend, hist_mask)
-            out = out - exclude * 1e9  # exclude = 1.0 drops the item below every real score
+            out = out + kernel.offset(m.cfg, w, s, trend, self.bias, hist_mask, serving=True, exclude=exclude)
             if stage == "elementwise":
                 return (out,)
             if topk_mode == "blocked":
@@ -128,12 +125,9 @@ def fused_module(model, k: int, quant: str = "int4", stage: str = "full"):
     if stage not in FUSED_STAGES:
         raise ValueError(f"stage {stage!r} unknown; known: {FUSED_STAGES}")
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
-    names = list(model.head_param_names)
-    shapes = [tuple(model.head0[n].shape) for n in names]
-    sizes = [int(np.prod(s)) for s in shapes]
+    from metarec.sdk import kernel
 
     class FusedScore(nn.Module):
         def __init__(self):
@@ -148,14 +142,12 @@ def fused_module(model, k: int, quant: str = "int4", stage: str = "full"):
             m = self.model
             if not m.cfg.use_trend:
                 return torch.zeros(1, 1)
-            g = F.softplus(m.trend_gate(m.encode_scene(scene))).clamp_min(1e-30)  # (1, 1)
-            # ModelConfig.trend_hist_scale (serving calibration), as in score.pte: x scale once K >= 1
-            return g * (1.0 + (m.cfg.trend_hist_scale - 1.0) * hist_mask.sum().clamp(0.0, 1.0))
+            w = m.kernel_weights()
+            s = kernel.scene_encoding(m.cfg, w, scene.reshape(1, -1))
+            return kernel.trend_gain(m.cfg, w, s, hist_mask.reshape(1, -1), serving=True).reshape(1, 1).clamp_min(1e-30)
 
         def forward(self, head, hist_vecs, hist_mask, scene, t):
-            parts = torch.split(head, sizes)
-            h = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
-            z = self.model.user_vector(h, hist_vecs, hist_mask, scene)
+            z = _user_vec(self.model, head, hist_vecs, hist_mask, scene)
             out = self.table(z[None])  # (1, N) = z . v_i + bias_i
             # the profile's cut programs return only k scores: returning all N would add an N-float output
             # copy the whole program does not pay and blur the increments
@@ -222,14 +214,11 @@ def fused_inputs(model, n_items: int, seed: int = 0) -> tuple:
 
 
 def lower_unplanned(exported) -> bytes:
-    """XNNPACK lowering with the graph inputs left out of the memory plan: the runtime binds the caller's
-    buffers instead of copying N-float inputs into planned arenas (alloc_graph_input=False)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes import MemoryPlanningPass
+    """Stock XNNPACK lowering with the graph inputs left out of the memory plan: the runtime binds the caller's
+    buffers instead of copying N-float inputs into planned arenas."""
+    from metarec.export.lower import lower
 
-    cfg = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False))
-    return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch(cfg).buffer
+    return lower(exported, "xnnpack", plan_inputs=False)
 
 
 def build_fused(n_items: int, k: int = 10, quant: str = "int4", seed: int = 0, stage: str = "full"):
@@ -246,12 +235,9 @@ def build_fused(n_items: int, k: int = 10, quant: str = "int4", seed: int = 0, s
 
 def _user_vec(model, head, hist, mask, scene):
     """The eager model's user vector (d,) from a flat head, as the fused programs take it."""
-    import torch
+    from metarec.sdk import kernel
 
-    names = list(model.head_param_names)
-    sizes = [int(np.prod(model.head0[n].shape)) for n in names]
-    h = {n: p.reshape(model.head0[n].shape) for n, p in zip(names, torch.split(head, sizes))}
-    return model.user_vector(h, hist, mask, scene)
+    return model.user_vector(kernel.unflatten_head(head, kernel.head_shapes(model.cfg)), hist, mask, scene)
 
 
 def build_fused_rank(n_items: int, k: int = 10, quant: str = "int8", seed: int = 0):
@@ -508,14 +494,11 @@ def build_export_scorer(n_items: int, k: int = 10, topk_mode: str = "flat", seed
     ex = score_example_inputs(model, table)
     with torch.no_grad():
         ep = torch.export.export(mod, ex, strict=False)
-    from executorch.exir import to_edge_transform_and_lower
-
-    from metarec.export.programs import _unplanned_inputs, score_partitioner
+    from metarec.export.lower import lower
 
     # lowered as export lowers score.pte: its partitioner (the table product delegated as a dynamic
     # fully-connected) and unplanned inputs
-    pte = to_edge_transform_and_lower(ep, partitioner=[score_partitioner()]).to_executorch(_unplanned_inputs()).buffer
-    return pte, ex, mod
+    return lower(ep, "score", plan_inputs=False), ex, mod
 
 
 def measure_size(n_items: int, runs: int, k: int = 10, quant: str = "none",
@@ -578,13 +561,10 @@ def table_input_linear(n_items: int, d: int, runs: int) -> dict:
         def forward(self, z, table):
             return (F.linear(z[None], table)[0],)
 
-    from executorch.exir import to_edge_transform_and_lower
-
-    from metarec.export.programs import _unplanned_inputs, score_partitioner
+    from metarec.export.lower import lower
 
     ex = (torch.randn(d), torch.randn(n_items, d))
-    pte = to_edge_transform_and_lower(torch.export.export(Linear(), ex), partitioner=[score_partitioner()]
-                                      ).to_executorch(_unplanned_inputs()).buffer
+    pte = lower(torch.export.export(Linear(), ex), "score", plan_inputs=False)
     prog = bu.load_pte(pte)
     return {"n_items": n_items, **bu.summarize(bu.time_calls(lambda: prog.forward(ex), runs, warmup=3)),
             "program": bu.program_profile(pte)}

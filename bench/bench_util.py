@@ -174,15 +174,10 @@ def cprofile_top(fn: Callable[[], object], calls: int = 500, top: int = 8) -> li
 
 # ---------------------------------------------------------------------------------------------- ExecuTorch
 def lower_program(exported, xnnpack: bool) -> bytes:
-    """The .pte bytes of a `torch.export` program, lowered with the XNNPACK partitioner or portable (none)."""
-    from executorch.exir import to_edge_transform_and_lower
+    """The .pte bytes of a `torch.export` program, lowered with the stock XNNPACK partitioner or portable."""
+    from metarec.export.lower import lower
 
-    parts = []
-    if xnnpack:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        parts = [XnnpackPartitioner()]
-    return to_edge_transform_and_lower(exported, partitioner=parts).to_executorch().buffer
+    return lower(exported, "xnnpack" if xnnpack else "portable")
 
 
 class LoadedPte:

@@ -164,24 +164,11 @@ def measure_importance(model, hist_samples: np.ndarray | None = None, n: int = 5
     zs, mix = [], []
     for i in range(vecs.shape[0]):
         zs.append(model.user_vector(head, vecs[i], mask[i], scene[i]))
-        mix.append(_mixture(model, vecs[i], mask[i], scene[i]))
+        mix.append(model.prototype_mixture(vecs[i], mask[i], scene[i]))
     z = torch.stack(zs)
     table = model.export_item_table()
     dim_imp = (table ** 2).mean(0) * (z ** 2).mean(0)
     return {"dim": (dim_imp / dim_imp.sum()).numpy(), "prototypes": torch.stack(mix).mean(0).numpy()}
-
-
-def _mixture(model, hist_vecs, hist_mask, scene) -> torch.Tensor:
-    """Prototype mixture weights of `MetaRecModel.user_vector` (its u0 = weights @ prototypes)."""
-    F = torch.nn.functional
-    s = model.encode_scene(scene)
-    cnt = hist_mask.sum()
-    mean = (hist_vecs * hist_mask[:, None]).sum(0) / cnt.clamp(min=1.0)
-    logits = model.proto_prior(s)
-    if model.cfg.use_prototypes:
-        logits = logits + (cnt > 0).float() * torch.exp(model.proto_temp) * \
-            F.normalize(model.prototypes, dim=-1) @ F.normalize(mean, dim=-1, eps=1e-6)
-    return torch.softmax(logits, -1)
 
 
 def _keep(scores: np.ndarray, k: int | None) -> np.ndarray:

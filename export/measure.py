@@ -18,6 +18,7 @@ import torch
 
 from .bundle import load_model
 from .compress import quantize_table
+from .lower import lower
 from .programs import ScoreModule, score_example_inputs
 
 
@@ -38,14 +39,8 @@ class ConstantTableScore(ScoreModule):
                 weight_granularity=PerGroup(32) if quant == "int4" else PerAxis(0)), filter_fn=lambda m, f: f == "items")
 
     def forward(self, head, hist_vecs, hist_mask, scene, trend, exclude):
-        from .programs import EXCLUDED
-
         z, sc = self.user_vector(head, hist_vecs, hist_mask, scene)
-        s = self.items(z).reshape(-1) + self.bias.float()
-        if self.cfg.use_trend:
-            s = s + self.trend_term(sc, trend, hist_mask)
-        s = s + exclude * EXCLUDED
-        v, i = torch.topk(s, self.k_max)
+        v, i = torch.topk(self.items(z).reshape(-1) + self.offset(sc, trend, exclude, hist_mask), self.k_max)
         return v, i
 
 
@@ -61,12 +56,7 @@ def _p50(fn, runs: int) -> float:
 
 
 def _lower(mod, inputs) -> bytes:
-    from executorch.exir import to_edge_transform_and_lower
-
-    from .programs import _unplanned_inputs, score_partitioner
-
-    ep = torch.export.export(mod.eval(), inputs, strict=False)
-    return to_edge_transform_and_lower(ep, partitioner=[score_partitioner()]).to_executorch(_unplanned_inputs()).buffer
+    return lower(torch.export.export(mod.eval(), inputs, strict=False), "score", plan_inputs=False)
 
 
 def measure(checkpoint, quant: str = "int4", k_max: int = 100, runs: int = 500) -> dict:

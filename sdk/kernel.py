@@ -120,19 +120,31 @@ def scene_encoding(cfg, w: Weights, scene: torch.Tensor) -> torch.Tensor:
     return torch.tanh(F.linear(scene, w.scene_w, w.scene_b))
 
 
-def history_parts(cfg, w: Weights, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, s: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u0, seq): the prototype mixture the history (or, with none, the scene) picks, and the sequence summary."""
+def _mixture(cfg, w: Weights, hist_t, hist_mask, s) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax over prototypes, [K > 0]): attention of the history's unit mean on the prototypes plus the scene
+    prior; with no history the scene prior alone."""
     cnt = F.linear(hist_mask, w.ones_l)  # (..., 1)
     has = torch.clamp(cnt, max=1.0)  # = [K > 0] for a {0, 1} mask
-    hist_t = hist_vecs.transpose(-1, -2)  # (..., d, L)
     logits = F.linear(s, w.prior_w, w.prior_b)
     if cfg.use_prototypes:
         mean = _rowdot(hist_t, hist_mask) / torch.clamp(cnt, min=1.0)
         # clamp before the sqrt: the same value as F.normalize's, and no infinite gradient at an empty history
         unit = mean / torch.sqrt(torch.clamp(F.linear(mean * mean, w.ones_d), min=1e-12))
         logits = logits + has * F.linear(unit, w.proto_att)
-    u0 = F.linear(torch.softmax(logits, -1), w.proto_t)
+    return torch.softmax(logits, -1), has
+
+
+def prototype_mixture(cfg, w: Weights, hist_vecs, hist_mask, s) -> torch.Tensor:
+    """(..., M) the prototype weights a history gets (u0 = weights @ prototypes)."""
+    return _mixture(cfg, w, hist_vecs.transpose(-1, -2), hist_mask, s)[0]
+
+
+def history_parts(cfg, w: Weights, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, s: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u0, seq): the prototype mixture the history (or, with none, the scene) picks, and the sequence summary."""
+    hist_t = hist_vecs.transpose(-1, -2)  # (..., d, L)
+    mix, has = _mixture(cfg, w, hist_t, hist_mask, s)
+    u0 = F.linear(mix, w.proto_t)
     if cfg.use_seq:
         att = torch.softmax(w.recency * hist_mask + (hist_mask - 1.0) * MASK_FILL, -1) * has
         seq = F.linear(_rowdot(hist_t, att), w.transition)
@@ -196,6 +208,15 @@ def history_scale(cfg, w: Weights, hist_mask: torch.Tensor) -> torch.Tensor:
     """1 + (trend_hist_scale - 1) [K >= 1]: the serving calibration of the trend for a user with history."""
     k = _scalar(F.linear(hist_mask, w.ones_l))
     return 1.0 + (cfg.trend_hist_scale - 1.0) * torch.clamp(k, 0.0, 1.0)
+
+
+def trend_gain(cfg, w: Weights, s, hist_mask=None, serving: bool = False) -> torch.Tensor:
+    """The trend weight of an item with an id, with the serving calibration: what a large-catalog scorer without
+    new items multiplies the trend by (positive: 0 only by float underflow)."""
+    ws, _ = trend_weights(cfg, w, s, hist_mask)
+    if serving and cfg.trend_hist_scale != 1.0 and hist_mask is not None:
+        ws = ws * history_scale(cfg, w, hist_mask)
+    return ws
 
 
 def trend_term(cfg, w: Weights, s, trend, hist_mask=None, item_new=None, new_offset: float = 0.0,

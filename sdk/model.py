@@ -285,6 +285,11 @@ class MetaRecModel(nn.Module):
         dims allowed on the history)."""
         return kernel.user_vector(self.cfg, self.kernel_weights(), head, hist_vecs, hist_mask, scene)[0]
 
+    def prototype_mixture(self, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, scene: torch.Tensor) -> torch.Tensor:
+        """(M,) the prototype weights of a history (u0 = weights @ prototypes)."""
+        w = self.kernel_weights()
+        return kernel.prototype_mixture(self.cfg, w, hist_vecs, hist_mask, kernel.scene_encoding(self.cfg, w, scene))
+
     def _new_items(self, id_keep: torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """(item_new, its trend offset): at serving the new items (no fit event) with ModelConfig.new_trend_offset;
         in training also the id-dropped items, with the bare learned weight (new items are excluded there)."""
