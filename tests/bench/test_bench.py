@@ -64,13 +64,13 @@ def test_tiny_scaling_run(tmp_path):
 def test_blocked_topk_equals_flat_topk():
     import torch
 
-    from metarec.bench.bench_scaling import _blocked_topk
+    from metarec.bench.scaling_programs import blocked_topk
 
     g = torch.Generator().manual_seed(0)
     for n in (10_000, 20_000):
         s = torch.randn(n, generator=g)
         s[torch.randint(0, n, (30,), generator=g)] = -1e9  # excluded items
-        v, i = _blocked_topk(s, 10, 1000)
+        v, i = blocked_topk(s, 10, 1000)
         fv, fi = torch.topk(s, 10)
         assert torch.equal(v, fv) and torch.equal(i, fi)
 
@@ -132,7 +132,7 @@ def test_report_collects_protocol_results_and_skips_missing(tmp_path):
 def test_tree_topk_equals_flat_topk():
     import torch
 
-    from metarec.bench.bench_scaling import tree_levels, tree_topk
+    from metarec.bench.scaling_programs import tree_levels, tree_topk
 
     g = torch.Generator().manual_seed(1)
     for n in (1_000, 5_120, 40_000, 100_000):
@@ -149,11 +149,11 @@ def test_fused_scorer_keeps_score_pte_semantics():
     excluded items (t = -inf) never returned."""
     import torch
 
-    from metarec.bench.bench_scaling import _model, example_inputs, fused_inputs, fused_module
+    from metarec.bench.scaling_programs import synthetic_model, example_inputs, fused_inputs, fused_module
     from metarec.export.programs import ScoreModule
 
     n, k = 5_120, 10
-    model = _model(n)
+    model = synthetic_model(n)
     fused = fused_module(model, k, quant="none")
     head, hist, mask, scene, trend, exclude = example_inputs(model, n)
     exclude[torch.topk(model.export_item_bias(), 5)[1]] = 1.0  # exclude items that would otherwise rank high
@@ -171,7 +171,7 @@ def test_fused_scorer_keeps_score_pte_semantics():
 
 def test_reference_check_passes_lowered_int4_and_catches_wrong_ids():
     from metarec.bench import bench_util as bu
-    from metarec.bench.bench_scaling import build_fused, reference_check
+    from metarec.bench.scaling_programs import build_fused, reference_check
 
     pte, ex, mod = build_fused(2_000, 10, "int4")
     v, i = bu.load_pte(pte).forward(ex)
@@ -185,7 +185,7 @@ def test_fused_warm_call_ranks_like_the_full_fused_program():
     """The scaling suite's warm call (rank from the kept user vector and gate x trend offset) returns the full fused
     program's top-k and passes the same dequantized reference check; excluded items stay out."""
     from metarec.bench import bench_util as bu
-    from metarec.bench.bench_scaling import build_fused, build_fused_rank, reference_check
+    from metarec.bench.scaling_programs import build_fused, build_fused_rank, reference_check
 
     pte, rank_ex, mod, ex = build_fused_rank(2_000, 10, "int8")
     v, i = bu.load_pte(pte).forward(rank_ex)
@@ -197,7 +197,7 @@ def test_fused_warm_call_ranks_like_the_full_fused_program():
 
 
 def test_chunk_bounds_merge_a_short_tail_and_refuse_tiny_chunks():
-    from metarec.bench.bench_scaling import chunk_bounds
+    from metarec.bench.scaling_programs import chunk_bounds
 
     assert chunk_bounds(6_000, 2_048, 10) == [0, 2_048, 4_096, 6_000]
     assert chunk_bounds(4_100, 2_048, 10) == [0, 2_048, 4_100]  # a 4-item tail cannot give k=10 candidates
@@ -212,10 +212,10 @@ def test_chunked_scorer_ranks_like_the_unchunked_one_even_with_a_whole_chunk_exc
     and when the best items sit in the last chunk."""
     import torch
 
-    from metarec.bench.bench_scaling import _model, _user_vec, chunked_module, fused_inputs
+    from metarec.bench.scaling_programs import synthetic_model, user_vec, chunked_module, fused_inputs
 
     n, k, chunk = 6_000, 10, 2_048
-    model = _model(n)
+    model = synthetic_model(n)
     head, hist, mask, scene, t = fused_inputs(model, n)
     t = t.clone()
     t[2_048:4_096] = float("-inf")  # the whole middle chunk
@@ -227,7 +227,7 @@ def test_chunked_scorer_ranks_like_the_unchunked_one_even_with_a_whole_chunk_exc
     with torch.no_grad():
         rv, ri = full_mod.full(head, hist, mask, scene, t)
         v, i = full_mod(head, hist, mask, scene, *(t[None, a:e] for a, e in spans))
-        z = _user_vec(model, head, hist, mask, scene)[None]
+        z = user_vec(model, head, hist, mask, scene)[None]
         off = (full_mod.full.gate(scene, mask) * t[None])[0]
         wv, wi = warm_mod(z, *(off[None, a:e] for a, e in spans))
     assert torch.equal(i, ri) and torch.allclose(v, rv, atol=1e-5)
@@ -240,7 +240,7 @@ def test_lowered_chunked_scorer_runs_one_delegate_call_per_chunk_and_passes_the_
     dequantized reference check; the chaining keeps the chunks in separate delegate calls (the L2 reuse depends
     on it)."""
     from metarec.bench import bench_util as bu
-    from metarec.bench.bench_scaling import build_fused, build_fused_chunked, reference_check
+    from metarec.bench.scaling_programs import build_fused, build_fused_chunked, reference_check
 
     n, k = 6_000, 10
     ref_pte, ref_ex, _ = build_fused(n, k, "int8")
