@@ -15,7 +15,6 @@ support item, padding rows come first and have hist_mask 0.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import ClassVar
 
@@ -24,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarec.runtime.config import VersionedConfig
+
 MODEL_CONFIG_VERSION = 1
 SCENE_DIM = 15  # runtime_py.scene.SceneSpec().dim
 HEAD_PARAM_NAMES = ("u", "W1", "b1", "W2")
@@ -31,9 +32,10 @@ SUPPORT_TARGETS = ("all", "next")
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(VersionedConfig):
     """Shape and switches of `MetaRecModel` (the switches are the ablations of the issue)."""
 
+    VERSION = MODEL_CONFIG_VERSION
     version: int = MODEL_CONFIG_VERSION
     # (int) item / user vector size d and (int) interest prototypes M. Export prunes to the phone's 16 / 4 (+100
     # re-fine-tune steps) to fit the 64 KiB bundle. Tried in session 6 (bench/results/d16_x2/README.md): a prior
@@ -113,8 +115,7 @@ class ModelConfig:
                               "trend_hist_scale": 1.0}
 
     def __post_init__(self) -> None:
-        if self.version != MODEL_CONFIG_VERSION:
-            raise ValueError(f"ModelConfig version {self.version} unknown; known: {MODEL_CONFIG_VERSION}")
+        super().__post_init__()
         for name in ("dim", "n_prototypes", "scene_hidden", "head_hidden", "hist_len", "n_negatives"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -132,31 +133,6 @@ class ModelConfig:
             raise ValueError(f"trend_knots must be in 0..8, got {self.trend_knots}")
         if self.support_target not in SUPPORT_TARGETS:
             raise ValueError(f"support_target must be one of {SUPPORT_TARGETS}, got {self.support_target!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return _from_dict(cls, d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> "ModelConfig":
-        return cls.from_dict(json.loads(s))
-
-
-def _from_dict(cls, d: dict):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    # a field missing from `d` (a config saved before the field existed) takes its legacy value, not the current
-    # default: an old checkpoint keeps the behaviour it was trained with
-    legacy = {k: v for k, v in getattr(cls, "LEGACY", {}).items() if k not in d}
-    return cls(**{**legacy, **d})
 
 
 def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Protocol as _TypingProtocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import SceneSpec, scene_features, scene_labels
 from metarec.sdk.data import Dataset
 
@@ -23,16 +24,16 @@ WEEK = 7 * 86400.0
 
 # ---------------------------------------------------------------------------------------------- split
 @dataclasses.dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(VersionedConfig):
     """Users split by arrival (first event) time: earliest train, then validation, then test."""
 
+    VERSION = 1
     version: int = 1
-    train_frac: float = 0.7
-    val_frac: float = 0.1
+    train_frac: float = 0.7  # (float) share of users, earliest arrivals first, that are train users
+    val_frac: float = 0.1  # (float) share of users after them that are validation users (the rest: test)
 
     def __post_init__(self) -> None:
-        if self.version != 1:
-            raise ValueError(f"SplitConfig version {self.version} unknown; known: 1")
+        super().__post_init__()
         if not (0 < self.train_frac < 1 and 0 <= self.val_frac < 1 and self.train_frac + self.val_frac < 1):
             raise ValueError("need 0 < train_frac, 0 <= val_frac and train_frac + val_frac < 1")
 

@@ -16,6 +16,7 @@ import datetime as _dt
 
 import numpy as np
 
+from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import SceneSpec, scene_features
 from metarec.sdk.data import Dataset, build_dataset
 
@@ -25,9 +26,10 @@ SCENE_COLUMNS = (2, 3, 4, 5, 13, 14)  # their columns in scene_features
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(VersionedConfig):
     """Size, calendar and effect strengths of the generator; the defaults build in well under a second."""
 
+    VERSION = SYNTHETIC_CONFIG_VERSION
     version: int = SYNTHETIC_CONFIG_VERSION
     n_users: int = 600  # (int) users
     n_items: int = 400  # (int) catalog size, new items included
@@ -63,8 +65,7 @@ class SyntheticConfig:
     seed: int = 0  # (int) everything is a function of the config
 
     def __post_init__(self) -> None:
-        if self.version != SYNTHETIC_CONFIG_VERSION:
-            raise ValueError(f"SyntheticConfig version {self.version} unknown; known: {SYNTHETIC_CONFIG_VERSION}")
+        super().__post_init__()
         if self.n_users < 1 or self.n_prototypes < 1:
             raise ValueError("need n_users >= 1 and n_prototypes >= 1")
         if self.n_items < 2 * self.n_prototypes:
@@ -96,16 +97,6 @@ class SyntheticConfig:
     def scene_spec(self) -> SceneSpec:
         return SceneSpec(utc_offset_hours=self.utc_offset_hours, holiday_window_days=self.holiday_window_days)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SyntheticConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SyntheticConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def _items(cfg: SyntheticConfig, rng: np.random.Generator, event_ts: np.ndarray) -> dict:

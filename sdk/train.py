@@ -23,9 +23,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import scene_features
 from metarec.sdk.meta import LEARNERS, MetaLearner, batch_scores, reptile_pull
-from metarec.sdk.model import MetaRecModel, ModelConfig, _from_dict, item_attributes
+from metarec.sdk.model import MetaRecModel, ModelConfig, item_attributes
 
 TRAIN_CONFIG_VERSION = 1
 NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
@@ -35,9 +36,11 @@ NEGATIVES = ("popular", "spread", "catalog")
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(VersionedConfig):
     """Meta-training stage (versioned; serialised into checkpoints and the bundle manifest)."""
 
+    VERSION = TRAIN_CONFIG_VERSION
+    JSON_INDENT = 1
     version: int = TRAIN_CONFIG_VERSION
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     learner: str = "metasgd"  # (str) one of sdk.meta.LEARNERS
@@ -112,8 +115,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
-        if self.version != TRAIN_CONFIG_VERSION:
-            raise ValueError(f"TrainConfig version {self.version} unknown; known: {TRAIN_CONFIG_VERSION}")
+        super().__post_init__()
         if self.learner not in LEARNERS:
             raise ValueError(f"unknown learner {self.learner!r}; known: {list(LEARNERS)}")
         if self.fit_users not in ("train", "train+val"):
@@ -141,24 +143,6 @@ class TrainConfig:
             raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
             raise ValueError("ckpt_every must be >= 0")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return _from_dict(cls, d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> "TrainConfig":
-        return cls.from_dict(json.loads(s))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        return cls.from_json(Path(path).read_text())
 
     def learner_obj(self) -> MetaLearner:
         return MetaLearner(self.learner, self.model.inner_steps, self.finetune_lr)

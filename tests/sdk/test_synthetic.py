@@ -132,3 +132,12 @@ def test_config_validation_and_round_trip():
             SyntheticConfig(**bad)
     with pytest.raises(ValueError, match="known"):
         SyntheticConfig.from_dict({"n_userz": 3})
+
+
+def test_config_is_versioned():
+    cfg = SyntheticConfig(n_users=50, seed=3)
+    assert SyntheticConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="SyntheticConfig version 2 unknown"):
+        SyntheticConfig.from_dict({**cfg.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match="known"):
+        SyntheticConfig.from_dict({"users": 50})
