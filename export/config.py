@@ -106,20 +106,15 @@ class ExportConfig(VersionedConfig):
 
     VERSION = EXPORT_CONFIG_VERSION
     version: int = EXPORT_CONFIG_VERSION
-    # (int) top-k capacity of score.pte: a screen of results. Portable top-k's cost grows with k (ML-100K score.pte,
-    # 1 thread, p50 of bound executes: k 10 / 20 / 100 = 24.3 / 25.3 / 30.0 us); a bundle for longer lists sets more.
-    k_max: int = 20
+    k_max: int = 20  # (int) top-k capacity of score.pte, a screen (docs/decisions/score-top-k.md)
     table_mode: str = "input"  # (str) how score.pte reaches the item table (programs.py explains the choice)
     adapt_mode: str = "training"  # (str) adapt.pte kind: an executorch.extension.training program
     program_codec: str = "zlib"  # (str) how .pte files are stored: zlib (runtime: zlib.decompress before loading) | none
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
-    # (bool) score.pte also outputs the user vector and the per-item offset, and has a `rank` method that scores
-    # from them: the runtime then recomputes the user vector only when the user's head, history, scene (whole
-    # hours) or trend pack changed, and otherwise runs only the table product + top-k (programs.RankModule).
-    rank_method: bool = True
+    rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)
 
-    # fields added after version 1 shipped: a config dict without them is read with these values (its behaviour)
+    # fields added after version 1 shipped, with the value a config written before them meant
     LEGACY: ClassVar[dict] = {"rank_method": False}
 
     def __post_init__(self) -> None:

@@ -28,16 +28,9 @@ class SceneSpec(VersionedConfig):
     version: int = SCENE_SPEC_VERSION
     utc_offset_hours: float = -6.0  # the data's users are mostly in the US (PROTOCOL v1)
     holiday_window_days: int = 3  # "within 3 days of a US federal holiday"
-    # The local hour enters as sin/cos of the hour rounded down to this many minutes (a divisor of 60; 0 = the exact
-    # time, what bundles written before this field used). Whole hours make the scene constant for an hour: a
-    # user's scene-adapted head and user vector are then valid for that hour. With the exact time every
-    # `recommend` a second later saw a new scene and re-adapted the head (bench/results/latency.md, runtime rows
-    # "clock +1 s per call" with and without "exact-time scene"). The hour's sin/cos moves the user vector
-    # smoothly, so a whole-hour step costs nothing measurable: headline HR@10 0.484 vs 0.485 with the exact time
-    # (bench/results/coldstart.md, 3 seeds, before and after).
-    hour_resolution_minutes: int = 60
+    hour_resolution_minutes: int = 60  # hour rounded down to this (docs/decisions/scene-hour-resolution.md)
 
-    # fields added after version 1 shipped: a manifest without them is read with these values (its behaviour)
+    # fields added after version 1 shipped, with the value a manifest written before them meant
     LEGACY: ClassVar[dict] = {"hour_resolution_minutes": 0}
 
     def __post_init__(self) -> None:

@@ -46,15 +46,7 @@ class SyntheticConfig(VersionedConfig):
     utc_offset_hours: float = -6.0  # (float) the users' local time zone, as the phone's SceneSpec
     proto_strength: float = 2.5  # (float) logit lift of the user's prototype items
     scene_boost: float = 2.5  # (float) logit lift of an active scene factor's items
-    # (int) items each scene factor lifts (6 factors x 20 = 120 of the 400 items, disjoint). 20, not the first 6:
-    # with 6, 21% of events already fell on an item of an active scene factor (2.5% of the catalog; a scene item
-    # of the user's own prototype gets both lifts), but those were the ~7 most popular items of each prototype, so
-    # a scene-blind ranking had them in its top 10 anyway and the scene could not change a top 10: an oracle that
-    # knows each user's planted prototype (+ popularity) gained HR@10 +0.004 [-0.035, +0.039] on the 360 K=1..3 test
-    # queries from also knowing the planted scene lift, and the model's no-scene ablation tied the full model
-    # (0.225 both). With 20: 50% of events (8.4% of the catalog) and the same oracle gains +0.119 [+0.070, +0.165]
-    # (`planted_scene_share` in sdk/coldstart.py reports the shares; bench/results/coldstart.md the model's gain).
-    scene_items_per_factor: int = 20
+    scene_items_per_factor: int = 20  # (int) items each scene factor lifts (docs/decisions/synthetic-scene-items.md)
     n_bursts: int = 8  # (int) trending bursts (one item each)
     burst_days: float = 4.0  # (float) burst length
     burst_boost: float = 3.0  # (float) logit lift of a bursting item
