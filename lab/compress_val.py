@@ -5,7 +5,7 @@ measured importance, 100 fine-tune steps on train users, int4 / int8 table as th
 94 validation users (PROTOCOL v1 headline, K=1..3) with the serving trend scale (ModelConfig.trend_hist_scale) at
 1 and 2. Writes OUT.json; usage from the repo root:
 
-    OMP_NUM_THREADS=1 python bench/results/compress_val/compress_val.py OUT.json SEED [SEED ...] [--model JSON]
+    OMP_NUM_THREADS=1 python lab/compress_val.py OUT.json SEED [SEED ...] [--model JSON]
 
 --model: ModelConfig overrides of the prior, e.g. '{"dim": 16, "n_prototypes": 4}' (then the variants that would
 not shrink it are skipped: a pruned variant must prune).
@@ -67,7 +67,7 @@ def main(out, seeds, model_over=None):
             print(seed, name, {s: round(v["hr10"], 4) for s, v in res[seed][name].items()}, flush=True)
         with open(out, "w") as f:
             json.dump({"users": "val", "results": res, "command": "OMP_NUM_THREADS=1 python "
-                       "bench/results/compress_val/compress_val.py " + " ".join(sys.argv[1:])}, f, indent=1)
+                       "lab/compress_val.py " + " ".join(sys.argv[1:])}, f, indent=1)
 
 
 if __name__ == "__main__":
