@@ -84,7 +84,9 @@ def cmd_baselines(a, argv) -> int:
     res = run_baselines(ds, names=a.names.split(",") if a.names else None, progress=True)
     for r in res.values():
         print(format_report(r), "\n")
-    write_baseline_results(res, a.out, _command(argv))
+    from metarec.bench.paths import RESULTS_DIR
+
+    write_baseline_results(res, a.out or RESULTS_DIR, _command(argv))
     return 0
 
 

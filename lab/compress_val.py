@@ -20,7 +20,7 @@ import torch
 
 from metarec.export.compress import compress_model, early_histories, quantize_table, sdk_finetune
 from metarec.export.config import CompressConfig
-from metarec.export.report import _variant_recommender
+from metarec.export.report import compressed_recommender
 from metarec.sdk.data import load_dataset
 from metarec.sdk.protocol import EventLog, evaluate_users, split_users, summarize_next_item
 from metarec.sdk.recommender import MetaRecRecommender
@@ -61,7 +61,7 @@ def main(out, seeds, model_over=None):
             table = model.export_item_table().numpy() if quant == "none" else qt.dequantized
             res[seed][name] = {}
             for s in SCALES:
-                rec = _variant_recommender(cfg, with_scale(model, s), table, quant)
+                rec = compressed_recommender(cfg, with_scale(model, s), table, quant)
                 head = summarize_next_item(evaluate_users(rec, ds, sp.val, log, ks=(1, 2, 3)), ks=(1, 2, 3))
                 res[seed][name][str(s)] = {"hr10": head["headline"]["hr10"], "ndcg10": head["headline"]["ndcg10"]}
             print(seed, name, {s: round(v["hr10"], 4) for s, v in res[seed][name].items()}, flush=True)

@@ -511,8 +511,8 @@ def baselines_markdown(results: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
-def write_baseline_results(results: dict[str, dict], out_dir=None, command: str = "metarec baselines") -> str:
-    """Write baselines.json and baselines.md (default bench/results), naming `command`; returns the JSON path."""
+def write_baseline_results(results: dict[str, dict], out_dir, command: str = "metarec baselines") -> str:
+    """Write <out_dir>/baselines.{json,md}, naming `command`; returns the JSON path."""
     from metarec.sdk.results import write_results
 
     first = next(iter(results.values()), {})

@@ -6,7 +6,8 @@ are made) or once on test users (`users="test"`, fit on train + validation users
 `CORE_VARIANTS` are the ones the report itself needs (the full prior, its 0-step twin, the no-scene check); any
 other set comes from an ablations file (`load_ablations`: a .py file defining ABLATIONS, e.g. lab/ablations.py, or a
 JSON {name: [TrainConfig overrides, ModelConfig overrides]}). The report and the CLI are in `coldstart_report`:
-    python -m metarec.sdk.coldstart --out bench/results --ablations-file lab/ablations.py --seeds 0,1,2 --ablation-seeds 0
+    python -m metarec.sdk.coldstart --out bench/results --ablations-file lab/ablations.py \
+        --seeds 0,1,2 --ablation-seeds 0
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The cold-start report and its CLI: the prior over seeds against the baselines, ablations side by side, the
 synthetic-truth checks; written as coldstart.{json,md,png} into the folder the caller names.
 
-    python -m metarec.sdk.coldstart --out bench/results --ablations-file lab/ablations.py --seeds 0,1,2 --ablation-seeds 0
+    python -m metarec.sdk.coldstart --out bench/results --ablations-file lab/ablations.py \
+        --seeds 0,1,2 --ablation-seeds 0
 `--ablations-file` gives the entries `--part ablations` runs (default: the core variants only, see
 `metarec.sdk.coldstart.load_ablations`); `--part` / `--partial-out` / `--merge` spread the work over processes.
 """

@@ -279,7 +279,7 @@ def new_item_run(make_model: Callable[[], Recommender], ds: Dataset, split: Spli
     is_held[held] = True
     keep = ~is_held[ds.item]
     full_log, vis_log = EventLog(ds), EventLog(ds, keep)
-    model = make_model().fit(_subset(ds, keep), np.r_[split.train, split.val], vis_log)
+    model = make_model().fit(subset_events(ds, keep), np.r_[split.train, split.val], vis_log)
     per_user = ds.user_events()
     hr, nd = [], []
     # a target repeating an earlier item of the user is skipped, as in evaluate_users (support is excluded)
@@ -295,7 +295,7 @@ def new_item_run(make_model: Callable[[], Recommender], ds: Dataset, split: Spli
             "n": len(hr), "hr10_ci": bootstrap_ci(hr), "n_withheld_items": int(len(held))}
 
 
-def _subset(ds: Dataset, keep: np.ndarray) -> Dataset:
+def subset_events(ds: Dataset, keep: np.ndarray) -> Dataset:
     """The same catalog and users with only the kept events (attributes of every item stay known)."""
     return dataclasses.replace(ds, user=ds.user[keep], item=ds.item[keep], rating=ds.rating[keep], ts=ds.ts[keep])
 

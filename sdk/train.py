@@ -245,7 +245,8 @@ def _split_backward(model: MetaRecModel, learner: MetaLearner, bt: dict, held: n
     return total
 
 
-def _to_torch(b: dict, lo: int, hi: int) -> dict:
+def batch_to_torch(b: dict, lo: int, hi: int) -> dict:
+    """Rows lo:hi of a TaskBank batch (numpy arrays) as torch tensors."""
     return {k: torch.from_numpy(np.ascontiguousarray(v[lo:hi])) for k, v in b.items()}
 
 
@@ -360,7 +361,7 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
         rng = np.random.default_rng([cfg.seed, step])
         b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets, cfg.later_start)
         id_keep = torch.from_numpy((rng.random(ds.n_items) >= cfg.model.id_dropout).astype(np.float32))
-        bt = _to_torch(b, lo, hi)
+        bt = batch_to_torch(b, lo, hi)
         opt.zero_grad(set_to_none=False)
         if held_users is None:
             loss = task_loss(model, learner, bt, id_keep, cfg.batch_size, cfg.future_weight,
@@ -460,7 +461,7 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
     (WORLD_SIZE > 1) it joins the gloo group itself and shards tasks over ranks."""
     cfg = TrainConfig() if config is None else config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     from metarec.sdk.data import load_dataset
-    from metarec.sdk.protocol import _subset, withheld_items
+    from metarec.sdk.protocol import subset_events, withheld_items
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     own_group = world > 1 and not dist.is_initialized()
@@ -477,7 +478,7 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
         if cfg.withhold_new_items:
             held = np.zeros(ds.n_items, bool)
             held[withheld_items(ds)] = True
-            ds = _subset(ds, ~held[ds.item])
+            ds = subset_events(ds, ~held[ds.item])
         _, stats = fit_model(cfg, ds, users, out_path)
     finally:
         if own_group:
