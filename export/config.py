@@ -1,4 +1,4 @@
-"""Versioned stage configs of export (shared/STYLE.md: dataclass, `version`, ValueError, JSON round trip).
+"""Versioned stage configs of export (docs/architecture.md, "Configs": dataclass, `version`, ValueError, JSON).
 
 Both land verbatim in the bundle manifest (`configs.compress`, `configs.export`), so a bundle says how it was made.
 """

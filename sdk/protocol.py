@@ -1,4 +1,4 @@
-"""PROTOCOL v1 (../shared/PROTOCOL.md): the arrival-time split, the recommender contract and every accuracy figure.
+"""PROTOCOL v1 (docs/protocol.md): the arrival-time split, the recommender contract and every accuracy figure.
 
 Nothing else in the project computes HR@10 / NDCG@10 / Recall@10: baselines and the meta-learner all go through
 `run_protocol` (or `evaluate_users` for choices on validation users), so their numbers compare directly.
