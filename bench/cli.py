@@ -78,7 +78,8 @@ def cmd_eval(a, argv) -> int:
 
 
 def cmd_baselines(a, argv) -> int:
-    from metarec.sdk.baselines import run_baselines, write_baseline_results
+    from metarec.sdk.baselines import run_baselines
+    from metarec.sdk.baselines_report import write_baseline_results
 
     ds = _load(a.dataset)
     res = run_baselines(ds, names=a.names.split(",") if a.names else None, progress=True)
