@@ -40,7 +40,8 @@ def _profile(rows: list[dict], title: str) -> list[str]:
 
 
 def write_latency(d: dict, command: str, out_dir=None) -> None:
-    from metarec.sdk.results import RESULTS_DIR, write_results
+    from metarec.bench.paths import RESULTS_DIR
+    from metarec.sdk.results import write_results
 
     out = Path(out_dir or RESULTS_DIR)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,9 @@ from metarec.bench import bench_util as bu
 
 SOURCES = {
     "baselines": "metarec baselines --dataset ml-100k",
-    "coldstart": "python -m metarec.sdk.coldstart --seeds 0,1,2 --ablation-seeds 0",
-    "export": "python -m metarec.export.report artifacts/prior.pt",
+    "coldstart": "python -m metarec.sdk.coldstart --out bench/results --ablations-file lab/ablations.py --seeds 0,1,2 "
+                 "--ablation-seeds 0",
+    "export": "python -m metarec.export.report artifacts/prior.pt --out bench/results",
 }
 PERF = {"latency": "metarec bench --only latency", "memory": "metarec bench --only memory",
         "scaling": "metarec bench --only scaling"}
@@ -239,7 +240,8 @@ def _plot_bars(rows, png, command, key, xlabel, title) -> None:
 
 # ---------------------------------------------------------------------------------------------- suite
 def run_report(command: str, out_dir=None) -> dict:
-    from metarec.sdk.results import RESULTS_DIR, write_results
+    from metarec.bench.paths import RESULTS_DIR
+    from metarec.sdk.results import write_results
 
     out = Path(out_dir or RESULTS_DIR)
     out.mkdir(parents=True, exist_ok=True)

@@ -339,7 +339,8 @@ def analysis(data: dict) -> str:
 
 
 def _write(data: dict, command: str, out_dir) -> None:
-    from metarec.sdk.results import RESULTS_DIR, write_results
+    from metarec.bench.paths import RESULTS_DIR
+    from metarec.sdk.results import write_results
 
     out = Path(out_dir or RESULTS_DIR)
     out.mkdir(parents=True, exist_ok=True)

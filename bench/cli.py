@@ -78,13 +78,16 @@ def cmd_eval(a, argv) -> int:
 
 
 def cmd_baselines(a, argv) -> int:
-    from metarec.sdk.baselines import run_baselines, write_baseline_results
+    from metarec.sdk.baselines import run_baselines
+    from metarec.sdk.baselines_report import write_baseline_results
 
     ds = _load(a.dataset)
     res = run_baselines(ds, names=a.names.split(",") if a.names else None, progress=True)
     for r in res.values():
         print(format_report(r), "\n")
-    write_baseline_results(res, a.out, _command(argv))
+    from metarec.bench.paths import RESULTS_DIR
+
+    write_baseline_results(res, a.out or RESULTS_DIR, _command(argv))
     return 0
 
 

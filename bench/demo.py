@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from metarec.sdk.results import RESULTS_DIR
+from metarec.bench.paths import RESULTS_DIR
 
 ART = Path("artifacts")
 

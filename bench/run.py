@@ -16,6 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
+from metarec.bench.paths import RESULTS_DIR
+
 SUITES = ("latency", "memory", "scaling", "report")
 
 
@@ -56,6 +58,7 @@ def require_bundle(bundle_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def run_suite(name: str, args, command: str, out_dir=None) -> dict:
+    out_dir = Path(out_dir or RESULTS_DIR)
     runs = int(getattr(args, "runs", 2000) or 2000)
     bundle = getattr(args, "bundle", "artifacts/bundle") or "artifacts/bundle"
     if name == "scaling":
@@ -101,8 +104,6 @@ def run_benchmarks(args, command: str, out_dir=None) -> int:
             traceback.print_exc()
             status[name] = f"FAILED: {type(e).__name__}: {e}"
         print(f"   {name}: {status[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    from metarec.sdk.results import RESULTS_DIR
-
     out = Path(out_dir or RESULTS_DIR)
     print("results: " + ", ".join(str(out / f"{n}.md") for n, s in status.items() if s == "ok"))
     return 0 if all(s == "ok" or s.startswith("skipped") for s in status.values()) and \

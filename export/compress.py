@@ -104,7 +104,7 @@ def topk_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
 def sdk_finetune(ds, fit_users, train_cfg, lr_scale: float = 0.5):
     """finetune(model, steps): a brief meta-training run of the pruned model with sdk.train's task loss."""
     def finetune(model, steps: int):
-        from metarec.sdk.train import TaskBank, _to_torch, task_loss
+        from metarec.sdk.train import TaskBank, batch_to_torch, task_loss
 
         model.train()
         bank = TaskBank(ds, fit_users, model.cfg.hist_len)
@@ -116,7 +116,7 @@ def sdk_finetune(ds, fit_users, train_cfg, lr_scale: float = 0.5):
             b = bank.sample(rng, B, train_cfg.early_frac, train_cfg.n_targets, train_cfg.later_start)
             keep = torch.from_numpy((rng.random(ds.n_items) >= model.cfg.id_dropout).astype(np.float32))
             # the prior's own outer loss (top-10 term included): the re-fine-tune must not train another objective
-            loss = task_loss(model, learner, _to_torch(b, 0, B), keep, B, train_cfg.future_weight,
+            loss = task_loss(model, learner, batch_to_torch(b, 0, B), keep, B, train_cfg.future_weight,
                              topk_weight=train_cfg.topk_weight, topk_temp=train_cfg.topk_temp)
             opt.zero_grad()
             loss.backward()

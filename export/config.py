@@ -1,12 +1,13 @@
-"""Versioned stage configs of export (shared/STYLE.md: dataclass, `version`, ValueError, JSON round trip).
+"""Versioned stage configs of export (docs/architecture.md, "Configs": dataclass, `version`, ValueError, JSON).
 
 Both land verbatim in the bundle manifest (`configs.compress`, `configs.export`), so a bundle says how it was made.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import ClassVar
+
+from metarec.runtime.config import VersionedConfig
 
 COMPRESS_CONFIG_VERSION = 1
 EXPORT_CONFIG_VERSION = 1
@@ -16,40 +17,15 @@ ADAPT_MODES = ("training",)
 PROGRAM_CODECS = ("none", "zlib")
 
 
-def _from_dict(cls, d: dict):
-    if not isinstance(d, dict):
-        raise ValueError(f"{cls.__name__} needs a dict, got {type(d).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**{**getattr(cls, "LEGACY", {}), **d})
-
-
-class _JsonConfig:
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        return _from_dict(cls, d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str):
-        return cls.from_dict(json.loads(s))
-
-
 @dataclasses.dataclass(frozen=True)
-class CompressConfig(_JsonConfig):
+class CompressConfig(VersionedConfig):
     """What happens to the prior before it becomes programs: structured pruning, then table quantization.
 
     >>> CompressConfig(quant="int4", prune_dim=24).group_size
     32
     """
 
+    VERSION = COMPRESS_CONFIG_VERSION
     version: int = COMPRESS_CONFIG_VERSION
     quant: str = "int4"  # (str) item table storage: none (float32) | int8 | int4, symmetric, torchao-quantized
     group_size: int = 32  # (int) columns sharing one scale (capped at d; 0: one scale per row)
@@ -59,8 +35,7 @@ class CompressConfig(_JsonConfig):
     importance_samples: int = 512  # (int) histories used to measure dimension / prototype importance
 
     def __post_init__(self) -> None:
-        if self.version != COMPRESS_CONFIG_VERSION:
-            raise ValueError(f"CompressConfig version {self.version} unknown; known: {COMPRESS_CONFIG_VERSION}")
+        super().__post_init__()
         if self.quant not in QUANTS:
             raise ValueError(f"quant {self.quant!r} unknown; known: {list(QUANTS)}")
         if not isinstance(self.group_size, int) or self.group_size < 0:
@@ -126,29 +101,24 @@ def parse_prune(spec: str | dict | None) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportConfig(_JsonConfig):
+class ExportConfig(VersionedConfig):
     """How the compressed prior becomes a bundle."""
 
+    VERSION = EXPORT_CONFIG_VERSION
     version: int = EXPORT_CONFIG_VERSION
-    # (int) top-k capacity of score.pte: a screen of results. Portable top-k's cost grows with k (ML-100K score.pte,
-    # 1 thread, p50 of bound executes: k 10 / 20 / 100 = 24.3 / 25.3 / 30.0 us); a bundle for longer lists sets more.
-    k_max: int = 20
+    k_max: int = 20  # (int) top-k capacity of score.pte, a screen (docs/decisions/score-top-k.md)
     table_mode: str = "input"  # (str) how score.pte reaches the item table (programs.py explains the choice)
     adapt_mode: str = "training"  # (str) adapt.pte kind: an executorch.extension.training program
     program_codec: str = "zlib"  # (str) how .pte files are stored: zlib (runtime: zlib.decompress before loading) | none
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
-    # (bool) score.pte also outputs the user vector and the per-item offset, and has a `rank` method that scores
-    # from them: the runtime then recomputes the user vector only when the user's head, history, scene (whole
-    # hours) or trend pack changed, and otherwise runs only the table product + top-k (programs.RankModule).
-    rank_method: bool = True
+    rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)
 
-    # fields added after version 1 shipped: a config dict without them is read with these values (its behaviour)
+    # fields added after version 1 shipped, with the value a config written before them meant
     LEGACY: ClassVar[dict] = {"rank_method": False}
 
     def __post_init__(self) -> None:
-        if self.version != EXPORT_CONFIG_VERSION:
-            raise ValueError(f"ExportConfig version {self.version} unknown; known: {EXPORT_CONFIG_VERSION}")
+        super().__post_init__()
         if not isinstance(self.k_max, int) or self.k_max < 1:
             raise ValueError(f"k_max must be an int >= 1, got {self.k_max!r}")
         if self.table_mode not in TABLE_MODES:

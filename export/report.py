@@ -1,6 +1,7 @@
-"""`compression_report`: every compression variant measured on PROTOCOL v1 -> bench/results/export.{json,md}.
+"""`compression_report`: every compression variant measured on PROTOCOL v1 -> <out>/export.{json,md}.
 
-    python -m metarec.export.report artifacts/prior.pt [--prune dim=24,prototypes=6] [--finetune-steps 100]
+    python -m metarec.export.report artifacts/prior.pt --out bench/results \
+        [--prune dim=24,prototypes=6] [--finetune-steps 100]
 
 Per variant (fp32, int8, int4, pruned + int8, pruned + int4): the phone bundle's bytes (every file but model.onnx),
 with a per-file breakdown; SNR (dB) of the variant's scores against the fp32 model's over the test queries;
@@ -41,24 +42,22 @@ class _Recording:
         return s
 
 
-def _variant_recommender(train_cfg, model, table: np.ndarray, quant: str):
+def compressed_recommender(train_cfg, model, table: np.ndarray, quant: str):
     """`MetaRecRecommender` (sdk's PROTOCOL v1 wrapper) on the compressed model and the phone's table.
 
     No `fit`: the model is given (a fit would retrain when the checkpoint's data fingerprint is missing)."""
     from metarec.sdk.recommender import MetaRecRecommender
 
-    rec = MetaRecRecommender(config=train_cfg)
-    rec._set(model, train_cfg)
-    rec.table = torch.from_numpy(np.array(table, np.float32))
+    bias = model.export_item_bias()
     if quant != "none":  # the bundle's score.pte holds the bias in float16 (programs.ScoreModule)
-        rec.bias = rec.bias.to(torch.float16).float()
-    return rec
+        bias = bias.to(torch.float16).float()
+    table = torch.from_numpy(np.array(table, np.float32))
+    return MetaRecRecommender(config=train_cfg).set_model(model, train_cfg, table, bias)
 
 
-def compression_report(checkpoint, variants=None, prune: str | dict | None = "dim=16,prototypes=4",
-                       finetune_steps: int = 100, out_dir=None, command: str | None = None,
-                       max_users: int | None = None) -> dict:
-    """Measure every variant and write bench/results/export.{json,md}; returns the JSON dict."""
+def compression_report(checkpoint, out_dir, variants=None, prune: str | dict | None = "dim=16,prototypes=4",
+                       finetune_steps: int = 100, command: str | None = None, max_users: int | None = None) -> dict:
+    """Measure every variant and write <out_dir>/export.{json,md}; returns the JSON dict."""
     from metarec.sdk.data import load_dataset
     from metarec.sdk.protocol import EventLog, evaluate_users, split_users, summarize_next_item
     from metarec.sdk.results import write_results
@@ -101,7 +100,7 @@ def compression_report(checkpoint, variants=None, prune: str | dict | None = "di
                               compress_config=CompressConfig(quant=quant),  # already pruned above
                               export_config=ExportConfig(onnx=name == "fp32"), item_ids=list(ds.item_ids))
             files = {p.name: p.stat().st_size for p in sorted(b.iterdir())}
-        rec = _Recording(_variant_recommender(tcfg, model, qt.dequantized, quant))
+        rec = _Recording(compressed_recommender(tcfg, model, qt.dequantized, quant))
         res = evaluate_users(rec, ds, test, log, ks=HEADLINE_KS)
         head = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
         scores = np.stack(rec.scores)
@@ -151,11 +150,11 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--prune", default="dim=16,prototypes=4")
     p.add_argument("--finetune-steps", type=int, default=100)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--max-users", type=int, default=None)
     argv = sys.argv[1:] if argv is None else argv
     a = p.parse_args(argv)
-    compression_report(a.checkpoint, prune=a.prune, finetune_steps=a.finetune_steps, out_dir=a.out,
+    compression_report(a.checkpoint, a.out, prune=a.prune, finetune_steps=a.finetune_steps,
                        command="python -m metarec.export.report " + " ".join(argv), max_users=a.max_users)
     return 0
 

@@ -13,33 +13,28 @@ from functools import lru_cache
 
 import numpy as np
 
+from .config import VersionedConfig
+
 SCENE_SPEC_VERSION = 1
 DAY_PARTS = ("night", "morning", "afternoon", "evening")  # 0-6, 6-12, 12-18, 18-24 local
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclasses.dataclass(frozen=True)
-class SceneSpec:
+class SceneSpec(VersionedConfig):
     """How a timestamp becomes a scene vector. Recorded in the manifest."""
 
+    VERSION = SCENE_SPEC_VERSION
     version: int = SCENE_SPEC_VERSION
     utc_offset_hours: float = -6.0  # the data's users are mostly in the US (PROTOCOL v1)
     holiday_window_days: int = 3  # "within 3 days of a US federal holiday"
-    # The local hour enters as sin/cos of the hour rounded down to this many minutes (a divisor of 60; 0 = the exact
-    # time, what bundles written before this field used). Whole hours make the scene constant for an hour: a
-    # user's scene-adapted head and user vector are then valid for that hour. With the exact time every
-    # `recommend` a second later saw a new scene and re-adapted the head (bench/results/latency.md, runtime rows
-    # "clock +1 s per call" with and without "exact-time scene"). The hour's sin/cos moves the user vector
-    # smoothly, so a whole-hour step costs nothing measurable: headline HR@10 0.484 vs 0.485 with the exact time
-    # (bench/results/coldstart.md, 3 seeds, before and after).
-    hour_resolution_minutes: int = 60
+    hour_resolution_minutes: int = 60  # hour rounded down to this (docs/decisions/scene-hour-resolution.md)
 
-    # fields added after version 1 shipped: a manifest without them is read with these values (its behaviour)
+    # fields added after version 1 shipped, with the value a manifest written before them meant
     LEGACY: ClassVar[dict] = {"hour_resolution_minutes": 0}
 
     def __post_init__(self) -> None:
-        if self.version != SCENE_SPEC_VERSION:
-            raise ValueError(f"SceneSpec version {self.version} unknown; this code knows {SCENE_SPEC_VERSION}")
+        super().__post_init__()
         if not -14 <= self.utc_offset_hours <= 14:
             raise ValueError(f"utc_offset_hours={self.utc_offset_hours} outside [-14, 14]")
         if self.holiday_window_days < 0:
@@ -57,17 +52,6 @@ class SceneSpec:
     @property
     def dim(self) -> int:
         return len(self.names)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SceneSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SceneSpec fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{**cls.LEGACY, **d})
 
     def local_hour(self, local_seconds):
         """Hour of day (float, [0, 24)) of local seconds since the epoch, rounded down to the resolution."""

@@ -1,4 +1,4 @@
-"""Meta-learners over user tasks, one interface (shared/STYLE.md, after learn2learn).
+"""Meta-learners over user tasks, one interface (after learn2learn's MAML; docs/architecture.md, "The model").
 
 A learner turns the model's head init phi0 into a task's adapted head from the task's support, with at most 3
 steps of `torch.func.grad` over a parameter dict (the same pure step export traces), and says how the outer loss

@@ -7,7 +7,6 @@ head {u, W1, b1, W2} is the only part the phone trains.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import ClassVar
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metarec.runtime.config import VersionedConfig
 from metarec.sdk import kernel
 from metarec.sdk.kernel import HEAD_PARAM_NAMES
 
@@ -24,90 +24,46 @@ SUPPORT_TARGETS = ("all", "next")
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(VersionedConfig):
     """Shape and switches of `MetaRecModel` (the switches are the ablations of the issue)."""
 
+    VERSION = MODEL_CONFIG_VERSION
     version: int = MODEL_CONFIG_VERSION
-    # (int) item / user vector size d and (int) interest prototypes M. Export prunes to the phone's 16 / 4 (+100
-    # re-fine-tune steps) to fit the 64 KiB bundle. Tried in session 6 (bench/results/d16_x2/README.md): a prior
-    # trained at 16 / 4 with trend_hist_scale 2, chosen on validation users (0.457 -> 0.473, every seed up). Test
-    # users: prior 0.484 -> 0.496, but its int4 phone form loses 3.6% to it (over the 2% budget) and scores 0.471
-    # on the phone against this pipeline's 0.478, so the phone gains nothing and the budget breaks: not adopted.
-    dim: int = 32
-    n_prototypes: int = 8
+    dim: int = 32  # (int) item / user vector size d; export prunes it to the phone's 16 (docs/decisions/prior-shape.md)
+    n_prototypes: int = 8  # (int) interest prototypes M; export prunes to 4 (docs/decisions/prior-shape.md)
     scene_hidden: int = 8  # (int) scene encoding size
     head_hidden: int = 16  # (int) hidden units of the adaptation head; P = d + h*(2d+s) + h + d*h
     hist_len: int = 10  # (int) L, history slots the phone keeps
     n_negatives: int = 20  # (int) fixed inner-loop negatives (most popular train items)
-    # (int) Meta-SGD steps on the phone, 0..3. 1, chosen on validation users (`python -m metarec.sdk.coldstart
-    # --users val --part ablations --ablation-seeds S --ablations "full (metasgd, 1 step);3 inner steps;0 inner steps
-    # (trained with 0)"`, S = 0 and 1, each trained with its step count). With the current outer loss, 1 / 3 / 0
-    # steps: headline HR@10 0.445 / 0.452 / 0.454, Recall@10 on the learning curve at K=3 0.122 / 0.127 / 0.122, at
-    # K=5 0.146 / 0.147 / 0.145. 3 steps' edge (+0.005 at K=3) is a fifth of the +-0.025 interval of 94 users and
-    # not consistent in HR across the seeds; each step costs ~19 us on the phone (bench/results/latency.md), and 1
-    # step keeps a whole adaptation inside the 60 us budget. (With the earlier CE-only loss, 3 seeds: HR 0.456 /
-    # 0.459 / 0.459 and Recall@10 K=3 0.102 / 0.105 / 0.107 for 3 / 1 / 0 steps.)
-    inner_steps: int = 1
+    inner_steps: int = 1  # (int) Meta-SGD steps on the phone, 0..3 (docs/decisions/inner-steps.md)
     init_lr: float = 0.05  # (float) initial per-parameter inner step size (small: meta-training grows it if it pays)
     id_dropout: float = 0.25  # (float) share of items whose id embedding is hidden in training: attributes must carry
     new_item_terms: bool = True  # (bool) id-less items get their own learned bias and trend weight (see item_bias)
-    # (float) added at serving to the learned new-item trend weight. Training learns that weight on id-dropped items
-    # scored against seen items on the very users their ids were fit on (in-sample, so ids look better than they
-    # are on new users): it comes out too small. Chosen on validation users (ML-100K new-item run, fit on train
-    # users) as the value that maximises HR@10 over ALL targets at positions 2..20 (seen and new), not the new-item
-    # HR alone, which only rises with any boost: 0 -> 0.305, 0.5 -> 0.311 (new-item HR 0.000 -> 0.229).
-    new_trend_offset: float = 0.5
+    new_trend_offset: float = 0.5  # (float) serving: + new-item trend weight (docs/decisions/new-trend-offset.md)
     use_prototypes: bool = True  # (bool) ablation: u0 = scene prior only, no prototype mixture
     use_scene: bool = True  # (bool) ablation: scene vector zeroed everywhere
     use_trend: bool = True  # (bool) ablation: trend term off
     use_seq: bool = True  # (bool) ablation: no sequential summary
-    support_target: str = "all"  # (str) inner loss: "all" = each support item from the whole support; "next" =
-    # each support item from the items before it only (the outer task's shape: predict what comes next)
-    inner_bias: bool = False  # (bool) inner logits add the item bias (target rows and negative rows): with the
-    # catalog negatives (TrainConfig.negatives="catalog") the inner loss is then the model's own softmax likelihood
-    # of the support items, so the step moves z by "what was picked minus what the model expected"; without the
-    # bias the popular items' pull is missing from the expectation. The phone would need (R,) negative-row biases
-    # (a catalog constant) and the (S,) support rows' biases (gathered from the bias it already holds).
+    support_target: str = "all"  # (str) inner loss target: "all" or "next" (docs/decisions/inner-loss.md)
+    inner_bias: bool = False  # (bool) inner logits add the item bias (docs/decisions/inner-loss.md)
 
-    # Trend mechanisms (wt-ml4, issue 4): richer use of the SAME 7-day counts pack, no new runtime input. All off
-    # by default; each adds parameters only when on, which start where the old term is (so a fresh model with one
-    # of them on starts as the plain model). x = log1p(count) below.
-    # (int) n: f(x) = a learned piecewise-linear response to the count, slope a_j on [j, j + 1) for j < n and a_n
-    # beyond n (knots at counts e^j - 1 = 1.7, 6.4, 19, 54, ...; all a = 1 is f(x) = x); 0 = the plain log1p term
-    trend_knots: int = 0
-    trend_item: bool = False  # (bool) per-item learned trend sensitivity: a seen item's trend weight is
-    # w(s) (1 + a_i) (a_i = 0 at init; id-less items keep a_i = 0: it is id memory, dropped with the id)
-    trend_attr: bool = False  # (bool) the trend weight of every item (new ones too) is w(s) (1 + c . attrs_i):
-    # a sensitivity from genres / release year (c = 0 at init); a baked (N,) constant like trend_item's
-    trend_by_k: bool = False  # (bool) the trend gate's logit adds a learned offset per support size
-    # K = 0..hist_len: a user with no history follows the week's trend more than one with ten items
-    trend_by_k_new: bool = True  # (bool) the per-K offset moves the new-item trend weight too; False: only seen
-    # items' (a new item's trend is its only popularity evidence, whatever the user's K; new_trend_offset was
-    # chosen for a K-free new-item weight)
-    trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): an item that is both trending
-    # and close to the user is lifted more than the sum of the two (beta = 0 at init); elementwise on the phone
+    # trend mechanisms over the same 7-day counts pack, off by default, each starting as the plain term
+    # (docs/decisions/trend-mechanisms.md); x = log1p(count)
+    trend_knots: int = 0  # (int) n knots of a learned piecewise-linear response f(x); 0 = the plain log1p term
+    trend_item: bool = False  # (bool) per-item learned trend sensitivity (seen items only: it is id memory)
+    trend_attr: bool = False  # (bool) trend sensitivity from genres / release year, new items too
+    trend_by_k: bool = False  # (bool) the trend gate's logit adds a learned offset per support size K
+    trend_by_k_new: bool = True  # (bool) the per-K offset moves the new-item trend weight too (False: seen items only)
+    trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): trending and close lifts more
+    trend_hist_scale: float = 1.0  # (float) serving: trend x this once K >= 1 (docs/decisions/trend-hist-scale.md)
 
-    # (float) serving calibration: at serving (the model in eval mode, score.pte, model.onnx) a user with >= 1
-    # history event gets the trend term times this; K = 0 and meta-training are unchanged. Why: the trend weight is
-    # learned on in-sample train users, whose item ids already encode where they go next, so once a user has
-    # history the model trusts it more than it earns on a NEW user. On validation users (models fit on train
-    # users, 4 seeds, grid 1 / 1.5 / 2 / 2.5 / 3) 2.0 is best: K=1..3 headline HR@10 0.457 -> 0.472, up in every
-    # seed (bench/results/trend_scale_val.md); test users, 3 seeds: 0.484 -> 0.501 (bench/results/trend_x2/).
-    # NOT the default: the pruned phone bundle does not gain from it (0.478 either way; validation users, 4 seeds:
-    # -0.007, bench/results/compress_val/README.md), so its loss against the fp32 prior grows from -0.7% to -3.2%,
-    # over the 2% export budget (bench/results/trend_x2/README.md). With a prior at the phone's shape instead of a
-    # pruned one, see dim above.
-    trend_hist_scale: float = 1.0
-
-    # fields added after version 1 shipped: a config dict without them is read with these values, which reproduce
-    # the model it was saved with (the dataclass defaults above may change; old checkpoints must not)
+    # fields added after version 1 shipped, with the value that reproduces a model saved before them
     LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
                               "trend_by_k": False, "trend_by_k_new": True, "trend_affinity": False,
                               "trend_hist_scale": 1.0}
 
     def __post_init__(self) -> None:
-        if self.version != MODEL_CONFIG_VERSION:
-            raise ValueError(f"ModelConfig version {self.version} unknown; known: {MODEL_CONFIG_VERSION}")
+        super().__post_init__()
         for name in ("dim", "n_prototypes", "scene_hidden", "head_hidden", "hist_len", "n_negatives"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -125,31 +81,6 @@ class ModelConfig:
             raise ValueError(f"trend_knots must be in 0..8, got {self.trend_knots}")
         if self.support_target not in SUPPORT_TARGETS:
             raise ValueError(f"support_target must be one of {SUPPORT_TARGETS}, got {self.support_target!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return _from_dict(cls, d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> "ModelConfig":
-        return cls.from_dict(json.loads(s))
-
-
-def _from_dict(cls, d: dict):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    # a field missing from `d` (a config saved before the field existed) takes its legacy value, not the current
-    # default: an old checkpoint keeps the behaviour it was trained with
-    legacy = {k: v for k, v in getattr(cls, "LEGACY", {}).items() if k not in d}
-    return cls(**{**legacy, **d})
 
 
 def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""PROTOCOL v1 (../shared/PROTOCOL.md): the arrival-time split, the recommender contract and every accuracy figure.
+"""PROTOCOL v1 (docs/protocol.md): the arrival-time split, the recommender contract and every accuracy figure.
 
 Nothing else in the project computes HR@10 / NDCG@10 / Recall@10: baselines and the meta-learner all go through
 `run_protocol` (or `evaluate_users` for choices on validation users), so their numbers compare directly.
@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Protocol as _TypingProtocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import SceneSpec, scene_features, scene_labels
 from metarec.sdk.data import Dataset
 
@@ -23,16 +24,16 @@ WEEK = 7 * 86400.0
 
 # ---------------------------------------------------------------------------------------------- split
 @dataclasses.dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(VersionedConfig):
     """Users split by arrival (first event) time: earliest train, then validation, then test."""
 
+    VERSION = 1
     version: int = 1
-    train_frac: float = 0.7
-    val_frac: float = 0.1
+    train_frac: float = 0.7  # (float) share of users, earliest arrivals first, that are train users
+    val_frac: float = 0.1  # (float) share of users after them that are validation users (the rest: test)
 
     def __post_init__(self) -> None:
-        if self.version != 1:
-            raise ValueError(f"SplitConfig version {self.version} unknown; known: 1")
+        super().__post_init__()
         if not (0 < self.train_frac < 1 and 0 <= self.val_frac < 1 and self.train_frac + self.val_frac < 1):
             raise ValueError("need 0 < train_frac, 0 <= val_frac and train_frac + val_frac < 1")
 
@@ -278,7 +279,7 @@ def new_item_run(make_model: Callable[[], Recommender], ds: Dataset, split: Spli
     is_held[held] = True
     keep = ~is_held[ds.item]
     full_log, vis_log = EventLog(ds), EventLog(ds, keep)
-    model = make_model().fit(_subset(ds, keep), np.r_[split.train, split.val], vis_log)
+    model = make_model().fit(subset_events(ds, keep), np.r_[split.train, split.val], vis_log)
     per_user = ds.user_events()
     hr, nd = [], []
     # a target repeating an earlier item of the user is skipped, as in evaluate_users (support is excluded)
@@ -294,7 +295,7 @@ def new_item_run(make_model: Callable[[], Recommender], ds: Dataset, split: Spli
             "n": len(hr), "hr10_ci": bootstrap_ci(hr), "n_withheld_items": int(len(held))}
 
 
-def _subset(ds: Dataset, keep: np.ndarray) -> Dataset:
+def subset_events(ds: Dataset, keep: np.ndarray) -> Dataset:
     """The same catalog and users with only the kept events (attributes of every item stay known)."""
     return dataclasses.replace(ds, user=ds.user[keep], item=ds.item[keep], rating=ds.rating[keep], ts=ds.ts[keep])
 

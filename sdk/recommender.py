@@ -29,21 +29,24 @@ class MetaRecRecommender:
         if self.checkpoint is not None and os.path.isfile(self.checkpoint):
             model, cfg, ck = load_checkpoint(self.checkpoint)
             if ck.get("data_fingerprint") == data_fingerprint(ds, fit_users):
-                self._set(model, cfg)
+                self.set_model(model, cfg)
                 self.stats = ck.get("stats", {})
                 return self
         model, self.stats = fit_model(self.config, ds, fit_users, self.save_to)
-        self._set(model, self.config)
+        self.set_model(model, self.config)
         return self
 
-    def _set(self, model, cfg: TrainConfig) -> None:
+    def set_model(self, model, cfg: TrainConfig, table: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> "MetaRecRecommender":
+        """Score with a given model (no fit); `table` / `bias` replace its own, e.g. the table as a phone decodes it."""
         self.model, self.config = model.eval(), cfg
         self.learner = cfg.learner_obj()
-        self.table = model.export_item_table()
-        self.bias = model.export_item_bias()
+        self.table = model.export_item_table() if table is None else table
+        self.bias = model.export_item_bias() if bias is None else bias
         self.L = cfg.model.hist_len
         with torch.no_grad():
             self.head0 = {k: v.detach().clone() for k, v in self.learner.head0(model).items()}
+        return self
 
     def history_items(self, support_items: np.ndarray) -> torch.Tensor:
         """(L,) item indices of the right-aligned last-L history (padding rows: item 0, masked)."""

@@ -1,4 +1,4 @@
-"""Results files with provenance: every JSON/Markdown under bench/results names the command and commit behind it."""
+"""Results files with provenance: every JSON / Markdown written names the command and commit behind it."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -7,9 +7,6 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
-
 
 def git_commit() -> str:
     """The commit the numbers came from ("+dirty" when the tree had uncommitted changes)."""
@@ -30,9 +27,9 @@ def provenance(command: str) -> dict:
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}}
 
 
-def write_results(name: str, data: dict, markdown: str, command: str, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write <name>.json and <name>.md with the command and commit that produced them; returns the JSON path."""
-    out = Path(out_dir or RESULTS_DIR)
+def write_results(name: str, data: dict, markdown: str, command: str, out_dir: str | os.PathLike) -> Path:
+    """Write <out_dir>/<name>.json and .md with the command and commit that produced them; returns the JSON path."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(command)
     (out / f"{name}.json").write_text(json.dumps({"provenance": prov, **data}, indent=2, default=_jsonable) + "\n")

@@ -16,6 +16,7 @@ import datetime as _dt
 
 import numpy as np
 
+from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import SceneSpec, scene_features
 from metarec.sdk.data import Dataset, build_dataset
 
@@ -25,9 +26,10 @@ SCENE_COLUMNS = (2, 3, 4, 5, 13, 14)  # their columns in scene_features
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(VersionedConfig):
     """Size, calendar and effect strengths of the generator; the defaults build in well under a second."""
 
+    VERSION = SYNTHETIC_CONFIG_VERSION
     version: int = SYNTHETIC_CONFIG_VERSION
     n_users: int = 600  # (int) users
     n_items: int = 400  # (int) catalog size, new items included
@@ -44,15 +46,7 @@ class SyntheticConfig:
     utc_offset_hours: float = -6.0  # (float) the users' local time zone, as the phone's SceneSpec
     proto_strength: float = 2.5  # (float) logit lift of the user's prototype items
     scene_boost: float = 2.5  # (float) logit lift of an active scene factor's items
-    # (int) items each scene factor lifts (6 factors x 20 = 120 of the 400 items, disjoint). 20, not the first 6:
-    # with 6, 21% of events already fell on an item of an active scene factor (2.5% of the catalog; a scene item
-    # of the user's own prototype gets both lifts), but those were the ~7 most popular items of each prototype, so
-    # a scene-blind ranking had them in its top 10 anyway and the scene could not change a top 10: an oracle that
-    # knows each user's planted prototype (+ popularity) gained HR@10 +0.004 [-0.035, +0.039] on the 360 K=1..3 test
-    # queries from also knowing the planted scene lift, and the model's no-scene ablation tied the full model
-    # (0.225 both). With 20: 50% of events (8.4% of the catalog) and the same oracle gains +0.119 [+0.070, +0.165]
-    # (`planted_scene_share` in sdk/coldstart.py reports the shares; bench/results/coldstart.md the model's gain).
-    scene_items_per_factor: int = 20
+    scene_items_per_factor: int = 20  # (int) items each scene factor lifts (docs/decisions/synthetic-scene-items.md)
     n_bursts: int = 8  # (int) trending bursts (one item each)
     burst_days: float = 4.0  # (float) burst length
     burst_boost: float = 3.0  # (float) logit lift of a bursting item
@@ -63,8 +57,7 @@ class SyntheticConfig:
     seed: int = 0  # (int) everything is a function of the config
 
     def __post_init__(self) -> None:
-        if self.version != SYNTHETIC_CONFIG_VERSION:
-            raise ValueError(f"SyntheticConfig version {self.version} unknown; known: {SYNTHETIC_CONFIG_VERSION}")
+        super().__post_init__()
         if self.n_users < 1 or self.n_prototypes < 1:
             raise ValueError("need n_users >= 1 and n_prototypes >= 1")
         if self.n_items < 2 * self.n_prototypes:
@@ -96,16 +89,6 @@ class SyntheticConfig:
     def scene_spec(self) -> SceneSpec:
         return SceneSpec(utc_offset_hours=self.utc_offset_hours, holiday_window_days=self.holiday_window_days)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SyntheticConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SyntheticConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def _items(cfg: SyntheticConfig, rng: np.random.Generator, event_ts: np.ndarray) -> dict:

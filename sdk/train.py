@@ -23,9 +23,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import scene_features
 from metarec.sdk.meta import LEARNERS, MetaLearner, batch_scores, reptile_pull
-from metarec.sdk.model import MetaRecModel, ModelConfig, _from_dict, item_attributes
+from metarec.sdk.model import MetaRecModel, ModelConfig, item_attributes
 
 TRAIN_CONFIG_VERSION = 1
 NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
@@ -35,73 +36,37 @@ NEGATIVES = ("popular", "spread", "catalog")
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(VersionedConfig):
     """Meta-training stage (versioned; serialised into checkpoints and the bundle manifest)."""
 
+    VERSION = TRAIN_CONFIG_VERSION
+    JSON_INDENT = 1
     version: int = TRAIN_CONFIG_VERSION
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     learner: str = "metasgd"  # (str) one of sdk.meta.LEARNERS
     dataset: str = "ml-100k"  # (str) sdk.data.load_dataset name or path
     fit_users: str = "train+val"  # (str) "train" (choices on validation users) or "train+val" (the test run)
     withhold_new_items: bool = False  # (bool) PROTOCOL v1 new-item run: the seeded 10% of items get no events
-    # Not the default: steps 1500 + future_weight 1.0 + topk_weight 1.0 (wt-ml3) lifted the learning curve on
-    # validation users (seeds 0 / 1, bench/results/adaptation_val.md: Recall@10 K=3 0.127 vs 0.103, K=5 0.147 vs
-    # 0.140, headline HR@10 0.452 vs 0.450), but the phone bundle built from it lost 4.7% HR@10 to compression
-    # (pruned + int4 0.434 vs fp32 0.455, `python -m metarec.export.report artifacts/prior.pt`: over the 2% budget;
-    # this default measured -1.1% with 3 inner steps and -2.2% with 1, just over too) and adaptation still did not
-    # beat its 0-step twin. It is the ablation entry
-    # "top-10 outer term + later targets weight 1, 1500 steps" in sdk/coldstart.py.
-    steps: int = 600  # (int) optimizer steps
+    steps: int = 600  # (int) optimizer steps (docs/decisions/outer-loss.md)
     batch_size: int = 256  # (int) global tasks per step (split over ranks)
     lr: float = 0.001  # (float) Adam rate of the outer loop (low: stays near the co-occurrence init; val users)
     dense_lr_mult: float = 1.0  # (float) rate multiplier of every parameter but the item id embeddings / biases
-    new_item_lr: float = 0.03  # (float) Adam rate of the new-item bias / trend weight (a few scalars; at `lr` they
-    # could move < 0.6 in 600 steps, far short of the gap between an id-less item and a seen one)
+    new_item_lr: float = 0.03  # (float) Adam rate of the new-item bias / trend weight (docs/decisions/rate-lr-mult.md)
     weight_decay: float = 0.0  # (float) L2 on id embeddings only (keeps rare items near their attribute vector)
     early_frac: float = 0.9  # (float) share of tasks cut at K in 0..hist_len (cold start), rest anywhere
     n_targets: int = 10  # (int) query length Q: the next item plus Q-1 later ones
     future_weight: float = 0.3  # (float) weight of the later query items' mean CE next to the next item's CE
     finetune_lr: float = 0.3  # (float) fixed rate of maml / reptile / finetune inner steps
-    negatives: str = "popular"  # (str) the inner loop's fixed negatives: "popular" = the top n_negatives fit items;
-    # "spread" = n_negatives items evenly spaced over the fit popularity ranking (head to tail); "catalog" = every
-    # item with a fit event (R = that count, n_negatives ignored): the inner softmax over the whole catalog, still
-    # a fixed list of gathered rows for the phone (R = 1,682 on ML-100K: the (N, d) table it already holds)
-    topk_weight: float = 0.0  # (float) weight of a top-10 term next to the outer CE: per query item
-    # -log sigmoid((s_target - s_10th) / topk_temp), s_10th = the task's 10th-highest candidate score (not detached:
-    # the item at the cut is pushed down, lambda-style). CE spreads its gradient over the whole ranking; this term
-    # is about the top-10 boundary that HR@10 / Recall@10 count
+    negatives: str = "popular"  # (str) inner negatives: "popular" | "spread" | "catalog" (docs/decisions/inner-loss.md)
+    topk_weight: float = 0.0  # (float) weight of a top-10 boundary term beside the CE (docs/decisions/outer-loss.md)
     topk_temp: float = 1.0  # (float) temperature of the top-10 term
-    later_start: int = 0  # (int) 0-based event index where the later query items start at the earliest: they are
-    # events max(c+1, later_start) ... (the next item c stays first). 10 = the learning curve's fixed targets
-    # (events 11..20) for every cold task, whatever its support size
+    later_start: int = 0  # (int) earliest 0-based event index of the later query items (docs/decisions/outer-loss.md)
+    meta_holdout_frac: float = 0.0  # (float) fit users that train only adaptation (docs/decisions/meta-holdout.md)
+    holdout_trend: bool = False  # (bool) trend weights learn on held-out users only (docs/decisions/meta-holdout.md)
+    rate_lr_mult: float = 1.0  # (float) rate multiplier of the Meta-SGD step sizes (docs/decisions/rate-lr-mult.md)
+    scene_lr_mult: float = 1.0  # (float) Adam rate multiplier of the scene pathway (docs/decisions/scene-lr-mult.md)
 
-    meta_holdout_frac: float = 0.0  # (float) share of fit users (seeded) whose tasks train only the adaptation's
-    # init and step sizes, and whose events stay out of the item ids (co-occurrence init and id gradients): on
-    # in-sample users the ids already encode the query items, so adaptation looks better in training than on new
-    # users (val: rates free to grow -> HR@10 0.450 -> 0.413)
-    holdout_trend: bool = False  # (bool) with meta_holdout_frac > 0, the trend's weight (gate, new-item gate and
-    # the ModelConfig trend mechanisms' scalars) also learns from the held-out users only. On in-sample users the
-    # ids already encode what comes next, so history looks more telling than the week's trend than it is for a
-    # new user (wt-ml4, val users, default prior: scaling the trend term x2 at serving lifts the K=1..3 headline)
-    rate_lr_mult: float = 1.0  # (float) Adam rate multiplier of the Meta-SGD step sizes (log_lr, lr_gate). At the
-    # dense rate 1e-3, 600 steps move a log step size by <= 0.6: the prior.pt rates ended within 10% of init_lr,
-    # i.e. the "learned" step sizes were not learned
-    # (float) Adam rate multiplier of the scene pathway: the scene encoder and the head's hidden layer (head0 W1, W2),
-    # the only route from the scene to z. At the dense rate 1e-3 it barely learned: on the synthetic data the full
-    # model recovered 1.78 of the 5.0 logits of planted day-part lift (validation users, seed 0; coldstart.py
-    # `learned_day_part_lift`), at 10x 3.11, and HR@10 on synthetic validation users rose +0.031 [+0.008, +0.056]
-    # (paired, seeds 0,1, 180 queries). ML-100K validation users, seeds 0,1,2, 1x -> 10x: headline HR@10 0.459 ->
-    # 0.454, NDCG@10 0.248 -> 0.252, Recall@10 K=1 0.096 -> 0.091, K=3 0.105 -> 0.107, K=10 0.214 -> 0.215; with
-    # main's whole-hour scene merged: 0.457 -> 0.455, 0.248 -> 0.249, K=1 0.097 -> 0.090, K=3 0.105 -> 0.106, K=10
-    # 0.213 -> 0.215. No difference (the HR interval of 94 users is ~+-0.06), though Recall@10 at K=1 fell in 2 of 3
-    # seeds both times. (dense_lr_mult 10, every dense net faster, seed 0: lift 3.01 but Recall@10 K=1 0.097 ->
-    # 0.084.) At 1x the synthetic criterion is still met (no-scene worse by 0.042 [0.018, 0.067], 3 seeds).
-    # Default 1x: at 10x the compressed phone bundle lost 4.9% HR@10 against fp32 (export report, pruned d=16 +
-    # int4: 0.448 vs 0.471; 1x: -0.7%), over issue 5's 2% budget. 10x stays the ablation "scene pathway 10x rate".
-    scene_lr_mult: float = 1.0
-
-    # fields added after version 1 shipped: a saved config without them is read with these values (= the behaviour
-    # it was trained with), not the current defaults
+    # fields added after version 1 shipped, with the value that reproduces a model trained before them
     LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
                               "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0, "holdout_trend": False}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
@@ -112,8 +77,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
-        if self.version != TRAIN_CONFIG_VERSION:
-            raise ValueError(f"TrainConfig version {self.version} unknown; known: {TRAIN_CONFIG_VERSION}")
+        super().__post_init__()
         if self.learner not in LEARNERS:
             raise ValueError(f"unknown learner {self.learner!r}; known: {list(LEARNERS)}")
         if self.fit_users not in ("train", "train+val"):
@@ -141,24 +105,6 @@ class TrainConfig:
             raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
             raise ValueError("ckpt_every must be >= 0")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return _from_dict(cls, d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> "TrainConfig":
-        return cls.from_dict(json.loads(s))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        return cls.from_json(Path(path).read_text())
 
     def learner_obj(self) -> MetaLearner:
         return MetaLearner(self.learner, self.model.inner_steps, self.finetune_lr)
@@ -287,7 +233,8 @@ def _split_backward(model: MetaRecModel, learner: MetaLearner, bt: dict, held: n
     return total
 
 
-def _to_torch(b: dict, lo: int, hi: int) -> dict:
+def batch_to_torch(b: dict, lo: int, hi: int) -> dict:
+    """Rows lo:hi of a TaskBank batch (numpy arrays) as torch tensors."""
     return {k: torch.from_numpy(np.ascontiguousarray(v[lo:hi])) for k, v in b.items()}
 
 
@@ -402,7 +349,7 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
         rng = np.random.default_rng([cfg.seed, step])
         b = bank.sample(rng, cfg.batch_size, cfg.early_frac, cfg.n_targets, cfg.later_start)
         id_keep = torch.from_numpy((rng.random(ds.n_items) >= cfg.model.id_dropout).astype(np.float32))
-        bt = _to_torch(b, lo, hi)
+        bt = batch_to_torch(b, lo, hi)
         opt.zero_grad(set_to_none=False)
         if held_users is None:
             loss = task_loss(model, learner, bt, id_keep, cfg.batch_size, cfg.future_weight,
@@ -502,7 +449,7 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
     (WORLD_SIZE > 1) it joins the gloo group itself and shards tasks over ranks."""
     cfg = TrainConfig() if config is None else config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     from metarec.sdk.data import load_dataset
-    from metarec.sdk.protocol import _subset, withheld_items
+    from metarec.sdk.protocol import subset_events, withheld_items
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     own_group = world > 1 and not dist.is_initialized()
@@ -519,7 +466,7 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
         if cfg.withhold_new_items:
             held = np.zeros(ds.n_items, bool)
             held[withheld_items(ds)] = True
-            ds = _subset(ds, ~held[ds.item])
+            ds = subset_events(ds, ~held[ds.item])
         _, stats = fit_model(cfg, ds, users, out_path)
     finally:
         if own_group:

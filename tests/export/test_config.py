@@ -57,3 +57,13 @@ def test_export_config_without_newer_fields_reads_as_it_was_written():
     old = {k: v for k, v in ExportConfig().to_dict().items() if k != "rank_method"}
     assert ExportConfig.from_dict(old).rank_method is False
     assert ExportConfig().rank_method is True
+
+
+@pytest.mark.parametrize("cls", [CompressConfig, ExportConfig])
+def test_configs_are_versioned(cls):
+    cfg = cls()
+    assert cls.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=f"{cls.__name__} version 2 unknown"):
+        cls.from_dict({**cfg.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match="known"):
+        cls.from_dict({"colour": "red"})

@@ -161,3 +161,12 @@ def test_scene_spec_resolution_is_checked_and_old_manifests_read_exact_time():
     old = {"version": 1, "utc_offset_hours": -6.0, "holiday_window_days": 3}  # a manifest before the field
     assert SceneSpec.from_dict(old).hour_resolution_minutes == 0
     assert SceneSpec.from_dict(SceneSpec().to_dict()) == SceneSpec()
+
+
+def test_scene_spec_is_a_versioned_config():
+    spec = SceneSpec(utc_offset_hours=2.0)
+    assert SceneSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="version"):
+        SceneSpec.from_dict({**spec.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match="known"):
+        SceneSpec.from_dict({"utc_offset": 2.0})

@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from metarec.sdk.baselines import (ALS, BASELINES, Blend, ItemKNN, MFFineTune, Transition, baselines_markdown,
-                                   make_baseline, run_baselines, write_baseline_results, zscore)
+from metarec.sdk.baselines import (ALS, BASELINES, Blend, ItemKNN, MFFineTune, Transition, make_baseline,
+                                   run_baselines, zscore)
+from metarec.sdk.baselines_report import baselines_markdown, write_baseline_results
 from metarec.sdk.data import build_dataset
 from metarec.sdk.protocol import EventLog, make_query, split_users
 from metarec.sdk.synthetic import SyntheticConfig, generate

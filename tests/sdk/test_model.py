@@ -116,3 +116,12 @@ def test_next_support_loss_scores_each_item_from_the_earlier_ones():
     assert not torch.allclose(got, _model().support_loss(head, hv, mask, scene, hv, mask, neg))
     with pytest.raises(ValueError, match="support_target"):
         ModelConfig(support_target="prev")
+
+
+def test_config_is_versioned():
+    cfg = ModelConfig(dim=16, trend_knots=2)
+    assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    with pytest.raises(ValueError, match="ModelConfig version 2 unknown"):
+        ModelConfig.from_dict({**cfg.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match=r"unknown ModelConfig fields \['dims'\]; known"):
+        ModelConfig.from_dict({"dims": 16})

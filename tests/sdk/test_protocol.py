@@ -103,3 +103,14 @@ def test_learning_curve_fixed_targets():
     assert set(res["recall10"]) == {"0", "1", "10"}
     assert all(v["n"] == 4 for v in res["recall10"].values())
     assert 0.0 <= res["recall10"]["10"]["recall10"] <= 1.0
+
+
+def test_split_config_is_versioned():
+    from metarec.sdk.protocol import SplitConfig
+
+    cfg = SplitConfig(train_frac=0.6)
+    assert SplitConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="version"):
+        SplitConfig.from_dict({"version": 2})
+    with pytest.raises(ValueError, match="known"):
+        SplitConfig.from_dict({"test_frac": 0.2})

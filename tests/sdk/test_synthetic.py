@@ -58,7 +58,7 @@ def test_scene_effect_can_change_a_top10(ds):
     ablation must be measurably worse here). An oracle that knows each test user's planted prototype ranks by
     prototype + popularity; knowing the planted scene lift too must raise its HR@10 well beyond noise. With the
     first config (6 scene items per factor) the gain was +0.004: a scene-blind top 10 already held them."""
-    from metarec.sdk.coldstart import planted_scene_share
+    from metarec.sdk.coldstart_diagnostics import planted_scene_share
     from metarec.sdk.protocol import EventLog, next_item_queries, rank_metrics, split_users
 
     cfg = SyntheticConfig()
@@ -132,3 +132,12 @@ def test_config_validation_and_round_trip():
             SyntheticConfig(**bad)
     with pytest.raises(ValueError, match="known"):
         SyntheticConfig.from_dict({"n_userz": 3})
+
+
+def test_config_is_versioned():
+    cfg = SyntheticConfig(n_users=50, seed=3)
+    assert SyntheticConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="SyntheticConfig version 2 unknown"):
+        SyntheticConfig.from_dict({**cfg.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match="known"):
+        SyntheticConfig.from_dict({"users": 50})

@@ -133,3 +133,14 @@ def test_spread_negatives_span_the_popularity_ranking():
     assert counts[spread].min() < counts[pop].min()  # ... down to its tail, past the popular block
     with pytest.raises(ValueError, match="negatives"):
         TrainConfig(negatives="hard")
+
+
+def test_config_is_versioned(tmp_path):
+    cfg = TrainConfig(model=ModelConfig(dim=16), steps=7)
+    (tmp_path / "t.json").write_text(cfg.to_json())
+    assert TrainConfig.load(tmp_path / "t.json") == cfg and TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_json().startswith('{\n "batch_size"')  # indent 1, sorted: the form checkpoints were written in
+    with pytest.raises(ValueError, match="TrainConfig version 0 unknown"):
+        TrainConfig.from_dict({**cfg.to_dict(), "version": 0})
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['step'\]; known"):
+        TrainConfig.from_dict({"step": 3})

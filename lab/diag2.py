@@ -1,3 +1,5 @@
+"""Diagnostic (val users, usage: diag2.py SEED): headline and K=0 HR@10 with the dot product, item bias and trend term
+of the default prior each rescaled at serving."""
 import dataclasses, sys
 import numpy as np, torch
 torch.set_num_threads(1)

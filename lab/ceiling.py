@@ -4,7 +4,7 @@ Evidence for issue 4's "Recall@10 at K=3 >= 0.20" criterion (bench/results/curve
 follows PROTOCOL v1's time rule (only other users' events strictly before the query time, i.e. event 11's) and is
 scored by `metarec.sdk.protocol.learning_curve` itself (same ties, same exclusions). Usage, from the repo root:
 
-    OMP_NUM_THREADS=1 python bench/results/curve_ceiling/ceiling.py bench/results/curve_ceiling/ceiling.json
+    OMP_NUM_THREADS=1 python lab/ceiling.py bench/results/curve_ceiling/ceiling.json
 """
 import json
 import sys
@@ -128,7 +128,7 @@ def main(out_path):
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     with open(out_path, "w") as f:
         json.dump({"users": "val", "ks": list(KS), "results": res,
-                   "command": "OMP_NUM_THREADS=1 python bench/results/curve_ceiling/ceiling.py "
+                   "command": "OMP_NUM_THREADS=1 python lab/ceiling.py "
                               "bench/results/curve_ceiling/ceiling.json"}, f, indent=1)
 
 

@@ -1,6 +1,6 @@
 """The bundle's own weights (eager sdk, test users): headline with the trend calibration at 2 and at 1.
 
-    python bench/results/headline_val_scripts/bundle_scale.py artifacts/bundle.model.pt   (after `make demo`)
+    python lab/bundle_scale.py artifacts/bundle.model.pt   (after `make demo`)
 """
 import dataclasses, sys, numpy as np, torch
 torch.set_num_threads(1)

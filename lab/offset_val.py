@@ -3,9 +3,10 @@ train users without the withheld items), HR@10 over ALL targets at positions 2..
 ones. usage: offset_val.py "variant" seeds offsets"""
 import sys, numpy as np, torch
 torch.set_num_threads(1)
+from ablations import ABLATIONS  # lab/ablations.py (run from the repo root: python lab/offset_val.py ...)
 from metarec.sdk.coldstart import variant_config
 from metarec.sdk.data import load_dataset
-from metarec.sdk.protocol import EventLog, make_query, rank_metrics, split_users, withheld_items, _subset
+from metarec.sdk.protocol import EventLog, make_query, rank_metrics, split_users, withheld_items, subset_events
 from metarec.sdk.recommender import MetaRecRecommender
 from metarec.sdk.train import TrainConfig
 ds = load_dataset("ml-100k"); sp = split_users(ds)
@@ -16,8 +17,8 @@ per_user = ds.user_events()
 qs = [(u, p) for u in sp.val for p in range(1, min(20, len(per_user[u])))
       if ds.item[per_user[u][p]] not in ds.item[per_user[u][:p]]]
 for seed in [int(s) for s in sys.argv[2].split(",")]:
-    cfg = variant_config(TrainConfig(fit_users="train"), sys.argv[1], seed)
-    rec = MetaRecRecommender(config=cfg).fit(_subset(ds, keep), sp.train, vis_log)
+    cfg = variant_config(TrainConfig(fit_users="train"), sys.argv[1], seed, ABLATIONS)
+    rec = MetaRecRecommender(config=cfg).fit(subset_events(ds, keep), sp.train, vis_log)
     queries = [(make_query(ds, vis_log, u, per_user[u], p, ds.ts[per_user[u][p]], trend_log=full_log),
                 int(ds.item[per_user[u][p]])) for u, p in qs]
     for off in [float(x) for x in sys.argv[3].split(",")]:

@@ -1,3 +1,4 @@
+"""Table rows of headline_val.md / adaptation_val.md from coldstart --partial-out files (usage: summ.py RUN.json ...)."""
 import json, sys
 for f in sys.argv[1:]:
     d = json.load(open(f))

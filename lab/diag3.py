@@ -1,3 +1,5 @@
+"""new_trend_offset at serving, default prior, validation users (usage: diag3.py SEED). Reuses runs/diag_s<SEED>.pt
+when diag.py / diag2.py left it (else trains the same seeded model and saves it there)."""
 import sys, numpy as np, torch
 torch.set_num_threads(1)
 from metarec.sdk.data import load_dataset
@@ -6,7 +8,8 @@ from metarec.sdk.recommender import MetaRecRecommender
 from metarec.sdk.train import TrainConfig
 ds = load_dataset("ml-100k"); sp = split_users(ds); log = EventLog(ds)
 seed = int(sys.argv[1])
-rec = MetaRecRecommender(config=TrainConfig(fit_users="train", seed=seed, progress=False), checkpoint=f"runs/diag_s{seed}.pt").fit(ds, sp.train, log)
+rec = MetaRecRecommender(config=TrainConfig(fit_users="train", seed=seed, progress=False), checkpoint=f"runs/diag_s{seed}.pt",
+                         save_to=f"runs/diag_s{seed}.pt").fit(ds, sp.train, log)
 print("known", int(rec.model.item_known.sum()))
 for off in (0.5, 1.0, 1.5, 2.0):
     rec.model.cfg.new_trend_offset = off

@@ -5,7 +5,7 @@ measured importance, 100 fine-tune steps on train users, int4 / int8 table as th
 94 validation users (PROTOCOL v1 headline, K=1..3) with the serving trend scale (ModelConfig.trend_hist_scale) at
 1 and 2. Writes OUT.json; usage from the repo root:
 
-    OMP_NUM_THREADS=1 python bench/results/compress_val/compress_val.py OUT.json SEED [SEED ...] [--model JSON]
+    OMP_NUM_THREADS=1 python lab/compress_val.py OUT.json SEED [SEED ...] [--model JSON]
 
 --model: ModelConfig overrides of the prior, e.g. '{"dim": 16, "n_prototypes": 4}' (then the variants that would
 not shrink it are skipped: a pruned variant must prune).
@@ -20,7 +20,7 @@ import torch
 
 from metarec.export.compress import compress_model, early_histories, quantize_table, sdk_finetune
 from metarec.export.config import CompressConfig
-from metarec.export.report import _variant_recommender
+from metarec.export.report import compressed_recommender
 from metarec.sdk.data import load_dataset
 from metarec.sdk.protocol import EventLog, evaluate_users, split_users, summarize_next_item
 from metarec.sdk.recommender import MetaRecRecommender
@@ -61,13 +61,13 @@ def main(out, seeds, model_over=None):
             table = model.export_item_table().numpy() if quant == "none" else qt.dequantized
             res[seed][name] = {}
             for s in SCALES:
-                rec = _variant_recommender(cfg, with_scale(model, s), table, quant)
+                rec = compressed_recommender(cfg, with_scale(model, s), table, quant)
                 head = summarize_next_item(evaluate_users(rec, ds, sp.val, log, ks=(1, 2, 3)), ks=(1, 2, 3))
                 res[seed][name][str(s)] = {"hr10": head["headline"]["hr10"], "ndcg10": head["headline"]["ndcg10"]}
             print(seed, name, {s: round(v["hr10"], 4) for s, v in res[seed][name].items()}, flush=True)
         with open(out, "w") as f:
             json.dump({"users": "val", "results": res, "command": "OMP_NUM_THREADS=1 python "
-                       "bench/results/compress_val/compress_val.py " + " ".join(sys.argv[1:])}, f, indent=1)
+                       "lab/compress_val.py " + " ".join(sys.argv[1:])}, f, indent=1)
 
 
 if __name__ == "__main__":
