@@ -8,12 +8,13 @@ import dataclasses
 import json
 from typing import ClassVar
 
+from metarec.runtime.bundle_codecs import PROGRAM_CODECS
+
 COMPRESS_CONFIG_VERSION = 1
 EXPORT_CONFIG_VERSION = 1
 QUANTS = ("none", "int8", "int4")
 TABLE_MODES = ("input",)  # see programs.py, "Where the item table lives"
 ADAPT_MODES = ("training",)
-PROGRAM_CODECS = ("none", "zlib")
 
 
 def _from_dict(cls, d: dict):
@@ -135,7 +136,7 @@ class ExportConfig(_JsonConfig):
     k_max: int = 20
     table_mode: str = "input"  # (str) how score.pte reaches the item table (programs.py explains the choice)
     adapt_mode: str = "training"  # (str) adapt.pte kind: an executorch.extension.training program
-    program_codec: str = "zlib"  # (str) how .pte files are stored: zlib (runtime: zlib.decompress before loading) | none
+    program_codec: str = "zlib"  # (str) how .pte files are stored (bundle_codecs.PROGRAM_CODECS): zlib | none
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
     # (bool) score.pte also outputs the user vector and the per-item offset, and has a `rank` method that scores

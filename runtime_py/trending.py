@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import BundleError, InputError
-from .signing import sign_manifest, verify_signature
+from .bundle_codecs import sign_manifest, verify_signature
 
 PACK_VERSION = 1
 

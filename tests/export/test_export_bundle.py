@@ -8,7 +8,7 @@ import pytest
 from metarec.export.bundle import ExportError, export_bundle
 from metarec.export.config import ExportConfig
 from metarec.runtime.errors import BundleError
-from metarec.runtime.signing import verify_signature
+from metarec.runtime.bundle_codecs import verify_signature
 
 FAST = ExportConfig(k_max=10, onnx=False)
 
@@ -30,7 +30,7 @@ def test_files_hashes_and_signature(bundle, keys):
     for name, e in m["files"].items():
         data = (bundle / name).read_bytes()
         assert e == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert m["serial"] == 7 and m["schema_version"] == 1 and m["created_at"].endswith("Z")
+    assert m["serial"] == 7 and m["schema_version"] == 2 and m["created_at"].endswith("Z")
     sh = m["shapes"]
     assert (sh["N"], sh["d"], sh["k_max"], sh["F"]) == (96, 32, 10, 15)
     assert m["item_table"] == {"file": "items.bin", "format": "int4", "group_size": 32}

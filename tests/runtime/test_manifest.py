@@ -1,4 +1,4 @@
-"""Manifest schema v1: canonical round trip, typed refusals, and the helpers signed next to it."""
+"""Manifest schema: canonical round trip, typed refusals, and the helpers signed next to it."""
 import dataclasses
 import json
 
@@ -8,8 +8,8 @@ import pytest
 from metarec.runtime import BundleError, InputError, Manifest, TrendingPack
 from metarec.runtime.manifest import FileEntry, SCHEMA_VERSION
 from metarec.runtime.scene import SceneClock, SceneSpec, scene_features
-from metarec.runtime.signing import generate_keypair, sign_manifest, verify_signature
-from metarec.runtime.table import decode_table, encode_table, table_nbytes
+from metarec.runtime.bundle_codecs import decode_table, encode_table, generate_keypair, sign_manifest, table_nbytes, \
+    verify_signature
 
 
 def _manifest(bundle_dir) -> Manifest:
@@ -27,7 +27,7 @@ def test_manifest_round_trip_is_canonical(bundle_dir):
 
 
 @pytest.mark.parametrize("mutate, needle", [
-    (lambda d: d.update(schema_version=2), "schema_version"),
+    (lambda d: d.update(schema_version=1), "schema_version"),
     (lambda d: d.update(surprise=1), "unknown manifest fields"),
     (lambda d: d.pop("serial"), "missing manifest fields"),
     (lambda d: d["shapes"].update(N=39), "item_ids"),
