@@ -78,7 +78,7 @@ def test_blocked_topk_equals_flat_topk():
 def test_decode_program_inflates_zlib_only():
     import zlib
 
-    from metarec.bench.bench_latency import _decode_program
+    from metarec.bench.bench_latency_backends import _decode_program
 
     pte = b"\x3c\x00\x00\x00ET12" + bytes(range(64))
     assert _decode_program(pte, "none") == pte
@@ -87,7 +87,7 @@ def test_decode_program_inflates_zlib_only():
 
 
 def test_targets_and_analysis_on_a_hand_made_run():
-    from metarec.bench.bench_latency import analysis, targets
+    from metarec.bench.bench_latency_report import analysis, targets
 
     row = lambda p50, p99=None: {"p50_us": p50, "p99_us": p99 or 2 * p50, "min_us": p50 * 0.9}  # noqa: E731
     d = {"score": {"score.pte (XNNPACK)": row(10.0), "ONNX Runtime (model.onnx)": row(20.0)},
