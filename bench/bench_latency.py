@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from metarec.bench import bench_util as bu
-from metarec.bench.bench_latency_backends import T0, BundleView, adapt_backends, bundle_model, find_checkpoint, \
+from metarec.bench.bench_latency_backends import T0, adapt_backends, bundle_inputs, bundle_model, find_checkpoint, \
     score_backends
 from metarec.bench.bench_latency_report import analysis, targets
 
@@ -127,27 +127,29 @@ def _overlap(a, b) -> float:
 
 
 def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, write: bool = True) -> dict:
+    from metarec.runtime.bundle import open_bundle
+
+    b = open_bundle(bundle, key)  # the runtime's reader (verified, decoded once); a bad bundle fails before timing
     pin = bu.pin_threads(1)
     load0 = os.getloadavg()
-    bv = BundleView(bundle)
-    inp = bv.inputs()
+    inp = bundle_inputs(b)
     ckpt = find_checkpoint(Path(bundle))
     model, model_note = None, None
     if ckpt is not None:
         try:
-            model = bundle_model(bv, ckpt)
+            model = bundle_model(b, ckpt)
         except Exception as e:  # noqa: BLE001
             model_note = f"checkpoint {ckpt} unusable: {type(e).__name__}: {e}"
     else:
         model_note = "no checkpoint found (artifacts/prior.pt or $METAREC_CHECKPOINT)"
 
     data = {"threads": pin, "runs": runs, "bundle": str(bundle), "checkpoint": str(ckpt) if ckpt else None,
-            "model_note": model_note, "shapes": bv.shapes, "bundle_files": {p.name: p.stat().st_size for p in
+            "model_note": model_note, "shapes": dataclasses.asdict(b.manifest.shapes), "bundle_files": {p.name: p.stat().st_size for p in
                                                                           sorted(Path(bundle).iterdir())},
             "score": {}, "adapt": {}, "runtime": {}, "notes": {}, "parity": {},
-            "inner_steps": int(bv.adapt_io.get("inner_steps", 3))}
+            "inner_steps": b.manifest.programs["adapt"].inner_steps}
     # ---- scorers
-    fns, notes = score_backends(bv, inp, model)
+    fns, notes = score_backends(b, inp, model)
     keep = {k: v for k, v in fns.items() if k.startswith("_")}
     fns = {k: v for k, v in fns.items() if not k.startswith("_")}
     ref = np.asarray(fns["score.pte (XNNPACK)"]())
@@ -158,7 +160,7 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
     data["notes"].update({f"score: {k}": v for k, v in notes.items()})
     del keep
     # ---- adaptation
-    afns, anotes = adapt_backends(bv, inp, model)
+    afns, anotes = adapt_backends(b, inp, model)
     akeep = {k: v for k, v in afns.items() if k.startswith("_")}  # loaded programs: alive while timed
     afns = {k: v for k, v in afns.items() if not k.startswith("_")}
     aref = np.asarray(afns["adapt.pte (ExecuTorch training runtime)"](), np.float32)
@@ -197,9 +199,11 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
             "only with the hour (runtime_py/scene.py). The target is read on the warm-user row, as before.")
     data["targets"] = targets(data)
     data["profile_score"] = bu.cprofile_top(lambda: sfn(), calls=min(runs, 1000), top=6)
-    data["programs"] = {"score.pte": bu.program_profile(bv.score_pte), "adapt.pte": bu.program_profile(bv.adapt_pte)}
-    if bv.adapt_io.get("prepare_method"):
-        data["programs"]["adapt.pte prepare"] = bu.program_profile(bv.adapt_pte, bv.adapt_io["prepare_method"])
+    data["programs"] = {"score.pte": bu.program_profile(b.programs["score"]),
+                        "adapt.pte": bu.program_profile(b.programs["adapt"])}
+    prepare = b.manifest.programs["adapt"].prepare_method
+    if prepare:
+        data["programs"]["adapt.pte prepare"] = bu.program_profile(b.programs["adapt"], prepare)
     data["analysis"] = analysis(data)
     if write:
         from metarec.bench.bench_latency_report import write_latency

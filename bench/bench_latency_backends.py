@@ -6,7 +6,6 @@ checkpoint beside the bundle, compressed with the manifest's compress config exa
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,67 +13,37 @@ from pathlib import Path
 import numpy as np
 
 from metarec.bench import bench_util as bu
+from metarec.runtime.bundle import Bundle
+from metarec.runtime.manifest import ONNX_FILE
 
 T0 = 1_700_000_000.0  # a fixed "now" for the synthetic user (scene features depend on it)
 
 
 # ---------------------------------------------------------------------------------------------- bundle inputs
-class BundleView:
-    """The bundle's manifest (raw JSON, so a schema skew between export and runtime does not stop the bench),
-    decoded item table, phi0 and program bytes."""
+def bundle_inputs(b: Bundle, n_hist: int = 3, seed: int = 0) -> dict:
+    """Contract inputs by name for a user with `n_hist` events (right-aligned history, sdk/model.py), from a
+    bundle the runtime's reader verified and decoded (`open_bundle`)."""
+    from metarec.runtime.scene import scene_features
 
-    def __init__(self, bundle_dir: Path):
-        from metarec.runtime.table import decode_table
-
-        self.dir = Path(bundle_dir)
-        self.m = json.loads((self.dir / "manifest.json").read_bytes())
-        sh = self.m["shapes"]
-        self.shapes = sh
-        ts = self.m["item_table"]
-        self.table = decode_table((self.dir / ts["file"]).read_bytes(), sh["N"], sh["d"], ts["format"],
-                                  ts.get("group_size", 0))
-        self.head0 = np.frombuffer((self.dir / self.m["head"]["file"]).read_bytes(), "<f4").astype(np.float32)
-        self.score_io = self.m["programs"]["score"]
-        self.adapt_io = self.m["programs"]["adapt"]
-        codec = self.m.get("configs", {}).get("export", {}).get("program_codec", "none")
-        self.score_pte = _decode_program((self.dir / self.score_io["file"]).read_bytes(), codec)
-        self.adapt_pte = _decode_program((self.dir / self.adapt_io["file"]).read_bytes(), codec)
-        self.onnx = self.dir / "model.onnx"
-
-    def inputs(self, n_hist: int = 3, seed: int = 0) -> dict:
-        """Contract inputs by name for a user with `n_hist` events (right-aligned history, sdk/model.py)."""
-        from metarec.runtime.scene import SceneSpec, scene_features
-
-        sh, rng = self.shapes, np.random.default_rng(seed)
-        N, L, d = sh["N"], sh["L"], sh["d"]
-        items = rng.choice(N, n_hist, replace=False)
-        hv = np.zeros((L, d), np.float32)
-        hm = np.zeros(L, np.float32)
-        hv[L - n_hist:] = self.table[items]
-        hm[L - n_hist:] = 1.0
-        S = sh.get("S", L)
-        tv = np.zeros((S, d), np.float32)
-        tm = np.zeros(S, np.float32)
-        tv[S - n_hist:] = self.table[items]
-        tm[S - n_hist:] = 1.0
-        exclude = np.zeros(N, np.float32)
-        exclude[items] = 1.0
-        scene = scene_features(np.array([T0]), SceneSpec.from_dict(self.m["scene_spec"]))[0].astype(np.float32)
-        return {"head": self.head0.copy(), "theta0": self.head0.copy(), "hist_vecs": hv, "hist_mask": hm,
-                "scene": scene, "trend": np.log1p(rng.integers(0, 30, N)).astype(np.float32), "exclude": exclude,
-                "table": np.ascontiguousarray(self.table), "target_vecs": tv, "target_mask": tm,
-                "neg_vecs": np.ascontiguousarray(self.table[np.asarray(self.m["negatives"], np.int64)]),
-                "items": items}
-
-
-def _decode_program(data: bytes, codec: str) -> bytes:
-    """Program bytes as ExecuTorch loads them: export may store .pte files zlib-compressed (manifest
-    configs.export.program_codec); an ExecuTorch flatbuffer carries 'ET' at bytes 4..6, a zlib stream does not."""
-    import zlib
-
-    if codec == "zlib" or (data[4:6] != b"ET" and data[:1] == b"\x78"):
-        return zlib.decompress(data)
-    return data
+    sh, rng = b.manifest.shapes, np.random.default_rng(seed)
+    N, L, S, d = sh.N, sh.L, sh.S, sh.d
+    items = rng.choice(N, n_hist, replace=False)
+    hv = np.zeros((L, d), np.float32)
+    hm = np.zeros(L, np.float32)
+    hv[L - n_hist:] = b.table[items]
+    hm[L - n_hist:] = 1.0
+    tv = np.zeros((S, d), np.float32)
+    tm = np.zeros(S, np.float32)
+    tv[S - n_hist:] = b.table[items]
+    tm[S - n_hist:] = 1.0
+    exclude = np.zeros(N, np.float32)
+    exclude[items] = 1.0
+    scene = scene_features(np.array([T0]), b.scene_spec)[0].astype(np.float32)
+    return {"head": b.head0.copy(), "theta0": b.head0.copy(), "hist_vecs": hv, "hist_mask": hm,
+            "scene": scene, "trend": np.log1p(rng.integers(0, 30, N)).astype(np.float32), "exclude": exclude,
+            "table": np.ascontiguousarray(b.table), "target_vecs": tv, "target_mask": tm,
+            "neg_vecs": np.ascontiguousarray(b.table[np.asarray(b.manifest.negatives, np.int64)]),
+            "items": items}
 
 
 def find_checkpoint(bundle_dir: Path) -> Path | None:
@@ -86,19 +55,19 @@ def find_checkpoint(bundle_dir: Path) -> Path | None:
     return next((c for c in cands if c.is_file()), None)
 
 
-def bundle_model(bv: BundleView, ckpt: Path):
+def bundle_model(b: Bundle, ckpt: Path):
     """The eager model behind the bundle: checkpoint -> export's compress step with the manifest's config."""
     from metarec.export.bundle import load_model
     from metarec.export.compress import compress_model
     from metarec.export.config import CompressConfig
 
     model, _, _ = load_model(ckpt)
-    cc = bv.m.get("configs", {}).get("compress")
+    cc, sh = b.manifest.configs.get("compress"), b.manifest.shapes
     if cc:
         model, _ = compress_model(model, CompressConfig.from_dict(cc))
-    if model.n_items != bv.shapes["N"] or model.cfg.dim != bv.shapes["d"]:
+    if model.n_items != sh.N or model.cfg.dim != sh.d:
         raise ValueError(f"checkpoint {ckpt} ({model.n_items} x {model.cfg.dim}) is not this bundle's model "
-                         f"({bv.shapes['N']} x {bv.shapes['d']})")
+                         f"({sh.N} x {sh.d})")
     return model
 
 
@@ -109,25 +78,25 @@ def _tensors(inp: dict, names) -> list:
     return [torch.from_numpy(inp[n]) for n in names]
 
 
-def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
+def score_backends(b: Bundle, inp: dict, model) -> tuple[dict, dict]:
     """{name: zero-arg callable returning top-k ids} and {name: note} for every scorer that can be built."""
     import torch
 
     fns, notes = {}, {}
-    names = bv.score_io["inputs"]
+    io = b.manifest.programs["score"]
+    names = io.inputs
     args = _tensors(inp, names)
-    i_ids = bv.score_io["outputs"].index("topk_ids")
+    i_ids = io.outputs.index("topk_ids")
 
     # the pybindings loader (what executorch.runtime wraps): executorch.runtime's load_program aborted the
     # process on one bundle here (runtime_paths runs in a child process for that reason)
-    prog = bu.load_pte(bv.score_pte)
+    prog = bu.load_pte(b.programs["score"])
     fns["score.pte (XNNPACK)"] = lambda: prog.forward(args)[i_ids]
     fns["_keep"] = prog
     try:  # the runtime's own call path: inputs bound once, outputs read in place (runtime_py/programs.py)
-        from metarec.runtime.manifest import ProgramIO, Shapes
         from metarec.runtime.programs import ScoreProgram
 
-        sp = ScoreProgram(bv.score_pte, ProgramIO(**bv.score_io), Shapes(**bv.shapes))
+        sp = ScoreProgram(b.programs["score"], io, b.manifest.shapes)
         bound_args = list(args)
         fns["score.pte (XNNPACK), inputs bound once"] = lambda: sp.execute_bound(bound_args)[1].copy()
         fns["_keep_sp"] = sp
@@ -137,7 +106,7 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
         if sp.has_rank:  # the runtime's repeat call: rank from forward's user vector and offset
             out = sp.execute_bound(bound_args)
             named = {"user_vec": torch.from_numpy(out[2].copy()), "offset": torch.from_numpy(out[3].copy()),
-                     "table": args[list(bv.score_io["inputs"]).index("table")]}
+                     "table": args[names.index("table")]}
             rank_args = [named[n] for n in sp.rank_order]
             fns["score.pte rank method (user vector kept), bound"] = lambda: sp.rank_bound(rank_args)[1].copy()
             notes["score.pte rank method (user vector kept), bound"] = (
@@ -146,10 +115,11 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     except Exception as e:  # noqa: BLE001 - an older runtime without execute_bound
         notes["score.pte (XNNPACK), inputs bound once"] = f"unavailable: {type(e).__name__}: {e}"
 
-    if bv.onnx.is_file():
+    if ONNX_FILE in b.manifest.files:
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(bv.onnx), bu.ort_session_options(1), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(b.read_file(ONNX_FILE), bu.ort_session_options(1),
+                                    providers=["CPUExecutionProvider"])
         dt = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(int64)": np.int64}
         feed = {i.name: inp[i.name].astype(dt.get(i.type, np.float32)) for i in sess.get_inputs()}
         oi = [o.name for o in sess.get_outputs()].index("topk_ids") if "topk_ids" in \
@@ -176,12 +146,12 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     else:
         from metarec.export.programs import ScoreModule
 
-        half = bv.m["item_table"]["format"] != "float32"  # export keeps the bias in float16 for quantized bundles
+        half = b.manifest.item_table.format != "float32"  # export keeps the bias in float16 for quantized bundles
         try:
-            mod = ScoreModule(model, model.export_item_bias(), bv.shapes["k_max"],
+            mod = ScoreModule(model, model.export_item_bias(), b.manifest.shapes.k_max,
                               torch.float16 if half else torch.float32).eval()
         except TypeError:  # an export without the bias_dtype option
-            mod = ScoreModule(model, model.export_item_bias(), bv.shapes["k_max"]).eval()
+            mod = ScoreModule(model, model.export_item_bias(), b.manifest.shapes.k_max).eval()
         ex = tuple(_tensors(inp, names))
         with torch.no_grad():
             ep = torch.export.export(mod, ex, strict=False)
@@ -197,20 +167,19 @@ def score_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     return fns, notes
 
 
-def adapt_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
+def adapt_backends(b: Bundle, inp: dict, model) -> tuple[dict, dict]:
     """{name: zero-arg callable returning the adapted head (P,)} for one whole adaptation (inner_steps steps)."""
     import torch
 
     fns, notes = {}, {}
-    io = bv.adapt_io
-    steps = int(io.get("inner_steps", 3))
-    from metarec.runtime.manifest import ProgramIO, Shapes
+    io = b.manifest.programs["adapt"]
+    steps = io.inner_steps
     from metarec.runtime.programs import AdaptProgram
 
-    ap = AdaptProgram(bv.adapt_pte, ProgramIO(**io), Shapes(**bv.shapes))
+    ap = AdaptProgram(b.programs["adapt"], io, b.manifest.shapes)
     # as tensors sharing the arrays' memory, as Recommender._adapt_user passes them (numpy inputs cost a
     # from_numpy per input and call, ~0.8 us each)
-    named = {n: torch.from_numpy(inp[n]) for n in io["inputs"]}
+    named = {n: torch.from_numpy(inp[n]) for n in io.inputs}
     fns["adapt.pte (ExecuTorch training runtime)"] = lambda: ap.adapt(named)
     notes["adapt.pte (ExecuTorch training runtime)"] = (
         "the runtime's AdaptProgram: adapt.pte's `prepare` once (if the bundle has one), then inner_steps x "
@@ -226,7 +195,7 @@ def adapt_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     from metarec.export.programs import AdaptModule
 
     mod = AdaptModule(model)
-    ex = [torch.from_numpy(inp[n]) for n in io["inputs"]]
+    ex = [torch.from_numpy(inp[n]) for n in io.inputs]
 
     def eager():
         with torch.no_grad():
@@ -249,7 +218,7 @@ def adapt_backends(bv: BundleView, inp: dict, model) -> tuple[dict, dict]:
     except Exception as e:  # noqa: BLE001
         notes["stateless unrolled steps (.pte, XNNPACK; alternative)"] = f"could not build: {type(e).__name__}: {e}"
     try:
-        sess, feed = _onnx_unrolled_adapt(mod, ex, io["inputs"], steps)
+        sess, feed = _onnx_unrolled_adapt(mod, ex, io.inputs, steps)
         fns["ONNX Runtime (unrolled steps)"] = lambda: sess.run(None, feed)[0]
     except Exception as e:  # noqa: BLE001 - an export failure is a finding to report, not a crash
         notes["ONNX Runtime (unrolled steps)"] = f"could not export the unrolled steps to ONNX: {type(e).__name__}: {e}"
