@@ -8,7 +8,7 @@ so the item table file, the head file and both programs shrink with it. Importan
 
 Quantization uses torchao's `Int8DynamicActivationIntxWeightConfig` weight quantizer on a Linear that holds the
 table (symmetric, one scale per `group_size` columns), then stores the integers and scales in the runtime's table
-layout (runtime_py/table.py), so what the phone dequantizes is exactly torchao's dequantized table.
+layout (runtime_py/bundle_codecs.py pack_table), so what the phone dequantizes is exactly torchao's dequantized table.
 """
 from __future__ import annotations
 

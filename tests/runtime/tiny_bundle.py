@@ -1,4 +1,4 @@
-"""Tiny bundle builder for tests/runtime: a model that implements the program contract (contracts.md).
+"""Tiny bundle builder for tests/runtime: a model that implements the program contract (runtime_py/manifest.py).
 
 The model is deliberately small (40 items, d=8) but has every moving part the real one has: a head over
 [u0; scene], a trend term, an exclude mask, Meta-SGD step sizes that depend on the scene, an int8 item table
