@@ -144,8 +144,8 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
         model_note = "no checkpoint found (artifacts/prior.pt or $METAREC_CHECKPOINT)"
 
     data = {"threads": pin, "runs": runs, "bundle": str(bundle), "checkpoint": str(ckpt) if ckpt else None,
-            "model_note": model_note, "shapes": dataclasses.asdict(b.manifest.shapes), "bundle_files": {p.name: p.stat().st_size for p in
-                                                                          sorted(Path(bundle).iterdir())},
+            "model_note": model_note, "shapes": dataclasses.asdict(b.manifest.shapes),
+            "bundle_files": {p.name: p.stat().st_size for p in sorted(Path(bundle).iterdir())},
             "score": {}, "adapt": {}, "runtime": {}, "notes": {}, "parity": {},
             "inner_steps": b.manifest.programs["adapt"].inner_steps}
     # ---- scorers
