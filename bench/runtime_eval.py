@@ -83,24 +83,18 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
     return out
 
 
-def _use_bundle_weights(eager, bundle_dir: Path) -> None:
-    """Give the eager model the item table and bias exactly as the bundle ships them (dequantized table, fp16
-    bias), so parity measures the runtime's execution rather than the quantization error (export.md has that)."""
-    import json
-
+def _use_bundle_weights(eager, bundle) -> None:
+    """Give the eager model the item table and bias exactly as `bundle` (from `open_bundle`) ships them
+    (dequantized table, fp16 bias), so parity measures the runtime's execution rather than the quantization
+    error (export.md has that)."""
     import torch
 
-    from metarec.runtime.table import decode_table
-
-    m = json.loads((bundle_dir / "manifest.json").read_text())
-    spec, sh = m["item_table"], m["shapes"]
-    table = decode_table((bundle_dir / spec["file"]).read_bytes(), sh["N"], sh["d"], spec["format"],
-                         spec.get("group_size", 0))
+    table = bundle.table
     if table.shape != tuple(eager.table.shape):
         raise ValueError(f"bundle table {table.shape} does not match the checkpoint's {tuple(eager.table.shape)} "
                          "(a pruned bundle has no eager checkpoint: export with --prune none for parity)")
     eager.table = torch.from_numpy(table.copy())
-    if "float16" in str(m.get("dtypes", {}).get("item_bias", "")):
+    if "float16" in str(bundle.manifest.dtypes.get("item_bias", "")):
         eager.bias = eager.bias.half().float()
 
 
@@ -108,15 +102,17 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
                   as_shipped: bool = True) -> dict:
     """Issue 6 parity: runtime top-10 vs the sdk's eager adapted model (same checkpoint), and HR@10 both ways.
     `as_shipped`: the eager model uses the bundle's (quantized) item table and bias."""
+    from metarec.runtime.bundle import open_bundle
     from metarec.sdk.data import load_dataset
     from metarec.sdk.protocol import evaluate_users, summarize_next_item
     from metarec.sdk.recommender import MetaRecRecommender
 
+    shipped = open_bundle(bundle_dir, trusted_key)  # the runtime's reader, before minutes of evaluation
     ds = load_dataset(dataset)
     split, log = split_users(ds), EventLog(ds)
     eager = MetaRecRecommender(checkpoint=checkpoint, config=None).fit(ds, np.r_[split.train, split.val], log)
     if as_shipped:
-        _use_bundle_weights(eager, Path(bundle_dir))
+        _use_bundle_weights(eager, shipped)
     rt = runtime_next_item(bundle_dir, trusted_key, ds, ks=ks, eager=eager)
     ev = summarize_next_item(evaluate_users(eager, ds, split.test, log, ks=HEADLINE_KS), ks=HEADLINE_KS)
     return {"parity": rt["parity"], "eager_weights": "as shipped in the bundle" if as_shipped else "checkpoint fp32",

@@ -3,40 +3,35 @@
     export_bundle("artifacts/prior.pt", "artifacts/bundle", quant="int4", key_path="artifacts/keys/private.pem")
 
 The bundle directory holds: manifest.json, manifest.sig (Ed25519 over the exact manifest bytes), score.pte,
-adapt.pte, items.bin (the one copy of the item table), head0.bin (phi0, float32) and, optionally, model.onnx.
-The manifest schema, its canonical encoding and the signature scheme belong to the runtime
-(runtime_py/manifest.py, runtime_py/signing.py); this module only fills them in.
+adapt.pte, items.bin (the one copy of the item table), head0.bin (phi0, float32), item_ids.bin and, optionally,
+model.onnx. This is the bundle's only writer: the schema, names and byte formats belong to the runtime's bundle
+contract (runtime_py/manifest.py, runtime_py/bundle_codecs.py; docs/bundle-format.md); this module only fills
+them in.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
-import json
 import os
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from metarec.runtime import manifest as rt_manifest
+from metarec.runtime.bundle_codecs import check_item_ids, encode_floats, encode_item_ids, encode_program, sign_manifest
+from metarec.runtime.bundle_codecs import generate_keypair as _rt_keypair
+from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, ADAPT_OUTPUTS, ADAPT_PARAMETER,
+                                      ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS, ADAPT_STEP_INPUTS, HEAD_FILE,
+                                      IDS_FILE, MANIFEST_FILE, ONNX_FILE, RANK_INPUTS, RANK_METHOD, RESERVED_FILES,
+                                      SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
+                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec)
 from metarec.runtime.scene import SceneSpec
-from metarec.runtime.signing import generate_keypair as _rt_keypair
-from metarec.runtime.signing import sign_manifest
 
 from .compress import compress_model, early_histories, quantize_table, sdk_finetune
 from .config import CompressConfig, ExportConfig, parse_prune
 from .errors import ExportError
-from .programs import (ADAPT_INPUTS, ADAPT_OUTPUTS, ADAPT_PARAMETER, ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS,
-                       ADAPT_STEP_INPUTS, RANK_INPUTS, RANK_METHOD, SCORE_CACHE_OUTPUTS, SCORE_INPUTS,
-                       SCORE_OUTPUTS,
-                       check_lowerable, export_adapt_program, export_score_program, flatten_head, head_layout)
-
-IDS_FILE = "item_ids.bin"
-SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, ONNX_FILE = "score.pte", "adapt.pte", "items.bin", "head0.bin", \
-    "model.onnx"
+from .programs import check_lowerable, export_adapt_program, export_score_program, flatten_head, head_layout
 
 
 # The phone profile: on ML-100K the shape that fits the 64 KiB budget; the default d=32, M=8 prior is pruned to it
@@ -90,23 +85,6 @@ def model_fingerprint(model) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def encode_program(pte: bytes, codec: str) -> bytes:
-    """Stored bytes of a program. An ExecuTorch flatbuffer is mostly padding and repeated tensor metadata (a
-    52 KB training program deflates to 12 KB), and on ML-100K the two programs are most of the bundle; so they
-    ship as one zlib stream each and the runtime inflates them in memory before `load_program` (the sha256 in
-    the manifest is over the stored bytes)."""
-    if codec == "none":
-        return pte
-    if codec == "zlib":
-        return zlib.compress(pte, 9)
-    raise ValueError(f"program codec {codec!r} unknown; known: none, zlib")
-
-
-def decode_program(data: bytes, codec: str) -> bytes:
-    """Inverse of `encode_program` (what the runtime does before loading)."""
-    return zlib.decompress(data) if codec == "zlib" else data
-
-
 def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quant: str = "none") -> dict:
     """Step 2: score.pte and adapt.pte from the (compressed) model and the table the phone will decode."""
     t = torch.from_numpy(np.array(table, dtype=np.float32))
@@ -130,7 +108,7 @@ def file_entries(out: Path) -> dict:
     """{name: {"sha256", "bytes"}} of every file in the bundle but the manifest and its signature."""
     res = {}
     for p in sorted(out.iterdir()):
-        if p.is_file() and p.name not in rt_manifest.RESERVED_FILES:
+        if p.is_file() and p.name not in RESERVED_FILES:
             data = p.read_bytes()
             res[p.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     return res
@@ -138,50 +116,34 @@ def file_entries(out: Path) -> dict:
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
                    k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False) -> bytes:
-    """Step 4: canonical manifest bytes (runtime_py/manifest.py schema) for a written bundle directory."""
+    """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract."""
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
-    sh = dict(N=n, d=d, L=model.cfg.hist_len, F=SceneSpec().dim, P=sum(int(np.prod(s)) for s in shapes),
-              k_max=k_max, S=model.cfg.hist_len, R=int(model.negatives.numel()))
-    programs = {
-        "score": dict(file=SCORE_FILE, method="forward", inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS),
-        "adapt": dict(file=ADAPT_FILE, method="forward", inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS,
-                      parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
-                      prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
-                      step_inputs=ADAPT_STEP_INPUTS),
-    }
+    score = dict(file=SCORE_FILE, method=SCORE_METHOD, inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS, codec=codec)
     if rank_method:
-        programs["score"].update(outputs=SCORE_OUTPUTS + SCORE_CACHE_OUTPUTS, rank_method=RANK_METHOD,
-                                 rank_inputs=RANK_INPUTS)
-    if "codec" in {f.name for f in dataclasses.fields(rt_manifest.ProgramIO)}:
-        for v in programs.values():
-            v["codec"] = codec
-    fields = dict(
-        model_version=model_version, serial=int(serial),
-        created_at=created_at or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        shapes=sh, item_ids_file=IDS_FILE, negatives=[int(i) for i in model.negatives.tolist()],
-        scene_spec=SceneSpec().to_dict(), files=files, programs=programs,
-        item_table=dict(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
-        head=dict(file=HEAD_FILE, param_names=names, param_shapes=shapes),
-        dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else "float16 values stored as float32 (inside score.pte)", "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
-                "topk_ids": "int64", "program_inputs": "float32"},
-        configs=configs)
+        score.update(outputs=SCORE_OUTPUTS + SCORE_CACHE_OUTPUTS, rank_method=RANK_METHOD, rank_inputs=RANK_INPUTS)
+    adapt = dict(file=ADAPT_FILE, method=ADAPT_METHOD, inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS, codec=codec,
+                 parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
+                 prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
+                 step_inputs=ADAPT_STEP_INPUTS)
     try:
-        return rt_manifest.Manifest(
-            **{**fields, "shapes": rt_manifest.Shapes(**sh),
-               "programs": {k: rt_manifest.ProgramIO(**v) for k, v in programs.items()},
-               "item_table": rt_manifest.TableSpec(**fields["item_table"]),
-               "head": rt_manifest.HeadSpec(**fields["head"])}).to_json()
-    except ValueError:
-        if set(rt_manifest.SCORE_INPUTS) == set(SCORE_INPUTS):
-            raise
-    # The runtime's schema v1 predates score.pte's `table` input (programs.py says why the table is an input);
-    # same fields and the same canonical encoding as Manifest.to_json, so only SCORE_INPUTS has to follow.
-    d = {**fields, "schema_version": rt_manifest.SCHEMA_VERSION, "prototype_labels": [], "prototypes_file": None,
-         "trending_file": None, "adapt_scene": "last_event"}
-    d["programs"] = {k: {"parameters": [], "inner_steps": 0, "lr": 0.0, **v} for k, v in programs.items()}
-    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
-                      default=list).encode("ascii")
+        return Manifest(
+            model_version=model_version, serial=int(serial),
+            created_at=created_at or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            shapes=Shapes(N=n, d=d, L=model.cfg.hist_len, F=SceneSpec().dim, P=sum(int(np.prod(s)) for s in shapes),
+                          k_max=k_max, S=model.cfg.hist_len, R=int(model.negatives.numel())),
+            item_ids_file=IDS_FILE, negatives=[int(i) for i in model.negatives.tolist()],
+            scene_spec=SceneSpec().to_dict(), files=files,
+            programs={"score": ProgramIO(**score), "adapt": ProgramIO(**adapt)},
+            item_table=TableSpec(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
+            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes),
+            dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else
+                    "float16 values stored as float32 (inside score.pte)",
+                    "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
+                    "topk_ids": "int64", "program_inputs": "float32"},
+            configs=configs).to_json()
+    except ValueError as e:  # never write a manifest the runtime would refuse
+        raise ExportError(f"the bundle breaks the manifest contract: {e}") from e
 
 
 def sign_bundle(out: Path, manifest_bytes: bytes, key_path) -> None:
@@ -190,8 +152,8 @@ def sign_bundle(out: Path, manifest_bytes: bytes, key_path) -> None:
         sig = sign_manifest(manifest_bytes, key_path)
     except (OSError, ValueError, TypeError) as e:
         raise ExportError(f"cannot sign with {key_path}: {e}") from e
-    (out / "manifest.json").write_bytes(manifest_bytes)
-    (out / "manifest.sig").write_bytes(sig)
+    (out / MANIFEST_FILE).write_bytes(manifest_bytes)
+    (out / SIGNATURE_FILE).write_bytes(sig)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -228,7 +190,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         ids = [str(i) for i in range(model.n_items)]
     ids = [str(i) for i in ids]
     try:
-        rt_manifest.check_item_ids(ids, model.n_items)
+        check_item_ids(ids, model.n_items)
     except ValueError as e:
         raise ExportError(f"item ids: {e}") from e
     model_version = ecfg.model_version or model_fingerprint(model)
@@ -246,8 +208,8 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         if p.is_file():
             p.unlink()
     (out / TABLE_FILE).write_bytes(qt.data)
-    (out / IDS_FILE).write_bytes(rt_manifest.encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
-    (out / HEAD_FILE).write_bytes(flatten_head(model, model.head_init()).detach().numpy().astype("<f4").tobytes())
+    (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
+    (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
     write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
     if ecfg.onnx:
         write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)

@@ -8,7 +8,7 @@ so the item table file, the head file and both programs shrink with it. Importan
 
 Quantization uses torchao's `Int8DynamicActivationIntxWeightConfig` weight quantizer on a Linear that holds the
 table (symmetric, one scale per `group_size` columns), then stores the integers and scales in the runtime's table
-layout (runtime_py/table.py), so what the phone dequantizes is exactly torchao's dequantized table.
+layout (runtime_py/bundle_codecs.py pack_table), so what the phone dequantizes is exactly torchao's dequantized table.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarec.runtime.table import decode_table, table_nbytes
+from metarec.runtime.bundle_codecs import decode_table, encode_table, pack_table, table_nbytes
 
 from .config import CompressConfig
 
@@ -55,22 +55,12 @@ def _torchao_quantize(table: torch.Tensor, bits: int, group_size: int) -> tuple[
     return q, scale
 
 
-def _pack(q: np.ndarray, scale: np.ndarray, fmt: str) -> bytes:
-    """runtime_py/table.py layout: int8 rows, or int4 nibbles (col 2j low, 2j+1 high, stored q+8); then scales."""
-    if fmt == "int8":
-        data = q.astype(np.int8).tobytes()
-    else:
-        u = (q.astype(np.int16) + 8).astype(np.uint8)
-        data = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8).tobytes()
-    return data + scale.astype("<f4").tobytes()
-
-
 def quantize_table(table: torch.Tensor | np.ndarray, quant: str, group_size: int = 32) -> QuantizedTable:
     """The item table as a runtime table file: float32 (`quant="none"`), or torchao int8 / int4 per group."""
     t = torch.as_tensor(np.asarray(table, np.float32))
     n, d = t.shape
     if quant == "none":
-        data = t.numpy().astype("<f4").tobytes()
+        data = encode_table(t.numpy(), "float32")
         return QuantizedTable("float32", 0, data, decode_table(data, n, d, "float32"))
     if quant not in ("int8", "int4"):
         raise ValueError(f"quant {quant!r} unknown; known: none, int8, int4")
@@ -78,7 +68,7 @@ def quantize_table(table: torch.Tensor | np.ndarray, quant: str, group_size: int
     if d % g:
         raise ValueError(f"group_size {g} does not divide d={d}")
     q, scale = _torchao_quantize(t, 8 if quant == "int8" else 4, g)
-    data = _pack(q.numpy(), scale.numpy(), quant)
+    data = pack_table(q.numpy(), scale.numpy(), quant)
     assert len(data) == table_nbytes(n, d, quant, g)
     return QuantizedTable(quant, g, data, decode_table(data, n, d, quant, g))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from metarec.runtime.bundle_codecs import PROGRAM_CODECS
 from metarec.runtime.config import VersionedConfig
 
 COMPRESS_CONFIG_VERSION = 1
@@ -14,7 +15,6 @@ EXPORT_CONFIG_VERSION = 1
 QUANTS = ("none", "int8", "int4")
 TABLE_MODES = ("input",)  # see programs.py, "Where the item table lives"
 ADAPT_MODES = ("training",)
-PROGRAM_CODECS = ("none", "zlib")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +109,7 @@ class ExportConfig(VersionedConfig):
     k_max: int = 20  # (int) top-k capacity of score.pte, a screen (docs/decisions/score-top-k.md)
     table_mode: str = "input"  # (str) how score.pte reaches the item table (programs.py explains the choice)
     adapt_mode: str = "training"  # (str) adapt.pte kind: an executorch.extension.training program
-    program_codec: str = "zlib"  # (str) how .pte files are stored: zlib (runtime: zlib.decompress before loading) | none
+    program_codec: str = "zlib"  # (str) how .pte files are stored (bundle_codecs.PROGRAM_CODECS): zlib | none
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
     rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import torch
 
-from .programs import SCORE_INPUTS, SCORE_OUTPUTS, ScoreModule, score_example_inputs
+from metarec.runtime.manifest import SCORE_INPUTS, SCORE_OUTPUTS
+
+from .programs import ScoreModule, score_example_inputs
 
 
 def export_onnx(model, table: torch.Tensor, k_max: int, path: str | Path, bias_dtype=torch.float32) -> Path:

@@ -19,23 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarec.runtime.manifest import ADAPT_PREPARE_METHOD, RANK_METHOD  # the bundle contract owns program names
 from metarec.sdk import kernel
 from metarec.sdk.kernel import EXCLUDED
 
 from .errors import ExportError
 from .lower import lower
 
-SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude", "table")
-SCORE_OUTPUTS = ("topk_scores", "topk_ids")
-SCORE_CACHE_OUTPUTS = ("user_vec", "offset")  # forward's extra outputs when score.pte has a rank method
-RANK_METHOD = "rank"
-RANK_INPUTS = ("user_vec", "offset", "table")
-ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
-ADAPT_OUTPUTS = ("loss",)  # the training method's outputs
-ADAPT_PARAMETER = "delta"
-ADAPT_PREPARE_METHOD = "prepare"
-ADAPT_PREPARE_OUTPUTS = ("packed", "scale")
-ADAPT_STEP_INPUTS = ("packed",)
 LOWERABLE_LEARNERS = ("metasgd",)  # adapt.pte runs Meta-SGD's scene-gated per-parameter steps
 
 

@@ -19,8 +19,8 @@ _LAZY = {
     "SCHEMA_VERSION": ".manifest", "FileEntry": ".manifest", "HeadSpec": ".manifest", "Manifest": ".manifest",
     "ProgramIO": ".manifest", "Shapes": ".manifest", "TableSpec": ".manifest",
     "SceneClock": ".scene", "SceneSpec": ".scene", "scene_features": ".scene", "scene_labels": ".scene",
-    "generate_keypair": ".signing", "sign_manifest": ".signing", "verify_signature": ".signing",
-    "decode_table": ".table", "encode_table": ".table", "TrendingPack": ".trending",
+    "generate_keypair": ".bundle_codecs", "sign_manifest": ".bundle_codecs", "verify_signature": ".bundle_codecs",
+    "decode_table": ".bundle_codecs", "encode_table": ".bundle_codecs", "TrendingPack": ".trending",
     "Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
     "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store",
 }

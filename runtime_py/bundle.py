@@ -11,24 +11,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .bundle_codecs import decode_floats, decode_item_ids, decode_program, decode_table, load_public_key, \
+    verify_signature
 from .errors import BundleError
-from .manifest import Manifest, decode_item_ids
+from .manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 from .scene import SceneSpec
-from .signing import load_public_key, verify_signature
 from .store import Store
-from .table import decode_table
 from .trending import TrendingPack
 
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
 _MAX_MANIFEST_BYTES = 64 << 20  # an item-id list of 10^6 ids fits; anything bigger is not a manifest
-_MAX_PROGRAM_BYTES = 1 << 30  # an inflated program larger than this is a zip bomb, not a phone model
-_PTE_MAGIC = b"ET"  # bytes 4..6 of every ExecuTorch flatbuffer ("ET12"...)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +44,14 @@ class Bundle:
     @property
     def serial(self) -> int:
         return self.manifest.serial
+
+    def read_file(self, name: str) -> bytes:
+        """The bytes of listed file `name` (e.g. model.onnx, which the phone never decodes), read again and
+        checked against the verified manifest's sha256; `BundleError` if it is unlisted or changed."""
+        entry = self.manifest.files.get(name)
+        if entry is None:
+            raise BundleError(f"{name} is not listed in the bundle's manifest")
+        return _verified_file(self.path, name, entry)
 
 
 def _read(path: Path, limit: int | None = None) -> bytes:
@@ -74,40 +77,12 @@ def _verified_file(root: Path, name: str, entry) -> bytes:
     return data
 
 
-def _float_array(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
-    expected = int(np.prod(shape)) * 4
-    if len(data) != expected:
-        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for float32 {shape}")
-    arr = np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise BundleError(f"{name} holds non-finite values")
-    arr.setflags(write=False)
-    return arr
-
-
 def _canonical(raw: bytes) -> bytes:
     try:
         return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                           allow_nan=False).encode("ascii")
     except ValueError:
         return b""
-
-
-def _program_bytes(stored: bytes, codec: str, name: str) -> bytes:
-    """Inflate (if stored compressed) and sanity-check a verified program. The check matters: ExecuTorch's
-    pybinding aborts the whole process (not an exception) on some non-program bytes, so they never reach it."""
-    data = stored
-    if codec == "zlib":
-        try:
-            inflater = zlib.decompressobj()
-            data = inflater.decompress(stored, _MAX_PROGRAM_BYTES)
-            if inflater.unconsumed_tail or not inflater.eof:
-                raise BundleError(f"{name} does not inflate to a complete program under {_MAX_PROGRAM_BYTES} bytes")
-        except zlib.error as e:
-            raise BundleError(f"{name} is not a zlib stream: {e}") from e
-    if len(data) < 8 or data[4:6] != _PTE_MAGIC:
-        raise BundleError(f"{name} is not an ExecuTorch program (codec {codec!r})")
-    return data
 
 
 def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None) -> Bundle:
@@ -121,8 +96,8 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     if not root.is_dir():
         raise BundleError(f"bundle directory {root} does not exist")
     key = load_public_key(trusted_key)
-    manifest_bytes = _read(root / MANIFEST, _MAX_MANIFEST_BYTES)
-    verify_signature(manifest_bytes, _read(root / SIGNATURE, 1024), key)
+    manifest_bytes = _read(root / MANIFEST_FILE, _MAX_MANIFEST_BYTES)
+    verify_signature(manifest_bytes, _read(root / SIGNATURE_FILE, 1024), key)
     manifest = Manifest.from_json(manifest_bytes)
     # Canonical form is part of the contract: a signed but non-canonical manifest means the writer is not ours.
     # (Re-encoded as parsed, not via Manifest: a manifest that omits fields with defaults is still canonical.)
@@ -141,10 +116,10 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     sh = manifest.shapes
     ts = manifest.item_table
     table = decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size)
-    head0 = _float_array(data[manifest.head.file], (sh.P,), manifest.head.file)
+    head0 = decode_floats(data[manifest.head.file], (sh.P,), manifest.head.file)
     prototypes = None
     if manifest.prototypes_file is not None:
-        prototypes = _float_array(data[manifest.prototypes_file], (len(manifest.prototype_labels), sh.d),
+        prototypes = decode_floats(data[manifest.prototypes_file], (len(manifest.prototype_labels), sh.d),
                                   manifest.prototypes_file)
     trending = TrendingPack.from_json(data[manifest.trending_file]) if manifest.trending_file else None
     item_ids = (decode_item_ids(data[manifest.item_ids_file], sh.N) if manifest.item_ids_file is not None
@@ -152,7 +127,7 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
                     scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
                     prototypes=prototypes, trending=trending,
-                    programs={k: _program_bytes(data[p.file], manifest.program_codec(k), p.file)
+                    programs={k: decode_program(data[p.file], p.codec, p.file)
                               for k, p in manifest.programs.items()})
     if store is not None and manifest.serial < store.max_serial():
         raise BundleError(f"bundle serial {manifest.serial} is older than {store.max_serial()}, already seen "

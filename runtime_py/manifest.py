@@ -1,4 +1,8 @@
-"""Bundle manifest, schema v1: the contract between export (writes it) and the phone (verifies and reads it).
+"""The bundle contract, part 1 of 2: the manifest schema (v2) and every name a bundle's writer and reader share.
+
+Part 2, bundle_codecs.py, holds the byte formats of the files (table, item ids, program codecs, signature). The
+writer is export/bundle.py and the reader is runtime_py/bundle.py (`open_bundle`); nothing else writes or reads a
+bundle, so a schema change is one edit here (docs/bundle-format.md describes the result).
 
 `Manifest.to_json()` gives canonical bytes (sorted keys, no whitespace, ASCII), and those exact bytes are what
 `manifest.sig` signs, so a manifest never needs re-serialising to be verified. `Manifest.from_json()` refuses
@@ -21,8 +25,8 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
   theta = theta0 + scale * delta (scale = sqrt of the step sizes, (P,)); the runtime reads the adapted head as
   theta0 + scale * delta. With `prepare_method` set, the program first runs that stateless method ONCE on the
   contract `inputs`; its outputs (`prepare_outputs`, which then include `scale`) feed the training method, whose
-  inputs are `step_inputs` (names from `inputs` and `prepare_outputs`). Without it (older bundles) the training
-  method takes `inputs` directly and outputs `scale` itself.
+  inputs are `step_inputs` (names from `inputs` and `prepare_outputs`). Without it the training method takes
+  `inputs` directly and outputs `scale` itself.
 """
 from __future__ import annotations
 
@@ -30,26 +34,41 @@ import dataclasses
 import json
 import math
 import re
-import zlib
 from typing import Any
 
+from .bundle_codecs import PROGRAM_CODECS, TABLE_FORMATS, check_item_ids
 from .errors import BundleError
 from .scene import SceneSpec
 
-SCHEMA_VERSION = 1
-SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude")
-SCORE_OPTIONAL_INPUTS = ("table",)  # (N, d) float32: the dequantized items.bin, when export keeps it out of score.pte
+# v2: every program entry records its codec (required); v1 let a missing one fall back to the exporter's config
+SCHEMA_VERSION = 2
+
+# files: the reader follows the manifest's fields; the writer names them so (model.onnx has no field)
+MANIFEST_FILE, SIGNATURE_FILE = "manifest.json", "manifest.sig"
+RESERVED_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
+SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, IDS_FILE, ONNX_FILE = (
+    "score.pte", "adapt.pte", "items.bin", "head0.bin", "item_ids.bin", "model.onnx")
+
+# program methods and I/O names; tuples are in the order export traces the programs
+SCORE_METHOD = "forward"
+SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene", "trend", "exclude", "table")
+SCORE_OPTIONAL_INPUTS = ("table",)  # a score program may instead hold the table as a constant
 SCORE_OUTPUTS = ("topk_scores", "topk_ids")
+SCORE_CACHE_OUTPUTS = ("user_vec", "offset")  # forward's extra outputs when score.pte has a rank method
+RANK_METHOD = "rank"
 RANK_INPUTS = ("user_vec", "offset", "table")  # score's optional rank method: from forward's outputs + the table
+ADAPT_METHOD = "forward"  # the training method
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
 ADAPT_OUTPUTS = ("loss",)  # and "scale", from the training method or from `prepare`
-TABLE_FORMATS = ("float32", "int8", "int4")
-PROGRAM_CODECS = ("none", "zlib")  # how a .pte is stored; the sha256 covers the stored bytes  # see table.py for the byte layouts
+ADAPT_PARAMETER = "delta"
+ADAPT_PREPARE_METHOD = "prepare"
+ADAPT_PREPARE_OUTPUTS = ("packed", "scale")
+ADAPT_STEP_INPUTS = ("packed",)
+
 ADAPT_SCENES = ("query", "last_event")
 HISTORY_ALIGNS = ("right", "left")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # plain names only: no paths, no traversal
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-RESERVED_FILES = ("manifest.json", "manifest.sig")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -102,10 +121,10 @@ class ProgramIO:
     method: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    codec: str  # how the file is stored (bundle_codecs.PROGRAM_CODECS); its sha256 covers the stored bytes
     parameters: tuple[str, ...] = ()  # training programs: the names returned by named_parameters()
     inner_steps: int = 0  # adapt only: forward_backward + SGD steps per adaptation (<= 3)
     lr: float = 0.0  # adapt only: the SGD rate that makes one step a Meta-SGD step (1.0 by the contract)
-    codec: str = "none"  # "zlib": the file is one zlib stream of the .pte, inflated in memory after verification
     prepare_method: str = ""  # adapt only: a stateless method run once per adaptation before the steps ("" = none)
     prepare_outputs: tuple[str, ...] = ()  # its outputs, by name
     step_inputs: tuple[str, ...] = ()  # the training method's inputs, from `inputs` and `prepare_outputs`
@@ -184,32 +203,6 @@ class HeadSpec:
         return sum(math.prod(s) for s in self.param_shapes)
 
 
-def check_item_ids(ids, n: int) -> None:
-    """N unique, non-empty str ids without a newline (the file form's separator); ValueError otherwise."""
-    _check(all(isinstance(i, str) and i and "\n" not in i for i in ids), "item_ids must be non-empty str without \\n")
-    _check(len(ids) == n, f"{len(ids)} item_ids but N={n}")
-    _check(len(set(ids)) == n, "item_ids are not unique")
-
-
-def encode_item_ids(ids) -> bytes:
-    """`item_ids_file` bytes for `ids` (index order)."""
-    return zlib.compress("\n".join(ids).encode("utf-8"), 9)
-
-
-def decode_item_ids(data: bytes, n: int) -> tuple[str, ...]:
-    """The ids of a verified `item_ids_file`; BundleError if they do not decode to N unique ids."""
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, 64 * (n + 1) + 1024)  # ids longer than ~64 bytes on average: not ids
-        if inflater.unconsumed_tail or not inflater.eof:
-            raise ValueError("item_ids_file does not inflate to a complete, plausibly sized id list")
-        ids = tuple(raw.decode("utf-8").split("\n"))
-        check_item_ids(ids, n)
-        return ids
-    except (zlib.error, UnicodeDecodeError, ValueError) as e:
-        raise BundleError(f"item_ids_file: {e}") from e
-
-
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     """Everything the phone needs to trust and use a bundle. See the module docstring for the conventions."""
@@ -267,7 +260,8 @@ class Manifest:
             files[name] = e if isinstance(e, FileEntry) else FileEntry(**e)
         object.__setattr__(self, "files", files)
         _check(set(self.programs) == {"score", "adapt"}, "programs must be exactly 'score' and 'adapt'")
-        self._check_program(self.programs["score"], SCORE_INPUTS, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
+        required = tuple(n for n in SCORE_INPUTS if n not in SCORE_OPTIONAL_INPUTS)
+        self._check_program(self.programs["score"], required, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
         adapt = self.programs["adapt"]
         self._check_program(adapt, ADAPT_INPUTS, ADAPT_OUTPUTS)
         _check("scale" in adapt.outputs or "scale" in adapt.prepare_outputs,
@@ -288,17 +282,6 @@ class Manifest:
         _check(sorted(required) == sorted(inputs),
                f"program inputs {p.inputs} must be a permutation of {inputs} plus any of {optional}")
         _check(set(outputs) <= set(p.outputs), f"program outputs {p.outputs} must include {outputs}")
-
-    def program_codec(self, name: str) -> str:
-        """The codec of program `name`. Bundles written before `ProgramIO.codec` existed record it only in the
-        (signed) export config, `configs.export.program_codec`; that is honoured when the field says "none"."""
-        codec = self.programs[name].codec
-        if codec == "none":
-            legacy = self.configs.get("export", {})
-            codec = legacy.get("program_codec", "none") if isinstance(legacy, dict) else "none"
-        if codec not in PROGRAM_CODECS:
-            raise BundleError(f"program codec {codec!r} unknown; known: {PROGRAM_CODECS}")
-        return codec
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -342,7 +325,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":
-        """Parse manifest.json bytes; `BundleError` if they are not a valid schema-v1 manifest."""
+        """Parse manifest.json bytes; `BundleError` if they are not a valid manifest of SCHEMA_VERSION."""
         try:
             d = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:

@@ -1,7 +1,7 @@
 """Trending pack: the small server-sent list of 7-day item counts at a time `at` (PROTOCOL v1, "Scene").
 
 On disk: canonical JSON `{"at": ..., "counts": {item_id: count}, "version": 1}` plus a detached Ed25519
-signature in `<path>.sig`, the same scheme as the bundle manifest (signing.py), so a phone only trusts packs
+signature in `<path>.sig`, the same scheme as the bundle manifest (bundle_codecs.py), so a phone only trusts packs
 from the bundle's key. A pack shipped inside a bundle is covered by the manifest's hash instead.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import BundleError, InputError
-from .signing import sign_manifest, verify_signature
+from .bundle_codecs import sign_manifest, verify_signature
 
 PACK_VERSION = 1
 

@@ -75,19 +75,49 @@ def test_blocked_topk_equals_flat_topk():
         assert torch.equal(v, fv) and torch.equal(i, fi)
 
 
-def test_decode_program_inflates_zlib_only():
-    import zlib
+@pytest.fixture
+def signed_bundle(tmp_path):
+    """(bundle dir, public key path): a small signed bundle the runtime's reader accepts (tests/runtime's writer;
+    the program bytes only carry the flatbuffer magic, since nothing here executes them)."""
+    import sys
+    from pathlib import Path
 
-    from metarec.bench.bench_latency import _decode_program
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+    from tiny_bundle import TinyModel, write_bundle
 
-    pte = b"\x3c\x00\x00\x00ET12" + bytes(range(64))
-    assert _decode_program(pte, "none") == pte
-    assert _decode_program(zlib.compress(pte, 9), "zlib") == pte
-    assert _decode_program(zlib.compress(pte, 9), "none") == pte  # sniffed: a zlib stream has no ET magic
+    from metarec.runtime.bundle_codecs import generate_keypair
+
+    priv, pub = generate_keypair()
+    (tmp_path / "public.pem").write_bytes(pub)
+    fake_pte = b"\x3c\x00\x00\x00ET12" + bytes(64)
+    return write_bundle(tmp_path / "bundle", TinyModel(), (fake_pte, fake_pte), priv), tmp_path / "public.pem"
+
+
+def test_bench_reads_bundles_through_the_runtime_reader(signed_bundle, monkeypatch):
+    """Both benches that read a bundle (latency, parity) use metarec.runtime's verified reader: a file changed
+    after signing is refused with BundleError before any timing or evaluation starts."""
+    from metarec.bench.bench_latency import run_latency
+    from metarec.bench.runtime_eval import parity_report
+    from metarec.runtime import BundleError
+    from metarec.runtime.bundle import open_bundle
+
+    bundle, key = signed_bundle
+    assert open_bundle(bundle, key).manifest.serial == 1  # untampered: the reader accepts it
+    items = bundle / "items.bin"
+    data = bytearray(items.read_bytes())
+    data[0] ^= 1
+    items.write_bytes(bytes(data))
+    import metarec.sdk.data as sdk_data
+
+    monkeypatch.setattr(sdk_data, "load_dataset", lambda *a, **k: pytest.fail("evaluated an unverified bundle"))
+    with pytest.raises(BundleError, match="sha256"):
+        run_latency(bundle, key, runs=10, command="pytest", write=False)
+    with pytest.raises(BundleError, match="sha256"):
+        parity_report("unused.pt", bundle, key)
 
 
 def test_targets_and_analysis_on_a_hand_made_run():
-    from metarec.bench.bench_latency import analysis, targets
+    from metarec.bench.bench_latency_report import analysis, targets
 
     row = lambda p50, p99=None: {"p50_us": p50, "p99_us": p99 or 2 * p50, "min_us": p50 * 0.9}  # noqa: E731
     d = {"score": {"score.pte (XNNPACK)": row(10.0), "ONNX Runtime (model.onnx)": row(20.0)},

@@ -7,7 +7,7 @@ import torch
 from metarec.export.compress import (compress_model, measure_importance, prune_model, quantize_table, snr_db,
                                      topk_overlap)
 from metarec.export.config import CompressConfig
-from metarec.runtime.table import decode_table
+from metarec.runtime.bundle_codecs import decode_table
 
 
 

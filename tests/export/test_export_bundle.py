@@ -3,12 +3,13 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import pytest
 
-from metarec.export.bundle import ExportError, export_bundle
+from metarec.export.bundle import ExportError, build_manifest, export_bundle
 from metarec.export.config import ExportConfig
 from metarec.runtime.errors import BundleError
-from metarec.runtime.signing import verify_signature
+from metarec.runtime.bundle_codecs import verify_signature
 
 FAST = ExportConfig(k_max=10, onnx=False)
 
@@ -30,7 +31,7 @@ def test_files_hashes_and_signature(bundle, keys):
     for name, e in m["files"].items():
         data = (bundle / name).read_bytes()
         assert e == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert m["serial"] == 7 and m["schema_version"] == 1 and m["created_at"].endswith("Z")
+    assert m["serial"] == 7 and m["schema_version"] == 2 and m["created_at"].endswith("Z")
     sh = m["shapes"]
     assert (sh["N"], sh["d"], sh["k_max"], sh["F"]) == (96, 32, 10, 15)
     assert m["item_table"] == {"file": "items.bin", "format": "int4", "group_size": 32}
@@ -110,3 +111,32 @@ def test_saved_model_is_the_shipped_one_after_refinetune(model, keys, tmp_path):
     assert (saved.cfg.dim, saved.cfg.n_prototypes) == (16, 2)
     head0 = np.frombuffer((out / "head0.bin").read_bytes(), "<f4")
     np.testing.assert_array_equal(flatten_head(saved, saved.head_init()).detach().numpy(), head0)
+
+
+def test_bundle_opens_with_the_runtime_reader(bundle, keys, model):
+    """The one writer's output is what the one reader accepts: codecs recorded per program, exact table."""
+    from metarec.export.compress import quantize_table
+    from metarec.runtime.bundle import open_bundle
+
+    b = open_bundle(bundle, keys / "public.pem")
+    assert {p.codec for p in b.manifest.programs.values()} == {FAST.program_codec}
+    qt = quantize_table(model.export_item_table(), "int4", b.manifest.item_table.group_size)
+    np.testing.assert_array_equal(b.table, qt.dequantized)
+    assert b.read_file("items.bin") == qt.data
+
+
+def test_manifest_contract_failure_raises_export_error_and_writes_nothing(model, keys, tmp_path, monkeypatch):
+    """No hand-written fallback: a manifest the contract refuses stops the export before anything is signed."""
+    import metarec.export.bundle as writer
+
+    qt = writer.quantize_table(model.export_item_table(), "none")
+    with pytest.raises(ExportError, match="not listed in files"):
+        build_manifest(model, qt, {}, serial=1, model_version="m", configs={}, k_max=10, codec="zlib")
+    with pytest.raises(ExportError, match="program codec"):
+        build_manifest(model, qt, {}, serial=1, model_version="m", configs={}, k_max=10, codec="lz4")
+    real = writer.file_entries
+    monkeypatch.setattr(writer, "file_entries", lambda out: {k: v for k, v in real(out).items() if k != "items.bin"})
+    out = tmp_path / "broken"
+    with pytest.raises(ExportError, match="items.bin"):
+        export_bundle(model, out, quant="none", prune="none", key_path=keys / "private.pem", export_config=FAST)
+    assert not (out / "manifest.json").exists() and not (out / "manifest.sig").exists()

@@ -1,18 +1,18 @@
 """Parity of every exported program against eager torch (tolerances as in the issue)."""
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from metarec.export.bundle import decode_program, export_bundle
+from metarec.export.bundle import export_bundle
 from metarec.export.compress import snr_db, topk_overlap
-from metarec.export.programs import SCORE_INPUTS, flatten_head
-from metarec.runtime.table import decode_table
+from metarec.export.programs import flatten_head
+from metarec.runtime.bundle import open_bundle
+from metarec.runtime.manifest import ONNX_FILE, SCORE_INPUTS
 
 
 @pytest.fixture(scope="module")
 def bundles(model, keys, tmp_path_factory):
+    """{quant: the exported bundle as the runtime's reader verified and decoded it}."""
     root = tmp_path_factory.mktemp("bundles")
     out = {}
     for quant in ("none", "int8", "int4"):
@@ -21,18 +21,11 @@ def bundles(model, keys, tmp_path_factory):
         out[quant] = export_bundle(model, root / quant, quant=quant, prune="none", key_path=keys / "private.pem",
                                    export_config=ExportConfig(k_max=20, onnx=quant == "none",
                                                                  program_codec="none" if quant == "int8" else "zlib"))
-    return out
+    return {q: open_bundle(path, keys / "public.pem") for q, path in out.items()}
 
 
-def _manifest(path):
-    return json.loads((path / "manifest.json").read_bytes())
-
-
-def _table(path):
-    m = _manifest(path)
-    t, sh = m["item_table"], m["shapes"]
-    return torch.from_numpy(decode_table((path / t["file"]).read_bytes(), sh["N"], sh["d"], t["format"],
-                                         t["group_size"]).copy())
+def _table(bundle):
+    return torch.from_numpy(bundle.table.copy())
 
 
 def _eager(model, head, u, table):
@@ -48,15 +41,10 @@ def _inputs(model, u, table, head=None):
     return [named[n] for n in SCORE_INPUTS]
 
 
-def _pte(path, name):
-    codec = _manifest(path)["configs"]["export"]["program_codec"]
-    return decode_program((path / name).read_bytes(), codec)
-
-
-def _run_pte(path, inputs):
+def _run_pte(bundle, inputs):
     from executorch.runtime import Runtime
 
-    data = _pte(path, "score.pte")  # the program reads constants from these bytes and the method from the program:
+    data = bundle.programs["score"]  # the program reads constants from these bytes and the method from the program:
     program = Runtime.get().load_program(data)  # both must outlive the call (temporaries here read freed memory)
     out = program.load_method("forward").execute(inputs)
     del program, data
@@ -78,7 +66,7 @@ def test_score_pte_fp32_matches_eager(model, bundles, users):
 def test_onnx_matches_eager(model, bundles, users):
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(bundles["none"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(bundles["none"].read_file(ONNX_FILE), providers=["CPUExecutionProvider"])
     table = _table(bundles["none"])
     for u in users(model, table, 8):
         feed = {n: x.numpy() for n, x in zip(SCORE_INPUTS, _inputs(model, u, table))}
@@ -114,14 +102,12 @@ def test_quantized_top10_overlap(model, bundles, users, quant, min_overlap, min_
 
 def test_adapt_pte_matches_sdk_inner_loop(model, bundles, users):
     """The runtime's own AdaptProgram on adapt.pte vs `MetaRecModel.adapt` (sdk.meta.inner_adapt): 1e-5."""
-    from metarec.runtime.manifest import ProgramIO, Shapes
     from metarec.runtime.programs import AdaptProgram
 
-    m = _manifest(bundles["none"])
-    data = _pte(bundles["none"], "adapt.pte")  # the training module does not copy its buffer: keep it alive
-    prog = AdaptProgram(data, ProgramIO(**m["programs"]["adapt"]),
-                        Shapes(**m["shapes"]))
-    assert m["programs"]["adapt"]["inner_steps"] == model.inner_steps == 3
+    m = bundles["none"].manifest
+    data = bundles["none"].programs["adapt"]  # the training module does not copy its buffer: keep it alive
+    prog = AdaptProgram(data, m.programs["adapt"], m.shapes)
+    assert m.programs["adapt"].inner_steps == model.inner_steps == 3
     table = model.export_item_table()
     theta0 = flatten_head(model, model.head_init()).detach().numpy()
     neg = table[model.negatives]

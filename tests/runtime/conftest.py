@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metarec.runtime.signing import generate_keypair
+from metarec.runtime.bundle_codecs import generate_keypair
 from tiny_bundle import TinyModel, export_programs, write_bundle
 
 

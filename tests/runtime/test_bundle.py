@@ -6,7 +6,7 @@ import pytest
 
 from metarec.runtime import BundleError, Recommender
 from metarec.runtime.bundle import open_bundle
-from metarec.runtime.signing import generate_keypair, sign_manifest
+from metarec.runtime.bundle_codecs import generate_keypair, sign_manifest
 from metarec.runtime.store import Store
 
 from tiny_bundle import ITEM_IDS
@@ -95,12 +95,56 @@ def test_non_canonical_but_signed_manifest_is_refused(bundle_dir, tmp_path, keys
 
 def test_wrong_schema_version_signed_is_refused(bundle_dir, tmp_path, keys):
     d = json.loads((bundle_dir / "manifest.json").read_bytes())
-    d["schema_version"] = 2
+    d["schema_version"] = 1  # v1 let a program's codec fall back to the exporter's config; v2 refuses it
     raw = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
     (bundle_dir / "manifest.json").write_bytes(raw)
     (bundle_dir / "manifest.sig").write_bytes(sign_manifest(raw, keys[0]))
     with pytest.raises(BundleError, match="schema_version"):
         Recommender.open(bundle_dir, tmp_path / "s.db", trusted_key=keys[1])
+
+
+def _resign(bundle_dir, d, private_pem) -> None:
+    raw = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    (bundle_dir / "manifest.json").write_bytes(raw)
+    (bundle_dir / "manifest.sig").write_bytes(sign_manifest(raw, private_pem))
+
+
+@pytest.mark.parametrize("program", ["score", "adapt"])
+@pytest.mark.parametrize("codec, needle", [(None, "missing programs.* fields \\['codec'\\]"),
+                                           ("lz4", "program codec 'lz4' unknown")])
+def test_program_codec_missing_or_unknown_is_refused(make_bundle, keys, program, codec, needle):
+    """The codec lives in each program's own manifest entry; the exporter's config is never consulted."""
+    b = make_bundle("codec", codec="zlib")
+    d = json.loads((b / "manifest.json").read_bytes())
+    if codec is None:
+        del d["programs"][program]["codec"]
+    else:
+        d["programs"][program]["codec"] = codec
+    d["configs"]["export"] = {"program_codec": "zlib"}  # what v1 fell back to: must not rescue the manifest
+    _resign(b, d, keys[0])
+    with pytest.raises(BundleError, match=needle):
+        open_bundle(b, keys[1])
+
+
+def test_program_codec_mismatch_is_refused(make_bundle, keys):
+    """A zlib-stored program recorded as "none" is not guessed at (the old bench sniffed zlib): BundleError."""
+    b = make_bundle("mismatch", codec="zlib")
+    d = json.loads((b / "manifest.json").read_bytes())
+    d["programs"]["score"]["codec"] = "none"
+    _resign(b, d, keys[0])
+    with pytest.raises(BundleError, match="not an ExecuTorch program"):
+        open_bundle(b, keys[1])
+
+
+def test_read_file_is_verified_against_the_manifest(make_bundle, keys):
+    b = make_bundle("read")
+    bundle = open_bundle(b, keys[1])
+    assert bundle.read_file("items.bin") == (b / "items.bin").read_bytes()
+    (b / "items.bin").write_bytes(bytes(len(bundle.read_file("items.bin"))))  # same size, other bytes
+    with pytest.raises(BundleError, match="sha256"):
+        bundle.read_file("items.bin")
+    with pytest.raises(BundleError, match="not listed"):
+        bundle.read_file("manifest.json")
 
 
 def test_older_serial_is_refused_as_rollback(make_bundle, tmp_path, keys):
@@ -150,7 +194,7 @@ def test_signed_non_program_bytes_are_refused_not_crashing(make_bundle, tmp_path
 
 
 def test_item_ids_in_a_file_open_like_inline_ids(make_bundle, tmp_path, keys):
-    from metarec.runtime.manifest import encode_item_ids
+    from metarec.runtime.bundle_codecs import encode_item_ids
 
 
     inline = open_bundle(make_bundle("inline"), keys[1])
@@ -164,7 +208,7 @@ def test_item_ids_in_a_file_open_like_inline_ids(make_bundle, tmp_path, keys):
     (lambda ids: ids[:-1] + [""], "non-empty"),
 ])
 def test_signed_but_wrong_item_ids_file_is_refused(make_bundle, keys, ids, needle):
-    from metarec.runtime.manifest import encode_item_ids
+    from metarec.runtime.bundle_codecs import encode_item_ids
 
 
     bad = make_bundle("bad", ids_file=encode_item_ids(ids(list(ITEM_IDS))))

@@ -1,4 +1,4 @@
-"""Manifest schema v1: canonical round trip, typed refusals, and the helpers signed next to it."""
+"""Manifest schema: canonical round trip, typed refusals, and the helpers signed next to it."""
 import dataclasses
 import json
 
@@ -8,8 +8,7 @@ import pytest
 from metarec.runtime import BundleError, InputError, Manifest, TrendingPack
 from metarec.runtime.manifest import FileEntry, SCHEMA_VERSION
 from metarec.runtime.scene import SceneClock, SceneSpec, scene_features
-from metarec.runtime.signing import generate_keypair, sign_manifest, verify_signature
-from metarec.runtime.table import decode_table, encode_table, table_nbytes
+from metarec.runtime.bundle_codecs import generate_keypair
 
 
 def _manifest(bundle_dir) -> Manifest:
@@ -27,7 +26,7 @@ def test_manifest_round_trip_is_canonical(bundle_dir):
 
 
 @pytest.mark.parametrize("mutate, needle", [
-    (lambda d: d.update(schema_version=2), "schema_version"),
+    (lambda d: d.update(schema_version=1), "schema_version"),
     (lambda d: d.update(surprise=1), "unknown manifest fields"),
     (lambda d: d.pop("serial"), "missing manifest fields"),
     (lambda d: d["shapes"].update(N=39), "item_ids"),
@@ -37,6 +36,8 @@ def test_manifest_round_trip_is_canonical(bundle_dir):
     (lambda d: d["files"]["score.pte"].update(sha256="XYZ"), "sha256"),
     (lambda d: d["programs"]["score"].update(inputs=["head", "scene"]), "permutation"),
     (lambda d: d["programs"]["adapt"].update(inner_steps=4), "inner_steps"),
+    (lambda d: d["programs"]["score"].pop("codec"), "missing programs.score fields"),
+    (lambda d: d["programs"]["adapt"].update(codec="lz4"), "program codec 'lz4' unknown"),
     (lambda d: d["programs"]["adapt"].update(outputs=["loss"]), "scale"),
     (lambda d: d["programs"]["adapt"].update(prepare_outputs=["packed"]), "need a prepare_method"),
     (lambda d: d["programs"]["adapt"].update(prepare_method="prepare", prepare_outputs=["packed", "scale"],
@@ -81,34 +82,6 @@ def test_manifest_constructor_raises_value_error_for_export_bugs(bundle_dir):
         dataclasses.replace(m, files={k: v for k, v in m.files.items() if k != "items.bin"})
     with pytest.raises(ValueError):
         FileEntry(sha256="a" * 64, bytes=-1)
-
-
-def test_sign_and_verify_are_consistent():
-    priv, pub = generate_keypair()
-    other_priv, other_pub = generate_keypair()
-    sig = sign_manifest(b"payload", priv)
-    verify_signature(b"payload", sig, pub)
-    with pytest.raises(BundleError):
-        verify_signature(b"payload!", sig, pub)
-    with pytest.raises(BundleError):
-        verify_signature(b"payload", sig, other_pub)
-    with pytest.raises(BundleError):
-        verify_signature(b"payload", sig[:-1], pub)
-    with pytest.raises(BundleError):
-        verify_signature(b"payload", sig, b"-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
-
-
-@pytest.mark.parametrize("fmt, gs, tol", [("float32", 0, 0.0), ("int8", 4, 1 / 127), ("int4", 4, 1 / 7)])
-def test_table_round_trip_within_quantization_error(fmt, gs, tol):
-    t = np.random.default_rng(0).normal(size=(13, 8)).astype(np.float32)
-    data = encode_table(t, fmt, gs)
-    assert len(data) == table_nbytes(13, 8, fmt, gs)
-    back = decode_table(data, 13, 8, fmt, gs)
-    group_max = np.abs(t.reshape(13, -1, gs or 8)).max(axis=2, keepdims=True)
-    err = np.abs(back - t).reshape(13, -1, gs or 8)
-    assert np.all(err <= group_max * tol / 2 + 1e-6)
-    with pytest.raises(BundleError):
-        decode_table(data[:-1], 13, 8, fmt, gs)
 
 
 def test_trending_pack_signed_round_trip_and_refusals(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,7 @@ import torch.nn.functional as F
 
 from metarec.runtime.manifest import FileEntry, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec
 from metarec.runtime.scene import SceneSpec, scene_features
-from metarec.runtime.signing import sign_manifest
-from metarec.runtime.table import decode_table, encode_table
+from metarec.runtime.bundle_codecs import decode_table, encode_program, encode_table, sign_manifest
 from metarec.runtime.trending import TrendingPack
 
 N, D, L, FD, S, R, K_MAX = 40, 8, 4, 15, 4, 6, 20
@@ -189,7 +187,7 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
                  rank: bool = False) -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
-    store = (lambda b: zlib.compress(b, 9)) if codec == "zlib" else (lambda b: b)
+    store = lambda b: encode_program(b, codec)  # noqa: E731
     blobs = {"score.pte": store(programs[0]), "adapt.pte": store(programs[1]), "items.bin": m.table_bytes,
              "head_init.bin": m.phi0.numpy().astype("<f4").tobytes(),
              "prototypes.bin": m.prototypes.numpy().astype("<f4").tobytes()}
@@ -208,8 +206,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         programs={"score": ProgramIO("score.pte", "forward", RANK_SCORE_INPUTS, RANK_SCORE_OUTPUTS, codec=codec,
                                      rank_method="rank", rank_inputs=RANK_INPUTS) if rank else
                   ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
-                  "adapt": ProgramIO("adapt.pte", "forward", ADAPT_INPUTS, ["loss", "scale"], ["delta"],
-                                     inner_steps=inner_steps, lr=1.0, codec=codec)},
+                  "adapt": ProgramIO("adapt.pte", "forward", ADAPT_INPUTS, ["loss", "scale"], codec=codec, parameters=["delta"],
+                                     inner_steps=inner_steps, lr=1.0)},
         item_table=TableSpec("items.bin", "int8", 4),
         head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",

@@ -1,0 +1,253 @@
+"""The bundle contract, part 2 of 2: every byte format inside a bundle, both directions, side by side.
+
+Part 1, manifest.py, holds the schema and the names (files, methods, program I/O). This module holds how the
+files' bytes are written and read: export/bundle.py is its only writer, runtime_py/bundle.py its only reader, so
+encoder and decoder can never drift apart. Everything here is numpy, zlib and `cryptography`: no torch.
+
+- Item table (`items.bin`), little-endian, row-major, symmetric quantization x ~= q * scale, one scale per
+  `group_size` consecutive columns of a row:
+  float32: N*d float32. int8: N*d int8, then N*(d/group_size) float32 scales. int4: N*d/2 bytes (column 2j in
+  the low nibble, 2j+1 in the high nibble, each stored as q+8 with q in [-8, 7]), then the scales.
+- Float arrays (`head0.bin`, `prototypes.bin`): float32 little-endian, row-major, no header.
+- Item ids (`item_ids.bin`): one zlib stream of the ids joined by "\\n" (so an id never holds a newline).
+- Programs (`score.pte`, `adapt.pte`): stored with the codec the manifest records per program; the sha256 covers
+  the stored bytes. "zlib" (one zlib stream) exists because an ExecuTorch flatbuffer is mostly padding and repeated
+  tensor metadata: a 52 KB training program deflates to 12 KB.
+- Signature (`manifest.sig`): the raw 64-byte Ed25519 signature over the exact manifest.json bytes (canonical
+  JSON, never re-serialised). Keys are PEM: PKCS8 private, SubjectPublicKeyInfo public.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import BundleError
+
+# ---------------------------------------------------------------------------------------------- item table
+_QMAX = {"int8": 127, "int4": 7}
+TABLE_FORMATS = ("float32", *_QMAX)
+
+
+def _groups(d: int, fmt: str, group_size: int) -> int:
+    if fmt == "float32":
+        return 0
+    if fmt not in _QMAX:
+        raise ValueError(f"table format {fmt!r} unknown; known: {TABLE_FORMATS}")
+    if group_size < 1 or d % group_size:
+        raise ValueError(f"group_size {group_size} must divide d={d}")
+    if fmt == "int4" and d % 2:
+        raise ValueError("int4 tables need an even d")
+    return d // group_size
+
+
+def table_nbytes(n: int, d: int, fmt: str, group_size: int = 0) -> int:
+    """Exact file size of an (n, d) table in `fmt`."""
+    g = _groups(d, fmt, group_size)
+    if fmt == "float32":
+        return n * d * 4
+    data = n * d if fmt == "int8" else n * d // 2
+    return data + n * g * 4
+
+
+def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str) -> bytes:
+    """File bytes of an already quantized table: q (N, d) ints in `fmt`'s range, scale (N, d / group_size)."""
+    q, scale = np.asarray(q), np.asarray(scale, np.float32)
+    n, d = q.shape
+    if scale.ndim != 2 or scale.shape[0] != n or scale.shape[1] < 1 or d % scale.shape[1]:
+        raise ValueError(f"scale {scale.shape} does not fit a ({n}, {d}) table")
+    _groups(d, fmt, d // scale.shape[1])  # an int format, and an even d for int4
+    qmax = _QMAX[fmt]
+    if q.min(initial=0) < -qmax - 1 or q.max(initial=0) > qmax:
+        raise ValueError(f"quantized values outside the {fmt} range")
+    if fmt == "int8":
+        data = q.astype(np.int8).tobytes()
+    else:
+        u = (q.astype(np.int16) + 8).astype(np.uint8)
+        data = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8).tobytes()
+    return data + scale.astype("<f4").tobytes()
+
+
+def encode_table(table: np.ndarray, fmt: str, group_size: int = 0) -> bytes:
+    """Serialize a float (N, d) table in `fmt`, quantizing symmetrically per group (module docstring)."""
+    t = np.asarray(table, dtype=np.float32)
+    if t.ndim != 2 or not np.all(np.isfinite(t)):
+        raise ValueError("table must be a finite 2-D array")
+    n, d = t.shape
+    if fmt == "float32":
+        return t.astype("<f4").tobytes()
+    g = _groups(d, fmt, group_size)
+    qmax = _QMAX[fmt]
+    grouped = t.reshape(n, g, group_size)
+    scale = np.abs(grouped).max(axis=2) / qmax
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.rint(grouped / scale[:, :, None]), -qmax - (fmt == "int4"), qmax).astype(np.int8).reshape(n, d)
+    return pack_table(q, scale, fmt)
+
+
+def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0) -> np.ndarray:
+    """The (n, d) float32 table from file bytes; `BundleError` if the size or values do not fit the spec."""
+    try:
+        expected = table_nbytes(n, d, fmt, group_size)
+    except ValueError as e:
+        raise BundleError(f"item table spec invalid: {e}") from e
+    if len(data) != expected:
+        raise BundleError(f"item table has {len(data)} bytes, expected {expected} for ({n}, {d}) {fmt}")
+    if fmt == "float32":
+        out = np.frombuffer(data, dtype="<f4").reshape(n, d).astype(np.float32)
+    else:
+        g = d // group_size
+        split = n * d if fmt == "int8" else n * d // 2
+        scale = np.frombuffer(data, dtype="<f4", offset=split).reshape(n, g)
+        if fmt == "int8":
+            q = np.frombuffer(data[:split], dtype=np.int8).reshape(n, d).astype(np.float32)
+        else:
+            u = np.frombuffer(data[:split], dtype=np.uint8).reshape(n, d // 2)
+            q = np.empty((n, d), dtype=np.float32)
+            q[:, 0::2] = (u & 0x0F).astype(np.float32) - 8
+            q[:, 1::2] = (u >> 4).astype(np.float32) - 8
+        out = (q.reshape(n, g, group_size) * scale[:, :, None]).reshape(n, d).astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise BundleError("item table holds non-finite values")
+    return out  # writable on purpose: torch.from_numpy shares it with score.pte's `table` input without a copy
+
+
+# ---------------------------------------------------------------------------------------------- float arrays
+def encode_floats(arr) -> bytes:
+    """File bytes of a float32 array (head0.bin, prototypes.bin)."""
+    return np.asarray(arr, dtype=np.float32).astype("<f4").tobytes()
+
+
+def decode_floats(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """A read-only float32 array of `shape`; `BundleError` on a size mismatch or non-finite values."""
+    expected = int(np.prod(shape)) * 4
+    if len(data) != expected:
+        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for float32 {shape}")
+    arr = np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise BundleError(f"{name} holds non-finite values")
+    arr.setflags(write=False)
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------- item ids
+def check_item_ids(ids, n: int) -> None:
+    """N unique, non-empty str ids without a newline (the file form's separator); ValueError otherwise."""
+    if not all(isinstance(i, str) and i and "\n" not in i for i in ids):
+        raise ValueError("item_ids must be non-empty str without \\n")
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} item_ids but N={n}")
+    if len(set(ids)) != n:
+        raise ValueError("item_ids are not unique")
+
+
+def encode_item_ids(ids) -> bytes:
+    """`item_ids_file` bytes for `ids` (index order)."""
+    return zlib.compress("\n".join(ids).encode("utf-8"), 9)
+
+
+def decode_item_ids(data: bytes, n: int) -> tuple[str, ...]:
+    """The ids of a verified `item_ids_file`; BundleError if they do not decode to N unique ids."""
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, 64 * (n + 1) + 1024)  # ids longer than ~64 bytes on average: not ids
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ValueError("item_ids_file does not inflate to a complete, plausibly sized id list")
+        ids = tuple(raw.decode("utf-8").split("\n"))
+        check_item_ids(ids, n)
+        return ids
+    except (zlib.error, UnicodeDecodeError, ValueError) as e:
+        raise BundleError(f"item_ids_file: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------- program codecs
+PROGRAM_CODECS = ("none", "zlib")
+MAX_PROGRAM_BYTES = 1 << 30  # an inflated program larger than this is a zip bomb, not a phone model
+_PTE_MAGIC = b"ET"  # bytes 4..6 of every ExecuTorch flatbuffer ("ET12"...)
+
+
+def encode_program(pte: bytes, codec: str) -> bytes:
+    """Stored bytes of an ExecuTorch program under `codec` (the manifest records it per program)."""
+    if codec == "none":
+        return pte
+    if codec == "zlib":
+        return zlib.compress(pte, 9)
+    raise ValueError(f"program codec {codec!r} unknown; known: {PROGRAM_CODECS}")
+
+
+def decode_program(stored: bytes, codec: str, name: str = "program") -> bytes:
+    """The program bytes ExecuTorch loads; `BundleError` unless they decode to an ExecuTorch flatbuffer.
+
+    The magic check matters: ExecuTorch's pybinding aborts the whole process (not an exception) on some
+    non-program bytes, so they never reach it."""
+    data = stored
+    if codec == "zlib":
+        try:
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(stored, MAX_PROGRAM_BYTES)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise BundleError(f"{name} does not inflate to a complete program under {MAX_PROGRAM_BYTES} bytes")
+        except zlib.error as e:
+            raise BundleError(f"{name} is not a zlib stream: {e}") from e
+    elif codec != "none":
+        raise BundleError(f"{name}: program codec {codec!r} unknown; known: {PROGRAM_CODECS}")
+    if len(data) < 8 or data[4:6] != _PTE_MAGIC:
+        raise BundleError(f"{name} is not an ExecuTorch program (codec {codec!r})")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- signing
+SIGNATURE_BYTES = 64
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A fresh (private_pem, public_pem) pair, for tests and for export's key ceremony."""
+    key = Ed25519PrivateKey.generate()
+    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return priv, pub
+
+
+def _pem_bytes(pem: bytes | str | Path) -> bytes:
+    """Accept PEM bytes, PEM text, or a path to a PEM file."""
+    if isinstance(pem, bytes):
+        return pem
+    if isinstance(pem, str) and pem.lstrip().startswith("-----BEGIN"):
+        return pem.encode("ascii")
+    return Path(pem).read_bytes()
+
+
+def sign_manifest(manifest_bytes: bytes, private_key_pem: bytes | str | Path) -> bytes:
+    """Ed25519 signature (64 bytes) over `manifest_bytes`; write it as manifest.sig."""
+    key = serialization.load_pem_private_key(_pem_bytes(private_key_pem), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the signing key must be an Ed25519 private key")
+    return key.sign(manifest_bytes)
+
+
+def load_public_key(public_key_pem: bytes | str | Path) -> Ed25519PublicKey:
+    """Parse a trusted Ed25519 public key; `BundleError` if it is not one."""
+    try:
+        key = serialization.load_pem_public_key(_pem_bytes(public_key_pem))
+    except (OSError, ValueError, TypeError) as e:
+        raise BundleError(f"trusted key is not a readable PEM public key: {e}") from e
+    if not isinstance(key, Ed25519PublicKey):
+        raise BundleError("trusted key is not an Ed25519 public key")
+    return key
+
+
+def verify_signature(data: bytes, signature: bytes, public_key: Ed25519PublicKey | bytes | str | Path) -> None:
+    """Raise `BundleError` unless `signature` is a valid Ed25519 signature of `data` by `public_key`."""
+    key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
+    if len(signature) != SIGNATURE_BYTES:
+        raise BundleError(f"signature has {len(signature)} bytes, expected {SIGNATURE_BYTES}")
+    try:
+        key.verify(signature, data)
+    except InvalidSignature as e:
+        raise BundleError("signature does not verify with the trusted key") from e

@@ -1,0 +1,101 @@
+"""The bundle contract's byte formats (runtime_py/bundle_codecs.py): what the writer encodes, the reader decodes
+exactly; anything else is refused with a typed error."""
+import numpy as np
+import pytest
+
+from metarec.runtime import BundleError
+from metarec.runtime.bundle_codecs import (PROGRAM_CODECS, TABLE_FORMATS, decode_floats, decode_item_ids,
+                                           decode_program, decode_table, encode_floats, encode_item_ids,
+                                           encode_program, encode_table, generate_keypair, pack_table, sign_manifest,
+                                           table_nbytes, verify_signature)
+
+PTE = b"\x3c\x00\x00\x00ET12" + bytes(range(256)) * 4  # the flatbuffer magic, then arbitrary bytes
+
+
+def test_sign_and_verify_are_consistent():
+    priv, pub = generate_keypair()
+    other_priv, other_pub = generate_keypair()
+    sig = sign_manifest(b"payload", priv)
+    verify_signature(b"payload", sig, pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload!", sig, pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload", sig, other_pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload", sig[:-1], pub)
+    with pytest.raises(BundleError):
+        verify_signature(b"payload", sig, b"-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
+
+
+@pytest.mark.parametrize("fmt, gs, tol", [("float32", 0, 0.0), ("int8", 4, 1 / 127), ("int4", 4, 1 / 7)])
+def test_table_round_trip_within_quantization_error(fmt, gs, tol):
+    t = np.random.default_rng(0).normal(size=(13, 8)).astype(np.float32)
+    data = encode_table(t, fmt, gs)
+    assert len(data) == table_nbytes(13, 8, fmt, gs)
+    back = decode_table(data, 13, 8, fmt, gs)
+    group_max = np.abs(t.reshape(13, -1, gs or 8)).max(axis=2, keepdims=True)
+    err = np.abs(back - t).reshape(13, -1, gs or 8)
+    assert np.all(err <= group_max * tol / 2 + 1e-6)
+    with pytest.raises(BundleError):
+        decode_table(data[:-1], 13, 8, fmt, gs)
+
+
+@pytest.mark.parametrize("fmt, gs", [("float32", 0), ("int8", 4), ("int4", 4), ("int4", 8)])
+def test_table_writer_and_reader_round_trip_exactly(fmt, gs):
+    """decode(encode(t)) is a fixed point: encoding the decoded table gives the same bytes and the same floats."""
+    t = np.random.default_rng(1).normal(size=(11, 8)).astype(np.float32)
+    data = encode_table(t, fmt, gs)
+    back = decode_table(data, 11, 8, fmt, gs)
+    assert encode_table(back, fmt, gs) == data
+    np.testing.assert_array_equal(decode_table(encode_table(back, fmt, gs), 11, 8, fmt, gs), back)
+    if fmt == "float32":
+        np.testing.assert_array_equal(back, t)
+
+
+@pytest.mark.parametrize("fmt, lo, hi", [("int8", -128, 127), ("int4", -8, 7)])
+def test_packed_quantized_table_decodes_to_q_times_scale(fmt, lo, hi):
+    """export packs torchao's integers with pack_table; the reader must give back exactly q * scale."""
+    rng = np.random.default_rng(2)
+    q = rng.integers(lo, hi + 1, size=(5, 8)).astype(np.int8)
+    q[0, :2] = (lo, hi)  # both ends of the range, low and high nibble for int4
+    scale = rng.uniform(0.01, 2.0, size=(5, 2)).astype(np.float32)
+    back = decode_table(pack_table(q, scale, fmt), 5, 8, fmt, 4)
+    np.testing.assert_array_equal(back, (q.reshape(5, 2, 4) * scale[:, :, None]).reshape(5, 8))
+    with pytest.raises(ValueError, match="range"):
+        pack_table(np.full((5, 8), hi + 1), scale, fmt)
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_table(q, scale[:, :1][:4], fmt)
+    assert set(TABLE_FORMATS) == {"float32", "int8", "int4"}
+
+
+@pytest.mark.parametrize("codec", PROGRAM_CODECS)
+def test_program_codecs_round_trip_exactly(codec):
+    stored = encode_program(PTE, codec)
+    assert decode_program(stored, codec) == PTE
+    assert (stored == PTE) == (codec == "none")
+
+
+def test_program_codecs_refuse_unknown_and_mismatched():
+    with pytest.raises(ValueError, match="unknown"):
+        encode_program(PTE, "lz4")
+    with pytest.raises(BundleError, match="unknown"):
+        decode_program(PTE, "lz4")
+    with pytest.raises(BundleError, match="not an ExecuTorch program"):
+        decode_program(encode_program(PTE, "zlib"), "none")  # no sniffing: the manifest's codec is the truth
+    with pytest.raises(BundleError, match="zlib"):
+        decode_program(PTE, "zlib")
+    with pytest.raises(BundleError, match="not an ExecuTorch program"):
+        decode_program(encode_program(b"not a program at all", "zlib"), "zlib")
+
+
+def test_item_ids_and_float_files_round_trip_exactly():
+    ids = ("12", "ünï", "a b", "x" * 60)
+    assert decode_item_ids(encode_item_ids(ids), 4) == ids
+    with pytest.raises(BundleError):
+        decode_item_ids(encode_item_ids(ids), 5)
+    a = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(decode_floats(encode_floats(a), (3, 4), "x.bin"), a)
+    with pytest.raises(BundleError, match="bytes"):
+        decode_floats(encode_floats(a)[:-4], (3, 4), "x.bin")
+    with pytest.raises(BundleError, match="non-finite"):
+        decode_floats(encode_floats(np.full(2, np.nan)), (2,), "x.bin")
