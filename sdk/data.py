@@ -96,11 +96,37 @@ def build_dataset(name: str, users, items, ts, rating=None, *, item_ids=None, **
     if np.any(i_idx < 0):
         bad = items[np.argmax(i_idx < 0)]
         raise DataError(f"{name}: item id {bad!r} has events but no attributes")
+    _refuse_milliseconds(name, ts)
     order = np.lexsort((np.arange(len(ts)), ts))  # (ts, file position)
+    order = order[first_occurrences(u_idx[order], i_idx[order])]
     n_items = len(item_ids)
     attrs.setdefault("item_genres", np.zeros((n_items, 0), np.float32))
     return Dataset(name=name, user=u_idx[order].astype(np.int64), item=i_idx[order].astype(np.int64),
                    rating=rating[order], ts=ts[order], user_ids=user_ids, item_ids=item_ids, **attrs)
+
+
+# 10^11 s is the year 5138: any later value is a millisecond (Android, JavaScript) or microsecond clock
+MAX_TIMESTAMP_S = 1e11
+
+
+def _refuse_milliseconds(name: str, ts: np.ndarray) -> None:
+    """DataError naming the first row whose timestamp cannot be unix seconds."""
+    bad = np.flatnonzero(np.abs(ts) >= MAX_TIMESTAMP_S)
+    if len(bad):
+        r = int(bad[0])
+        raise DataError(f"{name}: row {r + 1}: timestamp {ts[r]:.0f} is not unix seconds (it looks like "
+                        "milliseconds); divide the column by 1000")
+
+
+def first_occurrences(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Positions of each (user, item) pair's first event, in order: a repeat (re-play, re-purchase) is not a new
+    item to predict, and as a target it would be one the user's own history already excludes
+    (docs/decisions/repeated-events.md)."""
+    if not len(user):
+        return np.arange(0)
+    key = user.astype(np.int64) * (int(item.max()) + 1) + item.astype(np.int64)
+    _, first = np.unique(key, return_index=True)
+    return np.sort(first)
 
 
 def _lookup(ids: np.ndarray, values: np.ndarray) -> np.ndarray:

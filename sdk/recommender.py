@@ -12,6 +12,10 @@ import torch
 from metarec.sdk.train import TrainConfig, data_fingerprint, fit_model, load_checkpoint
 
 
+class CheckpointMismatch(ValueError):
+    """The checkpoint cannot serve this data (another catalog, or missing): refused, never silently retrained."""
+
+
 class MetaRecRecommender:
     """fit: load `checkpoint` when it was trained on exactly this data (same fit users and events), else meta-train
     with `config` (default: the checkpoint's config), so the new-item run never reuses a full-data prior."""
@@ -26,8 +30,16 @@ class MetaRecRecommender:
 
     def fit(self, ds, fit_users: np.ndarray, log=None) -> "MetaRecRecommender":
         fit_users = np.asarray(fit_users, np.int64)
-        if self.checkpoint is not None and os.path.isfile(self.checkpoint):
+        if self.checkpoint is not None:
+            if not os.path.isfile(self.checkpoint):
+                raise CheckpointMismatch(f"checkpoint {self.checkpoint} does not exist")
             model, cfg, ck = load_checkpoint(self.checkpoint)
+            ids = [str(x) for x in ds.item_ids]
+            if ck.get("item_ids") is not None and ck["item_ids"] != ids:
+                raise CheckpointMismatch(
+                    f"checkpoint {self.checkpoint} was trained on another catalog ({ck['n_items']} items, this data "
+                    f"{ds.n_items}; dataset {cfg.dataset!r}): pass its --dataset or train on this data")
+            # same catalog, other fit users or withheld events (the new-item run): meta-train anew below
             if ck.get("data_fingerprint") == data_fingerprint(ds, fit_users):
                 self.set_model(model, cfg)
                 self.stats = ck.get("stats", {})

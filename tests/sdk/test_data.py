@@ -72,3 +72,68 @@ def test_csv_round_trip(tmp_path):
     back = load_table(tmp_path / "x.csv")
     for f in ("user", "item", "rating", "ts"):
         np.testing.assert_array_equal(getattr(ds, f), getattr(back, f))
+
+
+def _doubled(ds, shift: float = 0.0):
+    """Every event of `ds` twice (a re-play `shift` seconds later), as an implicit log has them."""
+    u, i, t = ds.user_ids[ds.user], ds.item_ids[ds.item], ds.ts
+    return build_dataset("twice", np.r_[u, u], np.r_[i, i], np.r_[t, t + shift], item_ids=ds.item_ids,
+                         item_genres=ds.item_genres, item_year=ds.item_year)
+
+
+@pytest.mark.parametrize("shift", [0.0, 3600.0])
+def test_repeated_events_keep_the_first_occurrence(shift):
+    """Repeats of a (user, item) pair are dropped, the first kept: the doubled log is the log itself."""
+    from metarec_tiny import tiny_dataset
+
+    ds = tiny_dataset()
+    twice = _doubled(ds, shift)
+    assert twice.n_events == ds.n_events
+    for f in ("user", "item", "ts"):
+        np.testing.assert_array_equal(getattr(twice, f), getattr(ds, f))
+    # a repeat that comes first in time wins: the earlier timestamp is kept
+    later = build_dataset("x", ["u", "u", "u"], ["a", "b", "a"], [10.0, 20.0, 5.0])
+    assert later.ts.tolist() == [5.0, 20.0] and later.item_ids[later.item].tolist() == ["a", "b"]
+
+
+def test_training_on_a_doubled_log_starts_where_the_log_does():
+    """Was: every row twice started training at loss 4.5e8 (repeats became excluded targets), exit code 0."""
+    from metarec.sdk.train import TrainConfig, fit_model
+    from metarec_tiny import tiny_dataset
+    from test_train import SMALL
+
+    ds = tiny_dataset()
+    cfg = TrainConfig(model=SMALL, dataset="tiny", steps=3, batch_size=16, n_targets=3, progress=False)
+    fit = np.arange(ds.n_users)
+    _, once = fit_model(cfg, ds, fit)
+    _, twice = fit_model(cfg, _doubled(ds, 60.0), fit)
+    assert twice["first_loss"] == pytest.approx(once["first_loss"], rel=1e-6) and twice["first_loss"] < 20
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e6])
+def test_millisecond_timestamps_are_refused_naming_the_row(scale):
+    with pytest.raises(DataError, match=r"row 2: .*milliseconds"):
+        build_dataset("ratings.csv", ["u", "u"], ["a", "b"], [880_000_000.0, 880_000_600.0 * scale])
+    build_dataset("ratings.csv", ["u"], ["a"], [4_102_444_800.0])  # seconds in 2100 are fine
+
+
+def test_a_checkpoint_of_another_catalog_is_refused_not_retrained(tmp_path):
+    from metarec.sdk.recommender import CheckpointMismatch, MetaRecRecommender
+    from metarec.sdk.train import TrainConfig, fit_model, save_checkpoint
+    from metarec_tiny import tiny_dataset
+    from test_train import SMALL
+
+    ds = tiny_dataset()
+    cfg = TrainConfig(model=SMALL, dataset="tiny", steps=2, batch_size=8, n_targets=3, progress=False)
+    fit = np.arange(ds.n_users)
+    model, _ = fit_model(cfg, ds, fit)
+    ck = tmp_path / "prior.pt"
+    import torch
+
+    save_checkpoint(ck, model, cfg, torch.optim.Adam(model.parameters()), 2, ds, fit)
+    MetaRecRecommender(checkpoint=ck).fit(ds, fit)  # its own data: loads
+    other = tiny_dataset(n_items=32)
+    with pytest.raises(CheckpointMismatch, match="another catalog"):
+        MetaRecRecommender(checkpoint=ck).fit(other, np.arange(other.n_users))
+    with pytest.raises(CheckpointMismatch, match="does not exist"):
+        MetaRecRecommender(config=cfg, checkpoint=tmp_path / "missing.pt").fit(ds, fit)
