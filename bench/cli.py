@@ -94,7 +94,7 @@ def cmd_baselines(a, argv) -> int:
 def cmd_train(a, argv) -> int:
     from metarec.sdk.train import load_config, train
 
-    out = train(load_config(a.config) if a.config else None, a.out)
+    out = train(load_config(a.config) if a.config else None, a.out, floor=not a.no_floor)
     print(f"wrote {out}")
     return 0
 
@@ -110,7 +110,7 @@ def cmd_export(a, argv) -> int:
     from metarec.export import export_bundle
 
     out = export_bundle(a.checkpoint, a.out, quant=a.quant, prune=a.prune, key_path=a.key, serial=a.serial,
-                        model_out=a.save_model)
+                        model_out=a.save_model, force=a.force)
     print(f"bundle written to {out}")
     return 0
 
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="meta-train the prior")
     s.add_argument("--config", default=None, help="JSON TrainConfig (default: the ML-100K config)")
     s.add_argument("--out", required=True, help="checkpoint path")
+    s.add_argument("--no-floor", action="store_true",
+                   help="skip the validation floor (prior vs simple baselines on validation users; export refuses a "
+                        "checkpoint without a passed floor only when it measured 'below')")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("keygen", help="generate an Ed25519 development key pair (private.pem, public.pem)")
@@ -177,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--serial", type=int, default=None, help="bundle serial (default: current unix time)")
     s.add_argument("--save-model", default=None,
                    help="also save the exported (pruned, re-fine-tuned) model as a checkpoint here (not in the bundle)")
+    s.add_argument("--force", action="store_true",
+                   help="export even when the checkpoint's validation floor says the prior loses to a baseline")
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")

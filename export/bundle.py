@@ -72,7 +72,10 @@ def load_model(checkpoint_or_model):
         model, cfg, ck = load_checkpoint(path)
     except (KeyError, ValueError) as e:
         raise ExportError(f"{path} is not a metarec checkpoint: {e}") from e
-    return model, ck.get("item_ids"), {"train": cfg.to_dict()}
+    extra = {"train": cfg.to_dict()}
+    if "floor" in ck:  # the validation floor `metarec train` measured: recorded in the manifest, checked on export
+        extra["floor"] = ck["floor"]
+    return model, ck.get("item_ids"), extra
 
 
 def model_fingerprint(model) -> str:
@@ -170,8 +173,9 @@ def _training_data(train_cfg: dict):
 def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
                   serial: int | None = None, *, export_config: ExportConfig | None = None,
                   compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
-                  finetune=None, model_out=None) -> Path:
+                  finetune=None, model_out=None, force: bool = False) -> Path:
     """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
+    A checkpoint whose validation floor says "below" (sdk/floor.py) is an ExportError unless `force`.
 
     `prune`: None (the phone profile, DEFAULT_PRUNE), "none" (no pruning), a dict, or the CLI spec
     "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
@@ -185,6 +189,11 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     ecfg = export_config or ExportConfig()
     model, ck_ids, extra = load_model(checkpoint_or_model)
     check_lowerable(model.cfg, extra.get("train", {}).get("learner"))
+    if extra.get("floor", {}).get("verdict") == "below" and not force:
+        from metarec.sdk.floor import floor_summary
+
+        raise ExportError(f"{floor_summary(extra['floor'])}: this prior loses to a simple baseline on validation "
+                          "users; ship the baseline, or export anyway with force=True (--force)")
     ids = item_ids if item_ids is not None else ck_ids
     if ids is None:
         ids = [str(i) for i in range(model.n_items)]

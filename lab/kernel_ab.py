@@ -64,14 +64,17 @@ def main(argv=None) -> int:
     with torch.no_grad():
         m.item_emb.normal_(0, 0.1)
     t = m.export_item_table()
-    calls = {}
+    calls, keep = {}, []  # the runtime reads a program's constants from its bytes: keep them alive
     for name, mod in (("old", old), ("new", new)):
-        score = Runtime.get().load_program(mod.export_score_program(m, m.export_item_bias(), t, 20, torch.float16, True))
+        score_bytes = mod.export_score_program(m, m.export_item_bias(), t, 20, torch.float16, True)
+        score = Runtime.get().load_program(score_bytes)
         fwd = score.load_method("forward")
         ex = list(mod.score_example_inputs(m, t))
         adapt_bytes = mod.export_adapt_program(m, t)
         tm = _load_for_executorch_for_training_from_buffer(adapt_bytes)
-        prep = Runtime.get().load_program(adapt_bytes).load_method("prepare")
+        adapt_prog = Runtime.get().load_program(adapt_bytes)
+        prep = adapt_prog.load_method("prepare")
+        keep += [score_bytes, adapt_bytes, score, adapt_prog]
         aex = list(mod.adapt_example_inputs(m, t))
         packed = prep.execute(aex)[0].clone()
         calls[name] = {"score forward": (score, lambda f=fwd, x=ex: f.execute(x)),

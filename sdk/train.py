@@ -302,8 +302,9 @@ def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
 
 
 def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.PathLike | None = None,
-              resume: bool = True) -> tuple[MetaRecModel, dict]:
-    """Meta-train on `fit_users` of `ds`; checkpoints (and resumes from) `ckpt_path`. Returns (model, stats)."""
+              resume: bool = True, ckpt_extra: dict | None = None) -> tuple[MetaRecModel, dict]:
+    """Meta-train on `fit_users` of `ds`; checkpoints (and resumes from) `ckpt_path`, the final one with
+    `ckpt_extra` (e.g. the validation floor). Returns (model, stats)."""
     rank, world = _dist_info()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} ranks")
@@ -374,11 +375,12 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
              "first_loss": float(np.mean(losses[:5])) if losses else float("nan"),
              "final_loss": float(np.mean(losses[-5:])) if losses else float("nan")}
     if ckpt_path is not None and rank == 0:
-        save_checkpoint(ckpt_path, model, cfg, opt, cfg.steps, ds, fit_users, stats)
+        save_checkpoint(ckpt_path, model, cfg, opt, cfg.steps, ds, fit_users, stats, ckpt_extra)
     return model, stats
 
 
-def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int, ds, fit_users, stats=None):
+def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int, ds, fit_users, stats=None,
+                    extra: dict | None = None):
     """Atomic write (tmp + rename): a kill mid-save never leaves a torn checkpoint behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -386,7 +388,7 @@ def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int,
           "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "n_items": model.n_items,
           "item_ids": [str(x) for x in ds.item_ids], "fit_users": np.asarray(fit_users).tolist(),
           "data_fingerprint": data_fingerprint(ds, fit_users),
-          "stats": stats or {}}
+          "stats": stats or {}, **(extra or {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(ck, tmp)
     os.replace(tmp, path)
@@ -444,8 +446,9 @@ def metarec_factory(checkpoint: str | os.PathLike | None = None, config: TrainCo
     return lambda: MetaRecRecommender(config=config, checkpoint=checkpoint)
 
 
-def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.PathLike) -> str:
-    """`metarec train --config FILE --out CKPT`: load the data, meta-train, write the checkpoint. Under torchrun
+def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.PathLike, floor: bool = True) -> str:
+    """`metarec train --config FILE --out CKPT`: load the data, check the floor on validation users (sdk/floor.py;
+    stored in the checkpoint, export refuses a prior below it), meta-train, write the checkpoint. Under torchrun
     (WORLD_SIZE > 1) it joins the gloo group itself and shards tasks over ranks."""
     cfg = TrainConfig() if config is None else config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     from metarec.sdk.data import load_dataset
@@ -467,7 +470,14 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
             held = np.zeros(ds.n_items, bool)
             held[withheld_items(ds)] = True
             ds = subset_events(ds, ~held[ds.item])
-        _, stats = fit_model(cfg, ds, users, out_path)
+        extra = None
+        if floor:
+            from metarec.sdk.floor import floor_summary, validation_floor
+
+            extra = {"floor": validation_floor(cfg, ds)}
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(floor_summary(extra["floor"]), flush=True)
+        _, stats = fit_model(cfg, ds, users, out_path, ckpt_extra=extra)
     finally:
         if own_group:
             dist.destroy_process_group()
