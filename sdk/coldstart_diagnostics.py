@@ -172,6 +172,14 @@ def synthetic_truth(base: TrainConfig, seeds=(0,), syn_cfg=None) -> dict:
                 r["day_part_lift"] = learned_day_part_lift(rec, ds, sp.test, log)
             runs.append(r)
         out["runs"][name] = runs
+    from metarec.sdk.synthetic_oracle import MODES, WorldOracle
+
+    for mode in MODES:  # the generator's references: the same queries, no training, one run serves every seed
+        res = evaluate_users(WorldOracle(mode).fit(ds), ds, sp.test, log, ks=(1, 2, 3))
+        out["runs"][f"oracle ({mode})"] = [{**summarize_next_item(res, ks=(1, 2, 3)), "scene": scene_slices(res)}]
+        out[f"vs_oracle_{mode}"] = paired_difference(raw[FULL], [res] * len(seeds))
+    full = np.mean([r["headline"]["hr10"] for r in out["runs"][FULL]])
+    out["share_of_oracle"] = float(full / out["runs"]["oracle (truth)"][0]["headline"]["hr10"])
     out["scene_effect"] = paired_difference(raw[FULL], raw[NO_SCENE])
     out["scene_effect"]["per_seed"] = [paired_difference(a, b)["hr10_diff"]
                                        for a, b in zip(raw[FULL], raw[NO_SCENE])]

@@ -90,6 +90,12 @@ def coldstart_markdown(report: dict, baselines: dict | None) -> str:
                   "prototype accuracy vs chance (n) |", "|---|---|---|---|---|---|"]
         for name, runs in syn["runs"].items():
             lines.append(_syn_row(name, runs))
+        if "share_of_oracle" in syn:
+            ref = ", ".join(f"{m} {syn[f'vs_oracle_{m}']['hr10_diff']:+.3f} [{syn[f'vs_oracle_{m}']['hr10_diff_ci'][0]:+.3f}, "
+                            f"{syn[f'vs_oracle_{m}']['hr10_diff_ci'][1]:+.3f}]" for m in ("truth", "posterior", "world"))
+            lines += ["", f"The product reaches {syn['share_of_oracle']:.2f} x the oracle's headline (sdk/synthetic_oracle.py: "
+                      f"truth = the user's true prototype; posterior = Bayes over prototypes from the support; world = "
+                      f"no user). Paired HR@10, product - reference: {ref}."]
         eff, pl = syn.get("scene_effect"), syn.get("planted_scene")
         if eff:
             lines += ["", f"Scene effect, full - no scene encoder, paired over the same test queries (K=1..3, "

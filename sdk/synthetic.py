@@ -173,6 +173,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> Dataset:
         "scene_item_affinity": it["affinity"],
         "bursts": it["bursts"],
         "item_release": it["release"],
+        "item_base": it["base"],
         "new_items": np.flatnonzero(np.isfinite(it["release"])),
         "scene_spec": cfg.scene_spec.to_dict(),
     }
