@@ -23,14 +23,14 @@ NATIVE_SRC := $(wildcard runtime_native/src/* runtime_native/include/* runtime_n
 $(BIN)/cmake: $(STAMP)
 	$(BIN)/pip install -q "cmake>=3.28"
 
-build/native/libmetarec.so: $(NATIVE_SRC) $(BIN)/cmake
+build/native/libmetarec.so: $(NATIVE_SRC) | $(BIN)/cmake
 	$(BIN)/cmake -S runtime_native -B build/native -G Ninja -DCMAKE_PREFIX_PATH=$(ET_CMAKE) -DCMAKE_BUILD_TYPE=Release
 	$(BIN)/cmake --build build/native
 
 native: build/native/libmetarec.so
 
 # the same build with AddressSanitizer + UBSan in build/native-asan/, then the native tests against it
-native-asan: $(BIN)/cmake
+native-asan: | $(BIN)/cmake
 	$(BIN)/cmake -S runtime_native -B build/native-asan -G Ninja -DCMAKE_PREFIX_PATH=$(ET_CMAKE) \
 		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAREC_SANITIZE=ON
 	$(BIN)/cmake --build build/native-asan
@@ -38,7 +38,7 @@ native-asan: $(BIN)/cmake
 		LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		$(BIN)/python -m pytest -q -p no:cacheprovider tests/native
 
-test: $(STAMP)
+test: $(STAMP) native
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
