@@ -1,9 +1,8 @@
 // Bundle verification and decoding, runtime_py/bundle.py + manifest.py + bundle_codecs.py in C++: the signature
 // over the raw manifest bytes first, then the schema, then every listed file's size and sha256 from the same
-// bytes that are decoded (nothing re-read). Crypto is OpenSSL 3's EVP (no hand-written crypto).
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
+// bytes that are decoded (nothing re-read). Crypto is libsodium's (no hand-written crypto): OpenSSL's libcrypto
+// did the same but kept 3.6 MiB resident once initialised, a quarter of the 16 MiB budget; libsodium ~0.1 MiB.
+#include <sodium.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -39,34 +38,36 @@ Bytes read_file(const std::string &path, size_t limit) {
 }
 
 std::string sha256_hex(const Bytes &b) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_Digest(b.data(), b.size(), md, &n, EVP_sha256(), nullptr) != 1) throw BundleError("sha256 failed");
+  unsigned char md[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(md, b.data(), b.size());
   static const char *hex = "0123456789abcdef";
   std::string s;
-  for (unsigned i = 0; i < n; i++) s += hex[md[i] >> 4], s += hex[md[i] & 15];
+  for (unsigned char c : md) s += hex[c >> 4], s += hex[c & 15];
   return s;
 }
 
+// The raw 32-byte key of an Ed25519 SubjectPublicKeyInfo PEM: the DER is a fixed 12-byte header + the key (RFC 8410)
+std::vector<unsigned char> ed25519_key(const std::string &pem) {
+  static const std::string begin = "-----BEGIN PUBLIC KEY-----", end = "-----END PUBLIC KEY-----";
+  static const unsigned char spki[12] = {0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00};
+  size_t a = pem.find(begin), z = pem.find(end);
+  if (a == std::string::npos || z == std::string::npos || z < a) throw BundleError("trusted key is not a readable PEM public key");
+  std::string b64 = pem.substr(a + begin.size(), z - a - begin.size());
+  unsigned char der[256];
+  size_t n = 0;
+  if (sodium_base642bin(der, sizeof der, b64.data(), b64.size(), " \t\r\n", &n, nullptr,
+                        sodium_base64_VARIANT_ORIGINAL) != 0)
+    throw BundleError("trusted key is not a readable PEM public key");
+  if (n != 44 || std::memcmp(der, spki, sizeof spki) != 0) throw BundleError("trusted key is not an Ed25519 public key");
+  return {der + 12, der + 44};
+}
+
 void verify_signature(const Bytes &data, const Bytes &sig, const std::string &pem) {
-  BIO *bio = BIO_new_mem_buf(pem.data(), int(pem.size()));
-  EVP_PKEY *key = bio ? PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr) : nullptr;
-  BIO_free(bio);
-  if (!key) throw BundleError("trusted key is not a readable PEM public key");
-  if (EVP_PKEY_get_base_id(key) != EVP_PKEY_ED25519) {
-    EVP_PKEY_free(key);
-    throw BundleError("trusted key is not an Ed25519 public key");
-  }
-  if (sig.size() != 64) {
-    EVP_PKEY_free(key);
-    throw BundleError("signature has " + std::to_string(sig.size()) + " bytes, expected 64");
-  }
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  int ok = ctx && EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, key) == 1 &&
-           EVP_DigestVerify(ctx, sig.data(), sig.size(), data.data(), data.size()) == 1;
-  EVP_MD_CTX_free(ctx);
-  EVP_PKEY_free(key);
-  if (!ok) throw BundleError("signature does not verify with the trusted key");
+  if (sodium_init() < 0) throw BundleError("libsodium cannot initialise");
+  std::vector<unsigned char> key = ed25519_key(pem);
+  if (sig.size() != crypto_sign_BYTES) throw BundleError("signature has " + std::to_string(sig.size()) + " bytes, expected 64");
+  if (crypto_sign_verify_detached(sig.data(), data.data(), data.size(), key.data()) != 0)
+    throw BundleError("signature does not verify with the trusted key");
 }
 
 const json &field(const json &o, const char *k) {
