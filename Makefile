@@ -18,7 +18,7 @@ venv: $(STAMP)
 # The native runtime (runtime_native/, docs/native.md): CMake + Ninja against the venv's ExecuTorch wheel.
 # CMake >= 3.28 comes from PyPI into the venv (the wheel's imported targets need it; Debian 12 ships 3.25).
 ET_CMAKE = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/executorch/share/cmake
-NATIVE_SRC := $(wildcard runtime_native/src/* runtime_native/include/* runtime_native/CMakeLists.txt)
+NATIVE_SRC := $(wildcard runtime_native/src/* runtime_native/include/* runtime_native/CMakeLists.txt) runtime_py/store_schema.sql
 
 $(BIN)/cmake: $(STAMP)
 	$(BIN)/pip install -q "cmake>=3.28"

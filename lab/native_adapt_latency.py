@@ -5,24 +5,12 @@
 """
 import json
 import sys
-import time
 
-import numpy as np
 import torch
 
+from metarec.export.measure import _p50
 from metarec.runtime.bundle import open_bundle
 from metarec.runtime.programs import AdaptProgram
-
-
-def p50_us(f, n=3000):
-    for _ in range(200):
-        f()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts) * 1e6)
 
 
 def main(bundle_dir, key):
@@ -40,8 +28,8 @@ def main(bundle_dir, key):
     trainer = AdaptProgram(b.programs["adapt"], io, sh)
     named = {n: a.numpy() for n, a in zip(io.inputs, args)}
     print(json.dumps({"inner_steps": io.inner_steps, "P": sh.P,
-                      "training_program_us": p50_us(lambda: trainer.adapt(named)),
-                      "unrolled_method_us": p50_us(lambda: unrolled.execute([prep.execute(args)[0]]))}))
+                      "training_program_us": _p50(lambda: trainer.adapt(named), 3000),
+                      "unrolled_method_us": _p50(lambda: unrolled.execute([prep.execute(args)[0]]), 3000)}))
 
 
 if __name__ == "__main__":

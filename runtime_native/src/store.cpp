@@ -3,29 +3,12 @@
 #include <sqlite3.h>
 
 #include "internal.h"
+#include "store_schema.h"
 
 namespace mr {
 namespace {
 constexpr int64_t kStoreSchema = 1;
-const char *kSchema = R"(
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    ts REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts, seq);
-CREATE TABLE IF NOT EXISTS heads (
-    user_id TEXT PRIMARY KEY,
-    serial INTEGER NOT NULL,
-    event_seq INTEGER NOT NULL,
-    scene BLOB NOT NULL,
-    head BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trending (id INTEGER PRIMARY KEY CHECK (id = 1), pack BLOB NOT NULL);
-)";
+const char *kSchema = kStoreSchemaSql;  // runtime_py/store_schema.sql, embedded by CMake (store_schema.h)
 
 // One prepared statement, finalized on scope exit (a throw mid-step must not leak it).
 struct Stmt {

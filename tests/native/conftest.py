@@ -3,7 +3,6 @@ library through ctypes (runtime_py/native.py), and fresh copies of the bundle fo
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 
 from metarec.runtime.native import DEFAULT_LIB, load_library
 
-T0 = 8.8e8
 
 
 def _export_fixtures():
@@ -64,14 +62,3 @@ def item_ids(exported, keys):
     from metarec.runtime.bundle import open_bundle
 
     return list(open_bundle(exported[0], keys / "public.pem").item_ids)
-
-
-def resign(bundle: Path, private_pem: Path, **changes) -> None:
-    """Rewrite manifest.json with `changes` (canonical form) and sign it again with the real key."""
-    from metarec.runtime.bundle_codecs import sign_manifest
-
-    m = json.loads((bundle / "manifest.json").read_bytes())
-    m.update(changes)
-    raw = json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    (bundle / "manifest.json").write_bytes(raw)
-    (bundle / "manifest.sig").write_bytes(sign_manifest(raw, private_pem))

@@ -6,7 +6,7 @@ import pytest
 from metarec.runtime import Recommender, StateError, TrendingPack
 from metarec.runtime.native import NativeRecommender
 
-from conftest import T0
+from native_helpers import T0
 
 KS = (0, 1, 2, 3, 5, 10)
 

@@ -16,7 +16,7 @@ from metarec.runtime import BundleError, InputError, StateError
 from metarec.runtime.bundle_codecs import generate_keypair
 from metarec.runtime.native import MR_BUNDLE_ERROR, MR_INPUT_ERROR, NativeRecommender
 
-from conftest import T0, resign
+from native_helpers import T0, resign
 
 FILES = ["manifest.json", "manifest.sig", "score.pte", "adapt.pte", "items.bin", "head0.bin", "item_ids.bin"]
 
