@@ -33,6 +33,14 @@ bool finite(const std::vector<float> &v) {
   return true;
 }
 
+// The calendar the scene is computed on (Python's datetime) spans years 1..9999: a time outside it (e.g. in
+// milliseconds) has no scene, so it is refused up front instead of failing at a later recommend.
+void check_time(double t, const char *what) {
+  if (!std::isfinite(t)) throw InputError(std::string(what) + " must be finite");
+  if (t < -62135596800.0 || t > 253402300799.0)
+    throw InputError(std::string(what) + " is outside years 1..9999 (seconds since the epoch expected, not ms)");
+}
+
 void check_id(const std::string &v, const char *what) {
   if (v.empty()) throw InputError(std::string(what) + " must be a non-empty string");
 }
@@ -233,7 +241,7 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
                             std::vector<float> &scores) {
   if (closed_) throw StateError("this Recommender is closed");
   check_id(user, "user_id");
-  if (!std::isfinite(now)) throw InputError("now must be finite");
+  check_time(now, "now");
   if (k < 1 || k > b_.sh.N) throw InputError("k must be an int in [1, " + std::to_string(b_.sh.N) + "]");
   if (k > b_.sh.k_max) throw InputError("k exceeds this bundle's top-k capacity k_max=" + std::to_string(b_.sh.k_max));
   User &u = load_user(user);
@@ -281,7 +289,7 @@ void Recommender::record(const std::string &user, const std::string &item, doubl
   check_id(user, "user_id");
   check_id(item, "item_id");
   if (!index_.count(item)) throw InputError("unknown item_id " + item + ": not in this bundle's catalog");
-  if (!std::isfinite(ts)) throw InputError("timestamp must be finite");
+  check_time(ts, "timestamp");
   std::string eid = event_id ? std::string(event_id) : new_event_id();
   check_id(eid, "event_id");
   std::optional<PendingHead> mine;

@@ -90,6 +90,9 @@ BAD = [
     lambda r, ids: r.record("u", ids[0], float("nan")),
     lambda r, ids: r.record("u", ids[0], float("inf")),
     lambda r, ids: r.record("u", ids[0], -float("inf")),
+    lambda r, ids: r.record("u", ids[0], 1.7e12),  # milliseconds: no calendar scene (years 1..9999 only)
+    lambda r, ids: r.recommend("u", 1.7e12),
+    lambda r, ids: r.recommend("u", -1e300),
     lambda r, ids: r.record("", ids[0], T0),
     lambda r, ids: r.record("u", "", T0),
     lambda r, ids: r.record("u", "no-such-item", T0),
