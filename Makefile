@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean native native-asan test-native
+.PHONY: demo test venv clean native native-asan
 
 # torch is installed FIRST and exactly: a looser spec (or a dependency resolving it) pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
