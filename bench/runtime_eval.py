@@ -18,7 +18,7 @@ from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make
 
 
 def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADLINE_KS, state_path=None,
-                      progress: bool = True, eager=None) -> dict:
+                      progress: bool = True, eager=None, opener=Recommender.open) -> dict:
     """HR@10 / NDCG@10 per K and the K=1..3 headline through `metarec.runtime.Recommender`.
 
     With `eager` (a fitted sdk Recommender, e.g. MetaRecRecommender on the bundle's checkpoint), each query's
@@ -30,7 +30,7 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
     if state_path is None:
         tmp = tempfile.TemporaryDirectory()
         state_path = Path(tmp.name) / "state.db"
-    rec = Recommender.open(bundle_dir, state_path, trusted_key=trusted_key)
+    rec = opener(bundle_dir, state_path, trusted_key=trusted_key)
     rows_out = []  # (user, k, hr, ndcg, top10 ids)
     try:
         for u in tqdm(users, disable=not progress, desc="runtime"):

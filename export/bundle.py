@@ -22,8 +22,9 @@ import torch
 from metarec.runtime.bundle_codecs import check_item_ids, encode_floats, encode_item_ids, encode_program, sign_manifest
 from metarec.runtime.bundle_codecs import generate_keypair as _rt_keypair
 from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, ADAPT_OUTPUTS, ADAPT_PARAMETER,
-                                      ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS, ADAPT_STEP_INPUTS, HEAD_FILE,
-                                      IDS_FILE, MANIFEST_FILE, ONNX_FILE, RANK_INPUTS, RANK_METHOD, RESERVED_FILES,
+                                      ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS, ADAPT_STEP_INPUTS,
+                                      ADAPT_UNROLLED_METHOD, HEAD_FILE, IDS_FILE, MANIFEST_FILE, ONNX_FILE, RANK_INPUTS,
+                                      RANK_METHOD, RESERVED_FILES,
                                       SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
                                       SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec)
 from metarec.runtime.scene import SceneSpec
@@ -128,7 +129,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
     adapt = dict(file=ADAPT_FILE, method=ADAPT_METHOD, inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS, codec=codec,
                  parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
                  prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
-                 step_inputs=ADAPT_STEP_INPUTS)
+                 step_inputs=ADAPT_STEP_INPUTS, unrolled_method=ADAPT_UNROLLED_METHOD)
     try:
         return Manifest(
             model_version=model_version, serial=int(serial),

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarec.runtime.manifest import ADAPT_PREPARE_METHOD, RANK_METHOD  # the bundle contract owns program names
+from metarec.runtime.manifest import ADAPT_PREPARE_METHOD, ADAPT_UNROLLED_METHOD, RANK_METHOD  # contract names
 from metarec.sdk import kernel
 from metarec.sdk.kernel import EXCLUDED
 
@@ -252,6 +252,34 @@ class AdaptStepModule(nn.Module):
         return (kernel.support_ce(torch.mm(tv, z).view(S), torch.mm(nv, z).view(R), w),)
 
 
+def unrolled_adapt(model, steps: int, lr: float = 1.0):
+    """packed -> theta (P,): `steps` Meta-SGD steps on AdaptStepModule's own loss, its gradient by torch.func.grad
+    (the training program's math, not a second copy), delta starting at 0 and SGD(lr) as the training runtime does."""
+    step = AdaptStepModule(model)
+    P = step.dims["P"]
+
+    def loss(delta, packed):
+        return torch.func.functional_call(step, {"delta": delta}, (packed,))[0]
+
+    grad = torch.func.grad(loss)
+
+    def adapt(packed):
+        delta = torch.zeros(P, dtype=packed.dtype)
+        for _ in range(steps):
+            delta = delta - lr * grad(delta, packed)
+        return (packed[:P] + packed[P:2 * P] * delta,)  # theta0 + scale * delta (prepare's packing order)
+
+    return adapt
+
+
+def export_unrolled_adapt(model, packed: torch.Tensor, steps: int, lr: float = 1.0):
+    """The unrolled adaptation as a torch.export program: make_fx traces the gradient into plain aten ops."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gm = make_fx(unrolled_adapt(model, steps, lr))(packed)
+    return torch.export.export(gm, (packed,), strict=False)
+
+
 def adapt_example_inputs(model, table: torch.Tensor) -> tuple:
     head, hist_vecs, hist_mask, scene, *_ = score_example_inputs(model, table)
     neg = table[model.negatives]
@@ -276,7 +304,8 @@ def export_score_program(model, bias: torch.Tensor, table: torch.Tensor, k_max: 
 
 def export_adapt_program(model, table: torch.Tensor) -> bytes:
     """adapt.pte bytes: `prepare` (one XNNPACK call) + the joint forward-backward `forward`
-    (executorch.extension.training) with `delta` inside, portable."""
+    (executorch.extension.training) with `delta` inside, portable, + ADAPT_UNROLLED_METHOD, the same steps as one
+    stateless method (portable) for runtimes with only the Module API (docs/decisions/native-adaptation.md)."""
     from torch.export.experimental import _export_forward_backward
 
     example = adapt_example_inputs(model, table)
@@ -292,8 +321,9 @@ def export_adapt_program(model, table: torch.Tensor) -> bytes:
     def fold(edge):
         edge._edge_programs["forward"] = _fold_step(edge.exported_program("forward"))
 
-    return lower({"forward": step_ep, ADAPT_PREPARE_METHOD: prep_ep},
-                 {"forward": "portable", ADAPT_PREPARE_METHOD: "score"}, edit=fold)
+    unrolled_ep = export_unrolled_adapt(model, packed, int(model.inner_steps))
+    return lower({"forward": step_ep, ADAPT_PREPARE_METHOD: prep_ep, ADAPT_UNROLLED_METHOD: unrolled_ep},
+                 {"forward": "portable", ADAPT_PREPARE_METHOD: "score", ADAPT_UNROLLED_METHOD: "portable"}, edit=fold)
 
 
 def _fold_step(ep):

@@ -26,7 +26,9 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
   theta0 + scale * delta. With `prepare_method` set, the program first runs that stateless method ONCE on the
   contract `inputs`; its outputs (`prepare_outputs`, which then include `scale`) feed the training method, whose
   inputs are `step_inputs` (names from `inputs` and `prepare_outputs`). Without it the training method takes
-  `inputs` directly and outputs `scale` itself.
+  `inputs` directly and outputs `scale` itself. With `unrolled_method` also set, that stateless method takes
+  `step_inputs` and returns the adapted head theta (P,) after all `inner_steps` (the same steps, unrolled), so a
+  runtime without the training extension (runtime_native/) adapts with a plain method call.
 """
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ ADAPT_PARAMETER = "delta"
 ADAPT_PREPARE_METHOD = "prepare"
 ADAPT_PREPARE_OUTPUTS = ("packed", "scale")
 ADAPT_STEP_INPUTS = ("packed",)
+ADAPT_UNROLLED_METHOD = "adapt"  # stateless: step_inputs -> (theta,), for runtimes without a training extension
 
 ADAPT_SCENES = ("query", "last_event")
 HISTORY_ALIGNS = ("right", "left")
@@ -128,6 +131,9 @@ class ProgramIO:
     prepare_method: str = ""  # adapt only: a stateless method run once per adaptation before the steps ("" = none)
     prepare_outputs: tuple[str, ...] = ()  # its outputs, by name
     step_inputs: tuple[str, ...] = ()  # the training method's inputs, from `inputs` and `prepare_outputs`
+    # adapt only: a stateless method taking `step_inputs` and returning the adapted head theta (P,) after all
+    # `inner_steps` (unrolled; "" = none): what a runtime without ExecuTorch's training extension runs
+    unrolled_method: str = ""
     # score only: a method ranking from forward's cached outputs (user_vec, offset) and the table ("" = none);
     # it returns (topk_scores, topk_ids) in that order, the same as forward's while the user's head, history,
     # scene and trend pack are unchanged
@@ -160,6 +166,10 @@ class ProgramIO:
         else:
             _check(not self.prepare_outputs and not self.step_inputs,
                    "prepare_outputs/step_inputs need a prepare_method")
+        _check(isinstance(self.unrolled_method, str), "unrolled_method must be a str")
+        if self.unrolled_method:
+            _check(bool(self.prepare_method) and self.unrolled_method not in (self.method, self.prepare_method),
+                   "an unrolled_method needs a prepare_method and its own name")
         _check(isinstance(self.method, str) and bool(self.method), "program method must be a non-empty str")
         _check(self.codec in PROGRAM_CODECS, f"program codec {self.codec!r} unknown; known: {PROGRAM_CODECS}")
         _check(_is_int(self.inner_steps) and 0 <= self.inner_steps <= 3, "inner_steps must be in [0, 3]")
@@ -268,6 +278,7 @@ class Manifest:
                "adapt must output `scale` (from its training method or its prepare method)")
         _check(not self.programs["score"].prepare_method, "score has no prepare method")
         _check(not adapt.rank_method, "adapt has no rank method")
+        _check(not self.programs["score"].unrolled_method, "score has no unrolled method")
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file,
                       self.item_ids_file]

@@ -16,25 +16,7 @@ from pathlib import Path
 from .errors import BundleError, StateError
 
 STORE_SCHEMA = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    ts REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts, seq);
-CREATE TABLE IF NOT EXISTS heads (
-    user_id TEXT PRIMARY KEY,
-    serial INTEGER NOT NULL,
-    event_seq INTEGER NOT NULL,
-    scene BLOB NOT NULL,
-    head BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trending (id INTEGER PRIMARY KEY CHECK (id = 1), pack BLOB NOT NULL);
-"""
+_SCHEMA = (Path(__file__).with_name("store_schema.sql")).read_text()  # also runtime_native's, verbatim
 
 
 class Store:

@@ -1,0 +1,61 @@
+/* MetaRec Edge native runtime: a C API over ExecuTorch's C++ runtime (docs/native.md).
+ *
+ * Same bundle, same state file and same answers as the Python runtime (runtime_py/). Every function returns
+ * one of the MR_* codes below; on failure mr_last_error(r) says why (for mr_open failures the message is in
+ * *out when it is non-NULL, else in mr_open_error()). One recommender is not for concurrent use from several
+ * threads without the caller's lock; one state file is not for two processes at once. */
+#ifndef METAREC_H
+#define METAREC_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MR_API __attribute__((visibility("default")))
+#else
+#define MR_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MR_OK 0
+#define MR_BUNDLE_ERROR 1 /* the bundle cannot be trusted or used: hash, signature, schema, rollback, programs */
+#define MR_INPUT_ERROR 2  /* a caller-supplied argument is invalid; nothing was changed */
+#define MR_STATE_ERROR 3  /* the state database cannot be opened, read or written (or the recommender is closed) */
+
+typedef struct mr_recommender mr_recommender;
+
+/* Verify bundle_dir with the Ed25519 public key (PEM text), open/create the SQLite state at state_path and load
+ * the programs. On MR_BUNDLE_ERROR / MR_STATE_ERROR *out is a recommender holding only the error message
+ * (read it with mr_last_error, then mr_close it), or NULL if even that could not be allocated. */
+MR_API int mr_open(const char *bundle_dir, const char *state_path, const char *trusted_public_key_pem,
+            mr_recommender **out);
+/* Append one interaction; returns MR_OK only once it is durable. event_id NULL: a fresh one is generated; a
+ * duplicate event_id is a no-op. Out-of-order timestamps are accepted and ordered by (timestamp, arrival). */
+MR_API int mr_record(mr_recommender *r, const char *user_id, const char *item_id, double timestamp, const char *event_id);
+/* Replace the trending pack: n (item id, 7-day count) pairs at time `at`; unknown items are ignored. Persisted. */
+MR_API int mr_set_trending(mr_recommender *r, double at, size_t n, const char *const *item_ids, const double *counts);
+/* Top-k (1 <= k <= k_max) items for user_id in the scene at `now`, best first, excluding what the user recorded.
+ * item_ids_out / scores_out hold k slots; *n_out gets how many were filled. The strings stay valid until the next
+ * call on this recommender. */
+MR_API int mr_recommend(mr_recommender *r, const char *user_id, double now, int k, const char **item_ids_out,
+                 float *scores_out, int *n_out);
+/* Erase the user's events and head. */
+MR_API int mr_forget(mr_recommender *r, const char *user_id);
+/* The message of the last failed call on r ("" after a success); valid until the next call on r. */
+MR_API const char *mr_last_error(const mr_recommender *r);
+/* Write deferred heads, close the state database and free r (NULL is a no-op). */
+MR_API void mr_close(mr_recommender *r);
+
+/* Extras: the bundle's top-k capacity and catalog size, the accepted bundle serial, and the number of events a
+ * user has (for tests and apps). Each returns MR_OK or MR_INPUT_ERROR / MR_STATE_ERROR. */
+MR_API int mr_info(const mr_recommender *r, int *k_max_out, int *n_items_out, long long *serial_out);
+MR_API int mr_count_events(mr_recommender *r, const char *user_id, long long *n_out);
+/* How many adaptations ran since open and the wall time of the last one in ns (for benchmarks). */
+MR_API int mr_stats(const mr_recommender *r, long long *adaptations_out, long long *last_adapt_ns_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,136 @@
+// The C API (include/metarec.h): argument checks, one lock per recommender, exceptions to return codes. Nothing
+// throws across the boundary: a C++ exception unwinding into Kotlin/Swift frames would abort the app.
+#include <cmath>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "metarec.h"
+#include "recommender.h"
+
+struct mr_recommender {
+  std::unique_ptr<mr::Recommender> rec;
+  std::string error;
+  std::vector<int64_t> ids;
+  std::vector<float> scores;
+  std::mutex lock;
+};
+
+namespace {
+template <class F>
+int guarded(mr_recommender *r, F &&f, int fallback = MR_STATE_ERROR) {
+  std::lock_guard<std::mutex> g(r->lock);
+  r->error.clear();
+  try {
+    f();
+    return MR_OK;
+  } catch (const mr::Error &e) {
+    r->error = e.what();
+    return e.code;
+  } catch (const nlohmann::json::exception &e) {
+    r->error = std::string("invalid bundle JSON: ") + e.what();
+    return MR_BUNDLE_ERROR;
+  } catch (const std::bad_alloc &) {
+    r->error = "out of memory";
+    return fallback;
+  } catch (const std::exception &e) {
+    r->error = e.what();
+    return fallback;
+  }
+}
+
+int input_error(mr_recommender *r, const char *msg) {
+  if (r) {
+    std::lock_guard<std::mutex> g(r->lock);
+    r->error = msg;
+  }
+  return MR_INPUT_ERROR;
+}
+
+bool ready(mr_recommender *r) { return r && r->rec; }
+}  // namespace
+
+extern "C" {
+
+int mr_open(const char *bundle_dir, const char *state_path, const char *pem, mr_recommender **out) {
+  if (!out) return MR_INPUT_ERROR;
+  *out = nullptr;
+  auto *r = new (std::nothrow) mr_recommender();
+  if (!r) return MR_STATE_ERROR;
+  *out = r;
+  if (!bundle_dir || !state_path || !pem) return input_error(r, "bundle_dir, state_path and the key must not be NULL");
+  // anything unexpected while opening broke while reading the bundle (as Recommender.open in Python)
+  return guarded(r, [&] { r->rec = std::make_unique<mr::Recommender>(bundle_dir, state_path, pem); },
+                 MR_BUNDLE_ERROR);
+}
+
+int mr_record(mr_recommender *r, const char *user_id, const char *item_id, double timestamp, const char *event_id) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  if (!user_id || !item_id) return input_error(r, "user_id and item_id must not be NULL");
+  return guarded(r, [&] { r->rec->record(user_id, item_id, timestamp, event_id); });
+}
+
+int mr_set_trending(mr_recommender *r, double at, size_t n, const char *const *item_ids, const double *counts) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  if (n > 0 && (!item_ids || !counts)) return input_error(r, "item_ids and counts must not be NULL");
+  if (n > (size_t(1) << 26)) return input_error(r, "too many trending items");
+  if (!std::isfinite(at)) return input_error(r, "trending pack time must be finite");
+  mr::TrendPack pack;
+  pack.at = at;
+  for (size_t i = 0; i < n; i++) {
+    if (!item_ids[i] || !*item_ids[i]) return input_error(r, "trending item ids must be non-empty strings");
+    if (!std::isfinite(counts[i]) || counts[i] < 0) return input_error(r, "trending counts must be finite and >= 0");
+    pack.counts[item_ids[i]] = counts[i];
+  }
+  return guarded(r, [&] { r->rec->set_trending(pack); });
+}
+
+int mr_recommend(mr_recommender *r, const char *user_id, double now, int k, const char **item_ids_out,
+                 float *scores_out, int *n_out) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  if (!user_id || !item_ids_out || !scores_out || !n_out) return input_error(r, "NULL argument");
+  *n_out = 0;
+  return guarded(r, [&] {
+    r->rec->recommend(user_id, now, k, r->ids, r->scores);
+    const auto &names = r->rec->bundle().item_ids;  // live as long as the recommender: valid past the next call
+    for (size_t i = 0; i < r->ids.size(); i++) item_ids_out[i] = names[size_t(r->ids[i])].c_str(),
+                                               scores_out[i] = r->scores[i];
+    *n_out = int(r->ids.size());
+  });
+}
+
+int mr_forget(mr_recommender *r, const char *user_id) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  if (!user_id) return input_error(r, "user_id must not be NULL");
+  return guarded(r, [&] { r->rec->forget(user_id); });
+}
+
+int mr_info(const mr_recommender *r, int *k_max_out, int *n_items_out, long long *serial_out) {
+  if (!r || !r->rec || !k_max_out || !n_items_out || !serial_out) return MR_INPUT_ERROR;
+  const auto &b = r->rec->bundle();
+  *k_max_out = int(b.sh.k_max), *n_items_out = int(b.sh.N), *serial_out = b.serial;
+  return MR_OK;
+}
+
+int mr_count_events(mr_recommender *r, const char *user_id, long long *n_out) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  if (!user_id || !n_out) return input_error(r, "NULL argument");
+  return guarded(r, [&] { *n_out = r->rec->count_events(user_id); });
+}
+
+int mr_stats(const mr_recommender *r, long long *adaptations_out, long long *last_adapt_ns_out) {
+  if (!r || !r->rec || !adaptations_out || !last_adapt_ns_out) return MR_INPUT_ERROR;
+  *adaptations_out = r->rec->adaptations, *last_adapt_ns_out = r->rec->last_adapt_ns;
+  return MR_OK;
+}
+
+const char *mr_last_error(const mr_recommender *r) { return r ? r->error.c_str() : "recommender is NULL"; }
+
+void mr_close(mr_recommender *r) {
+  if (!r) return;
+  try {
+    if (r->rec) r->rec->close();
+  } catch (...) {  // heads are a cache: losing the deferred ones costs one re-adaptation, never an event
+  }
+  delete r;
+}
+}

@@ -1,0 +1,101 @@
+// Shared declarations of the native runtime: errors, the verified bundle, the state store, the scene clock.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace mr {
+
+// The Python runtime's error hierarchy (runtime_py/errors.py), mapped to the C API's return codes.
+struct Error : std::runtime_error {
+  int code;
+  Error(int c, const std::string &m) : std::runtime_error(m), code(c) {}
+};
+struct BundleError : Error { explicit BundleError(const std::string &m) : Error(1, m) {} };
+struct InputError : Error { explicit InputError(const std::string &m) : Error(2, m) {} };
+struct StateError : Error { explicit StateError(const std::string &m) : Error(3, m) {} };
+
+using Bytes = std::vector<uint8_t>;
+
+struct Shapes { int64_t N, d, L, F, P, k_max, S, R; };
+
+struct ProgramIO {
+  std::string file, method, codec, prepare_method, unrolled_method, rank_method;
+  std::vector<std::string> inputs, outputs, prepare_outputs, step_inputs, rank_inputs;
+  int64_t inner_steps = 0;
+  double lr = 0;
+};
+
+struct SceneSpec { double utc_offset_hours = -6.0; int64_t holiday_window_days = 3, hour_resolution_minutes = 60; };
+
+// A verified, decoded bundle (runtime_py/bundle.py's Bundle): nothing is read from disk after open.
+struct Bundle {
+  int64_t serial = 0;
+  Shapes sh{};
+  ProgramIO score, adapt;
+  SceneSpec scene;
+  std::vector<int64_t> negatives;
+  std::vector<std::string> item_ids;
+  std::vector<float> table;  // (N, d) dequantized once
+  std::vector<float> head0;  // (P,)
+  Bytes score_pte, adapt_pte;  // inflated program bytes (ExecuTorch reads constants from them: keep alive)
+  bool query_scene = true, right_aligned = true;
+  std::optional<std::string> trending_json;  // the pack shipped with the bundle, if any
+};
+
+// Verify and decode (signature over the raw manifest, canonical form, schema, every file's size + sha256).
+Bundle open_bundle(const std::string &dir, const std::string &public_key_pem);
+
+// The codecs of runtime_py/bundle_codecs.py.
+std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t group);
+Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what);
+
+// Trending pack JSON (runtime_py/trending.py): {"at", "counts", "version": 1}; log1p counts per item index.
+struct TrendPack { double at = 0; std::map<std::string, double> counts; };
+TrendPack parse_trending(const std::string &json);  // BundleError if malformed
+std::string trending_to_json(const TrendPack &p);   // canonical bytes as Python writes them
+
+// runtime_py/scene.py: scene_features for one timestamp (15 floats).
+void scene_features(const SceneSpec &spec, double ts, float *out);
+int64_t scene_slot(const SceneSpec &spec, double ts, int64_t *day);
+
+struct Event { std::string event_id, item_id; double ts; int64_t seq; };
+struct HeadRow { int64_t serial, event_seq; Bytes scene, head; };
+struct PendingHead { int64_t serial, event_seq; Bytes scene, head; };
+
+// runtime_py/store.py's database, same schema (STORE_SCHEMA 1), WAL + synchronous=FULL.
+class Store {
+ public:
+  explicit Store(const std::string &path);
+  ~Store();
+  bool add_event(const std::string &eid, const std::string &user, const std::string &item, double ts,
+                 const std::map<std::string, PendingHead> &heads);
+  std::vector<Event> events(const std::string &user);
+  int64_t count_events(const std::string &user);
+  void forget(const std::string &user);
+  std::optional<HeadRow> get_head(const std::string &user);
+  void put_heads(const std::map<std::string, PendingHead> &heads);
+  int64_t max_serial();
+  void accept_serial(int64_t serial);
+  std::optional<std::string> get_trending();
+  void put_trending(const std::string &pack);
+
+ private:
+  sqlite3 *db_ = nullptr;
+  void exec(const char *sql);
+  sqlite3_stmt *prep(const char *sql);
+  void begin();
+  void commit();
+  void rollback();
+  void write_heads(const std::map<std::string, PendingHead> &heads);
+};
+
+}  // namespace mr

@@ -1,0 +1,338 @@
+// runtime_py/recommender.py in C++: lazy adaptation (on new events, a newer bundle serial or, with adapt_scene
+// "query", a new scene hour), heads deferred to the next durable write, forward's user vector and offset kept so
+// a repeat call in the same scene runs only the rank method.
+#include "recommender.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+namespace mr {
+namespace {
+constexpr size_t kMaxCachedUsers = 32;  // as the Python runtime: each holds (N,) exclude and offset arrays
+
+std::string new_event_id() {
+  static std::random_device rd;  // uuid4().hex's shape: 32 random hex digits
+  static const char *hex = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < 8; i++) {
+    uint32_t v = rd();
+    for (int j = 0; j < 4; j++) s += hex[(v >> (8 * j)) & 15], s += hex[(v >> (8 * j + 4)) & 15];
+  }
+  return s;
+}
+
+int slot_of(const std::vector<std::string> &names, const std::string &n) {
+  for (size_t i = 0; i < names.size(); i++) if (names[i] == n) return int(i);
+  return -1;
+}
+
+bool finite(const std::vector<float> &v) {
+  for (float x : v) if (!std::isfinite(x)) return false;
+  return true;
+}
+
+// The calendar the scene is computed on (Python's datetime) spans years 1..9999: a time outside it (e.g. in
+// milliseconds) has no scene, so it is refused up front instead of failing at a later recommend.
+void check_time(double t, const char *what) {
+  if (!std::isfinite(t)) throw InputError(std::string(what) + " must be finite");
+  if (t < -62135596800.0 || t > 253402300799.0)
+    throw InputError(std::string(what) + " is outside years 1..9999 (seconds since the epoch expected, not ms)");
+}
+
+void check_id(const std::string &v, const char *what) {
+  if (v.empty()) throw InputError(std::string(what) + " must be a non-empty string");
+}
+}  // namespace
+
+Recommender::Recommender(const std::string &dir, const std::string &state, const std::string &pem) {
+  store_ = std::make_unique<Store>(state);
+  b_ = open_bundle(dir, pem);
+  if (b_.serial < store_->max_serial())
+    throw BundleError("bundle serial " + std::to_string(b_.serial) + " is older than " +
+                      std::to_string(store_->max_serial()) + ", already seen by this state (rollback)");
+  const Shapes &sh = b_.sh;
+  score_prog_ = std::make_unique<EtProgram>(b_.score_pte, "score");
+  adapt_prog_ = std::make_unique<EtProgram>(b_.adapt_pte, "adapt");
+  fwd_ = std::make_unique<EtMethod>(*score_prog_, b_.score.method);
+  if (!b_.score.rank_method.empty()) rank_ = std::make_unique<EtMethod>(*score_prog_, b_.score.rank_method);
+  prepare_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.prepare_method);
+  unrolled_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.unrolled_method);
+  check_programs();
+  for (size_t i = 0; i < b_.item_ids.size(); i++) index_[b_.item_ids[i]] = int64_t(i);
+  for (int64_t j : b_.negatives)
+    neg_.insert(neg_.end(), b_.table.begin() + j * sh.d, b_.table.begin() + (j + 1) * sh.d);
+  scene_.assign(size_t(sh.F), 0.f), adapt_scene_.assign(size_t(sh.F), 0.f);
+  std::optional<TrendPack> pack;
+  if (auto stored = store_->get_trending()) {
+    try {
+      pack = parse_trending(*stored);
+    } catch (const BundleError &) {  // a pack we wrote cannot be malformed unless the disk lied: drop it
+    }
+  }
+  if (!pack && b_.trending_json) pack = parse_trending(*b_.trending_json);
+  set_trend(pack);
+  store_->accept_serial(b_.serial);  // only once the bundle has proven usable
+}
+
+Recommender::~Recommender() {
+  try {
+    close();
+  } catch (...) {  // a destructor must not throw; mr_close reports through its caller only
+  }
+}
+
+void Recommender::check_programs() {
+  const Shapes &sh = b_.sh;
+  std::map<std::string, std::vector<int32_t>> want = {
+      {"head", {int32_t(sh.P)}}, {"hist_vecs", {int32_t(sh.L), int32_t(sh.d)}}, {"hist_mask", {int32_t(sh.L)}},
+      {"scene", {int32_t(sh.F)}}, {"trend", {int32_t(sh.N)}}, {"exclude", {int32_t(sh.N)}},
+      {"table", {int32_t(sh.N), int32_t(sh.d)}}, {"theta0", {int32_t(sh.P)}},
+      {"target_vecs", {int32_t(sh.S), int32_t(sh.d)}}, {"target_mask", {int32_t(sh.S)}},
+      {"neg_vecs", {int32_t(sh.R), int32_t(sh.d)}}, {"user_vec", {1, int32_t(sh.d)}}, {"offset", {int32_t(sh.N)}}};
+  auto check = [&](EtMethod &m, const std::vector<std::string> &names, const char *what,
+                   std::vector<std::pair<std::string, int>> &slots) {
+    if (m.num_inputs() != names.size())
+      throw BundleError(std::string(what) + " program takes " + std::to_string(m.num_inputs()) +
+                        " inputs, manifest lists " + std::to_string(names.size()));
+    for (size_t i = 0; i < names.size(); i++) {
+      if (m.input_sizes(i) != want.at(names[i]) || !m.input_is_float(i))
+        throw BundleError(std::string(what) + " input " + names[i] + " does not have the contract's shape");
+      slots.emplace_back(names[i], int(i));
+    }
+  };
+  check(*fwd_, b_.score.inputs, "score", fwd_in_);
+  if (fwd_->num_outputs() != b_.score.outputs.size()) throw BundleError("score program's outputs differ from manifest");
+  o_scores_ = slot_of(b_.score.outputs, "topk_scores"), o_ids_ = slot_of(b_.score.outputs, "topk_ids");
+  if (fwd_->output_sizes(size_t(o_ids_)) != std::vector<int32_t>{int32_t(sh.k_max)})
+    throw BundleError("score program's top-k size differs from k_max");
+  if (rank_) {
+    o_vec_ = slot_of(b_.score.outputs, "user_vec"), o_off_ = slot_of(b_.score.outputs, "offset");
+    if (o_vec_ < 0 || o_off_ < 0) throw BundleError("a rank method needs outputs user_vec and offset");
+    check(*rank_, b_.score.rank_inputs, "rank", rank_in_);
+    if (rank_->num_outputs() != 2 || rank_->output_sizes(1) != std::vector<int32_t>{int32_t(sh.k_max)})
+      throw BundleError("rank method must return (topk_scores, topk_ids) of size k_max");
+  }
+  check(*prepare_, b_.adapt.inputs, "adapt", adapt_in_);
+  o_packed_ = slot_of(b_.adapt.prepare_outputs, "packed");
+  if (o_packed_ < 0 || prepare_->num_outputs() != b_.adapt.prepare_outputs.size() || unrolled_->num_inputs() != 1 ||
+      unrolled_->output_sizes(0) != std::vector<int32_t>{int32_t(sh.P)} ||
+      unrolled_->input_sizes(0) != prepare_->output_sizes(size_t(o_packed_)))
+    throw BundleError("adapt program's prepare / unrolled methods do not fit the contract");
+}
+
+void Recommender::set_trend(const std::optional<TrendPack> &pack) {
+  std::vector<double> counts(size_t(b_.sh.N), 0.0);
+  if (pack)
+    for (auto &[item, c] : pack->counts) {
+      auto it = index_.find(item);
+      if (it != index_.end()) counts[size_t(it->second)] = c;  // items not in the catalog are ignored
+    }
+  trend_.resize(counts.size());
+  for (size_t i = 0; i < counts.size(); i++) trend_[i] = float(std::log1p(counts[i]));
+  trend_version_++;
+}
+
+void Recommender::fill_scene(double now) {
+  int64_t day, slot = scene_slot(b_.scene, now, &day);
+  if (slot >= 0 && day == scene_day_ && slot == scene_slot_) return;  // whole hours: the scene is cached per slot
+  scene_features(b_.scene, now, scene_.data());
+  scene_day_ = day, scene_slot_ = slot >= 0 ? slot : INT64_MIN;
+}
+
+void Recommender::slots(const std::vector<int64_t> &idx, int64_t size, std::vector<float> &vecs,
+                        std::vector<float> &mask) {
+  const int64_t d = b_.sh.d, n = std::min<int64_t>(size, int64_t(idx.size()));
+  vecs.assign(size_t(size * d), 0.f), mask.assign(size_t(size), 0.f);
+  int64_t first = b_.right_aligned ? size - n : 0;
+  for (int64_t r = 0; r < n; r++) {
+    int64_t item = idx[idx.size() - size_t(n) + size_t(r)];
+    std::memcpy(&vecs[size_t((first + r) * d)], &b_.table[size_t(item * d)], size_t(d) * 4);
+    mask[size_t(first + r)] = 1.f;
+  }
+}
+
+void Recommender::drop_user(const std::string &user) {
+  for (auto it = lru_.begin(); it != lru_.end(); ++it)
+    if (it->first == user) {
+      lru_.erase(it);
+      return;
+    }
+}
+
+User &Recommender::load_user(const std::string &user) {
+  for (auto it = lru_.begin(); it != lru_.end(); ++it)
+    if (it->first == user) {
+      if (it != lru_.begin()) lru_.splice(lru_.begin(), lru_, it);
+      return *lru_.front().second;
+    }
+  auto u = std::make_unique<User>();
+  for (const Event &e : store_->events(user)) {
+    u->seq = std::max(u->seq, e.seq);
+    auto it = index_.find(e.item_id);
+    if (it == index_.end()) continue;  // dropped by a newer bundle: kept in the log, not scored
+    u->idx.push_back(it->second);
+    u->excluded.insert(it->second);
+    u->last_ts = u->has_last ? std::max(u->last_ts, e.ts) : e.ts, u->has_last = true;
+  }
+  slots(u->idx, b_.sh.L, u->hist, u->mask);
+  u->exclude.assign(size_t(b_.sh.N), 0.f);
+  for (int64_t i : u->idx) u->exclude[size_t(i)] = 1.f;
+  if (u->idx.empty()) {  // nothing to adapt on: phi0 in every scene
+    u->head = b_.head0, u->has_head = true, u->any_scene = true;
+  } else if (auto row = store_->get_head(user)) {
+    if (row->serial == b_.serial && row->event_seq == u->seq && int64_t(row->head.size()) == b_.sh.P * 4) {
+      std::vector<float> head(size_t(b_.sh.P));
+      std::memcpy(head.data(), row->head.data(), row->head.size());
+      if (finite(head)) u->head = head, u->has_head = true, u->head_scene = row->scene, u->stored_seq = u->seq,
+                        u->any_scene = row->scene.empty();
+    }
+  }
+  lru_.emplace_front(user, std::move(u));
+  if (lru_.size() > kMaxCachedUsers) lru_.pop_back();
+  return *lru_.front().second;
+}
+
+void Recommender::adapt_user(const std::string &user, User &u) {
+  const Shapes &sh = b_.sh;
+  Bytes key;
+  if (b_.query_scene) {
+    adapt_scene_ = scene_;
+    key.assign(reinterpret_cast<const uint8_t *>(scene_.data()), reinterpret_cast<const uint8_t *>(scene_.data()) + sh.F * 4);
+  } else {
+    scene_features(b_.scene, u.last_ts, adapt_scene_.data());
+    const char *tag = "last_event";
+    key.assign(tag, tag + std::strlen(tag));
+  }
+  std::vector<float> head;
+  auto t0 = std::chrono::steady_clock::now();
+  if (b_.adapt.inner_steps == 0) {
+    head = b_.head0;
+  } else {
+    std::vector<float> tv, tm;
+    float *target = u.hist.data(), *tmask = u.mask.data();
+    if (sh.S != sh.L) slots(u.idx, sh.S, tv, tm), target = tv.data(), tmask = tm.data();
+    for (auto &[name, i] : adapt_in_) {
+      float *p = name == "theta0" ? const_cast<float *>(b_.head0.data()) : name == "hist_vecs" ? u.hist.data()
+               : name == "hist_mask" ? u.mask.data() : name == "scene" ? adapt_scene_.data()
+               : name == "target_vecs" ? target : name == "target_mask" ? tmask : neg_.data();
+      prepare_->bind(size_t(i), p);  // planned inputs: copied in by run(), so temporaries are fine
+    }
+    prepare_->run();
+    unrolled_->bind(0, const_cast<float *>(prepare_->out_f(size_t(o_packed_))));
+    unrolled_->run();
+    const float *theta = unrolled_->out_f(0);
+    head.assign(theta, theta + sh.P);
+  }
+  adaptations++;
+  last_adapt_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  if (!finite(head)) head = b_.head0;  // a diverged step must not poison the store; phi0 is a safe answer
+  if (u.stored_seq != u.seq) {  // a re-adaptation for a new scene alone stays in memory: no write per query
+    Bytes raw(reinterpret_cast<const uint8_t *>(head.data()), reinterpret_cast<const uint8_t *>(head.data()) + head.size() * 4);
+    pending_[user] = PendingHead{b_.serial, u.seq, key, raw};
+    u.stored_seq = u.seq;
+  }
+  u.head = std::move(head), u.has_head = true, u.head_scene = key, u.any_scene = false;
+  u.args_version = ~0ull;
+}
+
+void Recommender::recommend(const std::string &user, double now, int k, std::vector<int64_t> &ids,
+                            std::vector<float> &scores) {
+  if (closed_) throw StateError("this Recommender is closed");
+  check_id(user, "user_id");
+  check_time(now, "now");
+  if (k < 1 || k > b_.sh.N) throw InputError("k must be an int in [1, " + std::to_string(b_.sh.N) + "]");
+  if (k > b_.sh.k_max) throw InputError("k exceeds this bundle's top-k capacity k_max=" + std::to_string(b_.sh.k_max));
+  User &u = load_user(user);
+  fill_scene(now);
+  const uint8_t *sk = reinterpret_cast<const uint8_t *>(scene_.data());
+  bool same_scene = u.head_scene.size() == size_t(b_.sh.F * 4) && std::memcmp(u.head_scene.data(), sk, u.head_scene.size()) == 0;
+  if (!u.any_scene && (!u.has_head || (b_.query_scene && !same_scene))) adapt_user(user, u);
+  uint64_t version = trend_version_;  // forward's cache is per (head, trend pack); adapt_user resets it
+  bool rank_ok = rank_ && u.args_version == version && u.rank_valid && u.rank_key.size() == size_t(b_.sh.F * 4) &&
+                 std::memcmp(u.rank_key.data(), sk, u.rank_key.size()) == 0;
+  EtMethod *m;
+  int oi = o_ids_, os = o_scores_;
+  float *table = const_cast<float *>(b_.table.data());  // score programs only read their inputs
+  if (rank_ok) {
+    for (auto &[name, i] : rank_in_)
+      rank_->bind(size_t(i), name == "user_vec" ? u.vec.data() : name == "offset" ? u.offset.data() : table);
+    rank_->run();
+    m = rank_.get(), oi = 1, os = 0;
+  } else {
+    for (auto &[name, i] : fwd_in_) {
+      float *p = name == "head" ? u.head.data() : name == "hist_vecs" ? u.hist.data() : name == "hist_mask"
+               ? u.mask.data() : name == "scene" ? scene_.data() : name == "trend" ? trend_.data()
+               : name == "exclude" ? u.exclude.data() : table;
+      fwd_->bind(size_t(i), p);
+    }
+    fwd_->run();
+    m = fwd_.get();
+    if (rank_) {  // keep forward's user vector and offset: the next call in this scene runs only `rank`
+      const float *v = fwd_->out_f(size_t(o_vec_)), *o = fwd_->out_f(size_t(o_off_));
+      u.vec.assign(v, v + b_.sh.d), u.offset.assign(o, o + b_.sh.N);
+      u.rank_key.assign(sk, sk + b_.sh.F * 4), u.rank_valid = true, u.args_version = version;
+    }
+  }
+  const int64_t *top = m->out_l(size_t(oi));
+  const float *val = m->out_f(size_t(os));
+  ids.clear(), scores.clear();
+  for (int64_t j = 0; j < b_.sh.k_max && int(ids.size()) < k; j++) {
+    if (top[j] < 0 || top[j] >= b_.sh.N || u.excluded.count(top[j])) continue;  // excluded items sink, rarely reach
+    ids.push_back(top[j]), scores.push_back(val[j]);
+  }
+}
+
+void Recommender::record(const std::string &user, const std::string &item, double ts, const char *event_id) {
+  if (closed_) throw StateError("this Recommender is closed");
+  check_id(user, "user_id");
+  check_id(item, "item_id");
+  if (!index_.count(item)) throw InputError("unknown item_id " + item + ": not in this bundle's catalog");
+  check_time(ts, "timestamp");
+  std::string eid = event_id ? std::string(event_id) : new_event_id();
+  check_id(eid, "event_id");
+  std::optional<PendingHead> mine;
+  if (auto it = pending_.find(user); it != pending_.end()) mine = it->second, pending_.erase(it);
+  bool added;
+  try {
+    added = store_->add_event(eid, user, item, ts, pending_);  // heads ride along with this durable commit
+  } catch (...) {
+    if (mine) pending_[user] = *mine;
+    throw;
+  }
+  pending_.clear();
+  if (!added && mine) store_->put_heads({{user, *mine}});  // a duplicate changes nothing: the head is current
+  if (added) drop_user(user);
+}
+
+void Recommender::set_trending(const TrendPack &pack) {
+  if (closed_) throw StateError("this Recommender is closed");
+  store_->put_trending(trending_to_json(pack));
+  set_trend(pack);
+}
+
+void Recommender::forget(const std::string &user) {
+  if (closed_) throw StateError("this Recommender is closed");
+  check_id(user, "user_id");
+  pending_.erase(user);  // never write a forgotten user's head back
+  store_->forget(user);
+  drop_user(user);
+}
+
+int64_t Recommender::count_events(const std::string &user) {
+  if (closed_) throw StateError("this Recommender is closed");
+  check_id(user, "user_id");
+  return store_->count_events(user);
+}
+
+void Recommender::close() {
+  if (closed_) return;
+  closed_ = true;
+  lru_.clear();
+  auto heads = std::move(pending_);
+  pending_.clear();
+  std::unique_ptr<Store> s = std::move(store_);
+  if (s) s->put_heads(heads);
+}
+}  // namespace mr

@@ -1,0 +1,65 @@
+// The native Recommender: runtime_py/recommender.py's semantics over the verified bundle, the store and the
+// ExecuTorch methods (score forward / rank, adapt prepare + the stateless unrolled steps).
+#pragma once
+
+#include <list>
+#include <memory>
+#include <unordered_set>
+
+#include "et.h"
+
+namespace mr {
+
+struct User {
+  int64_t seq = 0, stored_seq = -1;
+  std::vector<int64_t> idx;  // recorded catalog items, in time order
+  std::unordered_set<int64_t> excluded;
+  bool has_last = false;
+  double last_ts = 0;
+  std::vector<float> hist, mask, exclude, head;  // (L, d), (L,), (N,), (P,)
+  bool has_head = false, any_scene = false;      // any_scene: phi0 for a user without items, valid in every scene
+  Bytes head_scene;
+  uint64_t args_version = ~0ull;  // (head, trend) version forward's cached outputs belong to
+  bool rank_valid = false;
+  Bytes rank_key;
+  std::vector<float> vec, offset;  // forward's user_vec (d,) and offset (N,), for the rank method
+};
+
+class Recommender {
+ public:
+  Recommender(const std::string &bundle_dir, const std::string &state_path, const std::string &pem);
+  ~Recommender();
+  void record(const std::string &user, const std::string &item, double ts, const char *event_id);
+  void set_trending(const TrendPack &pack);
+  // top-k (indices, scores) into out vectors
+  void recommend(const std::string &user, double now, int k, std::vector<int64_t> &ids, std::vector<float> &scores);
+  void forget(const std::string &user);
+  void close();
+  int64_t count_events(const std::string &user);
+  const Bundle &bundle() const { return b_; }
+  int64_t adaptations = 0, last_adapt_ns = 0;  // for the bench: count and wall time of the last adaptation
+
+ private:
+  Bundle b_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<EtProgram> score_prog_, adapt_prog_;
+  std::unique_ptr<EtMethod> fwd_, rank_, prepare_, unrolled_;
+  std::unordered_map<std::string, int64_t> index_;
+  std::vector<float> neg_, trend_, scene_, adapt_scene_, rank_user_vec_, rank_offset_;
+  std::vector<std::pair<std::string, int>> fwd_in_, rank_in_, adapt_in_;  // (name, input slot)
+  int o_scores_ = 0, o_ids_ = 1, o_vec_ = -1, o_off_ = -1, o_packed_ = 0;
+  uint64_t trend_version_ = 0;
+  int64_t scene_day_ = INT64_MIN, scene_slot_ = INT64_MIN;
+  std::map<std::string, PendingHead> pending_;
+  std::list<std::pair<std::string, std::unique_ptr<User>>> lru_;  // most recent first
+  bool closed_ = false;
+
+  void check_programs();
+  void set_trend(const std::optional<TrendPack> &pack);
+  User &load_user(const std::string &user);
+  void drop_user(const std::string &user);
+  void adapt_user(const std::string &user, User &u);
+  void slots(const std::vector<int64_t> &idx, int64_t size, std::vector<float> &vecs, std::vector<float> &mask);
+  void fill_scene(double now);
+};
+}  // namespace mr
