@@ -267,8 +267,12 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
     import logging
 
-    for name in ("torchao", "torch.utils._pytree", "torch.onnx", "onnxscript", "torch._export", "coremltools"):
+    for name in ("torchao", "torch.utils._pytree", "onnxscript", "coremltools"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # torch's logging config resets torch.onnx's level when it loads, so this one is a filter on the emitting logger:
+    # the ONNX exporter lists every torchvision op it skips (we export no vision op)
+    logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(
+        lambda r: "torchvision is not installed" not in r.getMessage())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,7 +243,9 @@ class AdaptProgram:
         if io.inner_steps == 0:
             return np.array(theta0, dtype=np.float32)
         if not self._prepared:  # older bundles: the training method takes the contract inputs (writable copies)
-            args = [torch.from_numpy(np.array(inputs[n], dtype=np.float32)) for n in io.inputs]  # (tensors too)
+            # a tensor goes through .numpy(): np.array(tensor) warns under numpy 2 (torch's __array__ has no `copy`)
+            args = [torch.from_numpy(np.array(inputs[n].numpy() if isinstance(inputs[n], torch.Tensor) else inputs[n],
+                                              dtype=np.float32)) for n in io.inputs]
         else:  # `prepare` only reads its inputs: bind the caller's arrays
             args = [_as_input(inputs[n]) for n in io.inputs]
         step_args, scale = self._step_args(args)

@@ -69,7 +69,7 @@ def test_inner_bias_needs_biases_and_is_the_catalog_softmax_likelihood():
     # adapting (eager helper = the phone program) lowers it, and the bias changes the step
     a = m.adapt(h0, hv, mask, scene, table.detach(), 2, bias=bias.detach(), hist_items=hist)
     after = m.support_loss(a, hv, mask, scene, hv, mask, table[m.negatives], bias[hist], bias[m.negatives])
-    assert float(after) < float(loss) - 1e-4
+    assert float(after.detach()) < float(loss.detach()) - 1e-4
     m0 = _model(inner_bias=False)
     a0 = m0.adapt(h0, hv, mask, scene, table.detach(), 2)
     assert not torch.allclose(a["u"], a0["u"])
@@ -117,7 +117,7 @@ def test_topk_term_adds_a_positive_loss_with_gradients():
     bt = {k: torch.from_numpy(v) for k, v in b.items()}
     base = task_loss(m, cfg.learner_obj(), bt, None, 8, 0.3)
     top = task_loss(m, cfg.learner_obj(), bt, None, 8, 0.3, topk_weight=1.0)
-    assert float(top) > float(base)
+    assert float(top.detach()) > float(base.detach())
     top.backward()
     assert float(m.log_lr["u"].grad.abs().sum()) > 0
 
