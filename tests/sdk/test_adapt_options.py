@@ -130,7 +130,7 @@ def test_rate_lr_mult_moves_only_the_step_sizes_faster():
     slow, _ = fit_model(_cfg(), ds, users)
     fast, _ = fit_model(_cfg(rate_lr_mult=30.0), ds, users)
     init = float(np.log(SMALL.init_lr))
-    moved = lambda m: float(sum((m.log_lr[k] - init).abs().max() for k in m.log_lr))  # noqa: E731
+    moved = lambda m: float(sum((m.log_lr[k] - init).abs().max() for k in m.log_lr).detach())  # noqa: E731
     assert moved(fast) > 10 * moved(slow) > 0
     # everything else took the same first step (Adam's first update is lr * sign-like: equal groups, equal moves)
     one = lambda **kw: fit_model(_cfg(steps=1, **kw), ds, users)[0]  # noqa: E731
