@@ -146,7 +146,7 @@ def test_scene_lr_mult_moves_only_the_scene_pathway_faster():
     users = np.arange(ds.n_users)
     one = lambda m: fit_model(_cfg(steps=1, scene_lr_mult=m), ds, users)[0]  # noqa: E731
     init, slow, fast = build_model(_cfg(), ds, users), one(1.0), one(10.0)
-    step = lambda a, t: float((t(a) - t(init)).abs().max())  # noqa: E731
+    step = lambda a, t: float((t(a) - t(init)).abs().max().detach())  # noqa: E731
     for t in (lambda m: m.scene_enc[0].weight, lambda m: m.head0["W1"], lambda m: m.head0["W2"]):
         assert step(fast, t) == pytest.approx(10 * step(slow, t), rel=1e-3) and step(slow, t) > 0
     # the rest took the same first step (Adam's first update is lr * sign-like)
