@@ -104,3 +104,19 @@ def test_config_reference_is_up_to_date():
         "regenerate: python -m metarec.bench.config_doc docs/config.md"
     for title, cls, _ in __import__("metarec.bench.config_doc", fromlist=["_configs"])._configs():
         assert all(doc for *_, doc in field_rows(cls)), f"{title}: every field needs its one-line comment"
+
+
+def test_export_passes_k_max_and_prints_each_step(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_export(checkpoint, out, progress=None, export_config=None, **kw):
+        seen.update(cfg=export_config, kw=kw)
+        progress("1/5 step")
+        return out
+
+    monkeypatch.setattr("metarec.export.export_bundle", fake_export)
+    assert main(["export", "ck.pt", "--out", str(tmp_path / "b"), "--key", "k.pem", "--k-max", "50", "--no-onnx"]) == 0
+    assert seen["cfg"].k_max == 50 and seen["cfg"].onnx is False and seen["kw"]["quant"] == "int4"
+    assert capsys.readouterr().out.splitlines() == ["1/5 step", f"bundle written to {tmp_path / 'b'}"]
+    assert main(["export", "ck.pt", "--out", str(tmp_path / "b"), "--key", "k.pem", "--k-max", "0"]) == 2
+    assert "k_max must be an int >= 1" in capsys.readouterr().err  # one line, no traceback
