@@ -120,3 +120,13 @@ def test_export_passes_k_max_and_prints_each_step(tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().out.splitlines() == ["1/5 step", f"bundle written to {tmp_path / 'b'}"]
     assert main(["export", "ck.pt", "--out", str(tmp_path / "b"), "--key", "k.pem", "--k-max", "0"]) == 2
     assert "k_max must be an int >= 1" in capsys.readouterr().err  # one line, no traceback
+
+
+def test_runtime_only_install_gets_one_line_pointing_to_the_train_extra(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    assert main(["eval", "--model", "popularity"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'metarec-edge[train]'" in err
