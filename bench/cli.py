@@ -2,20 +2,34 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
+
+# what the commands need beyond the runtime (`pip install metarec-edge[train]`)
+_TRAIN_STACK = ("tqdm", "torchao", "onnxscript")
 
 
 def _command(argv: list[str]) -> str:
     return "metarec " + " ".join(shlex.quote(a) for a in argv)
 
 
+def _dataset_arg(name: str) -> str:
+    """A path as an absolute one (checkpoints record it, and it is what error messages show); names as given."""
+    return name if name in ("ml-100k", "synthetic") else str(Path(name).expanduser().resolve())
+
+
 def _load(dataset: str):
     from metarec.sdk.data import load_dataset
 
-    return load_dataset(dataset)
+    ds = load_dataset(_dataset_arg(dataset))
+    print(f"dataset {ds.name} ({_dataset_arg(dataset)}): {ds.n_events} events, {ds.n_users} users, "
+          f"{ds.n_items} items, {ds.item_genres.shape[1]} item attributes", flush=True)
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -92,9 +106,24 @@ def cmd_baselines(a, argv) -> int:
 
 
 def cmd_train(a, argv) -> int:
-    from metarec.sdk.train import load_config, train
+    from metarec.sdk.train import TrainConfig, train
 
-    out = train(load_config(a.config) if a.config else None, a.out, floor=not a.no_floor)
+    if a.show_config:
+        from metarec.bench.config_doc import show_config
+
+        print("TrainConfig fields (JSON for --config; only the fields you change; docs/config.md has all stages):")
+        print(show_config(TrainConfig))
+        return 0
+    if not a.out:
+        raise SystemExit("metarec train: error: --out CHECKPOINT is required (or --show-config)")
+    cfg = TrainConfig.load(a.config) if a.config else TrainConfig()
+    over = {k: v for k, v in (("dataset", a.dataset and _dataset_arg(a.dataset)), ("steps", a.steps),
+                              ("seed", a.seed)) if v is not None}
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **over, "progress": cfg.progress and not a.quiet})
+    out = Path(a.out).expanduser().resolve()
+    print(f"training on {cfg.dataset} for {cfg.steps} steps (config {Path(a.config).resolve() if a.config else 'defaults'})"
+          f" -> {out}", flush=True)
+    train(cfg, out, floor=not a.no_floor)
     print(f"wrote {out}")
     return 0
 
@@ -102,16 +131,21 @@ def cmd_train(a, argv) -> int:
 def cmd_keygen(a, argv) -> int:
     from metarec.export import generate_keypair
 
-    print(generate_keypair(a.dir))
+    folder = a.out or a.dir
+    if not folder:
+        raise SystemExit("metarec keygen: error: give the key folder: metarec keygen --out DIR")
+    print(f"wrote {Path(generate_keypair(folder)).resolve()} (private.pem: keep it off the bundle and the phone)")
     return 0
 
 
 def cmd_export(a, argv) -> int:
-    from metarec.export import export_bundle
+    from metarec.export import ExportConfig, export_bundle
 
+    ecfg = ExportConfig(k_max=a.k_max, onnx=not a.no_onnx)
     out = export_bundle(a.checkpoint, a.out, quant=a.quant, prune=a.prune, key_path=a.key, serial=a.serial,
-                        model_out=a.save_model, force=a.force)
-    print(f"bundle written to {out}")
+                        model_out=a.save_model, export_config=ecfg, progress=lambda m: print(m, flush=True),
+                        force=a.force)
+    print(f"bundle written to {Path(out).resolve()}")
     return 0
 
 
@@ -138,7 +172,14 @@ def cmd_bench(a, argv) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metarec", description="MetaRec Edge: meta-learned on-device cold-start recommendation")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show third-party warnings, the C++ runtime's log and full tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
+    from metarec.sdk.baselines import BASELINES  # numpy only: --help stays fast
+
+    names = tuple(BASELINES)
+    ds_help = ("ml-100k | synthetic | a folder (MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
+               "| a CSV/Parquet events file (docs/data.md)")
 
     s = sub.add_parser("data", help="data utilities")
     s.add_argument("action", choices=["fetch"])
@@ -146,38 +187,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("eval", help="PROTOCOL v1 report for one model")
-    s.add_argument("--model", required=True, help="a baseline name or 'metarec'")
+    s.add_argument("--model", required=True, choices=("metarec",) + names, metavar="MODEL",
+                   help="'metarec' (the meta-learned prior) or a baseline: " + ", ".join(names))
     s.add_argument("--checkpoint", default=None, help="metarec checkpoint (from `metarec train`)")
-    s.add_argument("--dataset", default="ml-100k", help="ml-100k | synthetic | a folder | a CSV/Parquet file")
+    s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
     s.add_argument("--json", default=None, help="write the report as JSON here")
     s.add_argument("--no-new-items", action="store_true", help="skip the separate new-item training run")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("baselines", help="all baselines side by side -> bench/results/baselines.{json,md}")
-    s.add_argument("--dataset", default="ml-100k")
-    s.add_argument("--names", default=None, help="comma-separated subset")
+    s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
+    s.add_argument("--names", default=None, help="comma-separated subset of: " + ", ".join(names))
     s.add_argument("--out", default=None, help="results folder (default bench/results)")
     s.set_defaults(fn=cmd_baselines)
 
     s = sub.add_parser("train", help="meta-train the prior")
-    s.add_argument("--config", default=None, help="JSON TrainConfig (default: the ML-100K config)")
-    s.add_argument("--out", required=True, help="checkpoint path")
+    s.add_argument("--config", default=None,
+                   help="JSON file of TrainConfig fields to change (see --show-config and docs/config.md)")
+    s.add_argument("--dataset", default=None, help=ds_help + " (default: the config's, ml-100k)")
+    s.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the config's, 600)")
+    s.add_argument("--seed", type=int, default=None, help="seed (default: the config's, 0)")
+    s.add_argument("--out", default=None, help="checkpoint path to write")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--show-config", action="store_true",
+                   help="print every TrainConfig field with its default and meaning, then exit")
     s.add_argument("--no-floor", action="store_true",
-                   help="skip the validation floor (prior vs simple baselines on validation users; export refuses a "
-                        "checkpoint without a passed floor only when it measured 'below')")
+                   help="skip the validation floor (the prior vs simple baselines on validation users, stored in "
+                        "the checkpoint; export refuses a prior measured below it)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("keygen", help="generate an Ed25519 development key pair (private.pem, public.pem)")
-    s.add_argument("dir")
+    s.add_argument("dir", nargs="?", help="key folder (same as --out)")
+    s.add_argument("--out", default=None, help="key folder to create")
     s.set_defaults(fn=cmd_keygen)
 
     s = sub.add_parser("export", help="compress and export a checkpoint as a signed bundle")
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True)
-    s.add_argument("--quant", choices=["none", "int8", "int4"], default="int4")
-    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6")
+    s.add_argument("--quant", choices=["none", "int8", "int4"], default="int4",
+                   help="item table storage (default: %(default)s)")
+    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6, or none (default: the "
+                                                  "phone profile dim=16,prototypes=4)")
+    s.add_argument("--k-max", type=int, default=20,
+                   help="most items one recommend call can return, score.pte's top-k size (default: %(default)s)")
+    s.add_argument("--no-onnx", action="store_true", help="skip model.onnx (not part of the phone bundle)")
     s.add_argument("--key", required=True, help="Ed25519 private key PEM")
-    s.add_argument("--serial", type=int, default=None, help="bundle serial (default: current unix time)")
+    s.add_argument("--serial", type=int, default=None,
+                   help="bundle serial, larger than any the phones have (default: the current unix time)")
     s.add_argument("--save-model", default=None,
                    help="also save the exported (pruned, re-fine-tuned) model as a checkpoint here (not in the bundle)")
     s.add_argument("--force", action="store_true",
@@ -206,10 +262,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet() -> None:
+    """Third-party deprecation chatter is not the user's business: drop the categories the stack emits, only from
+    third-party modules (our own warnings still show); the runtime's logs are handled by metarec.runtime.quiet."""
+    for cat in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=cat, module=r"(torch|torchao|torchvision|executorch|onnx\w*|"
+                                                                 r"onnxscript|implicit|coremltools|google)\b")
+    warnings.filterwarnings("ignore", message="This API is experimental")
+    # torch.export's own deprecation, raised from inside pickling (so attributed to copyreg, not torch)
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "onnxscript", "coremltools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # torch's logging config resets torch.onnx's level when it loads, so this one is a filter on the emitting logger:
+    # the ONNX exporter lists every torchvision op it skips (we export no vision op)
+    logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(
+        lambda r: "torchvision is not installed" not in r.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    missing = [m for m in _TRAIN_STACK if importlib.util.find_spec(m) is None]
+    if missing:  # a runtime-only install: the app's API is `metarec.runtime`, the commands come with [train]
+        print(f"metarec: the commands need the training stack ({', '.join(missing)} missing): "
+              "pip install 'metarec-edge[train]'", file=sys.stderr)
+        return 2
     a = build_parser().parse_args(argv)
-    return a.fn(a, argv)
+    if a.verbose:
+        os.environ["METAREC_VERBOSE"] = "1"
+    else:
+        _quiet()
+    from metarec.runtime.errors import MetaRecRuntimeError
+
+    try:
+        return a.fn(a, argv)
+    except (ValueError, OSError, MetaRecRuntimeError) as e:  # DataError, ExportError, bad configs, missing files
+        if a.verbose:
+            raise
+        print(f"metarec {a.cmd}: error: {e}\n(metarec -v {a.cmd} ... shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def _training_data(train_cfg: dict):
 def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
                   serial: int | None = None, *, export_config: ExportConfig | None = None,
                   compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
-                  finetune=None, model_out=None, force: bool = False) -> Path:
+                  finetune=None, model_out=None, progress=None, force: bool = False) -> Path:
     """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
     A checkpoint whose validation floor says "below" (sdk/floor.py) is an ExportError unless `force`.
 
@@ -182,7 +182,9 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
     `model_out`: also save the exported model (after pruning and re-fine-tuning) as a checkpoint there, outside the
     bundle: the eager twin of the shipped programs, for `metarec parity` and the benchmarks' eager backends.
+    `progress`: called with one line per step (the CLI prints them; a minute of silence looks like a hang).
     """
+    say = progress or (lambda msg: None)
     prune = DEFAULT_PRUNE if prune is None else (None if prune in ("none", "") else prune)
     if key_path is None or not Path(key_path).is_file():
         raise ExportError(f"signing key {key_path!r} not found (make one with `metarec keygen DIR`)")
@@ -206,10 +208,13 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     model_version = ecfg.model_version or model_fingerprint(model)
     ccfg = ccfg.for_model(model.cfg.dim, model.cfg.n_prototypes)
     if ccfg.prunes and finetune is None and ccfg.finetune_steps and "train" in extra:
+        say(f"1/5 prune to {ccfg.prune_dim or model.cfg.dim} dims, {ccfg.prune_prototypes or model.cfg.n_prototypes} "
+            f"prototypes and re-fine-tune {ccfg.finetune_steps} steps on the checkpoint's data")
         ds, fit_users, tcfg = _training_data(extra["train"])  # prune by importance on real histories, re-fine-tune
         hist_samples = early_histories(ds, fit_users, model.cfg.hist_len) if hist_samples is None else hist_samples
         finetune = sdk_finetune(ds, fit_users, tcfg)
     model, creport = compress_model(model, ccfg, hist_samples, finetune)
+    say(f"2/5 quantize the item table ({ccfg.quant})")
     qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim))
 
     out = Path(out_dir)
@@ -220,17 +225,21 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     (out / TABLE_FILE).write_bytes(qt.data)
     (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
     (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
+    say(f"3/5 lower score.pte (top-{ecfg.k_max}) and adapt.pte to ExecuTorch")
     write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
     if ecfg.onnx:
+        say("4/5 write model.onnx")
         write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)
     configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
                "compress_report": creport, **extra,
                "layout": {"hist": "right: slot L-1 newest", "trend": "log1p counts", "exclude": "1=out, score -inf",
                           "table": f"decoded {TABLE_FILE} = score input `table`",
                           "onnx": "score.pte I/O" if ecfg.onnx else "none"}}
-    manifest = build_manifest(model, qt, file_entries(out), serial=serial or int(time.time()),
+    serial = serial or int(time.time())
+    manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec, rank_method=ecfg.rank_method)
+    say(f"5/5 sign the manifest (serial {serial})")
     sign_bundle(out, manifest, key_path)
     if model_out is not None:
         save_exported_model(model, model_out, extra.get("train"), ids, creport,

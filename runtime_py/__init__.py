@@ -1,11 +1,29 @@
 """metarec.runtime: what a phone runs. Verified bundle, durable events, adaptation through ExecuTorch, top-k.
 
-    from metarec.runtime import Recommender, TrendingPack
-    rec = Recommender.open(bundle_dir, state_path, trusted_key=PUBLIC_KEY_PEM_PATH)
+Example (after `make demo`; README "Use it in an app" runs the same code in a test):
+
+    from metarec.runtime import InputError, Recommender
+
+    rec = Recommender.open("artifacts/bundle", "state.db", trusted_key="artifacts/keys/public.pem",
+                           tz="Europe/Paris")         # device time zone: hours (5.5) or a zoneinfo name
+    rec.record("alice", rec.item_ids[0], 1_700_000_000.0)      # durable when it returns
+    for r in rec.recommend("alice", now=1_700_000_060.0, k=5):
+        print(r.item_id, r.score, r.because_kind, r.because)   # because: an item id or a label, per because_kind
+    rec.close()
+
+Public API:
+- `Recommender.open(bundle_dir, state_path, trusted_key, tz=None)`; `record(user, item, timestamp,
+  event_id=None)`; `recommend(user, now, k=10, tz=None)` -> [`Recommendation`(item_id, score, because,
+  because_kind)]; `set_trending(TrendingPack)`; `history(user)` -> [`Event`]; `forget(user)`; `close()`;
+  `serial`; `item_ids`. A new bundle: close, then open the new folder with the same state path.
+- `TrendingPack.from_counts(at, counts)`, `.save(path, private_key)` (server), `.load(path, trusted_key)` (phone).
+- Errors, all `MetaRecRuntimeError`: `BundleError` (untrusted or unusable bundle or pack, older serial),
+  `InputError` (a bad argument: unknown item, k out of range, bad time zone), `StateError` (state database).
+- The bundle contract (docs/bundle-format.md): `open_bundle`, `Bundle`, `Manifest`, `Shapes`, `SceneSpec`, ...
 
 Imports numpy, executorch's runtime, cryptography, sqlite3 and the standard library only (torch only as the
-tensor type ExecuTorch exchanges). The Recommender (and with it torch/executorch) is imported lazily, so tools that
-only need the manifest schema, signing or the store start in milliseconds, not seconds.
+tensor type ExecuTorch exchanges). Submodules load on first use (`dir()` and `help()` list every name), so tools
+that only need the manifest schema, signing or the store start in milliseconds, not seconds.
 """
 from __future__ import annotations
 
@@ -24,6 +42,10 @@ _LAZY = {
     "Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
     "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store",
 }
+
+
+def __dir__() -> list[str]:  # help() and dir() list the lazy names too (pydoc imports them on demand)
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def __getattr__(name: str):

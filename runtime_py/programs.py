@@ -6,13 +6,12 @@ type ExecuTorch takes and returns (torch.from_numpy views, no copies); no torch 
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 from .errors import BundleError
 from .manifest import ProgramIO, Shapes
+from .quiet import first_program_load, quiet_imports
 
 _FLOAT, _LONG = 6, 4  # ExecuTorch ScalarType codes, as MethodMeta reports them
 
@@ -77,17 +76,20 @@ class ScoreProgram:
     the per-item offset, and `rank_bound` redoes the top-k from them and the table alone."""
 
     def __init__(self, data: bytes, io: ProgramIO, shapes: Shapes):
-        from executorch.runtime import Runtime  # imported here: loading it is slow and only needed with a bundle
+        with quiet_imports():  # imported here: loading it is slow and only needed with a bundle
+            from executorch.runtime import Runtime
 
         try:
-            program = Runtime.get().load_program(data)
-            for name in filter(None, (io.method, io.rank_method)):
-                if name not in program.method_names:
-                    raise BundleError(f"score program has no method {name!r} (has {sorted(program.method_names)})")
-            meta = program.metadata(io.method)
-            self._method = program.load_method(io.method)
-            rank_meta = program.metadata(io.rank_method) if io.rank_method else None
-            rank = program.load_method(io.rank_method) if io.rank_method else None
+            with first_program_load():  # the C++ cpu probe logs to fd 2 while the first method loads
+                program = Runtime.get().load_program(data)
+                for name in filter(None, (io.method, io.rank_method)):
+                    if name not in program.method_names:
+                        raise BundleError(f"score program has no method {name!r} "
+                                          f"(has {sorted(program.method_names)})")
+                meta = program.metadata(io.method)
+                self._method = program.load_method(io.method)
+                rank_meta = program.metadata(io.rank_method) if io.rank_method else None
+                rank = program.load_method(io.rank_method) if io.rank_method else None
         except BundleError:
             raise
         except Exception as e:  # the pybinding raises RuntimeError/ValueError for malformed programs
@@ -173,8 +175,7 @@ class AdaptProgram:
 
     def __init__(self, data: bytes, io: ProgramIO, shapes: Shapes):
         try:
-            with warnings.catch_warnings():  # the training API is marked experimental; say so once, here
-                warnings.simplefilter("ignore")
+            with quiet_imports():  # the training API is marked experimental; say so once, here
                 from executorch.extension.training import (_load_for_executorch_for_training_from_buffer,
                                                            get_sgd_optimizer)
                 self._module = _load_for_executorch_for_training_from_buffer(data)
@@ -242,7 +243,9 @@ class AdaptProgram:
         if io.inner_steps == 0:
             return np.array(theta0, dtype=np.float32)
         if not self._prepared:  # older bundles: the training method takes the contract inputs (writable copies)
-            args = [torch.from_numpy(np.array(inputs[n], dtype=np.float32)) for n in io.inputs]  # (tensors too)
+            # a tensor goes through .numpy(): np.array(tensor) warns under numpy 2 (torch's __array__ has no `copy`)
+            args = [torch.from_numpy(np.array(inputs[n].numpy() if isinstance(inputs[n], torch.Tensor) else inputs[n],
+                                              dtype=np.float32)) for n in io.inputs]
         else:  # `prepare` only reads its inputs: bind the caller's arrays
             args = [_as_input(inputs[n]) for n in io.inputs]
         step_args, scale = self._step_args(args)

@@ -42,7 +42,7 @@ import torch
 from .bundle import Bundle, open_bundle
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
 from .programs import AdaptProgram, ScoreProgram
-from .scene import SceneClock
+from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
 
@@ -52,9 +52,18 @@ _BECAUSE_ITEMS = 64  # `because` considers the user's 64 most recent distinct it
 
 
 class Recommendation(NamedTuple):
-    item_id: str
-    score: float
-    because: str  # the recorded item most similar to this one, else the closest prototype's label
+    """One recommended item. `because` says why, and `because_kind` what `because` is:
+
+    - "item": an item id the user recorded (of their 64 latest), the one whose vector is closest to this item's;
+    - "prototype": a user without history: the label of the interest prototype closest to this item (the
+      manifest's `prototype_labels`, e.g. "p0");
+    - "trend": a bundle without prototypes: "trending" or "popular", from the current trending pack.
+    """
+
+    item_id: str  # the catalog's raw id
+    score: float  # the model's score; higher ranks first (comparable within one call only)
+    because: str  # an item id or a label, per because_kind
+    because_kind: str  # "item" | "prototype" | "trend"
 
 
 # Recommendation(a, b, c) runs NamedTuple's Python-level __new__ (~0.35 us); tuple.__new__ builds the same object
@@ -143,6 +152,7 @@ class Recommender:
         self._clock = SceneClock(bundle.scene_spec)
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
         self._scene_t = torch.from_numpy(self._scene_np)
+        self._tz = None  # the device's time zone (`open`); None: the bundle's offset
         self._users: OrderedDict[str, _User] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
@@ -150,10 +160,14 @@ class Recommender:
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, bundle_dir: str | Path, state_path: str | Path, trusted_key) -> "Recommender":
+    def open(cls, bundle_dir: str | Path, state_path: str | Path, trusted_key, tz=None) -> "Recommender":
         """Verify `bundle_dir` with `trusted_key` (Ed25519 public key PEM path or bytes), open the state database
         and load both programs. `BundleError` for any untrusted or unusable bundle (including a serial older than
-        one this state has accepted), `StateError` for an unusable database."""
+        one this state has accepted), `StateError` for an unusable database. `tz`: the device's time zone (UTC
+        offset in hours or a zoneinfo name) for every scene; None: the bundle's fixed offset.
+        A new bundle: `close`, then `open` it with the same `state_path` (events kept, heads re-adapted)."""
+        if tz is not None:
+            shift_for(tz, 0.0, 0.0)  # a bad tz fails here (InputError), not at the first recommend
         store = Store(state_path)
         try:
             bundle = open_bundle(bundle_dir, trusted_key, store)
@@ -161,7 +175,9 @@ class Recommender:
             score = ScoreProgram(bundle.programs["score"], m.programs["score"], m.shapes)
             adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
             store.accept_serial(m.serial)  # only once the bundle is proven usable
-            return cls(bundle, store, score, adapt)
+            rec = cls(bundle, store, score, adapt)
+            rec._tz = tz
+            return rec
         except MetaRecRuntimeError:
             store.close()
             raise
@@ -177,6 +193,9 @@ class Recommender:
             except BundleError:  # a pack we wrote ourselves cannot be malformed unless the disk lied; drop it
                 pass
         return self._bundle.trending
+
+    def _tz_shift(self, ts: float, tz) -> float:
+        return 0.0 if tz is None else shift_for(tz, ts, self._bundle.scene_spec.utc_offset_hours)
 
     # -- public API -----------------------------------------------------------------------------------------------
     @property
@@ -216,22 +235,27 @@ class Recommender:
             self._store.put_trending(pack.to_json())
             self._set_trend(pack)
 
-    def recommend(self, user_id: str, now: float, k: int = 10) -> list[Recommendation]:
-        """Top-k items for `user_id` in the scene at `now`, excluding what the user recorded."""
+    def recommend(self, user_id: str, now: float, k: int = 10, tz=None) -> list[Recommendation]:
+        """Top-k items for `user_id` in the scene at `now` (unix seconds), excluding what the user recorded.
+
+        `tz`: the device's time zone for the scene (hour, weekday, holiday): a UTC offset in hours (e.g. 5.5) or a
+        zoneinfo name (e.g. "Europe/Paris", daylight saving followed); default the one given to `open`, else the
+        bundle's fixed offset. `k` is at most `min(k_max, catalog size)` (`metarec export --k-max`)."""
         with self._lock:
             self._check_open()
             _check_id(user_id, "user_id")
             now = _check_time(now, "now")
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.shapes.N:
-                raise InputError(f"k must be an int in [1, {self.shapes.N}] (the catalog size), got {k!r}")
-            if k > self.shapes.k_max:
-                raise InputError(f"k={k} exceeds this bundle's top-k capacity k_max={self.shapes.k_max}")
+            top = min(self.shapes.k_max, self.shapes.N)
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= top:
+                raise InputError(f"k must be an int in [1, {top}] (this bundle's top-k capacity k_max="
+                                 f"{self.shapes.k_max}, catalog {self.shapes.N}; export with --k-max for more), "
+                                 f"got {k!r}")
             u = self._users.get(user_id)
             if u is None:
                 u = self._load_user(user_id)
             else:
                 self._users.move_to_end(user_id)
-            self._clock.fill(now, self._scene_np)
+            self._clock.fill(now + self._tz_shift(now, self._tz if tz is None else tz), self._scene_np)
             scene_key = self._scene_np.tobytes()
             if u.head_scene != b"" and (u.head is None or (self._query_scene and u.head_scene != scene_key)):
                 self._adapt_user(user_id, u)
@@ -345,7 +369,7 @@ class Recommender:
             scene[:] = self._scene_np
             key = scene.tobytes()
         else:
-            self._clock.fill(u.last_ts, scene)
+            self._clock.fill(u.last_ts + self._tz_shift(u.last_ts, self._tz), scene)
             key = b"last_event"
         if self.shapes.S == self.shapes.L:
             target, tmask = u.hist_vecs, u.hist_mask
@@ -418,5 +442,6 @@ class Recommender:
                 if u.recent_unit_t is None:
                     u.recent_unit_t = np.ascontiguousarray(self._unit[codes].T)
                 cache.update(zip(missing, (self._unit[missing] @ u.recent_unit_t).argmax(axis=1).tolist()))
-            return [_new(Recommendation, (item_ids[i], s, labels[cache[i]])) for i, s in picked]
-        return [_new(Recommendation, (item_ids[i], s, labels[codes[i]])) for i, s in picked]
+            return [_new(Recommendation, (item_ids[i], s, labels[cache[i]], "item")) for i, s in picked]
+        kind = "trend" if labels is _TREND_LABELS else "prototype"
+        return [_new(Recommendation, (item_ids[i], s, labels[codes[i]], kind)) for i, s in picked]

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from .config import VersionedConfig
+from .errors import InputError
 
 SCENE_SPEC_VERSION = 1
 DAY_PARTS = ("night", "morning", "afternoon", "evening")  # 0-6, 6-12, 12-18, 18-24 local
@@ -177,3 +178,21 @@ class SceneClock:
             out[0] = math.sin(angle)
             out[1] = math.cos(angle)
         return out
+
+
+def shift_for(tz, ts: float, bundle_offset_hours: float) -> float:
+    """Seconds to add to `ts` so that a scene computed with the bundle's fixed UTC offset is the scene in `tz` (a
+    UTC offset in hours, or a zoneinfo name such as "Europe/Paris", whose offset at `ts` follows daylight saving)."""
+    if isinstance(tz, str):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # stdlib; only a named zone needs it
+
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InputError(f"tz {tz!r} is not a known time zone name (e.g. 'Europe/Paris') nor hours") from None
+        hours = zone.utcoffset(_dt.datetime.fromtimestamp(ts, _dt.timezone.utc)).total_seconds() / 3600.0
+    elif isinstance(tz, (int, float)) and not isinstance(tz, bool) and math.isfinite(tz) and -14 <= tz <= 14:
+        hours = float(tz)
+    else:
+        raise InputError(f"tz must be a UTC offset in hours within [-14, 14] or a zone name, got {tz!r}")
+    return (hours - bundle_offset_hours) * 3600.0

@@ -264,50 +264,11 @@ def load_movielens(folder: str | os.PathLike) -> Dataset:
 
 
 # ---------------------------------------------------------------------------------------------- a user's own data
-def load_table(path: str | os.PathLike) -> Dataset:
-    """A CSV or Parquet file with columns user, item, timestamp[, rating] (header required)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"missing data file: {path}")
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ModuleNotFoundError as e:
-            raise ModuleNotFoundError("reading Parquet needs pyarrow: pip install pyarrow") from e
-        t = pq.read_table(path).to_pydict()
-        cols = {k.lower(): v for k, v in t.items()}
-        for c in ("user", "item", "timestamp"):
-            if c not in cols:
-                raise DataError(f"{path}: missing column {c!r} (has {sorted(cols)})")
-        return build_dataset(path.stem, cols["user"], cols["item"], cols["timestamp"], cols.get("rating"))
-    users, items, ts, ratings = [], [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        for c in ("user", "item", "timestamp"):
-            if c not in header:
-                raise DataError(f"{path}:1: missing column {c!r} (header {header})")
-        iu, ii, it = header.index("user"), header.index("item"), header.index("timestamp")
-        ir = header.index("rating") if "rating" in header else None
-        for n, row in enumerate(reader, 2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{n}: expected {len(header)} fields, got {len(row)}")
-            try:
-                t = float(row[it])
-                r = float(row[ir]) if ir is not None and row[ir] != "" else float("nan")
-            except ValueError as e:
-                raise DataError(f"{path}:{n}: {e}") from None
-            if not np.isfinite(t):
-                raise DataError(f"{path}:{n}: timestamp {row[it]!r} is not finite")
-            users.append(row[iu])
-            items.append(row[ii])
-            ts.append(t)
-            ratings.append(r)
-    if not ts:
-        raise DataError(f"{path}: no events")
-    return build_dataset(path.stem, users, items, ts, ratings)
+def load_table(path: str | os.PathLike, items: str | os.PathLike | None = None) -> Dataset:
+    """A CSV or Parquet events file under common header names, item attributes from `items` (sdk/tables.py)."""
+    from metarec.sdk.tables import load_table as _load  # tables imports this module: bound at call time
+
+    return _load(path, items)
 
 
 def save_csv(ds: Dataset, path: str | os.PathLike) -> None:
@@ -344,16 +305,29 @@ def fetch_ml100k(cache_dir: str | os.PathLike | None = None, python: str = sys.e
 
 
 def load_dataset(name: str = "ml-100k", **kw) -> Dataset:
-    """'ml-100k' (cached, fetched on first use), 'synthetic', a folder (ML-100K layouts) or a CSV/Parquet file."""
+    """'ml-100k' (cached, fetched on first use), 'synthetic', a folder or a CSV/Parquet events file.
+
+    A folder holds MovieLens's current layout (ratings.csv + movies.csv), any events file with an items file
+    (events.csv / ratings.csv + items.csv / movies.csv: sdk/tables.py), GroupLens's ML-100K (u.data) or RecBole's
+    atomic files (ml-100k.inter)."""
     if name == "ml-100k":
         return load_movielens(fetch_ml100k(kw.pop("cache_dir", None)))
     if name == "synthetic":
         from metarec.sdk.synthetic import generate, SyntheticConfig  # lazy: the generator is optional
 
         return generate(SyntheticConfig(**kw))
-    p = Path(name)
+    p = Path(name).expanduser()
     if p.is_dir():
-        return load_movielens(p)
+        if (p / "u.data").is_file() or (p / "ml-100k.inter").is_file():
+            return load_movielens(p)
+        from metarec.sdk.tables import EVENT_FILES, find_events
+
+        found = find_events(p)
+        if found is None:
+            raise DataError(f"{p.resolve()}: no data file found; expected one of {', '.join(EVENT_FILES)} (with "
+                            f"movies.csv or items.csv for item attributes), u.data (GroupLens) or ml-100k.inter (RecBole)")
+        return load_table(*found)
     if p.is_file():
         return load_table(p)
-    raise DataError(f"unknown dataset {name!r}: use 'ml-100k', 'synthetic', an ml-100k folder or a CSV/Parquet file")
+    raise DataError(f"dataset {name!r} not found: no file or folder {p.resolve()}; use 'ml-100k', 'synthetic', "
+                    f"a folder (e.g. MovieLens's ratings.csv + movies.csv) or a CSV/Parquet events file")

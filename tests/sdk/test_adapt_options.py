@@ -69,7 +69,7 @@ def test_inner_bias_needs_biases_and_is_the_catalog_softmax_likelihood():
     # adapting (eager helper = the phone program) lowers it, and the bias changes the step
     a = m.adapt(h0, hv, mask, scene, table.detach(), 2, bias=bias.detach(), hist_items=hist)
     after = m.support_loss(a, hv, mask, scene, hv, mask, table[m.negatives], bias[hist], bias[m.negatives])
-    assert float(after) < float(loss) - 1e-4
+    assert float(after.detach()) < float(loss.detach()) - 1e-4
     m0 = _model(inner_bias=False)
     a0 = m0.adapt(h0, hv, mask, scene, table.detach(), 2)
     assert not torch.allclose(a["u"], a0["u"])
@@ -117,7 +117,7 @@ def test_topk_term_adds_a_positive_loss_with_gradients():
     bt = {k: torch.from_numpy(v) for k, v in b.items()}
     base = task_loss(m, cfg.learner_obj(), bt, None, 8, 0.3)
     top = task_loss(m, cfg.learner_obj(), bt, None, 8, 0.3, topk_weight=1.0)
-    assert float(top) > float(base)
+    assert float(top.detach()) > float(base.detach())
     top.backward()
     assert float(m.log_lr["u"].grad.abs().sum()) > 0
 
@@ -130,7 +130,7 @@ def test_rate_lr_mult_moves_only_the_step_sizes_faster():
     slow, _ = fit_model(_cfg(), ds, users)
     fast, _ = fit_model(_cfg(rate_lr_mult=30.0), ds, users)
     init = float(np.log(SMALL.init_lr))
-    moved = lambda m: float(sum((m.log_lr[k] - init).abs().max() for k in m.log_lr))  # noqa: E731
+    moved = lambda m: float(sum((m.log_lr[k] - init).abs().max() for k in m.log_lr).detach())  # noqa: E731
     assert moved(fast) > 10 * moved(slow) > 0
     # everything else took the same first step (Adam's first update is lr * sign-like: equal groups, equal moves)
     one = lambda **kw: fit_model(_cfg(steps=1, **kw), ds, users)[0]  # noqa: E731
@@ -146,7 +146,7 @@ def test_scene_lr_mult_moves_only_the_scene_pathway_faster():
     users = np.arange(ds.n_users)
     one = lambda m: fit_model(_cfg(steps=1, scene_lr_mult=m), ds, users)[0]  # noqa: E731
     init, slow, fast = build_model(_cfg(), ds, users), one(1.0), one(10.0)
-    step = lambda a, t: float((t(a) - t(init)).abs().max())  # noqa: E731
+    step = lambda a, t: float((t(a) - t(init)).abs().max().detach())  # noqa: E731
     for t in (lambda m: m.scene_enc[0].weight, lambda m: m.head0["W1"], lambda m: m.head0["W2"]):
         assert step(fast, t) == pytest.approx(10 * step(slow, t), rel=1e-3) and step(slow, t) > 0
     # the rest took the same first step (Adam's first update is lr * sign-like)
