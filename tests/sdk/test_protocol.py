@@ -95,9 +95,9 @@ class _Oracle:
 def test_learning_curve_fixed_targets():
     rng = np.random.default_rng(0)
     users, items, ts = [], [], []
-    for u in range(4):
-        for j in range(25):
-            users.append(str(u)); items.append(str(int(rng.integers(1, 60)) + 100 * u)); ts.append(u * 1000.0 + j)
+    for u in range(4):  # distinct items per user: repeated pairs are dropped by build_dataset
+        for j, i in enumerate(rng.choice(np.arange(1, 60), 25, replace=False)):
+            users.append(str(u)); items.append(str(int(i) + 100 * u)); ts.append(u * 1000.0 + j)
     ds = build_dataset("lc", users, items, ts)
     res = learning_curve(_Oracle(), ds, range(ds.n_users), EventLog(ds), ks=(0, 1, 10))
     assert set(res["recall10"]) == {"0", "1", "10"}
