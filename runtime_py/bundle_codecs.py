@@ -154,7 +154,7 @@ def decode_item_ids(data: bytes, n: int) -> tuple[str, ...]:
     """The ids of a verified `item_ids_file`; BundleError if they do not decode to N unique ids."""
     try:
         inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, 64 * (n + 1) + 1024)  # ids longer than ~64 bytes on average: not ids
+        raw = inflater.decompress(data, min(64 * (n + 1) + 1024, 64 << 20))  # ids ~64 bytes on average at most
         if inflater.unconsumed_tail or not inflater.eof:
             raise ValueError("item_ids_file does not inflate to a complete, plausibly sized id list")
         ids = tuple(raw.decode("utf-8").split("\n"))
@@ -166,7 +166,7 @@ def decode_item_ids(data: bytes, n: int) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------------------------- program codecs
 PROGRAM_CODECS = ("none", "zlib")
-MAX_PROGRAM_BYTES = 1 << 30  # an inflated program larger than this is a zip bomb, not a phone model
+MAX_PROGRAM_BYTES = 64 << 20  # an inflated program larger than this is a zip bomb, not a phone model (~100 KB)
 _PTE_MAGIC = b"ET"  # bytes 4..6 of every ExecuTorch flatbuffer ("ET12"...)
 
 

@@ -7,7 +7,7 @@
 Events arriving out of order are ACCEPTED and ordered by (timestamp, arrival): a phone's clock and a sync queue
 both reorder events, and refusing them would lose real interactions. Because a head is always rebuilt from
 phi0 on the user's ordered events (not updated incrementally), a late event simply marks the head stale and the
-next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-op, whatever its content.
+next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-op; with other content, InputError.
 
 Adaptation is lazy: `recommend` adapts the head if events arrived since the last adaptation, if the stored head
 belongs to another bundle serial, or (with the manifest's `adapt_scene = "query"`, what the sdk's eager model
@@ -29,7 +29,6 @@ One `Recommender` owns its state database: all writes go through it, so the per-
 """
 from __future__ import annotations
 
-import math
 import threading
 import uuid
 from collections import OrderedDict
@@ -45,6 +44,9 @@ from .programs import AdaptProgram, ScoreProgram
 from .scene import SceneClock
 from .store import Store
 from .trending import TrendingPack
+from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_time as _check_time  # validate.py
+
+_TIME_RANGE = (MIN_TIME, MAX_TIME)
 
 
 _TREND_LABELS = ["popular", "trending"]
@@ -94,21 +96,6 @@ class _User:
         self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
 
 
-def _check_id(value, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{what} must be a non-empty str, got {value!r}")
-    return value
-
-
-def _check_time(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{what} must be a number, got {value!r}")
-    t = float(value)
-    if not math.isfinite(t):
-        raise InputError(f"{what} must be finite, got {value!r}")
-    return t
-
-
 class Recommender:
     """An app's recommender over one verified bundle and one state database. Not for concurrent processes."""
 
@@ -154,19 +141,24 @@ class Recommender:
         """Verify `bundle_dir` with `trusted_key` (Ed25519 public key PEM path or bytes), open the state database
         and load both programs. `BundleError` for any untrusted or unusable bundle (including a serial older than
         one this state has accepted), `StateError` for an unusable database."""
-        store = Store(state_path)
-        try:
-            bundle = open_bundle(bundle_dir, trusted_key, store)
+        try:  # the bundle is verified and its programs loaded before the state file is touched (or created)
+            bundle = open_bundle(bundle_dir, trusted_key)
             m = bundle.manifest
             score = ScoreProgram(bundle.programs["score"], m.programs["score"], m.shapes)
             adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
-            store.accept_serial(m.serial)  # only once the bundle is proven usable
-            return cls(bundle, store, score, adapt)
         except MetaRecRuntimeError:
-            store.close()
             raise
         except Exception as e:  # nothing bare escapes: whatever broke, it broke while reading the bundle
-            store.close()
+            raise BundleError(f"bundle {bundle_dir} cannot be used: {e}") from e
+        store = Store(state_path)
+        try:
+            store.accept_serial(m.serial)  # the rollback check; only once the bundle is proven usable
+            return cls(bundle, store, score, adapt)
+        except MetaRecRuntimeError:
+            store.close(discard=True)  # a refused bundle leaves no new state file behind
+            raise
+        except Exception as e:
+            store.close(discard=True)
             raise BundleError(f"bundle {bundle_dir} cannot be used: {e}") from e
 
     def _initial_pack(self) -> TrendingPack | None:
@@ -184,7 +176,8 @@ class Recommender:
         return self._bundle.serial
 
     def record(self, user_id: str, item_id: str, timestamp: float, event_id: str | None = None) -> None:
-        """Append one interaction; returns only once it is durable. Duplicate event_id: no-op."""
+        """Append one interaction; returns only once it is durable. Duplicate event_id: no-op (other content:
+        InputError)."""
         with self._lock:
             self._check_open()
             _check_id(user_id, "user_id")
@@ -303,8 +296,9 @@ class Recommender:
         sh, b = self.shapes, self._bundle
         events = self._store.events(user_id)
         seq = max((e[3] for e in events), default=0)
-        # Items the current catalog lacks (dropped by a newer bundle) stay in the log but cannot be scored.
-        known = [e for e in events if e[1] in self._index]
+        # Items the current catalog lacks (dropped by a newer bundle) and times an older runtime let through stay in
+        # the log but are not used: one such event never breaks the user.
+        known = [e for e in events if e[1] in self._index and _TIME_RANGE[0] <= e[2] <= _TIME_RANGE[1]]
         idx = np.asarray([self._index[e[1]] for e in known], dtype=np.int64)
         last_ts = max((e[2] for e in known), default=None)
         hist_np, mask_np = self._slots(idx, sh.L)

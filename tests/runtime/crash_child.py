@@ -13,8 +13,8 @@ def main(db: str, run: int) -> None:
     while True:
         eid = f"r{run}-e{i}"
         store.add_event(eid, f"user{i % 5}", f"item{i % 17}", 8.8e8 + i)
-        if run and i % 3 == 0:  # a client retrying the previous run's events: must stay a no-op
-            store.add_event(f"r{run - 1}-e{i}", "retry", "retry", 0.0)
+        if run and i % 3 == 0:  # a client retrying the previous run's event (same content): must stay a no-op
+            store.add_event(f"r{run - 1}-e{i}", f"user{i % 5}", f"item{i % 17}", 8.8e8 + i)
         os.write(1, f"ack {eid}\n".encode())
         i += 1
 

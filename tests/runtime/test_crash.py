@@ -67,7 +67,7 @@ def test_state_database_settings(tmp_path):
     try:
         assert s._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert s._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
-        assert s.add_event("e", "u", "i", 1.0) and not s.add_event("e", "u", "other", 2.0)
+        assert s.add_event("e", "u", "i", 1.0) and not s.add_event("e", "u", "i", 1.0)
         s.put_head("u", 1, 1, b"", b"\0" * 8)
         assert s._db.execute("PRAGMA synchronous").fetchone() == (2,)  # heads' NORMAL write is undone
     finally:

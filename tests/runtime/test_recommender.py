@@ -120,11 +120,13 @@ def test_bad_input_is_a_typed_error_and_changes_no_state(rec, tmp_path, call):
     assert (_db_rows(tmp_path / "state.db"), rec.history("u")) == before
 
 
-def test_duplicate_event_id_is_a_no_op(rec):
+def test_duplicate_event_id_is_a_no_op_and_other_content_is_refused(rec):
     rec.record("u", ITEM_IDS[1], T0, event_id="e1")
-    rec.record("u", ITEM_IDS[2], T0 + 1, event_id="e1")  # same id, other content: still the first event
-    rec.record("u", ITEM_IDS[1], T0, event_id="e1")
-    assert rec.history("u") == [("e1", ITEM_IDS[1], T0)]
+    rec.record("u", ITEM_IDS[1], T0, event_id="e1")  # a retry: no-op
+    for other in (("u", ITEM_IDS[2], T0), ("u", ITEM_IDS[1], T0 + 1), ("v", ITEM_IDS[1], T0)):
+        with pytest.raises(InputError, match="other content"):
+            rec.record(*other, event_id="e1")
+    assert rec.history("u") == [("e1", ITEM_IDS[1], T0)] and rec.history("v") == []
 
 
 def test_out_of_order_events_are_accepted_ordered_and_readapted(rec, tiny, adapt_calls):
