@@ -30,6 +30,7 @@ One `Recommender` owns its state database: all writes go through it, so the per-
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -44,7 +45,9 @@ from .programs import AdaptProgram, ScoreProgram
 from .scene import SceneClock
 from .store import Store
 from .trending import TrendingPack
-from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_time as _check_time  # validate.py
+from .bundle_codecs import catalog_digest
+from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
+    check_time as _check_time  # every public argument is checked in validate.py
 
 _TIME_RANGE = (MIN_TIME, MAX_TIME)
 
@@ -133,6 +136,8 @@ class Recommender:
         self._users: OrderedDict[str, _User] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
+        self.catalog = catalog_digest(bundle.item_ids)  # what a trending pack must be bound to
+        self._pack: TrendingPack | None = None
         self._set_trend(self._initial_pack())
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -165,7 +170,9 @@ class Recommender:
         stored = self._store.get_trending()
         if stored is not None:
             try:
-                return TrendingPack.from_json(stored)
+                pack = TrendingPack.from_json(stored)
+                if not pack.catalog or pack.catalog == self.catalog:  # a pack for an older catalog is dropped
+                    return pack
             except BundleError:  # a pack we wrote ourselves cannot be malformed unless the disk lied; drop it
                 pass
         return self._bundle.trending
@@ -200,12 +207,17 @@ class Recommender:
             if added:
                 self._users.pop(user_id, None)
 
-    def set_trending(self, pack: TrendingPack) -> None:
-        """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted."""
+    def set_trending(self, pack: TrendingPack, now: float | None = None, allow_older: bool = False) -> None:
+        """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted. `InputError`
+        (nothing changed) for a pack of another catalog, stale or from the future at `now` (default: this device's
+        clock), or older than the pack in use; `allow_older` is for replays of history (an evaluation), never for
+        packs from the network."""
         if not isinstance(pack, TrendingPack):
             raise InputError(f"set_trending takes a TrendingPack, got {type(pack).__name__}")
         with self._lock:
             self._check_open()
+            now_t = time.time() if now is None else _check_time(now, "now")
+            _check_pack(pack, self.catalog, now_t, None if allow_older or self._pack is None else self._pack.at)
             self._store.put_trending(pack.to_json())
             self._set_trend(pack)
 
@@ -284,6 +296,7 @@ class Recommender:
 
     def _set_trend(self, pack: TrendingPack | None) -> None:
         n = self.shapes.N
+        self._pack = pack
         vec = np.zeros(n, dtype=np.float32) if pack is None else pack.log_counts(self._index, n)
         self._trend_np = vec
         self._trend = torch.from_numpy(vec)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .bundle_codecs import check_pack_time
 from .errors import InputError
 
 MAX_ID_BYTES = 512  # long enough for any UUID/URL-ish id; a 1 MB id is an attack on the state file, not an id
@@ -53,6 +54,17 @@ def check_time(value, what: str) -> float:
     if not MIN_TIME <= t <= MAX_TIME:
         raise InputError(f"{what}={t!r} is outside [{MIN_TIME:.0f}, {MAX_TIME:.0f}] unix seconds (1970..2100 UTC)")
     return t
+
+
+def check_pack(pack, catalog: str, now: float, current_at: float | None) -> None:
+    """`InputError` unless `pack` (a TrendingPack) counts this `catalog` (or is unbound: the app's own), is fresh at
+    `now` and is not older than the pack in use (`current_at`; None: no replay check)."""
+    if pack.catalog and pack.catalog != catalog:
+        raise InputError("trending pack was made for another catalog (its `catalog` differs from this bundle's)")
+    try:
+        check_pack_time(pack.at, now, current_at)
+    except ValueError as e:
+        raise InputError(str(e)) from e
 
 
 def _short(value) -> str:
