@@ -23,19 +23,23 @@ import fcntl
 import math
 import os
 import sqlite3
+import zlib
 from pathlib import Path
 
 from .errors import BundleError, InputError, StateError
 
-STORE_SCHEMA = 1
+# v2: every row carries `chk`, a CRC-32 of its other columns, so a flipped byte in a value no index covers (an item
+# id, a timestamp, a head) is a StateError instead of a silently different history
+STORE_SCHEMA = 2
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL, chk INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     user_id TEXT NOT NULL,
     item_id TEXT NOT NULL,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    chk INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts, seq);
 CREATE TABLE IF NOT EXISTS heads (
@@ -43,10 +47,27 @@ CREATE TABLE IF NOT EXISTS heads (
     serial INTEGER NOT NULL,
     event_seq INTEGER NOT NULL,
     scene BLOB NOT NULL,
-    head BLOB NOT NULL
+    head BLOB NOT NULL,
+    chk INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS trending (id INTEGER PRIMARY KEY CHECK (id = 1), pack BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS trending (id INTEGER PRIMARY KEY CHECK (id = 1), pack BLOB NOT NULL,
+                                     chk INTEGER NOT NULL DEFAULT 0);
 """
+# the columns each table's chk covers, in order (schema 1 -> 2 adds chk and fills it from these)
+_CHECKED = {"meta": ("key", "value"), "events": ("event_id", "user_id", "item_id", "ts"),
+            "heads": ("user_id", "serial", "event_seq", "scene", "head"), "trending": ("id", "pack")}
+
+
+def _chk(*values) -> int:
+    """CRC-32 of a row's values (repr is exact for str, int, float and bytes)."""
+    return zlib.crc32(repr(values).encode("utf-8", "surrogatepass"))
+
+
+def _verify(row, n: int) -> tuple:
+    """The first `n` values of `row` if its last value is their checksum; StateError (corrupt row) otherwise."""
+    if _chk(*row[:n]) != row[n]:
+        raise StateError(f"state database row {tuple(row[:n])!r:.120} fails its checksum (corrupt)")
+    return tuple(row[:n])
 _TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence"}
 _DB_ERRORS = (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError, IndexError)  # corrupt bytes
 
@@ -87,15 +108,26 @@ class Store:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables - _TABLES:
             raise StateError(f"state database has unknown tables {sorted(tables - _TABLES)}")
-        # executescript commits on its own; every statement is IF NOT EXISTS, so a crash between them is fine
-        self._db.executescript(_SCHEMA)
-        with self._tx():
+        with self._tx():  # schema, migration and version in one transaction: a crash leaves the old or the new
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(stmt)
             row = self._db.execute("SELECT value FROM meta WHERE key='store_schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('store_schema', ?)", (STORE_SCHEMA,))
-            elif row[0] != STORE_SCHEMA:
+            if row is not None and row[0] == 1:
+                self._migrate_1_to_2()
+            elif row is not None and row[0] != STORE_SCHEMA:
                 raise StateError(f"state database schema {row[0]!r} is not {STORE_SCHEMA}")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('store_schema', ?, ?)",
+                             (STORE_SCHEMA, _chk("store_schema", STORE_SCHEMA)))
         self.max_serial()  # a corrupt mark (in the database or beside it) is refused now, not at the first bundle
+
+    def _migrate_1_to_2(self) -> None:
+        """Add `chk` to every table of a schema-1 database and fill it (inside the caller's transaction)."""
+        for table, cols in _CHECKED.items():
+            have = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
+            if "chk" not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN chk INTEGER NOT NULL DEFAULT 0")
+            rows = self._db.execute(f"SELECT rowid, {', '.join(cols)} FROM {table}").fetchall()
+            self._db.executemany(f"UPDATE {table} SET chk=? WHERE rowid=?", [(_chk(*r[1:]), r[0]) for r in rows])
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _tx(self):
@@ -144,25 +176,29 @@ class Store:
         no change) if event_id is stored with other content. `heads`: (user_id, serial, event_seq, scene, head)
         rows written in the same transaction (a cache riding along with a commit that is fsynced anyway)."""
         def fn(db):
-            cur = db.execute("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts) VALUES (?, ?, ?, ?)",
-                             (event_id, user_id, item_id, ts))
+            cur = db.execute("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, chk) VALUES (?, ?, ?, ?, ?)",
+                             (event_id, user_id, item_id, float(ts), _chk(event_id, user_id, item_id, float(ts))))
             added = cur.rowcount == 1
             if not added:
                 old = db.execute("SELECT user_id, item_id, ts FROM events WHERE event_id=?", (event_id,)).fetchone()
                 if old is not None and tuple(old) != (user_id, item_id, float(ts)):
                     raise InputError(f"event_id {event_id!r} is already stored with other content {tuple(old)!r}")
             if heads:
-                db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)", list(heads))
+                db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?)", _with_chk(heads))
             return added
         return self._write(fn)
 
     def events(self, user_id: str) -> list[tuple[str, str, float, int]]:
         """(event_id, item_id, ts, seq) of a user, ordered by timestamp, ties by arrival."""
-        rows = self._query("SELECT event_id, item_id, ts, seq FROM events WHERE user_id=? ORDER BY ts, seq",
-                           (user_id,), (str, str, float, int))
-        if not all(math.isfinite(r[2]) for r in rows):
-            raise StateError(f"state database holds a non-finite timestamp for user {user_id!r} (corrupt)")
-        return rows
+        rows = self._query("SELECT event_id, user_id, item_id, ts, chk, seq FROM events WHERE user_id=? "
+                           "ORDER BY ts, seq", (user_id,), (str, str, str, float, int, int))
+        out = []
+        for r in rows:
+            eid, _, item, ts = _verify(r, 4)
+            if not math.isfinite(ts):
+                raise StateError(f"state database holds a non-finite timestamp for user {user_id!r} (corrupt)")
+            out.append((eid, item, ts, r[5]))
+        return out
 
     def last_seq(self, user_id: str) -> int:
         """The highest arrival seq among a user's events (0 if none): heads adapted before it are stale."""
@@ -189,9 +225,9 @@ class Store:
     # -- heads ----------------------------------------------------------------------------------------------
     def get_head(self, user_id: str) -> tuple[int, int, bytes, bytes] | None:
         """(serial, event_seq, scene bytes, head bytes) or None."""
-        rows = self._query("SELECT serial, event_seq, scene, head FROM heads WHERE user_id=?", (user_id,),
-                           (int, int, bytes, bytes))
-        return (rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
+        rows = self._query("SELECT user_id, serial, event_seq, scene, head, chk FROM heads WHERE user_id=?",
+                           (user_id,), (str, int, int, bytes, bytes, int))
+        return _verify(rows[0], 5)[1:] if rows else None
 
     def put_head(self, user_id: str, serial: int, event_seq: int, scene: bytes, head: bytes) -> None:
         """Store an adapted head. Heads are a cache (rebuilt by replay), so this commit is not fsynced
@@ -204,7 +240,8 @@ class Store:
         rows = list(rows)
         try:
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._write(lambda db: db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)", rows))
+            self._write(lambda db: db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?)",
+                                                  _with_chk(rows)))
         finally:
             try:
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -214,19 +251,18 @@ class Store:
     # -- bundle serial high-water mark ----------------------------------------------------------------------
     def max_serial(self) -> int:
         """The highest accepted serial: of the database and the mark file beside it, whichever is higher."""
-        rows = self._query("SELECT value FROM meta WHERE key='max_serial'", (), (int,))
-        return max(rows[0][0] if rows else 0, self._read_mark())
+        rows = self._query("SELECT key, value, chk FROM meta WHERE key='max_serial'", (), (str, int, int))
+        return max(_verify(rows[0], 2)[1] if rows else 0, self._read_mark())
 
     def accept_serial(self, serial: int) -> None:
         """Record `serial` as seen; `BundleError` (and no change) if a newer one was seen before (rollback)."""
         seen_mark = self._read_mark()
 
         def fn(db):
-            row = db.execute("SELECT value FROM meta WHERE key='max_serial'").fetchone()
-            seen = max(row[0] if row else 0, seen_mark)
+            seen = max(self.max_serial(), seen_mark)
             if serial < seen:
                 raise BundleError(f"bundle serial {serial} is older than {seen}, already seen here (rollback)")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('max_serial', ?)", (serial,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('max_serial', ?, ?)", (serial, _chk("max_serial", serial)))
         self._write(fn)
         if serial > seen_mark:
             self._write_mark(serial)
@@ -262,11 +298,11 @@ class Store:
 
     # -- trending pack ----------------------------------------------------------------------------------------
     def get_trending(self) -> bytes | None:
-        rows = self._query("SELECT pack FROM trending WHERE id=1", (), (bytes,))
-        return bytes(rows[0][0]) if rows else None
+        rows = self._query("SELECT id, pack, chk FROM trending WHERE id=1", (), (int, bytes, int))
+        return _verify(rows[0], 2)[1] if rows else None
 
     def put_trending(self, pack: bytes) -> None:
-        self._write(lambda db: db.execute("INSERT OR REPLACE INTO trending VALUES (1, ?)", (pack,)))
+        self._write(lambda db: db.execute("INSERT OR REPLACE INTO trending VALUES (1, ?, ?)", (pack, _chk(1, pack))))
 
 
 class _Transaction:
@@ -288,6 +324,15 @@ class _Transaction:
             except sqlite3.Error:
                 pass
         return False
+
+
+def _with_chk(rows) -> list:
+    """(user_id, serial, event_seq, scene, head) rows with their checksum appended (blobs as bytes)."""
+    out = []
+    for u, serial, seq, scene, head in rows:
+        scene, head = bytes(scene), bytes(head)
+        out.append((u, serial, seq, scene, head, _chk(u, serial, seq, scene, head)))
+    return out
 
 
 def _lock(path: str) -> int:
