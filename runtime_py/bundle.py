@@ -127,6 +127,16 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     key = load_public_key(trusted_key)
     manifest_bytes = _read(root, MANIFEST_FILE, _MAX_MANIFEST_BYTES)
     verify_signature(manifest_bytes, _read(root, SIGNATURE_FILE, 1024), key)
+    bundle = decode_bundle(root, manifest_bytes)
+    if store is not None and bundle.serial < store.max_serial():
+        raise BundleError(f"bundle serial {bundle.serial} is older than {store.max_serial()}, already seen "
+                          "by this state (rollback)")
+    return bundle
+
+
+def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
+    """Everything `open_bundle` does after the signature: parse and check the manifest, verify and decode every
+    file. Only for bytes whose signature was checked, or (export's smoke run, runtime_py/probe.py) not yet made."""
     manifest = Manifest.from_json(manifest_bytes)
     try:  # a signed serial far in the future would refuse every later bundle forever (rollback mark)
         check_serial_plausible(manifest.serial, time.time())
@@ -157,12 +167,7 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     trending = TrendingPack.from_json(data[manifest.trending_file]) if manifest.trending_file else None
     item_ids = (decode_item_ids(data[manifest.item_ids_file], sh.N) if manifest.item_ids_file is not None
                 else manifest.item_ids)
-    bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
-                    scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
-                    prototypes=prototypes, trending=trending,
-                    programs={k: decode_program(data[p.file], p.codec, p.file)
-                              for k, p in manifest.programs.items()})
-    if store is not None and manifest.serial < store.max_serial():
-        raise BundleError(f"bundle serial {manifest.serial} is older than {store.max_serial()}, already seen "
-                          "by this state (rollback)")
-    return bundle
+    return Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
+                  scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
+                  prototypes=prototypes, trending=trending,
+                  programs={k: decode_program(data[p.file], p.codec, p.file) for k, p in manifest.programs.items()})
