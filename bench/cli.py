@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=2000)
     s.set_defaults(fn=cmd_bench)
 
-    s = sub.add_parser("fuzz-bundles", help="hostile bundle fuzzing (bench/fuzz_bundles.py; --help there)", add_help=False)
-    s.add_argument("args", nargs=argparse.REMAINDER)
+    s = sub.add_parser("fuzz-bundles", help="hostile bundle fuzzing (bench/fuzz_bundles.py)", prefix_chars="+")
+    s.add_argument("args", nargs="*")  # every option goes to fuzz_bundles.main (prefix "+" frees "--x")
     s.set_defaults(fn=lambda a, argv: __import__("metarec.bench.fuzz_bundles", fromlist=["main"]).main(a.args))
     return p
 

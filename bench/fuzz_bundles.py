@@ -9,7 +9,7 @@ manifest field, implausible serials and shapes, listed files that are symlinks o
 inside the programs). Reported per kind and in total: accepted wrongly (a mutant that must be refused opened),
 untyped exceptions, hangs (per-case timeout), process deaths (a fault inside ExecuTorch), reads outside the folder
 (every outside symlink points at a canary file whose access time is watched) and the peak allocation per case
-(tracemalloc) and per worker (max RSS above the warmed-up worker's). Without --bundle a small bundle is exported from an untrained model.
+(tracemalloc) and per case (max RSS growth of the case's forked child). Without --bundle a small bundle is exported from an untrained model.
 `tests/runtime/test_fuzz.py` runs a seeded subset in `make test`; docs/reliability.md has the full run's figures.
 """
 from __future__ import annotations
@@ -258,8 +258,7 @@ class _Worker:
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, "-m", "metarec.bench.fuzz_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        hello = json.loads(self.proc.stdout.readline())
-        self.base_rss_kb = hello["maxrss_kb"]  # warmed up (torch + ExecuTorch loaded): cases are measured above it
+        assert json.loads(self.proc.stdout.readline())["ready"]
         self.case = None  # (index, kind, Case, deadline)
 
     def send(self, job: dict) -> None:
@@ -310,9 +309,14 @@ def run_fuzz(base: Path, priv: bytes, public_key: Path, mutations: int, seed: in
                 s[how] += 1
                 examples.append({"case": i, "kind": kind, "what": how})
             else:
-                peak_traced = max(peak_traced, result["peak_traced"])
-                peak_rss_kb = max(peak_rss_kb, result["maxrss_kb"] - w.base_rss_kb)
-                if result["outcome"] == "accepted":
+                peak_traced = max(peak_traced, result.get("peak_traced", 0))
+                peak_rss_kb = max(peak_rss_kb, result.get("rss_growth_kb", 0))
+                if result["outcome"].startswith("death:") or result["outcome"] == "hang":
+                    how = "deaths" if result["outcome"] != "hang" else "hangs"
+                    s[how] += 1
+                    deaths_by_signal[result["outcome"]] = deaths_by_signal.get(result["outcome"], 0) + 1
+                    examples.append({"case": i, "kind": kind, "what": result["outcome"]})
+                elif result["outcome"] == "accepted":
                     s["accepted"] += 1
                     if kind in MUST_REFUSE:
                         s["accepted_wrongly"] += 1
@@ -332,8 +336,9 @@ def run_fuzz(base: Path, priv: bytes, public_key: Path, mutations: int, seed: in
                     i = todo.pop(0)
                     kind = kinds[i % len(kinds)]
                     case = _new_case(base, tmp, i, kind, priv, seed)
-                    w.case = (i, kind, case, time.monotonic() + timeout)
-                    w.send({"dir": str(case.root), "state": f"{case.root}.db", "key": str(public_key)})
+                    w.case = (i, kind, case, time.monotonic() + 2 * timeout + 30)  # backstop: the worker times cases
+                    w.send({"dir": str(case.root), "state": f"{case.root}.db", "key": str(public_key),
+                            "timeout": timeout})
                     sel.register(w.proc.stdout, selectors.EVENT_READ, w)
             wait = max(0.0, min(w.case[3] for w in pool if w.case) - time.monotonic())
             ready = sel.select(wait)
@@ -343,9 +348,9 @@ def run_fuzz(base: Path, priv: bytes, public_key: Path, mutations: int, seed: in
                 line = w.proc.stdout.readline()
                 if line:
                     finish(w, json.loads(line), None)
-                else:  # the worker died inside a case: a fault in native code
+                else:  # the fork server itself died (it runs no case code): counted as a death too
                     code = w.proc.wait()
-                    deaths_by_signal[str(code)] = deaths_by_signal.get(str(code), 0) + 1
+                    deaths_by_signal[f"worker:{code}"] = deaths_by_signal.get(f"worker:{code}", 0) + 1
                     finish(w, None, "deaths")
                     pool[pool.index(w)] = _Worker()
             now = time.monotonic()
@@ -363,7 +368,7 @@ def run_fuzz(base: Path, priv: bytes, public_key: Path, mutations: int, seed: in
             w.kill()
     total = {k: sum(s[k] for s in stats.values()) for k in next(iter(stats.values()))}
     return {"mutations": mutations, "seed": seed, "timeout_s": timeout, "workers": workers, "total": total,
-            "by_kind": stats, "deaths_by_exit_code": deaths_by_signal, "peak_traced_mb": round(peak_traced / 2 ** 20, 1),
+            "by_kind": stats, "deaths_and_hangs": deaths_by_signal, "peak_traced_mb": round(peak_traced / 2 ** 20, 1),
             "peak_rss_growth_mb": round(peak_rss_kb / 1024, 1), "elapsed_s": round(time.time() - t0, 1),
             "examples": examples[:50]}
 
