@@ -25,7 +25,7 @@ while the head, history, scene and trend pack are unchanged runs only `rank` (ta
 about half of forward's time on ML-100K, bench/results/latency.md).
 
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
-`record`/`forget` without a database read per request. Do not write one state file from two processes at once.
+`record`/`forget` without a database read per request; a second one on the same state file gets StateError.
 """
 from __future__ import annotations
 
@@ -272,6 +272,7 @@ class Recommender:
             self._pending_heads.pop(user_id, None)  # never write a forgotten user's head back
             self._store.forget(user_id)
             self._users.pop(user_id, None)
+            self._score.unbind()  # score.pte may still hold the user's input list bound
 
     def close(self) -> None:
         with self._lock:
