@@ -35,9 +35,9 @@ class TrendingPack:
     def from_counts(cls, at: float, counts: Mapping[str, float], catalog: str = "") -> "TrendingPack":
         """Validate and freeze; `InputError` for a non-finite `at`, an empty id or a negative/non-finite count."""
         try:
-            at_f = float(at)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"trending pack time {at!r} is not a number") from e
+            at_f = float(at) if not isinstance(at, bool) else math.nan  # true is not a time
+        except (TypeError, ValueError, OverflowError) as e:  # 10**400 overflows float
+            raise InputError(f"trending pack time {type(at).__name__} is not a number in range") from e
         if not math.isfinite(at_f):
             raise InputError(f"trending pack time {at!r} is not finite")
         if not isinstance(catalog, str):

@@ -369,3 +369,49 @@ def test_a_bound_pack_is_used_and_survives_reopening(make_bundle, tmp_path, keys
         assert rec.recommend("u", T0 + 3600, k=1)[0].item_id == ITEM_IDS[2]
         with pytest.raises(InputError, match="replay"):
             rec.set_trending(TrendingPack.from_counts(T0 - 1, {}), now=T0)
+
+
+BAD_IDS = [None, 7, 1.5, b"u", "", " ", "\t\n", "\0", "a\0b", "\ud800", "x\udfff", "x" * (1 << 20), ["u"], object()]
+BAD_TIMES = [None, "881250949", b"1", float("nan"), float("inf"), float("-inf"), -1, 1e12, 1.7e12, 253402300000.0,
+             10 ** 400, 10 ** 30, True, [1], complex(1, 1), 8.8e8 + 0j]
+BAD_KS = [0, -1, 10 ** 400, True, 2.5, "3", None, float("inf"), [3]]
+
+
+def _bad_calls():
+    ok_item = ITEM_IDS[0]
+    for v in BAD_IDS:
+        yield lambda r, v=v: r.record(v, ok_item, T0)
+        yield lambda r, v=v: r.record("u", v, T0)
+        yield lambda r, v=v: r.record("u", ok_item, T0, event_id=v) if v is not None else r.record("u", 1, T0)
+        yield lambda r, v=v: r.recommend(v, T0)
+        yield lambda r, v=v: r.history(v)
+        yield lambda r, v=v: r.forget(v)
+    for v in BAD_TIMES:
+        yield lambda r, v=v: r.record("u", ok_item, v)
+        yield lambda r, v=v: r.recommend("u", v)
+        yield lambda r, v=v: r.set_trending(TrendingPack.from_counts(T0, {}), now=v) if v is not None else r.recommend("u", T0, k=0)
+        yield lambda r, v=v: r.set_trending(TrendingPack.from_counts(v, {}), now=T0)
+    for v in BAD_KS:
+        yield lambda r, v=v: r.recommend("u", T0, k=v)
+
+
+def test_the_whole_bad_call_sweep_is_typed_and_changes_nothing(make_bundle, tmp_path, keys):
+    """Every bad value in every argument of every public method (the hostile tester's 138 calls and more)."""
+    state = tmp_path / "state.db"
+    calls = list(_bad_calls())
+    with Recommender.open(make_bundle(adapt_scene="last_event"), state, trusted_key=keys[1]) as rec:
+        rec.record("u", ITEM_IDS[1], T0, event_id="e1")
+        rec.set_trending(TrendingPack.from_counts(T0, {ITEM_IDS[3]: 2}), now=T0)
+        rec.record("w", ITEM_IDS[2], T0)
+        before = _snapshot(rec, state)
+        untyped = []
+        for call in calls:
+            try:
+                call(rec)
+                untyped.append("accepted")
+            except InputError:
+                pass
+            except Exception as e:  # noqa: BLE001 - what the sweep counts
+                untyped.append(type(e).__name__)
+        assert untyped == [] and _snapshot(rec, state) == before
+    assert len(calls) >= 138
