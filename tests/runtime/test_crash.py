@@ -23,6 +23,21 @@ from metarec.runtime.store import Store
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
+def _check_db(db: Path, acked: set[str]) -> tuple[set[str], int]:
+    Store(db).close()  # opens clean: WAL recovery + integrity_check inside, else StateError
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
+        n_rows = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+    missing = acked - stored
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert n_rows == len(stored)
+    return stored, n_rows
+
+
 def run_crash_trials(db: Path, kills: int = 50, seed: int = 0) -> dict:
     """Kill a recording child `kills` times; check the database after each; return the counts."""
     rng = random.Random(seed)
@@ -42,34 +57,9 @@ def run_crash_trials(db: Path, kills: int = 50, seed: int = 0) -> dict:
         run_acked = {ln.split()[1] for ln in lines if ln.startswith("ack ")}
         killed_while_writing += bool(run_acked)
         acked |= run_acked
-        Store(db).close()  # opens clean: WAL recovery + quick_check inside, else StateError
-        conn = sqlite3.connect(db)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-            stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
-            n_rows = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        finally:
-            conn.close()
-        missing = acked - stored
-        assert not missing, f"run {run}: {len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
-        assert n_rows == len(stored)
+        stored, n_rows = _check_db(db, acked)
     return {"kills": kills, "killed_while_writing": killed_while_writing, "acknowledged": len(acked),
             "present": len(acked & stored), "lost": len(acked - stored), "rows": n_rows}
-
-
-def _check_db(db: Path, acked: set[str]) -> tuple[set[str], int]:
-    Store(db).close()  # opens clean: WAL recovery + integrity_check inside, else StateError
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
-        n_rows = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    finally:
-        conn.close()
-    missing = acked - stored
-    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
-    assert n_rows == len(stored)
-    return stored, n_rows
 
 
 def run_contended_crash(db: Path, processes: int = 4, users: int = 2500, kills: int = 200, seed: int = 0,
