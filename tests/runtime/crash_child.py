@@ -37,9 +37,9 @@ def contend(db: str, run: int, proc: int, users: int, batch: int) -> None:
             continue
         try:
             for _ in range(batch):
-                eid = f"p{proc}-r{run}-e{i}"
-                store.add_event(eid, f"p{proc}-u{i % users}", f"item{i % 17}", 8.8e8 + i)
-                os.write(1, f"ack {eid}\n".encode())
+                eid, user = f"p{proc}-r{run}-e{i}", f"p{proc}-u{(i + run * 997) % users}"  # each run: other users
+                store.add_event(eid, user, f"item{i % 17}", 8.8e8 + i)
+                os.write(1, f"ack {eid} {user}\n".encode())
                 i += 1
         finally:
             store.close()
