@@ -47,7 +47,7 @@ from .store import Store
 from .trending import TrendingPack
 from .bundle_codecs import catalog_digest
 from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
-    check_time as _check_time  # every public argument is checked in validate.py
+    check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
 
 _TIME_RANGE = (MIN_TIME, MAX_TIME)
 
@@ -146,6 +146,7 @@ class Recommender:
         """Verify `bundle_dir` with `trusted_key` (Ed25519 public key PEM path or bytes), open the state database
         and load both programs. `BundleError` for any untrusted or unusable bundle (including a serial older than
         one this state has accepted), `StateError` for an unusable database."""
+        _check_path(bundle_dir, "bundle_dir"), _check_path(state_path, "state_path")
         try:  # the bundle is verified and its programs loaded before the state file is touched (or created)
             bundle = open_bundle(bundle_dir, trusted_key)
             m = bundle.manifest

@@ -10,6 +10,7 @@ argument is an `InputError` and nothing is stored or changed.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -54,6 +55,18 @@ def check_time(value, what: str) -> float:
     if not MIN_TIME <= t <= MAX_TIME:
         raise InputError(f"{what}={t!r} is outside [{MIN_TIME:.0f}, {MAX_TIME:.0f}] unix seconds (1970..2100 UTC)")
     return t
+
+
+def check_path(value, what: str) -> str:
+    """A filesystem path argument as str: str or os.PathLike, non-empty, no NUL; `InputError` otherwise (str(None)
+    would otherwise quietly become a file called "None")."""
+    try:
+        path = os.fspath(value)
+    except TypeError as e:
+        raise InputError(f"{what} must be a path (str or os.PathLike), got {_short(value)}") from e
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise InputError(f"{what} must be a non-empty str path without NUL, got {_short(value)}")
+    return path
 
 
 def check_pack(pack, catalog: str, now: float, current_at: float | None) -> None:

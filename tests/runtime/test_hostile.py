@@ -415,3 +415,15 @@ def test_the_whole_bad_call_sweep_is_typed_and_changes_nothing(make_bundle, tmp_
                 untyped.append(type(e).__name__)
         assert untyped == [] and _snapshot(rec, state) == before
     assert len(calls) >= 138
+
+
+@pytest.mark.parametrize("state", [None, "", "a\0b", 123, b"state.db"])
+def test_bad_paths_are_input_errors_and_create_nothing(make_bundle, tmp_path, keys, state, monkeypatch):
+    b = make_bundle()
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputError):
+        Recommender.open(b, state, trusted_key=keys[1])
+    with pytest.raises(InputError):
+        Recommender.open(state if state is not None else 7, tmp_path / "s.db", trusted_key=keys[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
