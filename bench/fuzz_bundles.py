@@ -385,8 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the report here too")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fuzz-base-") as work:
-        if a.bundle:
-            from metarec.runtime.bundle_codecs import load_public_key  # noqa: F401  # the key pair must match
+        if a.bundle:  # the public key is derived from the private one, so the pair always matches
             from cryptography.hazmat.primitives import serialization
 
             priv = Path(a.key).read_bytes()
