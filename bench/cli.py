@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle", default="artifacts/bundle")
     s.add_argument("--runs", type=int, default=2000)
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("fuzz-bundles", help="hostile bundle fuzzing (bench/fuzz_bundles.py)", prefix_chars="+")
+    s.add_argument("args", nargs="*")  # every option goes to fuzz_bundles.main (prefix "+" frees "--x")
+    s.set_defaults(fn=lambda a, argv: __import__("metarec.bench.fuzz_bundles", fromlist=["main"]).main(a.args))
     return p
 
 

@@ -47,7 +47,8 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                 t = float(ds.ts[rows[k]])
                 counts = log.counts(t, u, WEEK)
                 nz = np.nonzero(counts)[0]
-                rec.set_trending(TrendingPack.from_counts(t, {str(ds.item_ids[i]): int(counts[i]) for i in nz}))
+                rec.set_trending(TrendingPack.from_counts(t, {str(ds.item_ids[i]): int(counts[i]) for i in nz}),
+                                 now=t, allow_older=True)  # users are replayed one after another: time goes back
                 top = [r.item_id for r in rec.recommend(uid, now=t, k=10)]
                 target = str(ds.item_ids[ds.item[rows[k]]])
                 pos = top.index(target) + 1 if target in top else 0

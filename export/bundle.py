@@ -27,6 +27,8 @@ from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, AD
                                       RANK_METHOD, RESERVED_FILES,
                                       SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
                                       SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec)
+from metarec.runtime.errors import BundleError
+from metarec.runtime.probe import probe_in_child
 from metarec.runtime.scene import SceneSpec
 
 from .compress import compress_model, early_histories, quantize_table, sdk_finetune
@@ -239,6 +241,10 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec, rank_method=ecfg.rank_method)
+    try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
+        probe_in_child(out, manifest)
+    except BundleError as e:
+        raise ExportError(f"the runtime cannot run this bundle, not signed: {e}") from e
     say(f"5/5 sign the manifest (serial {serial})")
     sign_bundle(out, manifest, key_path)
     if model_out is not None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,13 @@ import numpy as np
 from .bundle_codecs import decode_floats, decode_item_ids, decode_program, decode_table, load_public_key, \
     verify_signature
 from .errors import BundleError
-from .manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
+from .manifest import MANIFEST_FILE, MAX_FILE_BYTES, SIGNATURE_FILE, Manifest, check_serial_plausible
 from .scene import SceneSpec
 from .store import Store
 from .trending import TrendingPack
 
-_MAX_MANIFEST_BYTES = 64 << 20  # an item-id list of 10^6 ids fits; anything bigger is not a manifest
+_MAX_MANIFEST_BYTES = 16 << 20  # 10^6 inline ids fit (~8 MB); parsing more JSON than this could exhaust memory
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # O_NONBLOCK: a FIFO never blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,25 +58,50 @@ class Bundle:
         return _verified_file(self.path, name, entry)
 
 
-def _read(path: Path, limit: int | None = None) -> bytes:
+def _read(root: Path, name: str, limit: int, expect: int | None = None) -> bytes:
+    """The bytes of regular file `name` directly inside `root`, at most `limit` (and exactly `expect`) bytes.
+
+    Opened relative to the folder with O_NOFOLLOW, so a symlink (inside or out) is refused rather than followed;
+    the size is checked on the opened file itself (fstat), so a FIFO, device or file swapped in between is never
+    read without bound."""
     try:
-        if limit is not None and path.stat().st_size > limit:
-            raise BundleError(f"{path.name} is larger than {limit} bytes")
-        return path.read_bytes()
+        dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise BundleError(f"cannot read {path}: {e}") from e
+        raise BundleError(f"cannot open bundle directory {root}: {e}") from e
+    try:
+        try:
+            fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+        except OSError as e:  # ELOOP: a symlink; ENOENT: missing
+            raise BundleError(f"cannot open bundle file {name} (missing, or a symlink, which is refused): {e}") from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BundleError(f"bundle file {name} is not a regular file")
+            if st.st_size > limit or (expect is not None and st.st_size != expect):
+                raise BundleError(f"bundle file {name} has {st.st_size} bytes, "
+                                  f"{'manifest says ' + str(expect) if expect is not None else f'limit {limit}'}")
+            chunks, total = [], 0
+            while total <= limit:  # bounded even if the file grows while being read
+                chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            data = b"".join(chunks)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise BundleError(f"cannot read bundle file {name}: {e}") from e
+    finally:
+        os.close(dir_fd)
+    if len(data) > limit or (expect is not None and len(data) != expect):
+        raise BundleError(f"bundle file {name} changed size while being read")
+    return data
 
 
 def _verified_file(root: Path, name: str, entry) -> bytes:
-    path = root / name
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise BundleError(f"bundle file {name} is missing: {e}") from e
-    if size != entry.bytes:  # checked before reading, so a huge substituted file is never loaded
-        raise BundleError(f"bundle file {name} has {size} bytes, manifest says {entry.bytes}")
-    data = _read(path)
-    if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
+    data = _read(root, name, MAX_FILE_BYTES, entry.bytes)  # size checked before reading
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise BundleError(f"bundle file {name} does not match its sha256 in the manifest")
     return data
 
@@ -81,7 +110,7 @@ def _canonical(raw: bytes) -> bytes:
     try:
         return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                           allow_nan=False).encode("ascii")
-    except ValueError:
+    except (ValueError, RecursionError):
         return b""
 
 
@@ -96,9 +125,23 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     if not root.is_dir():
         raise BundleError(f"bundle directory {root} does not exist")
     key = load_public_key(trusted_key)
-    manifest_bytes = _read(root / MANIFEST_FILE, _MAX_MANIFEST_BYTES)
-    verify_signature(manifest_bytes, _read(root / SIGNATURE_FILE, 1024), key)
+    manifest_bytes = _read(root, MANIFEST_FILE, _MAX_MANIFEST_BYTES)
+    verify_signature(manifest_bytes, _read(root, SIGNATURE_FILE, 1024), key)
+    bundle = decode_bundle(root, manifest_bytes)
+    if store is not None and bundle.serial < store.max_serial():
+        raise BundleError(f"bundle serial {bundle.serial} is older than {store.max_serial()}, already seen "
+                          "by this state (rollback)")
+    return bundle
+
+
+def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
+    """Everything `open_bundle` does after the signature: parse and check the manifest, verify and decode every
+    file. Only for bytes whose signature was checked, or (export's smoke run, runtime_py/probe.py) not yet made."""
     manifest = Manifest.from_json(manifest_bytes)
+    try:  # a signed serial far in the future would refuse every later bundle forever (rollback mark)
+        check_serial_plausible(manifest.serial, time.time())
+    except ValueError as e:
+        raise BundleError(str(e)) from e
     # Canonical form is part of the contract: a signed but non-canonical manifest means the writer is not ours.
     # (Re-encoded as parsed, not via Manifest: a manifest that omits fields with defaults is still canonical.)
     if _canonical(manifest_bytes) != manifest_bytes:
@@ -124,12 +167,7 @@ def open_bundle(bundle_dir: str | Path, trusted_key, store: Store | None = None)
     trending = TrendingPack.from_json(data[manifest.trending_file]) if manifest.trending_file else None
     item_ids = (decode_item_ids(data[manifest.item_ids_file], sh.N) if manifest.item_ids_file is not None
                 else manifest.item_ids)
-    bundle = Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
-                    scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
-                    prototypes=prototypes, trending=trending,
-                    programs={k: decode_program(data[p.file], p.codec, p.file)
-                              for k, p in manifest.programs.items()})
-    if store is not None and manifest.serial < store.max_serial():
-        raise BundleError(f"bundle serial {manifest.serial} is older than {store.max_serial()}, already seen "
-                          "by this state (rollback)")
-    return bundle
+    return Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
+                  scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
+                  prototypes=prototypes, trending=trending,
+                  programs={k: decode_program(data[p.file], p.codec, p.file) for k, p in manifest.programs.items()})

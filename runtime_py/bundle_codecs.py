@@ -13,11 +13,17 @@ encoder and decoder can never drift apart. Everything here is numpy, zlib and `c
 - Programs (`score.pte`, `adapt.pte`): stored with the codec the manifest records per program; the sha256 covers
   the stored bytes. "zlib" (one zlib stream) exists because an ExecuTorch flatbuffer is mostly padding and repeated
   tensor metadata: a 52 KB training program deflates to 12 KB.
+- Trending pack (`trending.json` in a bundle, or a signed file `<pack>` + `<pack>.sig` from the server): canonical
+  JSON `{"at": unix seconds, "catalog": catalog_digest of the bundle's item ids, "counts": {item_id: count >= 0},
+  "version": 2}`; version 1 (no catalog) is read only inside a bundle, whose manifest hash binds it.
 - Signature (`manifest.sig`): the raw 64-byte Ed25519 signature over the exact manifest.json bytes (canonical
   JSON, never re-serialised). Keys are PEM: PKCS8 private, SubjectPublicKeyInfo public.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import zlib
 from pathlib import Path
 
@@ -154,7 +160,7 @@ def decode_item_ids(data: bytes, n: int) -> tuple[str, ...]:
     """The ids of a verified `item_ids_file`; BundleError if they do not decode to N unique ids."""
     try:
         inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, 64 * (n + 1) + 1024)  # ids longer than ~64 bytes on average: not ids
+        raw = inflater.decompress(data, min(64 * (n + 1) + 1024, 64 << 20))  # ids ~64 bytes on average at most
         if inflater.unconsumed_tail or not inflater.eof:
             raise ValueError("item_ids_file does not inflate to a complete, plausibly sized id list")
         ids = tuple(raw.decode("utf-8").split("\n"))
@@ -166,7 +172,7 @@ def decode_item_ids(data: bytes, n: int) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------------------------- program codecs
 PROGRAM_CODECS = ("none", "zlib")
-MAX_PROGRAM_BYTES = 1 << 30  # an inflated program larger than this is a zip bomb, not a phone model
+MAX_PROGRAM_BYTES = 64 << 20  # an inflated program larger than this is a zip bomb, not a phone model (~100 KB)
 _PTE_MAGIC = b"ET"  # bytes 4..6 of every ExecuTorch flatbuffer ("ET12"...)
 
 
@@ -198,6 +204,61 @@ def decode_program(stored: bytes, codec: str, name: str = "program") -> bytes:
     if len(data) < 8 or data[4:6] != _PTE_MAGIC:
         raise BundleError(f"{name} is not an ExecuTorch program (codec {codec!r})")
     return data
+
+
+# ---------------------------------------------------------------------------------------------- trending pack
+PACK_VERSION = 2  # v2 added `catalog`: a pack is bound to the catalog it counts
+PACK_MAX_AGE_SECONDS = 14 * 86400  # 7-day counts older than two weeks describe another week: refused as stale
+PACK_MAX_AHEAD_SECONDS = 86400  # server/phone clock skew; a pack further in the future is forged or misdated
+_MAX_PACK_BYTES = 32 << 20
+
+
+def catalog_digest(item_ids) -> str:
+    """What a pack is bound to: sha256 of the catalog's ids in index order, joined by "\n" (64 hex)."""
+    return hashlib.sha256("\n".join(item_ids).encode("utf-8")).hexdigest()
+
+
+def encode_pack(at: float, counts: dict, catalog: str) -> bytes:
+    """Canonical pack bytes (sorted keys, compact, ASCII): what a pack's signature covers."""
+    return json.dumps({"at": at, "catalog": catalog, "counts": counts, "version": PACK_VERSION}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def decode_pack(data: bytes, require_catalog: bool = True) -> tuple[float, dict, str]:
+    """(at, counts, catalog) of pack bytes, shape-checked only (values: TrendingPack.from_counts); ValueError if
+    malformed, of an unknown version, or (with `require_catalog`) not bound to a catalog."""
+    if len(data) > _MAX_PACK_BYTES:
+        raise ValueError(f"trending pack larger than {_MAX_PACK_BYTES} bytes")
+    try:
+        d = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError as e:  # deeply nested JSON
+        raise ValueError("trending pack nests too deeply") from e
+    if not isinstance(d, dict) or d.get("version") not in (1, PACK_VERSION) or isinstance(d.get("version"), bool):
+        raise ValueError(f"trending pack version {d.get('version') if isinstance(d, dict) else None!r} unsupported "
+                         f"(this runtime reads {PACK_VERSION})")
+    fields = {"at", "counts", "version"} | ({"catalog"} if d["version"] == PACK_VERSION else set())
+    if set(d) != fields:
+        raise ValueError(f"a version {d['version']} trending pack has exactly the fields {sorted(fields)}")
+    catalog = d.get("catalog", "")
+    if not isinstance(catalog, str) or (catalog and len(catalog) != 64) or (require_catalog and not catalog):
+        raise ValueError("trending pack is not bound to a catalog (version 2 `catalog` field)")
+    if not isinstance(d["counts"], dict):
+        raise ValueError("trending pack counts must be an object")
+    return d["at"], d["counts"], catalog
+
+
+def check_pack_time(at: float, now: float, current_at: float | None) -> None:
+    """ValueError unless a pack made at `at` is fresh at `now` and not older than the pack in use (a replay)."""
+    if not math.isfinite(at) or at > now + PACK_MAX_AHEAD_SECONDS:
+        raise ValueError(f"trending pack time {at} is in the future of now={now}")
+    if at < now - PACK_MAX_AGE_SECONDS:
+        raise ValueError(f"trending pack from {at} is stale at now={now} (older than {PACK_MAX_AGE_SECONDS} s)")
+    if current_at is not None and at < current_at:
+        raise ValueError(f"trending pack from {at} is older than the pack in use ({current_at}): a replay")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON here")
 
 
 # ---------------------------------------------------------------------------------------------- signing

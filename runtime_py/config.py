@@ -74,5 +74,5 @@ class VersionedConfig:
 
 def check_version(cls: type, version: Any) -> None:
     """ValueError unless `version` is the one `cls` reads."""
-    if version != cls.VERSION:  # type: ignore[attr-defined]
+    if isinstance(version, bool) or version != cls.VERSION:  # type: ignore[attr-defined]  # true == 1 in Python
         raise ValueError(f"{cls.__name__} version {version!r} unknown; this code reads version {cls.VERSION}")  # type: ignore[attr-defined]

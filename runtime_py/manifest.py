@@ -70,6 +70,13 @@ ADAPT_UNROLLED_METHOD = "adapt"  # stateless: step_inputs -> (theta,), for runti
 
 ADAPT_SCENES = ("query", "last_event")
 HISTORY_ALIGNS = ("right", "left")
+# Limits checked on the parsed manifest before anything is allocated from it: a phone bundle is far below them, and
+# they keep the reader's peak allocation under ~256 MB whatever a (signed) manifest claims.
+MAX_FILE_BYTES = 64 << 20  # one bundle file; the float32 table at MAX_TABLE_VALUES is exactly this
+MAX_TABLE_VALUES = 1 << 24  # N * d: 10^6 items at d=16
+SHAPE_LIMITS = {"N": 1 << 22, "d": 1024, "L": 1024, "F": 256, "P": 1 << 22, "k_max": 1024, "S": 1024, "R": 4096}
+MAX_SERIAL = 1 << 40  # a serial is an export's unix time or a counter; 2**63-1 would pin the rollback mark forever
+MAX_SERIAL_AHEAD_SECONDS = 366 * 86400  # a serial may run ahead of the phone's clock by a year (clock skew), no more
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # plain names only: no paths, no traversal
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -83,6 +90,18 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_serial_plausible(serial: int, now: float) -> None:
+    """ValueError if `serial` could pin the rollback mark: above MAX_SERIAL or over a year ahead of `now` when it
+    looks like a unix time (serials below 10^9 are counters)."""
+    _check(_is_int(serial) and 1 <= serial <= MAX_SERIAL, f"serial {serial!r} outside [1, {MAX_SERIAL}]")
+    _check(serial < 1_000_000_000 or serial <= now + MAX_SERIAL_AHEAD_SECONDS,
+           f"serial {serial} is a unix time more than a year after this device's clock ({now:.0f})")
+
+
 @dataclasses.dataclass(frozen=True)
 class FileEntry:
     """Size and sha256 (lowercase hex) of one bundle file."""
@@ -92,7 +111,7 @@ class FileEntry:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.sha256, str) and bool(_HEX64.match(self.sha256)), "sha256 must be 64 lowercase hex")
-        _check(_is_int(self.bytes) and self.bytes >= 0, "bytes must be an int >= 0")
+        _check(_is_int(self.bytes) and 0 <= self.bytes <= MAX_FILE_BYTES, f"bytes must be an int in [0, {MAX_FILE_BYTES}]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +131,10 @@ class Shapes:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            _check(_is_int(v) and v >= 1, f"shapes.{f.name} must be an int >= 1, got {v!r}")
+            hi = SHAPE_LIMITS[f.name]
+            _check(_is_int(v) and 1 <= v <= hi, f"shapes.{f.name} must be an int in [1, {hi}], got {v!r}")
         _check(self.k_max <= self.N, f"k_max={self.k_max} > N={self.N}")
+        _check(self.N * self.d <= MAX_TABLE_VALUES, f"N*d={self.N * self.d} > {MAX_TABLE_VALUES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +194,8 @@ class ProgramIO:
         _check(isinstance(self.method, str) and bool(self.method), "program method must be a non-empty str")
         _check(self.codec in PROGRAM_CODECS, f"program codec {self.codec!r} unknown; known: {PROGRAM_CODECS}")
         _check(_is_int(self.inner_steps) and 0 <= self.inner_steps <= 3, "inner_steps must be in [0, 3]")
-        _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0, "lr must be >= 0")
+        _check(_is_number(self.lr) and math.isfinite(self.lr) and self.lr >= 0, "lr must be a number >= 0")
+        _check(isinstance(self.file, str), "program file must be a str")
         for group in (self.inputs, self.outputs, self.parameters, self.prepare_outputs, self.step_inputs,
                       self.rank_inputs):
             _check(all(isinstance(n, str) and n for n in group), "program I/O names must be non-empty str")
@@ -242,9 +264,12 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        _check(self.schema_version == SCHEMA_VERSION, f"schema_version {self.schema_version} != {SCHEMA_VERSION}")
+        _check(_is_int(self.schema_version) and self.schema_version == SCHEMA_VERSION,
+               f"schema_version {self.schema_version!r} != {SCHEMA_VERSION}")
         _check(isinstance(self.model_version, str) and bool(self.model_version), "model_version must be a str")
-        _check(_is_int(self.serial) and self.serial >= 1, "serial must be an int >= 1")
+        _check(_is_int(self.serial) and 1 <= self.serial <= MAX_SERIAL, f"serial must be an int in [1, {MAX_SERIAL}]")
+        for name in ("item_ids", "negatives", "prototype_labels"):  # a str or dict would silently become a tuple
+            _check(isinstance(getattr(self, name), (list, tuple)), f"{name} must be a list")
         _check(isinstance(self.created_at, str), "created_at must be an ISO 8601 str")
         object.__setattr__(self, "item_ids", tuple(self.item_ids))
         object.__setattr__(self, "negatives", tuple(self.negatives))
@@ -309,7 +334,7 @@ class Manifest:
             if not isinstance(d, dict):
                 raise ValueError("manifest must be a JSON object")
             version = d.get("schema_version")
-            if version != SCHEMA_VERSION:
+            if not _is_int(version) or version != SCHEMA_VERSION:
                 raise BundleError(f"manifest schema_version {version!r} unsupported; this runtime reads "
                                   f"{SCHEMA_VERSION}")
             d = dict(d)
@@ -339,8 +364,8 @@ class Manifest:
         """Parse manifest.json bytes; `BundleError` if they are not a valid manifest of SCHEMA_VERSION."""
         try:
             d = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-            raise BundleError(f"manifest is not valid JSON: {e}") from e
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as e:
+            raise BundleError(f"manifest is not valid JSON: {type(e).__name__}: {e}") from e
         return cls.from_dict(d)
 
 

@@ -89,8 +89,9 @@ class NativeRecommender:
         self._live()
         self._check(self._lib.mr_record(self._h, _b(user_id), _b(item_id), float(timestamp), _b(event_id)))
 
-    def set_trending(self, pack) -> None:
-        """A `TrendingPack` (or anything with `.at` and `.counts`)."""
+    def set_trending(self, pack, now: float | None = None, allow_older: bool = False) -> None:
+        """A `TrendingPack` (or anything with `.at` and `.counts`). `now` / `allow_older` mirror
+        `Recommender.set_trending`'s signature; the C API does not check a pack's freshness (docs/native.md)."""
         self._live()
         items = list(pack.counts.items())
         ids = (C.c_char_p * max(1, len(items)))(*[_b(i) for i, _ in items])

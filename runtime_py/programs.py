@@ -121,6 +121,12 @@ class ScoreProgram:
         self._fwd = _BoundMethod(self._method, meta, picks)
         self.binds_inputs = self._fwd.binds_inputs
 
+    def unbind(self) -> None:
+        """Drop the bound input lists (a forgotten user's history tensors); the next call binds afresh."""
+        for m in (self._fwd, self._rank):
+            if m is not None:
+                m._bound = None
+
     @property
     def has_rank(self) -> bool:
         return self._rank is not None

@@ -7,7 +7,7 @@
 Events arriving out of order are ACCEPTED and ordered by (timestamp, arrival): a phone's clock and a sync queue
 both reorder events, and refusing them would lose real interactions. Because a head is always rebuilt from
 phi0 on the user's ordered events (not updated incrementally), a late event simply marks the head stale and the
-next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-op, whatever its content.
+next `recommend` re-adapts on the corrected order. A duplicate event_id is a no-op; with other content, InputError.
 
 Adaptation is lazy: `recommend` adapts the head if events arrived since the last adaptation, if the stored head
 belongs to another bundle serial, or (with the manifest's `adapt_scene = "query"`, what the sdk's eager model
@@ -25,12 +25,12 @@ while the head, history, scene and trend pack are unchanged runs only `rank` (ta
 about half of forward's time on ML-100K, bench/results/latency.md).
 
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
-`record`/`forget` without a database read per request. Do not write one state file from two processes at once.
+`record`/`forget` without a database read per request; a second one on the same state file gets StateError.
 """
 from __future__ import annotations
 
-import math
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -45,6 +45,11 @@ from .programs import AdaptProgram, ScoreProgram
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
+from .bundle_codecs import catalog_digest
+from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
+    check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
+
+_TIME_RANGE = (MIN_TIME, MAX_TIME)
 
 
 _TREND_LABELS = ["popular", "trending"]
@@ -103,21 +108,6 @@ class _User:
         self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
 
 
-def _check_id(value, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{what} must be a non-empty str, got {value!r}")
-    return value
-
-
-def _check_time(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{what} must be a number, got {value!r}")
-    t = float(value)
-    if not math.isfinite(t):
-        raise InputError(f"{what} must be finite, got {value!r}")
-    return t
-
-
 class Recommender:
     """An app's recommender over one verified bundle and one state database. Not for concurrent processes."""
 
@@ -156,6 +146,8 @@ class Recommender:
         self._users: OrderedDict[str, _User] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
+        self.catalog = catalog_digest(bundle.item_ids)  # what a trending pack must be bound to
+        self._pack: TrendingPack | None = None
         self._set_trend(self._initial_pack())
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -166,30 +158,38 @@ class Recommender:
         one this state has accepted), `StateError` for an unusable database. `tz`: the device's time zone (UTC
         offset in hours or a zoneinfo name) for every scene; None: the bundle's fixed offset.
         A new bundle: `close`, then `open` it with the same `state_path` (events kept, heads re-adapted)."""
+        _check_path(bundle_dir, "bundle_dir"), _check_path(state_path, "state_path")
         if tz is not None:
             shift_for(tz, 0.0, 0.0)  # a bad tz fails here (InputError), not at the first recommend
-        store = Store(state_path)
-        try:
-            bundle = open_bundle(bundle_dir, trusted_key, store)
+        try:  # the bundle is verified and its programs loaded before the state file is touched (or created)
+            bundle = open_bundle(bundle_dir, trusted_key)
             m = bundle.manifest
             score = ScoreProgram(bundle.programs["score"], m.programs["score"], m.shapes)
             adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
-            store.accept_serial(m.serial)  # only once the bundle is proven usable
+        except MetaRecRuntimeError:
+            raise
+        except Exception as e:  # nothing bare escapes: whatever broke, it broke while reading the bundle
+            raise BundleError(f"bundle {bundle_dir} cannot be used: {e}") from e
+        store = Store(state_path)
+        try:
+            store.accept_serial(m.serial)  # the rollback check; only once the bundle is proven usable
             rec = cls(bundle, store, score, adapt)
             rec._tz = tz
             return rec
         except MetaRecRuntimeError:
-            store.close()
+            store.close(discard=True)  # a refused bundle leaves no new state file behind
             raise
-        except Exception as e:  # nothing bare escapes: whatever broke, it broke while reading the bundle
-            store.close()
+        except Exception as e:
+            store.close(discard=True)
             raise BundleError(f"bundle {bundle_dir} cannot be used: {e}") from e
 
     def _initial_pack(self) -> TrendingPack | None:
         stored = self._store.get_trending()
         if stored is not None:
             try:
-                return TrendingPack.from_json(stored)
+                pack = TrendingPack.from_json(stored)
+                if not pack.catalog or pack.catalog == self.catalog:  # a pack for an older catalog is dropped
+                    return pack
             except BundleError:  # a pack we wrote ourselves cannot be malformed unless the disk lied; drop it
                 pass
         return self._bundle.trending
@@ -203,7 +203,8 @@ class Recommender:
         return self._bundle.serial
 
     def record(self, user_id: str, item_id: str, timestamp: float, event_id: str | None = None) -> None:
-        """Append one interaction; returns only once it is durable. Duplicate event_id: no-op."""
+        """Append one interaction; returns only once it is durable. Duplicate event_id: no-op (other content:
+        InputError)."""
         with self._lock:
             self._check_open()
             _check_id(user_id, "user_id")
@@ -226,12 +227,17 @@ class Recommender:
             if added:
                 self._users.pop(user_id, None)
 
-    def set_trending(self, pack: TrendingPack) -> None:
-        """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted."""
+    def set_trending(self, pack: TrendingPack, now: float | None = None, allow_older: bool = False) -> None:
+        """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted. `InputError`
+        (nothing changed) for a pack of another catalog, stale or from the future at `now` (default: this device's
+        clock), or older than the pack in use; `allow_older` is for replays of history (an evaluation), never for
+        packs from the network."""
         if not isinstance(pack, TrendingPack):
             raise InputError(f"set_trending takes a TrendingPack, got {type(pack).__name__}")
         with self._lock:
             self._check_open()
+            now_t = time.time() if now is None else _check_time(now, "now")
+            _check_pack(pack, self.catalog, now_t, None if allow_older or self._pack is None else self._pack.at)
             self._store.put_trending(pack.to_json())
             self._set_trend(pack)
 
@@ -291,6 +297,7 @@ class Recommender:
             self._pending_heads.pop(user_id, None)  # never write a forgotten user's head back
             self._store.forget(user_id)
             self._users.pop(user_id, None)
+            self._score.unbind()  # score.pte may still hold the user's input list bound
 
     def close(self) -> None:
         with self._lock:
@@ -315,6 +322,7 @@ class Recommender:
 
     def _set_trend(self, pack: TrendingPack | None) -> None:
         n = self.shapes.N
+        self._pack = pack
         vec = np.zeros(n, dtype=np.float32) if pack is None else pack.log_counts(self._index, n)
         self._trend_np = vec
         self._trend = torch.from_numpy(vec)
@@ -327,8 +335,9 @@ class Recommender:
         sh, b = self.shapes, self._bundle
         events = self._store.events(user_id)
         seq = max((e[3] for e in events), default=0)
-        # Items the current catalog lacks (dropped by a newer bundle) stay in the log but cannot be scored.
-        known = [e for e in events if e[1] in self._index]
+        # Items the current catalog lacks (dropped by a newer bundle) and times an older runtime let through stay in
+        # the log but are not used: one such event never breaks the user.
+        known = [e for e in events if e[1] in self._index and _TIME_RANGE[0] <= e[2] <= _TIME_RANGE[1]]
         idx = np.asarray([self._index[e[1]] for e in known], dtype=np.int64)
         last_ts = max((e[2] for e in known), default=None)
         hist_np, mask_np = self._slots(idx, sh.L)

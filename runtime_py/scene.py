@@ -36,10 +36,14 @@ class SceneSpec(VersionedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.utc_offset_hours, bool) or not isinstance(self.utc_offset_hours, (int, float)):
+            raise ValueError(f"utc_offset_hours must be a number, got {self.utc_offset_hours!r}")
+        if isinstance(self.holiday_window_days, bool) or not isinstance(self.holiday_window_days, int):
+            raise ValueError(f"holiday_window_days must be an int, got {self.holiday_window_days!r}")
         if not -14 <= self.utc_offset_hours <= 14:
             raise ValueError(f"utc_offset_hours={self.utc_offset_hours} outside [-14, 14]")
-        if self.holiday_window_days < 0:
-            raise ValueError("holiday_window_days must be >= 0")
+        if not 0 <= self.holiday_window_days <= 31:  # a huge window overflows the date arithmetic
+            raise ValueError("holiday_window_days must be in [0, 31]")
         m = self.hour_resolution_minutes
         if isinstance(m, bool) or not isinstance(m, int) or not (m == 0 or (0 < m <= 60 and 60 % m == 0)):
             raise ValueError(f"hour_resolution_minutes={m!r} must be 0 or a divisor of 60")

@@ -1,23 +1,26 @@
 """Trending pack: the small server-sent list of 7-day item counts at a time `at` (PROTOCOL v1, "Scene").
 
-On disk: canonical JSON `{"at": ..., "counts": {item_id: count}, "version": 1}` plus a detached Ed25519
-signature in `<path>.sig`, the same scheme as the bundle manifest (bundle_codecs.py), so a phone only trusts packs
-from the bundle's key. A pack shipped inside a bundle is covered by the manifest's hash instead.
+On disk: the canonical JSON of bundle_codecs.py (`encode_pack`: at, catalog, counts, version) plus a detached
+Ed25519 signature in `<path>.sig`, the same scheme as the bundle manifest, so a phone only trusts packs from the
+bundle's key. A pack shipped inside a bundle is covered by the manifest's hash instead. A pack is bound to one
+catalog (`catalog`, `catalog_digest`) and `Recommender.set_trending` refuses it for another catalog, when stale or
+from the future (`check_pack_time`), and when older than the pack in use (a replay).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from .errors import BundleError, InputError
-from .bundle_codecs import sign_manifest, verify_signature
+from .bundle_codecs import PACK_VERSION, decode_pack, encode_pack, sign_manifest, verify_signature
 
-PACK_VERSION = 1
+__all__ = ["PACK_VERSION", "TrendingPack"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,16 +29,19 @@ class TrendingPack:
 
     at: float
     counts: Mapping[str, float]
+    catalog: str = ""  # catalog_digest of the catalog counted ("" = unbound: only an app's own or a bundle's pack)
 
     @classmethod
-    def from_counts(cls, at: float, counts: Mapping[str, float]) -> "TrendingPack":
+    def from_counts(cls, at: float, counts: Mapping[str, float], catalog: str = "") -> "TrendingPack":
         """Validate and freeze; `InputError` for a non-finite `at`, an empty id or a negative/non-finite count."""
         try:
-            at_f = float(at)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"trending pack time {at!r} is not a number") from e
+            at_f = float(at) if not isinstance(at, bool) else math.nan  # true is not a time
+        except (TypeError, ValueError, OverflowError) as e:  # 10**400 overflows float
+            raise InputError(f"trending pack time {type(at).__name__} is not a number in range") from e
         if not math.isfinite(at_f):
             raise InputError(f"trending pack time {at!r} is not finite")
+        if not isinstance(catalog, str):
+            raise InputError("trending pack catalog must be a str (catalog_digest)")
         if not isinstance(counts, Mapping):
             raise InputError("trending counts must be a mapping {item_id: count}")
         clean: dict[str, float] = {}
@@ -44,27 +50,26 @@ class TrendingPack:
                 raise InputError(f"trending item id {item!r} must be a non-empty str")
             if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)):
                 raise InputError(f"trending count for {item!r} is not a number: {c!r}")
-            cf = float(c)
+            try:
+                cf = float(c)
+            except OverflowError as e:  # an int beyond float range
+                raise InputError(f"trending count for {item!r} is out of range") from e
             if not math.isfinite(cf) or cf < 0:
                 raise InputError(f"trending count for {item!r} must be finite and >= 0, got {c!r}")
             clean[item] = cf
-        return cls(at=at_f, counts=dict(sorted(clean.items())))
+        return cls(at=at_f, counts=dict(sorted(clean.items())), catalog=catalog)
 
     def to_json(self) -> bytes:
         """Canonical bytes (sorted keys, no whitespace): what the signature covers."""
-        return json.dumps({"at": self.at, "counts": dict(self.counts), "version": PACK_VERSION}, sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+        return encode_pack(self.at, dict(self.counts), self.catalog)
 
     @classmethod
-    def from_json(cls, data: bytes) -> "TrendingPack":
-        """Parse pack bytes; `BundleError` if malformed (the pack came from outside, like a bundle)."""
+    def from_json(cls, data: bytes, require_catalog: bool = False) -> "TrendingPack":
+        """Parse pack bytes; `BundleError` if malformed (the pack came from outside, like a bundle). A pack from
+        outside a bundle must be bound to a catalog (`require_catalog`, what `load` asks)."""
         try:
-            d = json.loads(data.decode("utf-8"))
-            if not isinstance(d, dict) or set(d) != {"at", "counts", "version"}:
-                raise ValueError("a trending pack has exactly the fields at, counts, version")
-            if d["version"] != PACK_VERSION:
-                raise ValueError(f"trending pack version {d['version']!r} unsupported (this runtime reads 1)")
-            return cls.from_counts(d["at"], d["counts"])
+            at, counts, catalog = decode_pack(data, require_catalog)
+            return cls.from_counts(at, counts, catalog)
         except (UnicodeDecodeError, ValueError, TypeError) as e:  # InputError is a ValueError
             raise BundleError(f"invalid trending pack: {e}") from e
 
@@ -77,13 +82,13 @@ class TrendingPack:
     @classmethod
     def load(cls, path: str | Path, trusted_key: bytes | str | Path) -> "TrendingPack":
         """Read and verify a signed pack; `BundleError` if it is missing, unsigned, forged or malformed."""
-        try:
-            data = Path(path).read_bytes()
-            sig = Path(f"{path}.sig").read_bytes()
+        try:  # bounded reads: a pack path replaced by a FIFO or /dev/zero must not hang or exhaust memory
+            data = _read_bounded(Path(path), 32 << 20)
+            sig = _read_bounded(Path(f"{path}.sig"), 1024)
         except OSError as e:
             raise BundleError(f"cannot read trending pack {path}: {e}") from e
         verify_signature(data, sig, trusted_key)
-        return cls.from_json(data)
+        return cls.from_json(data, require_catalog=True)
 
     def log_counts(self, index: Mapping[str, int], n_items: int) -> np.ndarray:
         """The score program's `trend` input: log1p(count) per item index; items not in the catalog are ignored
@@ -96,3 +101,14 @@ class TrendingPack:
         return np.log1p(out).astype(np.float32)
 
 
+def _read_bounded(path: Path, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return data

@@ -140,3 +140,21 @@ def test_manifest_contract_failure_raises_export_error_and_writes_nothing(model,
     with pytest.raises(ExportError, match="items.bin"):
         export_bundle(model, out, quant="none", prune="none", key_path=keys / "private.pem", export_config=FAST)
     assert not (out / "manifest.json").exists() and not (out / "manifest.sig").exists()
+
+
+def test_a_bundle_whose_programs_fail_the_smoke_run_is_never_signed(model, keys, tmp_path, monkeypatch):
+    """export smoke-runs the programs in a child before signing (docs/decisions/program-trust.md); a fault there
+    (tests/runtime/test_probe.py shows a real one is caught) stops the export unsigned."""
+    import metarec.export.bundle as writer
+
+    seen = []
+
+    def faulting(out, manifest):
+        seen.append(json.loads(manifest)["serial"])
+        raise BundleError("program smoke run was killed by SIGSEGV inside ExecuTorch")
+    monkeypatch.setattr(writer, "probe_in_child", faulting)
+    out = tmp_path / "crashing"
+    with pytest.raises(ExportError, match="not signed.*SIGSEGV"):
+        export_bundle(model, out, quant="none", prune="none", key_path=keys / "private.pem", serial=3,
+                      export_config=FAST)
+    assert seen == [3] and not (out / "manifest.sig").exists() and not (out / "manifest.json").exists()

@@ -86,7 +86,7 @@ def test_manifest_constructor_raises_value_error_for_export_bugs(bundle_dir):
 
 def test_trending_pack_signed_round_trip_and_refusals(tmp_path):
     priv, pub = generate_keypair()
-    pack = TrendingPack.from_counts(8.8e8, {"12": 3, "7": 0, "99": 2.5})
+    pack = TrendingPack.from_counts(8.8e8, {"12": 3, "7": 0, "99": 2.5}, catalog="ab" * 32)
     pack.save(tmp_path / "pack.json", priv)
     assert TrendingPack.load(tmp_path / "pack.json", pub) == pack
     _, other_pub = generate_keypair()

@@ -56,9 +56,9 @@ def test_top_k_equals_eager_adapted_model(rec, tiny):
             rec.record(user, item, ts)
         counts = {ITEM_IDS[i]: int(rng.integers(0, 30)) for i in rng.choice(N, 10, replace=False)} if u % 2 else {}
         if counts:
-            rec.set_trending(TrendingPack.from_counts(T0 + 4e5, counts))
+            rec.set_trending(TrendingPack.from_counts(T0 + 4e5, counts), now=T0 + 4e5)
         else:
-            rec.set_trending(TrendingPack.from_counts(T0 + 4e5, {}))
+            rec.set_trending(TrendingPack.from_counts(T0 + 4e5, {}), now=T0 + 4e5)
         # two scenes (the head is re-adapted for the second), each asked twice: the second call in the same hour
         # reuses the user vector (rank method) when the bundle has one
         for now in (T0 + 4e5, T0 + 4e5 + 60, T0 + 4e5 + 9 * 3600, T0 + 4e5 + 9 * 3600 + 60):
@@ -120,11 +120,13 @@ def test_bad_input_is_a_typed_error_and_changes_no_state(rec, tmp_path, call):
     assert (_db_rows(tmp_path / "state.db"), rec.history("u")) == before
 
 
-def test_duplicate_event_id_is_a_no_op(rec):
+def test_duplicate_event_id_is_a_no_op_and_other_content_is_refused(rec):
     rec.record("u", ITEM_IDS[1], T0, event_id="e1")
-    rec.record("u", ITEM_IDS[2], T0 + 1, event_id="e1")  # same id, other content: still the first event
-    rec.record("u", ITEM_IDS[1], T0, event_id="e1")
-    assert rec.history("u") == [("e1", ITEM_IDS[1], T0)]
+    rec.record("u", ITEM_IDS[1], T0, event_id="e1")  # a retry: no-op
+    for other in (("u", ITEM_IDS[2], T0), ("u", ITEM_IDS[1], T0 + 1), ("v", ITEM_IDS[1], T0)):
+        with pytest.raises(InputError, match="other content"):
+            rec.record(*other, event_id="e1")
+    assert rec.history("u") == [("e1", ITEM_IDS[1], T0)] and rec.history("v") == []
 
 
 def test_out_of_order_events_are_accepted_ordered_and_readapted(rec, tiny, adapt_calls):
@@ -193,7 +195,7 @@ def test_trending_pack_is_persisted_and_unknown_items_ignored(bundle_dir, tmp_pa
     state = tmp_path / "state.db"
     pack = TrendingPack.from_counts(T0, {ITEM_IDS[2]: 500, "not-in-catalog": 9})
     with Recommender.open(bundle_dir, state, trusted_key=keys[1]) as rec:
-        rec.set_trending(pack)
+        rec.set_trending(pack, now=T0)
         boosted = rec.recommend("u", T0, k=1)[0]
     assert boosted.item_id == ITEM_IDS[2]
     with Recommender.open(bundle_dir, state, trusted_key=keys[1]) as rec:
@@ -259,7 +261,7 @@ def test_scene_updates_reach_the_bound_score_program(planned, tiny, keys, tmp_pa
     d = write_bundle(tmp_path / "b", m, programs, keys[0], serial=1)
     with Recommender.open(d, tmp_path / "state.db", trusted_key=keys[1]) as r:
         assert r._score.binds_inputs is (not planned)
-        r.set_trending(TrendingPack.from_counts(T0, {ITEM_IDS[3]: 5, ITEM_IDS[7]: 2}))
+        r.set_trending(TrendingPack.from_counts(T0, {ITEM_IDS[3]: 5, ITEM_IDS[7]: 2}), now=T0)
         answers = set()
         for hour in range(0, 48, 5):
             now = T0 + hour * 3600.0
@@ -292,13 +294,13 @@ def test_rank_method_reuses_the_user_vector_only_while_nothing_changed(make_bund
 
     with Recommender.open(make_bundle(rank=True), tmp_path / "s.db", trusted_key=keys[1]) as r:
         assert r._score.has_rank
-        r.set_trending(TrendingPack.from_counts(t, counts))
+        r.set_trending(TrendingPack.from_counts(t, counts), now=t)
         for item, ts in events:
             r.record("u", item, ts)
         assert ask(t + 10) == ["execute_bound"]
         assert ask(t + 1800) == ["rank_bound"]  # same hour, same scene
         counts = {ITEM_IDS[3]: 5, ITEM_IDS[20]: 40}
-        r.set_trending(TrendingPack.from_counts(t + 1900, counts))
+        r.set_trending(TrendingPack.from_counts(t + 1900, counts), now=t + 1900)
         assert ask(t + 2000) == ["execute_bound"]
         assert ask(t + 2100) == ["rank_bound"]
         first = r.recommend("u", t + 2200, k=1)[0].item_id
@@ -309,7 +311,7 @@ def test_rank_method_reuses_the_user_vector_only_while_nothing_changed(make_bund
         assert ask(t + 3600) == ["execute_bound"]  # a new hour: a new scene
         assert ask(t + 3700) == ["rank_bound"]
     with Recommender.open(make_bundle("plain"), tmp_path / "s2.db", trusted_key=keys[1]) as r:
-        r.set_trending(TrendingPack.from_counts(t + 1900, counts))
+        r.set_trending(TrendingPack.from_counts(t + 1900, counts), now=t + 1900)
         for item, ts in events:
             r.record("u", item, ts)
         assert not r._score.has_rank
