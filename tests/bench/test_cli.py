@@ -90,7 +90,7 @@ def test_train_show_config_lists_every_field_with_default_and_meaning(capsys):
 
 def test_train_flags_override_the_config(tmp_path, monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr("metarec.sdk.train.train", lambda cfg, out: seen.update(cfg=cfg, out=out))
+    monkeypatch.setattr("metarec.sdk.train.train", lambda cfg, out, floor=True: seen.update(cfg=cfg, out=out))
     (tmp_path / "c.json").write_text('{"steps": 5, "batch_size": 8}')
     os.chdir(tmp_path)
     assert main(["train", "--config", "c.json", "--steps", "7", "--dataset", "synthetic", "--out", "p.pt"]) == 0
