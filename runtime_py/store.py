@@ -31,28 +31,8 @@ from .errors import BundleError, InputError, StateError
 # v2: every row carries `chk`, a CRC-32 of its other columns, so a flipped byte in a value no index covers (an item
 # id, a timestamp, a head) is a StateError instead of a silently different history
 STORE_SCHEMA = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL, chk INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    chk INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts, seq);
-CREATE TABLE IF NOT EXISTS heads (
-    user_id TEXT PRIMARY KEY,
-    serial INTEGER NOT NULL,
-    event_seq INTEGER NOT NULL,
-    scene BLOB NOT NULL,
-    head BLOB NOT NULL,
-    chk INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS trending (id INTEGER PRIMARY KEY CHECK (id = 1), pack BLOB NOT NULL,
-                                     chk INTEGER NOT NULL DEFAULT 0);
-"""
+# the schema-1 tables (runtime_native writes them too); every file, a new one included, is then migrated to 2
+_SCHEMA = (Path(__file__).with_name("store_schema.sql")).read_text()
 # the columns each table's chk covers, in order (schema 1 -> 2 adds chk and fills it from these)
 _CHECKED = {"meta": ("key", "value"), "events": ("event_id", "user_id", "item_id", "ts"),
             "heads": ("user_id", "serial", "event_seq", "scene", "head"), "trending": ("id", "pack")}
@@ -112,7 +92,7 @@ class Store:
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(stmt)
             row = self._db.execute("SELECT value FROM meta WHERE key='store_schema'").fetchone()
-            if row is not None and row[0] == 1:
+            if row is None or row[0] == 1:
                 self._migrate_1_to_2()
             elif row is not None and row[0] != STORE_SCHEMA:
                 raise StateError(f"state database schema {row[0]!r} is not {STORE_SCHEMA}")

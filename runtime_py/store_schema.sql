@@ -1,5 +1,5 @@
 -- Store schema 1: the tables runtime_native/src/store.cpp writes (embedded at build time). runtime_py/store.py
--- opens such a file by migrating it to schema 2 (a CRC-32 per row); the native runtime refuses schema 2 with a
+-- opens such a file by migrating it to schema 2 (a CRC-32 per row), and the native runtime refuses schema 2 with a
 -- state error (docs/native.md, "State files").
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
