@@ -204,8 +204,11 @@ def trend_weights(cfg, w: Weights, s: torch.Tensor, hist_mask: torch.Tensor | No
     return _scalar(ws), _scalar(softplus(g_new + F.linear(s, w.gate_new_w, w.gate_new_b)) - ws)
 
 
-def history_scale(cfg, w: Weights, hist_mask: torch.Tensor) -> torch.Tensor:
-    """1 + (trend_hist_scale - 1) [K >= 1]: the serving calibration of the trend for a user with history."""
+def history_scale(cfg, w: Weights, hist_mask, serving: bool) -> torch.Tensor | None:
+    """1 + (trend_hist_scale - 1) [K >= 1], the serving calibration of the trend for a user with history; None when
+    it does not apply (training, a scale of 1, or no hist_mask: a user without history)."""
+    if not serving or cfg.trend_hist_scale == 1.0 or hist_mask is None:
+        return None
     k = _scalar(F.linear(hist_mask, w.ones_l))
     return 1.0 + (cfg.trend_hist_scale - 1.0) * torch.clamp(k, 0.0, 1.0)
 
@@ -214,9 +217,8 @@ def trend_gain(cfg, w: Weights, s, hist_mask=None, serving: bool = False) -> tor
     """The trend weight of an item with an id, with the serving calibration: what a large-catalog scorer without
     new items multiplies the trend by (positive: 0 only by float underflow)."""
     ws, _ = trend_weights(cfg, w, s, hist_mask)
-    if serving and cfg.trend_hist_scale != 1.0 and hist_mask is not None:
-        ws = ws * history_scale(cfg, w, hist_mask)
-    return ws
+    sc = history_scale(cfg, w, hist_mask, serving)
+    return ws if sc is None else ws * sc
 
 
 def trend_term(cfg, w: Weights, s, trend, hist_mask=None, item_new=None, new_offset: float = 0.0,
@@ -229,8 +231,8 @@ def trend_term(cfg, w: Weights, s, trend, hist_mask=None, item_new=None, new_off
     ws, dw = trend_weights(cfg, w, s, hist_mask)
     if cfg.new_item_terms:
         dw = dw + new_offset
-    if serving and cfg.trend_hist_scale != 1.0 and hist_mask is not None:
-        sc = history_scale(cfg, w, hist_mask)
+    sc = history_scale(cfg, w, hist_mask, serving)
+    if sc is not None:
         ws, dw = ws * sc, dw * sc
     f = trend_feature(cfg, w, trend)
     if w.trend_factor is not None:  # an item-level factor on both weights: new items have attributes too
@@ -325,6 +327,7 @@ def support_loss(cfg, w: Weights, head: dict, hist_vecs, hist_mask, scene, targe
         pos, neg = target_vecs @ z, neg_vecs @ z  # (S,), (R,)
     if cfg.inner_bias:
         pos, neg = pos + target_bias, neg + neg_bias
+    # the mean over valid targets; not target_weights (its ones row is L wide, Reptile's targets may be more)
     weight = target_mask / target_mask.sum().clamp(min=1.0)
     return support_ce(pos, neg, weight)
 
