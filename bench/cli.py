@@ -141,7 +141,7 @@ def cmd_keygen(a, argv) -> int:
 def cmd_export(a, argv) -> int:
     from metarec.export import ExportConfig, export_bundle
 
-    ecfg = ExportConfig(k_max=a.k_max, onnx=not a.no_onnx)
+    ecfg = ExportConfig(k_max=a.k_max, onnx=not a.no_onnx, large_catalog_items=a.large_catalog_items)
     out = export_bundle(a.checkpoint, a.out, quant=a.quant, prune=a.prune, key_path=a.key, serial=a.serial,
                         model_out=a.save_model, export_config=ecfg, progress=lambda m: print(m, flush=True),
                         force=a.force)
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show third-party warnings, the C++ runtime's log and full tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
+    from metarec.export.config import ExportConfig  # standard library only
     from metarec.sdk.baselines import BASELINES  # numpy only: --help stays fast
 
     names = tuple(BASELINES)
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k-max", type=int, default=20,
                    help="most items one recommend call can return, score.pte's top-k size (default: %(default)s)")
     s.add_argument("--no-onnx", action="store_true", help="skip model.onnx (not part of the phone bundle)")
+    s.add_argument("--large-catalog-items", type=int, default=ExportConfig.large_catalog_items,
+                   help="catalogs of at least this many items get the large-catalog score.pte (table quantized "
+                        "inside it, scored in chunks; no model.onnx); 0: never (default: %(default)s)")
     s.add_argument("--key", required=True, help="Ed25519 private key PEM")
     s.add_argument("--serial", type=int, default=None,
                    help="bundle serial, larger than any the phones have (default: the current unix time)")

@@ -27,6 +27,7 @@ from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, AD
                                       RANK_METHOD, RESERVED_FILES,
                                       SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
                                       SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec)
+from metarec.runtime.manifest import CHUNKED_SCORE_INPUTS, COLUMNS_METHOD, chunk_input_names
 from metarec.runtime.errors import BundleError
 from metarec.runtime.probe import probe_in_child
 from metarec.runtime.scene import SceneSpec
@@ -101,6 +102,18 @@ def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quan
     return {"score": SCORE_FILE, "adapt": ADAPT_FILE}
 
 
+def write_large_programs(model, out: Path, ecfg: ExportConfig, quant: str) -> dict:
+    """Step 2 for large catalogs: the chunked score.pte holding the quantized table (export/large.py) and adapt.pte.
+    Returns what the manifest records: {"chunks": edges, "format": table format, "group_size": ...}."""
+    from .large import export_chunked_score_program
+
+    score, edges, (fmt, group) = export_chunked_score_program(model, ecfg.k_max, quant, ecfg.large_chunk_items)
+    (out / SCORE_FILE).write_bytes(encode_program(score, ecfg.program_codec))
+    t = model.export_item_table().detach().to(torch.float32)  # adapt.pte's example inputs only: nothing baked
+    (out / ADAPT_FILE).write_bytes(encode_program(export_adapt_program(model, t), ecfg.program_codec))
+    return {"chunks": edges, "format": fmt, "group_size": group}
+
+
 def write_onnx(model, table: np.ndarray, out: Path, k_max: int, bias_dtype=torch.float32) -> Path:
     """Step 3: model.onnx, the same scorer (table as an input) for runtimes other than ExecuTorch."""
     from .onnx_model import export_onnx
@@ -121,12 +134,27 @@ def file_entries(out: Path) -> dict:
 
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
-                   k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False) -> bytes:
-    """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract."""
+                   k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False,
+                   large: dict | None = None) -> bytes:
+    """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract.
+    `large`: `write_large_programs`' result (the chunked score.pte holds the table; `qt` is then unused)."""
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
     score = dict(file=SCORE_FILE, method=SCORE_METHOD, inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS, codec=codec)
-    if rank_method:
+    if large is not None:
+        chunks = tuple(large["chunks"])
+        score.update(inputs=CHUNKED_SCORE_INPUTS + chunk_input_names(len(chunks) - 1), chunks=chunks,
+                     columns_method=COLUMNS_METHOD)
+        table = TableSpec(file="", format=large["format"], group_size=large["group_size"], program="score")
+        table_dtypes = {"table": f"{large['format']} constant inside score.pte (torchao, 8-bit dynamic activations)",
+                        "item_bias": "float32 (inside score.pte)",
+                        "table_in_score_program": "constant; read back by the columns method"}
+    else:
+        table = TableSpec(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size)
+        table_dtypes = {"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else
+                        "float16 values stored as float32 (inside score.pte)",
+                        "table_in_score_program": "float32 input `table` (N, d)"}
+    if rank_method and large is None:
         score.update(outputs=SCORE_OUTPUTS + SCORE_CACHE_OUTPUTS, rank_method=RANK_METHOD, rank_inputs=RANK_INPUTS)
     adapt = dict(file=ADAPT_FILE, method=ADAPT_METHOD, inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS, codec=codec,
                  parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
@@ -141,12 +169,9 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
             item_ids_file=IDS_FILE, negatives=[int(i) for i in model.negatives.tolist()],
             scene_spec=SceneSpec().to_dict(), files=files,
             programs={"score": ProgramIO(**score), "adapt": ProgramIO(**adapt)},
-            item_table=TableSpec(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
+            item_table=table,
             head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes),
-            dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else
-                    "float16 values stored as float32 (inside score.pte)",
-                    "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
-                    "topk_ids": "int64", "program_inputs": "float32"},
+            dtypes={**table_dtypes, "head": "float32", "topk_ids": "int64", "program_inputs": "float32"},
             configs=configs).to_json()
     except ValueError as e:  # never write a manifest the runtime would refuse
         raise ExportError(f"the bundle breaks the manifest contract: {e}") from e
@@ -216,31 +241,48 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         hist_samples = early_histories(ds, fit_users, model.cfg.hist_len) if hist_samples is None else hist_samples
         finetune = sdk_finetune(ds, fit_users, tcfg)
     model, creport = compress_model(model, ccfg, hist_samples, finetune)
-    say(f"2/5 quantize the item table ({ccfg.quant})")
-    qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim))
+    large = ecfg.large_catalog(model.n_items)  # the large-catalog score.pte holds the table itself
+    qt = None
+    if not large:
+        say(f"2/5 quantize the item table ({ccfg.quant})")
+        qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for p in out.iterdir():  # a bundle is a unit: never leave a previous export's files behind
         if p.is_file():
             p.unlink()
-    (out / TABLE_FILE).write_bytes(qt.data)
+    if qt is not None:
+        (out / TABLE_FILE).write_bytes(qt.data)
     (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
     (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
-    say(f"3/5 lower score.pte (top-{ecfg.k_max}) and adapt.pte to ExecuTorch")
-    write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
-    if ecfg.onnx:
+    large_io = None
+    if large:
+        say(f"2/5 {model.n_items:,} items >= large_catalog_items={ecfg.large_catalog_items:,}: the large-catalog "
+            f"score.pte, table quantized inside it ({ccfg.quant}), chunks of {ecfg.large_chunk_items:,}")
+        say(f"3/5 lower score.pte (top-{ecfg.k_max}, chunked) and adapt.pte to ExecuTorch")
+        large_io = write_large_programs(model, out, ecfg, ccfg.quant)
+    else:
+        say(f"3/5 lower score.pte (top-{ecfg.k_max}) and adapt.pte to ExecuTorch")
+        write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
+    if ecfg.onnx and large:
+        say("4/5 no model.onnx: its scorer takes the table as an input, and a large bundle has the table only "
+            "inside score.pte")
+    elif ecfg.onnx:
         say("4/5 write model.onnx")
         write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)
     configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
                "compress_report": creport, **extra,
                "layout": {"hist": "right: slot L-1 newest", "trend": "log1p counts", "exclude": "1=out, score -inf",
-                          "table": f"decoded {TABLE_FILE} = score input `table`",
-                          "onnx": "score.pte I/O" if ecfg.onnx else "none"}}
+                          "table": "score.pte constant, rows read back by its columns method" if large else
+                          f"decoded {TABLE_FILE} = score input `table`",
+                          "onnx": "score.pte I/O" if ecfg.onnx and not large else "none"}}
+    if large:
+        configs["layout"]["exclude"] = "t<c> = trend with -inf at excluded items"
     serial = serial or int(time.time())
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
-                              codec=ecfg.program_codec, rank_method=ecfg.rank_method)
+                              codec=ecfg.program_codec, rank_method=ecfg.rank_method, large=large_io)
     try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
         probe_in_child(out, manifest)
     except BundleError as e:

@@ -113,9 +113,13 @@ class ExportConfig(VersionedConfig):
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
     rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)
+    # (int) catalogs of at least this many items get the large-catalog score.pte: the table quantized inside it,
+    # scored in chunks (export/large.py, docs/decisions/large-catalog.md); 0: never
+    large_catalog_items: int = 100_000
+    large_chunk_items: int = 262_144  # (int) items per chunk of the large-catalog score.pte (1 MiB of fp32 scores)
 
     # fields added after version 1 shipped, with the value a config written before them meant
-    LEGACY: ClassVar[dict] = {"rank_method": False}
+    LEGACY: ClassVar[dict] = {"rank_method": False, "large_catalog_items": 0, "large_chunk_items": 262_144}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,3 +135,13 @@ class ExportConfig(VersionedConfig):
             raise ValueError("model_version must be a str")
         if not isinstance(self.rank_method, bool):
             raise ValueError(f"rank_method must be a bool, got {self.rank_method!r}")
+        for name in ("large_catalog_items", "large_chunk_items"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        if self.large_chunk_items < self.k_max:
+            raise ValueError(f"large_chunk_items={self.large_chunk_items} must hold k_max={self.k_max} items")
+
+    def large_catalog(self, n_items: int) -> bool:
+        """Whether a catalog of `n_items` gets the large-catalog score.pte."""
+        return 0 < self.large_catalog_items <= n_items

@@ -39,7 +39,7 @@ class Bundle:
     manifest_bytes: bytes
     item_ids: tuple[str, ...]  # index order (inline in the manifest or from its item_ids_file)
     scene_spec: SceneSpec
-    table: np.ndarray  # (N, d) float32, dequantized once
+    table: np.ndarray | None  # (N, d) float32, dequantized once; None when score.pte holds it (item_table.program)
     head0: np.ndarray  # (P,) float32: phi0, the meta-learned initial head
     prototypes: np.ndarray | None  # (M, d) float32, for `because` when a user has no history
     programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes, inflated
@@ -148,7 +148,7 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
         raise BundleError("manifest.json is not in canonical form (sorted keys, compact, ASCII)")
 
     needed = {p.file for p in manifest.programs.values()}
-    needed |= {manifest.item_table.file, manifest.head.file}
+    needed |= {n for n in (manifest.item_table.file, manifest.head.file) if n}
     needed |= {n for n in (manifest.prototypes_file, manifest.trending_file, manifest.item_ids_file) if n is not None}
     data: dict[str, bytes] = {}
     for name, entry in sorted(manifest.files.items()):  # every listed file is verified, used or not
@@ -158,7 +158,8 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
 
     sh = manifest.shapes
     ts = manifest.item_table
-    table = decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size)
+    # a table inside score.pte is read back from the loaded program (runtime_py/programs.py, ChunkedScoreProgram)
+    table = None if ts.program else decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size)
     head0 = decode_floats(data[manifest.head.file], (sh.P,), manifest.head.file)
     prototypes = None
     if manifest.prototypes_file is not None:

@@ -18,6 +18,10 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
 - trend (N,): log1p of the trending pack's counts (0 for items it does not list).
 - exclude (N,): 1.0 for every item the user recorded.
 - table (N, d), optional score input: the dequantized item table (one copy, shared with the runtime's rows).
+- large catalogs (score `chunks` set, `item_table.program` = "score"): the table is a quantized constant of
+  score.pte, which takes CHUNKED_SCORE_INPUTS plus one input per chunk, `t<c>` (1, n_c) = trend with -inf at the
+  user's excluded items, items [chunks[c], chunks[c+1]); its COLUMNS_METHOD maps a user vector (1, d) to
+  table . u + item bias (1, N), from which the runtime reads the table's rows (d + 1 calls at open).
 - adaptation scene (`adapt_scene`): "query" (default; what the sdk's eager model does: adapt and score in the
   scene at `now`, so the runtime re-adapts when the scene changes) or "last_event" (the scene of the user's
   newest event: a head stays valid until the next event). The score program always gets the scene at `now`.
@@ -59,6 +63,15 @@ SCORE_OUTPUTS = ("topk_scores", "topk_ids")
 SCORE_CACHE_OUTPUTS = ("user_vec", "offset")  # forward's extra outputs when score.pte has a rank method
 RANK_METHOD = "rank"
 RANK_INPUTS = ("user_vec", "offset", "table")  # score's optional rank method: from forward's outputs + the table
+CHUNKED_SCORE_INPUTS = ("head", "hist_vecs", "hist_mask", "scene")  # + chunk_input_names(C): the large program
+COLUMNS_METHOD = "columns"  # large program: (user_vec (1, d)) -> (columns (1, N)) = table . user_vec + item bias
+TABLE_PROGRAMS = ("score",)  # item_table.program: the program holding the table as a constant
+
+
+def chunk_input_names(n_chunks: int) -> tuple[str, ...]:
+    """The large score program's per-chunk inputs t0, t1, ...: trend with -inf at excluded items, (1, n_c)."""
+    return tuple(f"t{c}" for c in range(n_chunks))
+
 ADAPT_METHOD = "forward"  # the training method
 ADAPT_INPUTS = ("theta0", "hist_vecs", "hist_mask", "scene", "target_vecs", "target_mask", "neg_vecs")
 ADAPT_OUTPUTS = ("loss",)  # and "scale", from the training method or from `prepare`
@@ -73,7 +86,8 @@ HISTORY_ALIGNS = ("right", "left")
 # Limits checked on the parsed manifest before anything is allocated from it: a phone bundle is far below them, and
 # they keep the reader's peak allocation under ~256 MB whatever a (signed) manifest claims.
 MAX_FILE_BYTES = 64 << 20  # one bundle file; the float32 table at MAX_TABLE_VALUES is exactly this
-MAX_TABLE_VALUES = 1 << 24  # N * d: 10^6 items at d=16
+MAX_TABLE_VALUES = 1 << 24  # N * d of a table file: 10^6 items at d=16
+MAX_PROGRAM_TABLE_VALUES = 1 << 25  # N * d of a table inside score.pte (the runtime's rows: 128 MiB float32 at most)
 SHAPE_LIMITS = {"N": 1 << 22, "d": 1024, "L": 1024, "F": 256, "P": 1 << 22, "k_max": 1024, "S": 1024, "R": 4096}
 MAX_SERIAL = 1 << 40  # a serial is an export's unix time or a counter; 2**63-1 would pin the rollback mark forever
 MAX_SERIAL_AHEAD_SECONDS = 366 * 86400  # a serial may run ahead of the phone's clock by a year (clock skew), no more
@@ -134,7 +148,7 @@ class Shapes:
             hi = SHAPE_LIMITS[f.name]
             _check(_is_int(v) and 1 <= v <= hi, f"shapes.{f.name} must be an int in [1, {hi}], got {v!r}")
         _check(self.k_max <= self.N, f"k_max={self.k_max} > N={self.N}")
-        _check(self.N * self.d <= MAX_TABLE_VALUES, f"N*d={self.N * self.d} > {MAX_TABLE_VALUES}")
+        _check(self.N * self.d <= MAX_PROGRAM_TABLE_VALUES, f"N*d={self.N * self.d} > {MAX_PROGRAM_TABLE_VALUES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +174,21 @@ class ProgramIO:
     # scene and trend pack are unchanged
     rank_method: str = ""
     rank_inputs: tuple[str, ...] = ()
+    # score only, large catalogs: chunk edges [0, ..., N] (its inputs t<c> cover items [chunks[c], chunks[c+1]))
+    # and the method reading the table back (COLUMNS_METHOD); both empty for the small program
+    chunks: tuple[int, ...] = ()
+    columns_method: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "chunks", tuple(self.chunks))
+        _check(all(_is_int(c) for c in self.chunks), "chunks must be ints")
+        _check(isinstance(self.columns_method, str), "columns_method must be a str")
+        _check(bool(self.chunks) == bool(self.columns_method), "chunks and columns_method go together")
+        if self.chunks:
+            _check(len(self.chunks) >= 2 and self.chunks[0] == 0 and all(
+                a < b for a, b in zip(self.chunks, self.chunks[1:])), "chunks must be increasing edges from 0")
+            _check(not self.rank_method, "a chunked score program has no rank method")
+            _check(self.columns_method not in (self.method, self.prepare_method), "columns_method needs its own name")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "parameters", tuple(self.parameters))
@@ -206,12 +233,16 @@ class ProgramIO:
 class TableSpec:
     """The item table file: `format` in TABLE_FORMATS; `group_size` columns share one scale (int formats)."""
 
-    file: str
+    file: str  # "" when the table lives in a program (`program`)
     format: str
     group_size: int = 0
+    program: str = ""  # TABLE_PROGRAMS: the table is that program's quantized constant (large catalogs), no file
 
     def __post_init__(self) -> None:
         _check(self.format in TABLE_FORMATS, f"table format {self.format!r} unknown; known: {TABLE_FORMATS}")
+        _check(isinstance(self.file, str) and isinstance(self.program, str), "item_table file/program must be str")
+        _check(self.program in ("",) + TABLE_PROGRAMS, f"item_table.program {self.program!r} unknown")
+        _check(bool(self.file) != bool(self.program), "item_table has a file or a program, exactly one")
         if self.format != "float32":
             _check(_is_int(self.group_size) and self.group_size >= 1, "int tables need group_size >= 1")
 
@@ -295,8 +326,19 @@ class Manifest:
             files[name] = e if isinstance(e, FileEntry) else FileEntry(**e)
         object.__setattr__(self, "files", files)
         _check(set(self.programs) == {"score", "adapt"}, "programs must be exactly 'score' and 'adapt'")
-        required = tuple(n for n in SCORE_INPUTS if n not in SCORE_OPTIONAL_INPUTS)
-        self._check_program(self.programs["score"], required, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
+        score = self.programs["score"]
+        if score.chunks:  # the large-catalog program: the table inside it, one input per chunk
+            _check(score.chunks[-1] == sh.N, f"score chunks must end at N={sh.N}")
+            _check(all(b - a >= sh.k_max for a, b in zip(score.chunks, score.chunks[1:])),
+                   f"every score chunk must hold at least k_max={sh.k_max} items")
+            _check(self.item_table.program == "score", "a chunked score program holds the table (item_table.program)")
+            self._check_program(score, CHUNKED_SCORE_INPUTS + chunk_input_names(len(score.chunks) - 1),
+                                SCORE_OUTPUTS)
+        else:
+            _check(not self.item_table.program, "the table can live in score.pte only for a chunked score program")
+            _check(sh.N * sh.d <= MAX_TABLE_VALUES, f"N*d={sh.N * sh.d} > {MAX_TABLE_VALUES}")
+            required = tuple(n for n in SCORE_INPUTS if n not in SCORE_OPTIONAL_INPUTS)
+            self._check_program(score, required, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
         adapt = self.programs["adapt"]
         self._check_program(adapt, ADAPT_INPUTS, ADAPT_OUTPUTS)
         _check("scale" in adapt.outputs or "scale" in adapt.prepare_outputs,
@@ -305,7 +347,8 @@ class Manifest:
         _check(not adapt.rank_method, "adapt has no rank method")
         _check(not self.programs["score"].unrolled_method, "score has no unrolled method")
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
-        referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file,
+        _check(not adapt.chunks, "adapt has no chunks")
+        referenced = [self.item_table.file or None, self.head.file, self.prototypes_file, self.trending_file,
                       self.item_ids_file]
         for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:
             _check(name in files, f"{name} is referenced but not listed in files")

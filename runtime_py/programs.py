@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .errors import BundleError
-from .manifest import ProgramIO, Shapes
+from .manifest import CHUNKED_SCORE_INPUTS, ProgramIO, Shapes, chunk_input_names
 from .quiet import first_program_load, quiet_imports
 
 _FLOAT, _LONG = 6, 4  # ExecuTorch ScalarType codes, as MethodMeta reports them
@@ -145,6 +145,95 @@ class ScoreProgram:
         """The rank method on inputs in `self.rank_order` (user_vec and offset from an earlier forward on the same
         user state and scene, and the table): (scores, ids) as views, exactly like `execute_bound`'s."""
         return self._rank.execute_bound(inputs)
+
+
+class ChunkedScoreProgram:
+    """The large-catalog score.pte (manifest `chunks`): (head, hist_vecs, hist_mask, scene, t0 .. t{C-1}) ->
+    (topk_scores, topk_ids), t = trend with -inf at the user's excluded items, split in the manifest's chunks (views
+    of one (N,) buffer); the quantized item table is the program's own constant.
+
+    The runtime needs the table's rows (history, negatives, `because`): `table` holds them, read back from the
+    program at load through its columns method (u -> table . u + bias): bias = columns(0), column j = columns(e_j) -
+    bias, d + 1 calls (~70 ms at 1M items, d=32). They are the program's own dequantized rows (XNNPACK's), so the
+    history the runtime feeds it is built from the same vectors it scores with. The columns method is unloaded
+    afterwards (its packed weights are freed). No rank method: one call streams the table once (its warm form saved
+    ~7% in bench/results/scaling.md, at the price of an (N,) offset array per user)."""
+
+    has_rank = False
+    rank_order = ()
+
+    def __init__(self, data: bytes, io: ProgramIO, shapes: Shapes):
+        with quiet_imports():
+            from executorch.runtime import Runtime
+
+        n_chunks = len(io.chunks) - 1
+        try:
+            with first_program_load():
+                program = Runtime.get().load_program(data)
+                for name in (io.method, io.columns_method):
+                    if name not in program.method_names:
+                        raise BundleError(f"score program has no method {name!r} (has {sorted(program.method_names)})")
+                meta = program.metadata(io.method)
+                method = program.load_method(io.method)
+                cmeta = program.metadata(io.columns_method)
+                columns = program.load_method(io.columns_method)
+        except BundleError:
+            raise
+        except Exception as e:
+            raise BundleError(f"score program cannot be loaded: {e}") from e
+        self._program = program
+        sizes = {n: (1, b - a) for n, a, b in zip(chunk_input_names(n_chunks), io.chunks, io.chunks[1:])}
+        expected = {k: v for k, v in _score_shapes(shapes).items() if k in CHUNKED_SCORE_INPUTS}
+        _check_inputs("score", meta, io.inputs, {**expected, **sizes})
+        if meta.num_outputs() != len(io.outputs):
+            raise BundleError(f"score program returns {meta.num_outputs()} outputs, manifest lists {len(io.outputs)}")
+        self.i_scores, self.i_ids = io.outputs.index("topk_scores"), io.outputs.index("topk_ids")
+        ids_meta = meta.output_tensor_meta(self.i_ids)
+        if tuple(ids_meta.sizes()) != (shapes.k_max,) or ids_meta.dtype() != _LONG:
+            raise BundleError(f"score program's top-k ids are not int64 ({shapes.k_max},)")
+        self.order = io.inputs
+        self.chunks = io.chunks
+        self._method = method
+        self._fwd = _BoundMethod(method, meta, (self.i_scores, self.i_ids))
+        self.binds_inputs = self._fwd.binds_inputs
+        _check_inputs("columns", cmeta, ("user_vec",), {"user_vec": (1, shapes.d)})
+        if cmeta.num_outputs() != 1 or tuple(cmeta.output_tensor_meta(0).sizes()) != (1, shapes.N):
+            raise BundleError(f"score columns method must return one (1, {shapes.N}) tensor")
+        self.table = self._read_table(columns, shapes)
+        del columns
+
+    @staticmethod
+    def _read_table(columns, shapes: Shapes) -> np.ndarray:
+        """(N, d) float32 rows of the program's table, from d + 1 calls of its columns method."""
+        try:
+            u = torch.zeros(1, shapes.d)
+            bias = columns.execute([u])[0].numpy().reshape(-1).copy()
+            table = np.empty((shapes.N, shapes.d), dtype=np.float32)
+            for j in range(shapes.d):
+                u.zero_()
+                u[0, j] = 1.0
+                table[:, j] = columns.execute([u])[0].numpy().reshape(-1) - bias
+        except Exception as e:
+            raise BundleError(f"score columns method failed: {e}") from e
+        if not (np.all(np.isfinite(table)) and np.all(np.isfinite(bias))):
+            raise BundleError("score program's table is not finite")
+        return table
+
+    def unbind(self) -> None:
+        self._fwd._bound = None
+
+    def execute(self, inputs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self._method.execute(inputs)
+        return out[self.i_scores], out[self.i_ids]
+
+    def execute_bound(self, inputs: list) -> tuple[np.ndarray, ...]:
+        """(scores, ids) as views of the program's output memory (`_BoundMethod.execute_bound`)."""
+        return self._fwd.execute_bound(inputs)
+
+
+def load_score_program(data: bytes, io: ProgramIO, shapes: Shapes):
+    """score.pte as the manifest describes it: the small-catalog ScoreProgram, or ChunkedScoreProgram (`chunks`)."""
+    return (ChunkedScoreProgram if io.chunks else ScoreProgram)(data, io, shapes)
 
 
 def _check_inputs(what: str, meta, names: tuple, expected: dict) -> None:

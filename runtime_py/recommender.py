@@ -24,6 +24,12 @@ method (manifest `rank_method`), forward's user vector and per-item offset are k
 while the head, history, scene and trend pack are unchanged runs only `rank` (table product + offset + top-k:
 about half of forward's time on ML-100K, bench/results/latency.md).
 
+Large catalogs (a chunked score.pte, manifest `chunks`): the table is score.pte's quantized constant and the runtime
+reads its rows back from the program at open (ChunkedScoreProgram.table). score.pte takes one per-item input, t =
+trend with -inf at excluded items, as views of ONE shared buffer: `recommend` writes -inf at the user's items,
+runs score.pte and restores them (O(history), no per-user (N,) array). Unit rows for `because` are computed for the
+rows asked for, not kept for the whole catalog.
+
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
 `record`/`forget` without a database read per request; a second one on the same state file gets StateError.
 """
@@ -41,7 +47,7 @@ import torch
 
 from .bundle import Bundle, open_bundle
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
-from .programs import AdaptProgram, ScoreProgram
+from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
@@ -113,13 +119,18 @@ class Recommender:
 
     _MAX_CACHED_USERS = 32  # each cached user holds an (N,) float32 exclude mask and (N,) bytes of `because`
 
-    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram, adapt: AdaptProgram):
+    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram | ChunkedScoreProgram, adapt: AdaptProgram):
         self._bundle, self._store, self._score, self._adapt = bundle, store, score, adapt
         m = bundle.manifest
         self.shapes = m.shapes
         self.item_ids = bundle.item_ids
         self._index = {item: i for i, item in enumerate(bundle.item_ids)}
-        self._neg_vecs = np.ascontiguousarray(bundle.table[np.asarray(m.negatives, dtype=np.int64)])
+        self._chunked = isinstance(score, ChunkedScoreProgram)
+        # the item rows: the bundle's decoded table, or (large catalogs) the score program's own, read back from it
+        self._table = score.table if self._chunked else bundle.table
+        if self._table is None or self._table.shape != (m.shapes.N, m.shapes.d):
+            raise BundleError("the bundle's item table is missing or not (N, d)")
+        self._neg_vecs = np.ascontiguousarray(self._table[np.asarray(m.negatives, dtype=np.int64)])
         # adapt.pte's inputs that outlive one call, as tensors once (each from_numpy per call cost ~0.8 us)
         self._neg_t = torch.from_numpy(self._neg_vecs)
         self._head0_t = torch.from_numpy(np.array(bundle.head0, dtype=np.float32))
@@ -131,14 +142,18 @@ class Recommender:
         self._pending_heads: dict[str, tuple] = {}
         self._query_scene = m.adapt_scene == "query"
         self._right_aligned = m.history_align == "right"
-        self._table_t = torch.from_numpy(bundle.table)  # score.pte's optional `table` input, shared, not copied
-        norms = np.linalg.norm(bundle.table, axis=1, keepdims=True)
-        self._unit = (bundle.table / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self._table_t = None if self._chunked else torch.from_numpy(self._table)  # score.pte's optional `table`
+        # unit rows for `because`: kept for the whole catalog when it is small, else computed for the rows asked for
+        self._unit = None
+        self._unit = None if self._chunked else self._unit_rows(slice(None))
         self._proto_code = None
         if bundle.prototypes is not None and len(bundle.prototypes) <= 256:
             pn = np.linalg.norm(bundle.prototypes, axis=1, keepdims=True)
             proto_unit = bundle.prototypes / np.where(pn > 0, pn, 1.0)
-            self._proto_code = (self._unit @ proto_unit.T).argmax(axis=1).astype(np.uint8).tobytes()
+            step = 1 << 16  # in blocks: no (N, d) temporary for a large catalog
+            self._proto_code = b"".join(
+                (self._unit_rows(slice(a, a + step)) @ proto_unit.T).argmax(axis=1).astype(np.uint8).tobytes()
+                for a in range(0, m.shapes.N, step))
         self._clock = SceneClock(bundle.scene_spec)
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
         self._scene_t = torch.from_numpy(self._scene_np)
@@ -164,7 +179,7 @@ class Recommender:
         try:  # the bundle is verified and its programs loaded before the state file is touched (or created)
             bundle = open_bundle(bundle_dir, trusted_key)
             m = bundle.manifest
-            score = ScoreProgram(bundle.programs["score"], m.programs["score"], m.shapes)
+            score = load_score_program(bundle.programs["score"], m.programs["score"], m.shapes)
             adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
         except MetaRecRuntimeError:
             raise
@@ -267,9 +282,12 @@ class Recommender:
                 self._adapt_user(user_id, u)
             if u.args_head is not u.head or u.args_trend is not self._trend:  # built once per head / trend pack
                 named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask,
-                         "scene": self._scene_t, "trend": self._trend, "exclude": u.exclude, "table": self._table_t}
+                         "scene": self._scene_t, "trend": self._trend, "exclude": u.exclude, "table": self._table_t,
+                         **self._t_named}
                 u.args, u.args_head, u.args_trend = [named[n] for n in self._score.order], u.head, self._trend
                 u.rank_key = None
+            if self._chunked:
+                return self._recommend_chunked(u, int(k))
             try:
                 if u.rank_key == scene_key:  # same head, history, trend and scene: only the table product + top-k
                     scores_t, ids_t = self._score.rank_bound(u.rank_args)
@@ -281,6 +299,21 @@ class Recommender:
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
             return self._results(u, scores_t, ids_t, int(k))
+
+    def _recommend_chunked(self, u: _User, k: int) -> list[Recommendation]:
+        """The large-catalog call: the user's items at -inf in the shared t buffer for this one call."""
+        t, idx = self._t_np, u.idx
+        try:
+            t[idx] = -np.inf
+            scores_t, ids_t = self._score.execute_bound(u.args)
+            out = self._results(u, scores_t, ids_t, k)  # reads the program's output views before anything else
+        except MetaRecRuntimeError:
+            raise
+        except Exception as e:
+            raise BundleError(f"score program failed: {e}") from e
+        finally:
+            t[idx] = self._trend_np[idx]
+        return out
 
     def history(self, user_id: str) -> list[Event]:
         """The user's recorded events, ordered by timestamp (ties by arrival)."""
@@ -327,6 +360,12 @@ class Recommender:
         self._trend_np = vec
         self._trend = torch.from_numpy(vec)
         self._trend_code = (vec > 0).astype(np.uint8).tobytes()
+        self._t_named = {}
+        if self._chunked:  # score.pte's t inputs: views of one buffer, trend everywhere but during a call
+            self._t_np = vec.copy()
+            edges = self._score.chunks
+            self._t_named = {f"t{c}": torch.from_numpy(self._t_np[None, a:b])
+                             for c, (a, b) in enumerate(zip(edges[:-1], edges[1:]))}
         for user in [u for u, st in self._users.items() if st.because_labels is _TREND_LABELS]:
             del self._users[user]  # they explain items by the old trend: rebuild lazily
 
@@ -341,8 +380,9 @@ class Recommender:
         idx = np.asarray([self._index[e[1]] for e in known], dtype=np.int64)
         last_ts = max((e[2] for e in known), default=None)
         hist_np, mask_np = self._slots(idx, sh.L)
-        exclude = np.zeros(sh.N, dtype=np.float32)
-        exclude[idx] = 1.0
+        exclude = np.zeros(0 if self._chunked else sh.N, dtype=np.float32)  # large catalogs: t carries exclusions
+        if not self._chunked:
+            exclude[idx] = 1.0
         u = _User(seq, idx, last_ts, hist_np, mask_np, exclude, *self._because(idx))
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
@@ -413,13 +453,21 @@ class Recommender:
             return self._proto_code, list(self._bundle.manifest.prototype_labels)
         return self._trend_code, _TREND_LABELS
 
+    def _unit_rows(self, rows) -> np.ndarray:
+        """Unit-normalised item rows (index array, list or slice) for `because`."""
+        if self._unit is not None:
+            return self._unit[rows]
+        t = self._table[rows]
+        n = np.linalg.norm(t, axis=1, keepdims=True)
+        return (t / np.where(n > 0, n, 1.0)).astype(np.float32)
+
     def _slots(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The last `size` items' vectors in time order, aligned per the manifest's `history_align`."""
         keep = idx[-size:]
         vecs = np.zeros((size, self.shapes.d), dtype=np.float32)
         mask = np.zeros(size, dtype=np.float32)
         rows = slice(size - len(keep), size) if self._right_aligned else slice(0, len(keep))
-        vecs[rows] = self._bundle.table[keep]
+        vecs[rows] = self._table[keep]
         mask[rows] = 1.0
         return vecs, mask
 
@@ -449,8 +497,8 @@ class Recommender:
             missing = [i for i, _ in picked if i not in cache]
             if missing:
                 if u.recent_unit_t is None:
-                    u.recent_unit_t = np.ascontiguousarray(self._unit[codes].T)
-                cache.update(zip(missing, (self._unit[missing] @ u.recent_unit_t).argmax(axis=1).tolist()))
+                    u.recent_unit_t = np.ascontiguousarray(self._unit_rows(codes).T)
+                cache.update(zip(missing, (self._unit_rows(missing) @ u.recent_unit_t).argmax(axis=1).tolist()))
             return [_new(Recommendation, (item_ids[i], s, labels[cache[i]], "item")) for i, s in picked]
         kind = "trend" if labels is _TREND_LABELS else "prototype"
         return [_new(Recommendation, (item_ids[i], s, labels[codes[i]], kind)) for i, s in picked]

@@ -221,6 +221,29 @@ def trend_gain(cfg, w: Weights, s, hist_mask=None, serving: bool = False) -> tor
     return ws if sc is None else ws * sc
 
 
+def trend_gains(cfg, w: Weights, s, hist_mask=None, new_offset: float = 0.0, serving: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gain of an item with an id, gain of an id-less item): `trend_term` = gain * trend for a model without
+    per-item trend terms (no knots, item sensitivity or attribute factor; `per_item_trend` says which have them).
+    The large-catalog scorer multiplies its one per-item input by these (export/large.py)."""
+    if not cfg.use_trend:
+        z = torch.zeros_like(F.linear(s, w.gate_w, w.gate_b))
+        return _scalar(z), _scalar(z)
+    ws, dw = trend_weights(cfg, w, s, hist_mask)
+    if cfg.new_item_terms:
+        dw = dw + new_offset
+    sc = history_scale(cfg, w, hist_mask, serving)
+    if sc is not None:
+        ws, dw = ws * sc, dw * sc
+    return ws, ws + dw
+
+
+def per_item_trend(cfg) -> list[str]:
+    """The switches that make the trend term more than a gain times the trend (what `trend_gains` cannot say)."""
+    names = ("trend_knots", "trend_item", "trend_attr", "trend_affinity")
+    return [n for n in names if getattr(cfg, n)] if cfg.use_trend else []
+
+
 def trend_term(cfg, w: Weights, s, trend, hist_mask=None, item_new=None, new_offset: float = 0.0,
                serving: bool = False) -> torch.Tensor:
     """(N,) the trend part of the score. `item_new` (N,) is 1 for items scored without an id (new items, or ids
