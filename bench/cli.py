@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", default=None, help="comma-separated subset of suites")
     s.add_argument("--bundle", default="artifacts/bundle")
     s.add_argument("--runs", type=int, default=2000)
+    s.add_argument("--items", type=int, default=None,
+                   help="scaling-runtime: catalog size of the synthetic bundle it exports (default: measure --bundle)")
+    s.add_argument("--json", default=None, help="scaling-runtime: write its figures as JSON here")
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("fuzz-bundles", help="hostile bundle fuzzing (bench/fuzz_bundles.py)", prefix_chars="+")

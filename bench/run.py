@@ -5,6 +5,9 @@ Suites (`--only`, comma-separated; default all, in this order):
   XNNPACK, portable ExecuTorch, ONNX Runtime over model.onnx, eager torch), ratios to ONNX Runtime;
 - memory: peak RSS of a child process that opens the bundle and serves 1,000 users; state bytes per user;
 - scaling: synthetic catalogs 1K..1M against the copy-bandwidth bound (needs no bundle);
+- scaling-runtime: `Recommender.recommend` on a bundle `metarec export` makes from a synthetic checkpoint of
+  `--items` N items (or, without `--items`, on `--bundle`), against the bandwidth bound; `--json OUT` (not in the
+  default run: it exports a bundle);
 - report: accuracy tables and plots gathered from baselines/coldstart/export results.
 A suite that cannot run (no bundle yet, say) writes nothing and says which command makes what it needs; the
 others still run, and the exit code is 1 if any suite failed.
@@ -19,6 +22,7 @@ from pathlib import Path
 from metarec.bench.paths import RESULTS_DIR
 
 SUITES = ("latency", "memory", "scaling", "report")
+EXTRA_SUITES = ("scaling-runtime",)  # run only when named in --only
 
 
 class SuiteSkipped(Exception):
@@ -30,9 +34,9 @@ def parse_suites(only: str | None) -> list[str]:
     if not only:
         return list(SUITES)
     names = [s.strip() for s in only.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SUITES]
+    unknown = [s for s in names if s not in SUITES + EXTRA_SUITES]
     if unknown:
-        raise ValueError(f"unknown suite(s) {unknown}; known: {', '.join(SUITES)}")
+        raise ValueError(f"unknown suite(s) {unknown}; known: {', '.join(SUITES + EXTRA_SUITES)}")
     return names
 
 
@@ -61,6 +65,12 @@ def run_suite(name: str, args, command: str, out_dir=None) -> dict:
     out_dir = Path(out_dir or RESULTS_DIR)
     runs = int(getattr(args, "runs", 2000) or 2000)
     bundle = getattr(args, "bundle", "artifacts/bundle") or "artifacts/bundle"
+    if name == "scaling-runtime":
+        from metarec.bench.bench_scaling_runtime import run_scaling_runtime
+
+        items = getattr(args, "items", None)
+        return run_scaling_runtime(items, runs, command, getattr(args, "json", None),
+                                   bundle_dir=None if items is not None else bundle)
     if name == "scaling":
         from metarec.bench.bench_scaling import run_scaling
 
@@ -79,7 +89,7 @@ def run_suite(name: str, args, command: str, out_dir=None) -> dict:
         from metarec.bench.bench_report import run_report
 
         return run_report(command, out_dir)
-    raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES + EXTRA_SUITES)}")
 
 
 def run_benchmarks(args, command: str, out_dir=None) -> int:
@@ -105,6 +115,8 @@ def run_benchmarks(args, command: str, out_dir=None) -> int:
             status[name] = f"FAILED: {type(e).__name__}: {e}"
         print(f"   {name}: {status[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = Path(out_dir or RESULTS_DIR)
-    print("results: " + ", ".join(str(out / f"{n}.md") for n, s in status.items() if s == "ok"))
+    written = [str(out / f"{n}.md") for n, s in status.items() if s == "ok" and n not in EXTRA_SUITES]
+    written += [str(args.json) for n, s in status.items() if s == "ok" and n in EXTRA_SUITES and getattr(args, "json", None)]
+    print("results: " + (", ".join(written) or "(printed above)"))
     return 0 if all(s == "ok" or s.startswith("skipped") for s in status.values()) and \
         any(s == "ok" for s in status.values()) else 1

@@ -1,6 +1,6 @@
 """The synthetic catalog-scaling scorers that bench_scaling.py times: score.pte's structure with 1K..1M random
-items, the fused large-catalog scorer (quantized table constant, gated trend, max-tree top-k), its chunked form and
-the reference check. Every score term comes from sdk/kernel.py (through the model's bound methods); lowering is
+items, the fused large-catalog scorer (quantized table constant, gated trend, max-tree top-k), its chunked form (the
+program `metarec export` ships for large catalogs: export/large.py, imported here) and the reference check. Every score term comes from sdk/kernel.py (through the model's bound methods); lowering is
 export/lower.py's.
 """
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from metarec.bench import bench_util as bu
+# the large-catalog program's parts are export's (export/large.py); re-exported for the benchmarks
+from metarec.export.large import DEFAULT_CHUNK, chained_topk, chunk_bounds, max_tree, tree_levels, tree_topk  # noqa: F401
 
 def synthetic_model(n_items: int, seed: int = 0):
     import torch
@@ -150,47 +152,6 @@ def fused_module(model, k: int, quant: str = "int4", stage: str = "full"):
     return mod
 
 
-def tree_levels(n: int, k: int) -> int:
-    """Halvings of the max tree: while the length is even and the half still leaves >= 64 k candidates."""
-    lv = 0
-    while n % 2 == 0 and n // 2 >= 64 * k:
-        n //= 2
-        lv += 1
-    return lv
-
-
-def max_tree(x, levels: int):
-    """`levels` halvings of the last dim by `maximum` of its two halves (XNNPACK: two static slices + maximum)."""
-    import torch
-
-    for _ in range(levels):
-        h = x.shape[-1] // 2
-        x = torch.maximum(x[..., :h], x[..., h:])
-    return x
-
-
-def tree_topk(scores, k: int):
-    """Exact top-k in two stages, both in the program. Stage 1: `maximum` of the two halves, repeated (XNNPACK
-    element-wise ops; each level reads its input once and halves it), gives M column maxima of the (N / M, M)
-    row-major view, column j = items {j, j + M, j + 2M, ...}. Stage 2: the k best columns hold every top-k item
-    (an item outside them is beaten by k column maxima), so a top-k over the M maxima, then over the k columns'
-    N / M * k items, returns the flat top-k's items (up to ties). Measured at 1M items (1 thread): flat portable
-    top-k ~2.0 ms, block amax (portable) + 2nd stage ~0.8 ms, this ~0.5 ms (bench/results/scaling.md)."""
-    import torch
-
-    n = scores.shape[0]
-    lv = tree_levels(n, k)
-    if lv == 0:
-        v, i = torch.topk(scores, k)
-        return v, i
-    x = max_tree(scores, lv)
-    m = x.shape[0]
-    _, cols = torch.topk(x, k)
-    cand = scores.reshape(n // m, m).index_select(1, cols)  # (rows, k)
-    v, j = torch.topk(cand.reshape(-1), k)
-    return v, torch.div(j, k, rounding_mode="floor") * m + cols.index_select(0, torch.remainder(j, k))
-
-
 def fused_inputs(model, n_items: int, seed: int = 0) -> tuple:
     """(head, hist_vecs, hist_mask, scene, t): example_inputs with trend and exclude folded into t."""
     head, hist, mask, scene, trend, exclude = example_inputs(model, n_items, seed)
@@ -256,105 +217,34 @@ def build_fused_rank(n_items: int, k: int = 10, quant: str = "int8", seed: int =
     return lower_unplanned(ep), (z, off), full, ex
 
 
-DEFAULT_CHUNK = 262_144  # items per chunk: 1 MiB of fp32 scores, what this machine's 1 MiB L2 per core holds
-
-
-def chunk_bounds(n_items: int, chunk: int, k: int) -> list[int]:
-    """Chunk edges [0, chunk, 2 chunk, ..., n_items]; a last chunk with fewer than k items joins the one before."""
-    if chunk < k:
-        raise ValueError(f"chunk {chunk} must hold at least k={k} items")
-    edges = list(range(0, n_items, chunk)) + [n_items]
-    if len(edges) > 2 and edges[-1] - edges[-2] < k:
-        del edges[-2]
-    return edges
-
-
-def chained_topk(tables, rowbase, u, terms, k: int, gate=None, stage: str = "full"):
-    """Exact top-k over the catalog split in chunks, each chunk scored and reduced while its scores sit in L2.
-
-    Chunk c: y = table_c(u) + term_c (warm call: the kept offset) or + gate * term_c (full call: t), all (1, n_c);
-    the max tree of `tree_topk` over y's halves to m column maxima; a portable top-k of those; the chunk's k best
-    columns gathered (n_c / m rows each). The global top-k is the top-k of the chunks' candidates (every global
-    top-k item is among its chunk's top k).
-    Why chunks: one big GEMV writes N scores that the add and the max tree then re-read from DRAM (N = 1M: 4 MB
-    of fp32 after a 40 MB table stream). The next chunk's GEMV input depends on this chunk's portable top-k (`dep`,
-    always 0: clamp keeps a -inf of an all-excluded chunk from making 0 * inf = NaN), so the XNNPACK partitioner
-    cannot merge the chunks into one delegate call: the calls run in chunk order and the memory plan reuses one
-    chunk's score buffer, which stays in L2 from its GEMV to its gather.
-    `stage` cuts the graph for the profile: "linear" (GEMVs only), "tree" (+ terms + max trees), "full"."""
-    import torch
-
-    vals, ids, heads = [], [], []
-    uu, gg = u, gate
-    for c, lin in enumerate(tables):
-        y = lin(uu)
-        if stage == "linear":
-            heads.append(y[:, :1])
-            continue
-        y = y + (terms[c] if gate is None else gg * terms[c])
-        x = max_tree(y, tree_levels(y.shape[1], k))
-        if stage == "tree":
-            heads.append(x[:, :1])
-            continue
-        m = x.shape[1]
-        tv, cols = torch.topk(x, k)  # (1, k)
-        vals.append(y.reshape(-1, m).index_select(1, cols[0]).reshape(-1))
-        ids.append((rowbase[c] + cols).reshape(-1))
-        dep = tv[:, :1].clamp(-1.0, 1.0) * 0.0
-        uu = u + dep
-        if gate is not None:
-            gg = gate + dep
-    if stage != "full":
-        return (torch.cat(heads, 1),)
-    v, j = torch.topk(torch.cat(vals), k)
-    return v, torch.cat(ids).index_select(0, j)
-
-
 def chunked_module(model, k: int, quant: str = "int8", chunk: int = DEFAULT_CHUNK, warm: bool = False,
                    stage: str = "full"):
-    """The large-catalog scorer in chunks (`chained_topk`): same semantics and per-row quantization as
-    `fused_module` (group 32 = one scale per row at d=32, so chunking does not change a single weight).
+    """The large-catalog scorer in chunks, as export ships it (export/large.py `build_chunked`).
 
-    Full call (`warm=False`): inputs head, hist_vecs, hist_mask, scene, then t split in chunks, each (1, n_c)
-    (views of the caller's one t buffer: trend with -inf at excluded items). Warm call (`warm=True`): the kept
-    user vector (1, d), then the kept offset gate * t in the same chunks. Returns (values, ids) of the top-k.
-    The eager unchunked `fused_module` is kept as `.full` (reference check, eager comparison)."""
-    if stage not in ("linear", "tree", "full"):
-        raise ValueError(f"stage {stage!r} unknown; known: linear, tree, full")
+    Full call (`warm=False`): export's ChunkedScoreModule, inputs head, hist_vecs, hist_mask, scene, then t split in
+    chunks, each (1, n_c) (views of the caller's one t buffer: trend with -inf at excluded items). Warm call
+    (`warm=True`, a variant export does not ship): the kept user vector (1, d), then the kept offset gate * t in the
+    same chunks, over the same quantized tables. Returns (values, ids) of the top-k. The eager unchunked
+    `fused_module` is kept as `.full` (reference check, eager comparison)."""
     import torch
     from torch import nn
 
-    full = fused_module(model, k, quant)
-    edges = chunk_bounds(model.n_items, chunk, k)
+    from metarec.export.large import build_chunked
 
-    class ChunkedScore(nn.Module):
-        def __init__(self):
-            super().__init__()
-            w, b = model.export_item_table(), model.export_item_bias()
-            self.tables = nn.ModuleList()
-            self.n_chunks = len(edges) - 1
-            for c, (a, e) in enumerate(zip(edges[:-1], edges[1:])):
-                lin = nn.Linear(model.cfg.dim, e - a, bias=True)
-                with torch.no_grad():
-                    lin.weight.copy_(w[a:e])
-                    lin.bias.copy_(b[a:e])
-                self.tables.append(lin)
-                m = (e - a) >> tree_levels(e - a, k)
-                self.register_buffer(f"rowbase{c}", (a + torch.arange((e - a) // m) * m)[:, None])
-            object.__setattr__(self, "full", full)
-            object.__setattr__(self, "model", model)
+    fwd, _, edges, _ = build_chunked(model, k, quant, chunk, stage)
+    if warm:
+        class WarmChunked(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.chunks = fwd.chunks
 
-        def forward(self, *args):
-            rowbase = [getattr(self, f"rowbase{c}") for c in range(self.n_chunks)]
-            if warm:
-                return chained_topk(self.tables, rowbase, args[0], args[1:], k, stage=stage)
-            head, hist, mask, scene, *t = args
-            u = user_vec(self.model, head, hist, mask, scene)[None]
-            return chained_topk(self.tables, rowbase, u, t, k, gate=full.gate(scene, mask), stage=stage)
+            def forward(self, u, *offsets):
+                return chained_topk(self.chunks.tables, self.chunks.rowbase(), u, offsets, k, stage=stage)
 
-    mod = ChunkedScore().eval()
-    if quant != "none":
-        quantize_table(mod, quant, prefix="tables.")
+        mod = WarmChunked().eval()
+    else:
+        mod = fwd
+    object.__setattr__(mod, "full", fused_module(model, k, quant))
     return mod, edges
 
 
@@ -411,20 +301,13 @@ def reference_check(mod, ex: tuple, got_v, got_i, k: int) -> dict:
             "max_value_err": float(np.abs(vals - s[ids]).max())}
 
 
-def quantize_table(mod, quant: str, prefix: str | None = None) -> None:
-    """torchao weight quantization of the table (8-bit dynamic activations, int4/int8 weights, group 32): the
-    Linear named "table", or with `prefix` every Linear whose name starts with it (the chunked tables)."""
-    import torch
-    from torchao.quantization import quantize_
-    from torchao.quantization.granularity import PerGroup
+def quantize_table(mod, quant: str, prefix: str = "table") -> None:
+    """export's table quantization (export/large.py: int8 per row, int4 in groups of 32) of the Linear(s) whose
+    name starts with `prefix`."""
+    from metarec.export.large import quantize_table as _quantize, table_format
 
-    try:
-        from torchao.quantization import Int8DynamicActivationIntxWeightConfig as Cfg
-    except ImportError as e:  # pragma: no cover
-        raise ModuleNotFoundError("torchao >= 0.12 with Int8DynamicActivationIntxWeightConfig is required") from e
-    wdt = {"int4": torch.int4, "int8": torch.int8}[quant]
-    quantize_(mod, Cfg(weight_dtype=wdt, weight_granularity=PerGroup(32)),
-              filter_fn=lambda m, fqn: fqn == "table" if prefix is None else fqn.startswith(prefix))
+    first = next(m for n, m in mod.named_modules() if n.startswith(prefix) and hasattr(m, "in_features"))
+    _quantize(mod, table_format(quant, first.in_features)[0], prefix=prefix)
 
 
 def example_inputs(model, n_items: int, seed: int = 0):
