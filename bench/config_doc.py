@@ -26,7 +26,7 @@ def _configs() -> list[tuple[str, type, str]]:
     return [("TrainConfig", TrainConfig, "`metarec train --config FILE.json` (sdk/train.py); `model` is ModelConfig"),
             ("SplitConfig", SplitConfig, "PROTOCOL v1's user split (sdk/protocol.py); fixed for reported figures"),
             ("CompressConfig", CompressConfig, "`metarec export --quant/--prune` (export/config.py)"),
-            ("ExportConfig", ExportConfig, "`metarec export --k-max/--no-onnx` (export/config.py)"),
+            ("ExportConfig", ExportConfig, "`metarec export --k-max/--no-onnx/--large-catalog-items` (export/config.py)"),
             ("SceneSpec", SceneSpec, "recorded in the bundle; the runtime's clock features (runtime_py/scene.py)")]
 
 

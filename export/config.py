@@ -13,7 +13,7 @@ from metarec.runtime.config import VersionedConfig
 COMPRESS_CONFIG_VERSION = 1
 EXPORT_CONFIG_VERSION = 1
 QUANTS = ("none", "int8", "int4")
-TABLE_MODES = ("input",)  # see programs.py, "Where the item table lives"
+TABLE_MODES = ("input",)  # the small program's (programs.py); large catalogs: `large_catalog_items`
 ADAPT_MODES = ("training",)
 
 
@@ -113,9 +113,7 @@ class ExportConfig(VersionedConfig):
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
     rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)
-    # (int) catalogs of at least this many items get the large-catalog score.pte: the table quantized inside it,
-    # scored in chunks (export/large.py, docs/decisions/large-catalog.md); 0: never
-    large_catalog_items: int = 100_000
+    large_catalog_items: int = 100_000  # (int) catalogs this large get the chunked score.pte (export/large.py); 0: never
     large_chunk_items: int = 262_144  # (int) items per chunk of the large-catalog score.pte (1 MiB of fp32 scores)
 
     # fields added after version 1 shipped, with the value a config written before them meant

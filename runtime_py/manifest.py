@@ -363,7 +363,16 @@ class Manifest:
         _check(set(outputs) <= set(p.outputs), f"program outputs {p.outputs} must include {outputs}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The manifest as JSON-ready data. The large-catalog fields are left out while empty, so a small-catalog
+        bundle's manifest is what it was before they existed (a runtime from before still reads it)."""
+        d = dataclasses.asdict(self)
+        for prog in d["programs"].values():
+            for key in _LARGE_PROGRAM_FIELDS:
+                if not prog[key]:
+                    del prog[key]
+        if not d["item_table"]["program"]:
+            del d["item_table"]["program"]
+        return d
 
     def to_json(self) -> bytes:
         """Canonical bytes: the exact bytes to write as manifest.json and to sign."""
@@ -410,6 +419,9 @@ class Manifest:
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as e:
             raise BundleError(f"manifest is not valid JSON: {type(e).__name__}: {e}") from e
         return cls.from_dict(d)
+
+
+_LARGE_PROGRAM_FIELDS = ("chunks", "columns_method")  # ProgramIO fields omitted from the JSON while empty
 
 
 def _refuse_constant(name: str) -> None:

@@ -215,6 +215,10 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
           pos_int(s, "S"), pos_int(s, "R")};
   if (b.sh.k_max > b.sh.N || b.sh.F != 15) throw BundleError("invalid manifest: shapes");
   const json &progs = field(m, "programs");
+  const json &score_io = field(progs, "score");
+  if (score_io.is_object() && score_io.contains("chunks") && score_io["chunks"].is_array() && !score_io["chunks"].empty())
+    throw BundleError("large-catalog bundle (chunked score program, table inside score.pte): the native runtime "
+                      "does not serve it yet; use the Python runtime or export with --large-catalog-items above N");
   b.score = program(field(progs, "score"), {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
   b.adapt = program(field(progs, "adapt"), {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
                                             "target_mask", "neg_vecs"}, {});
