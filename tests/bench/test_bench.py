@@ -38,6 +38,8 @@ def test_parse_suites():
     assert parse_suites("scaling, report") == ["scaling", "report"]
     with pytest.raises(ValueError, match="known"):
         parse_suites("latency,speed")
+    assert parse_suites("scaling-runtime") == ["scaling-runtime"]  # on request only: it exports a bundle
+    assert "scaling-runtime" not in parse_suites(None)
 
 
 def test_copy_bandwidth_structure():

@@ -16,7 +16,9 @@ def test_compress_config_rejects(kw):
         CompressConfig(**kw)
 
 
-@pytest.mark.parametrize("kw", [dict(k_max=0), dict(table_mode="constant"), dict(version=2), dict(rank_method=1)])
+@pytest.mark.parametrize("kw", [dict(k_max=0), dict(table_mode="constant"), dict(version=2), dict(rank_method=1),
+                                dict(large_catalog_items=-1), dict(large_catalog_items=True),
+                                dict(large_chunk_items=10, k_max=20)])
 def test_export_config_rejects(kw):
     with pytest.raises(ValueError):
         ExportConfig(**kw)
@@ -57,6 +59,17 @@ def test_export_config_without_newer_fields_reads_as_it_was_written():
     old = {k: v for k, v in ExportConfig().to_dict().items() if k != "rank_method"}
     assert ExportConfig.from_dict(old).rank_method is False
     assert ExportConfig().rank_method is True
+
+
+def test_large_catalog_threshold():
+    """The threshold picks the large-catalog program from the catalog size; 0 never does, nor a config written
+    before the field existed (its bundle had the small program whatever its size)."""
+    c = ExportConfig(large_catalog_items=5_000)
+    assert not c.large_catalog(4_999) and c.large_catalog(5_000)
+    assert not ExportConfig(large_catalog_items=0).large_catalog(10**6)
+    old = {k: v for k, v in ExportConfig().to_dict().items() if not k.startswith("large_")}
+    assert not ExportConfig.from_dict(old).large_catalog(10**6)
+    assert ExportConfig().large_catalog(10**6) and not ExportConfig().large_catalog(1_682)
 
 
 @pytest.mark.parametrize("cls", [CompressConfig, ExportConfig])
