@@ -269,3 +269,19 @@ def test_large_exclusions_are_per_call(bundles):
         assert [r.item_id for r in rec.recommend("a", now + 60, k=20)] == a
     finally:
         rec.close()
+
+
+def test_scaling_runtime_bench_measures_the_large_bundle(bundles):
+    """bench/bench_scaling_runtime.py's parts on the test bundles: what a call streams (the large program: its
+    inflated score.pte and t; the small one: the fp32 table input first) and a warm measurement that excludes the
+    recorded items."""
+    from metarec.bench.bench_scaling_runtime import measure, stream_bytes
+
+    dirs, key, root = bundles
+    large, small = stream_bytes(dirs["large"]), stream_bytes(dirs["small"])
+    assert set(large) == {"score_pte", "t"} and large["t"] == 4 * N
+    assert large["score_pte"] >= (dirs["large"] / "score.pte").stat().st_size  # inflated, not as stored
+    assert large["score_pte"] >= N * (D + 8)  # the table, its scales and the bias are in it
+    assert small["table_fp32"] == 4 * N * D
+    m = measure(dirs["large"], key, 20, root / "bench.db")
+    assert m["recorded_excluded"] and m["warm"]["p50_us"] > 0 and len(m["top3"]) == 3
