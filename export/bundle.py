@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.runtime.bundle_codecs import check_item_ids, encode_floats, encode_item_ids, encode_program, sign_manifest
+from metarec.runtime.bundle_codecs import (check_item_ids, encode_floats, encode_item_ids, encode_neighbors,
+                                           encode_program, sign_manifest)
 from metarec.runtime.bundle_codecs import generate_keypair as _rt_keypair
 from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, ADAPT_OUTPUTS, ADAPT_PARAMETER,
                                       ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS, ADAPT_STEP_INPUTS,
-                                      ADAPT_UNROLLED_METHOD, HEAD_FILE, IDS_FILE, MANIFEST_FILE, ONNX_FILE, RANK_INPUTS,
+                                      ADAPT_UNROLLED_METHOD, HEAD_FILE, IDS_FILE, MANIFEST_FILE, NEIGHBORS_FILE,
+                                      ONNX_FILE, RANK_INPUTS,
                                       RANK_METHOD, RESERVED_FILES,
                                       SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
-                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec)
+                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, NeighborSpec, ProgramIO, Shapes,
+                                      TableSpec)
 from metarec.runtime.errors import BundleError
 from metarec.runtime.probe import probe_in_child
 from metarec.runtime.scene import SceneSpec
@@ -123,7 +126,8 @@ def file_entries(out: Path) -> dict:
 
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
-                   k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False) -> bytes:
+                   k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False,
+                   neighbors=None) -> bytes:
     """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract."""
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
@@ -144,7 +148,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
             scene_spec=SceneSpec().to_dict(), files=files,
             programs={"score": ProgramIO(**score), "adapt": ProgramIO(**adapt)},
             item_table=TableSpec(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size),
-            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes),
+            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes), neighbors=neighbors,
             dtypes={"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else
                     "float16 values stored as float32 (inside score.pte)",
                     "table_in_score_program": "float32 input `table` (N, d)", "head": "float32",
@@ -204,8 +208,9 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
         raise ExportError(f"{floor_summary(extra['floor'])}: this prior loses to a simple baseline on validation "
                           "users; ship the baseline, or export anyway with force=True (--force)")
     auto = compress_config is None and quant == "auto" and prune in (None, "auto")  # a given --prune: int4 with it
+    nb_spec = None
     if auto and validation is not None:
-        model, compress_config = _choose(model, validation, extra, ecfg, force, say)
+        model, compress_config, nb_spec = _choose(model, validation, extra, ecfg, force, say)
     elif auto:
         say("no validation run in the checkpoint (a model, or trained with --no-floor): int4 and the phone profile, "
             "not checked against the baselines")
@@ -240,6 +245,14 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     (out / TABLE_FILE).write_bytes(qt.data)
     (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
     (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
+    neighbors = None
+    if nb_spec is not None:  # rebuilt from every fit user of the shipped prior, as the selection chose it
+        ds, fit_users, _ = _training_data(extra["train"])
+        from metarec.sdk.neighbors import build_neighbors
+
+        (out / NEIGHBORS_FILE).write_bytes(encode_neighbors(*build_neighbors(ds, fit_users, nb_spec["kind"],
+                                                                             nb_spec["m"])))
+        neighbors = NeighborSpec(file=NEIGHBORS_FILE, **nb_spec)
     say(f"3/5 lower score.pte (top-{ecfg.k_max}) and adapt.pte to ExecuTorch")
     write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
     if ecfg.onnx:
@@ -253,7 +266,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     serial = serial or int(time.time())
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
-                              codec=ecfg.program_codec, rank_method=ecfg.rank_method)
+                              codec=ecfg.program_codec, rank_method=ecfg.rank_method, neighbors=neighbors)
     try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
         probe_in_child(out, manifest)
     except BundleError as e:
@@ -282,10 +295,12 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
     if sel.report["bundle_floor"]["verdict"] == "below" and not force:
         raise ExportError(f"{selection_summary(sel.report, best)}: every compressed form of this prior loses to a "
                           "simple baseline on validation users; ship the baseline, or export anyway with --force")
+    if sel.neighbors is not None and not ecfg.rank_method:
+        raise ExportError("the chosen item-item term needs score.pte's rank method (ExportConfig.rank_method)")
     if sel.inner_steps != model.cfg.inner_steps:
         model = copy.deepcopy(model)
         model.cfg = dataclasses.replace(model.cfg, inner_steps=sel.inner_steps)
-    return model, sel.compress
+    return model, sel.compress, sel.neighbors
 
 
 def save_exported_model(model, path, train_cfg: dict | None, item_ids, compress_report: dict,

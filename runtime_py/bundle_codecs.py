@@ -140,6 +140,34 @@ def decode_floats(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
     return arr
 
 
+# ---------------------------------------------------------------------------------------------- neighbours
+def encode_neighbors(ids: np.ndarray, weights: np.ndarray) -> bytes:
+    """neighbors.bin: (N, m) int32 indices (-1 = no neighbour) then (N, m) float16 weights, little-endian."""
+    ids, weights = np.asarray(ids), np.asarray(weights)
+    if ids.shape != weights.shape or ids.ndim != 2:
+        raise ValueError("neighbour ids and weights must both be (N, m)")
+    return ids.astype("<i4").tobytes() + weights.astype("<f2").tobytes()
+
+
+def decode_neighbors(data: bytes, n: int, m: int, name: str = "neighbors.bin") -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64 (N, m), weights float32 (N, m)); BundleError on a size mismatch, an index outside the catalog
+    or a non-finite / negative weight."""
+    expected = n * m * 6
+    if len(data) != expected:
+        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for (N={n}, m={m})")
+    ids = np.frombuffer(data, dtype="<i4", count=n * m).reshape(n, m).astype(np.int64)
+    w = np.frombuffer(data, dtype="<f2", offset=n * m * 4).reshape(n, m).astype(np.float32)
+    if ((ids < -1) | (ids >= n)).any():
+        raise BundleError(f"{name} holds an item index outside [-1, {n})")
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise BundleError(f"{name} holds a non-finite or negative weight")
+    w[ids < 0] = 0.0
+    ids[ids < 0] = 0
+    for a in (ids, w):
+        a.setflags(write=False)
+    return ids, w
+
+
 # ---------------------------------------------------------------------------------------------- item ids
 def check_item_ids(ids, n: int) -> None:
     """N unique, non-empty str ids without a newline (the file form's separator); ValueError otherwise."""

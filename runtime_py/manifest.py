@@ -50,6 +50,7 @@ MANIFEST_FILE, SIGNATURE_FILE = "manifest.json", "manifest.sig"
 RESERVED_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
 SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, IDS_FILE, ONNX_FILE = (
     "score.pte", "adapt.pte", "items.bin", "head0.bin", "item_ids.bin", "model.onnx")
+NEIGHBORS_FILE = "neighbors.bin"
 
 # program methods and I/O names; tuples are in the order export traces the programs
 SCORE_METHOD = "forward"
@@ -216,6 +217,33 @@ class TableSpec:
             _check(_is_int(self.group_size) and self.group_size >= 1, "int tables need group_size >= 1")
 
 
+NEIGHBOR_KINDS = ("transition", "cooc")
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighborSpec:
+    """The item-item term (runtime_py/neighbors.py): `file` holds each item's `m` neighbours (int32 indices, -1 =
+    none, then float16 weights, row-major (N, m)); the last `last` history items add their rows with weight
+    decay**age, and the sum, divided by its standard deviation over the catalog, times `weight` joins the score."""
+
+    file: str
+    m: int
+    last: int
+    decay: float
+    weight: float
+    kind: str
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.m) and 1 <= self.m <= 256, "neighbors.m must be an int in [1, 256]")
+        _check(_is_int(self.last) and 1 <= self.last <= 64, "neighbors.last must be an int in [1, 64]")
+        for name in ("decay", "weight"):
+            v = getattr(self, name)
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                   f"neighbors.{name} must be a finite number > 0")
+        _check(self.decay <= 1, "neighbors.decay must be <= 1")
+        _check(self.kind in NEIGHBOR_KINDS, f"neighbors.kind {self.kind!r} unknown; known: {NEIGHBOR_KINDS}")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:
     """phi0, flat float32 little-endian (P,) in `file`, in `param_names` order with `param_shapes`."""
@@ -257,6 +285,7 @@ class Manifest:
     prototype_labels: tuple[str, ...] = ()
     prototypes_file: str | None = None  # (M, d) float32, M = len(prototype_labels); used for `because` at K=0
     trending_file: str | None = None  # an initial TrendingPack (JSON, covered by this manifest's hash)
+    neighbors: NeighborSpec | None = None  # the item-item term, when export chose one on validation users
     dtypes: dict = dataclasses.field(default_factory=dict)  # informational: {"table": "int8", "head": "float32"}
     configs: dict = dataclasses.field(default_factory=dict)  # every stage's config, opaque to the runtime
     adapt_scene: str = "query"
@@ -306,7 +335,7 @@ class Manifest:
         _check(not self.programs["score"].unrolled_method, "score has no unrolled method")
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         referenced = [self.item_table.file, self.head.file, self.prototypes_file, self.trending_file,
-                      self.item_ids_file]
+                      self.item_ids_file, self.neighbors.file if self.neighbors is not None else None]
         for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:
             _check(name in files, f"{name} is referenced but not listed in files")
         if self.prototypes_file is not None:
@@ -342,6 +371,8 @@ class Manifest:
             d["shapes"] = _sub(Shapes, d.get("shapes"), "shapes")
             d["item_table"] = _sub(TableSpec, d.get("item_table"), "item_table")
             d["head"] = _sub(HeadSpec, d.get("head"), "head")
+            if d.get("neighbors") is not None:
+                d["neighbors"] = _sub(NeighborSpec, d["neighbors"], "neighbors")
             progs = d.get("programs")
             if not isinstance(progs, dict):
                 raise ValueError("programs must be an object")

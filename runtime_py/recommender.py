@@ -41,6 +41,7 @@ import torch
 
 from .bundle import Bundle, open_bundle
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
+from .neighbors import neighbor_term
 from .programs import AdaptProgram, ScoreProgram
 from .scene import SceneClock, shift_for
 from .store import Store
@@ -87,7 +88,8 @@ class _User:
 
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
                  "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
-                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np")
+                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np",
+                 "neighbor")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -106,6 +108,7 @@ class _User:
         self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
         # score.pte's rank inputs: forward's user vector and offset, valid for `args` and the scene `rank_key`
         self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
+        self.neighbor = None  # (item indices, values) of the item-item term for this history (neighbors.py)
 
 
 class Recommender:
@@ -132,6 +135,9 @@ class Recommender:
         self._query_scene = m.adapt_scene == "query"
         self._right_aligned = m.history_align == "right"
         self._table_t = torch.from_numpy(bundle.table)  # score.pte's optional `table` input, shared, not copied
+        self._nb = m.neighbors  # the item-item term joins forward's cached offset, then `rank` ranks
+        if self._nb is not None and not score.has_rank:
+            raise BundleError("the bundle's item-item term needs score.pte's rank method")
         norms = np.linalg.norm(bundle.table, axis=1, keepdims=True)
         self._unit = (bundle.table / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         self._proto_code = None
@@ -278,6 +284,8 @@ class Recommender:
                     scores_t, ids_t = out[0], out[1]
                     if len(out) == 4:
                         self._keep_rank_inputs(u, out[2], out[3], scene_key)
+                        if self._nb is not None:  # forward's top-k lacks the item-item term
+                            scores_t, ids_t = self._score.rank_bound(u.rank_args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
             return self._results(u, scores_t, ids_t, int(k))
@@ -344,6 +352,9 @@ class Recommender:
         exclude = np.zeros(sh.N, dtype=np.float32)
         exclude[idx] = 1.0
         u = _User(seq, idx, last_ts, hist_np, mask_np, exclude, *self._because(idx))
+        if self._nb is not None and len(idx):
+            nb = self._nb
+            u.neighbor = neighbor_term(*self._bundle.neighbors, idx, nb.last, nb.decay, nb.weight, sh.N)
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
         else:
@@ -367,6 +378,8 @@ class Recommender:
             u.rank_args = [named[n] for n in self._score.rank_order]
         np.copyto(u.vec_np, vec)
         np.copyto(u.offset_np, offset)
+        if u.neighbor is not None:
+            u.offset_np[u.neighbor[0]] += u.neighbor[1]
         u.rank_key = scene_key
 
     def _adapt_user(self, user_id: str, u: _User) -> None:
