@@ -287,7 +287,8 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
 
     from .select import select, selection_summary
 
-    say("0/5 choose the serving steps and the compression on validation users (the checkpoint's validation run)")
+    say("0/5 choose the serving steps, the item-item term and the compression on validation users (HR@10 over "
+        "K = 1..10, the checkpoint's validation run)")
     sel = select(validation, ecfg.accuracy_budget, say)
     extra["selection"] = sel.report
     best = extra.get("floor", {}).get("best_baseline", "best baseline")

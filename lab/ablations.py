@@ -42,8 +42,6 @@ ISSUE = {
     "no trend calibration (trend_hist_scale 1)": ({}, {"trend_hist_scale": 1.0}),
     # session 8 (docs/decisions/pop-prior.md): the popularity prior in the bias, off
     "no popularity prior": ({}, {"pop_prior": False}),
-    "learned table scale": ({}, {"table_scale": True}),
-    "learned table scale, no popularity prior": ({}, {"table_scale": True, "pop_prior": False}),
     # the default (d=32, M=8, pruned to 16 / 4 at export, no calibration) named for runs under another base config
     # (bench/results/d16_x2: the same as "full" under the default)
     "previous default (d=32, M=8, trend scale 1)": ({}, {"dim": 32, "n_prototypes": 8, "trend_hist_scale": 1.0}),

@@ -1,4 +1,4 @@
-"""The popularity prior and the learned table scale (ModelConfig.pop_prior / table_scale; docs/decisions/pop-prior.md)."""
+"""The popularity prior in the bias (ModelConfig.pop_prior; docs/decisions/pop-prior.md)."""
 import dataclasses
 
 import numpy as np
@@ -66,14 +66,6 @@ def test_training_learns_a_positive_prior_weight_at_the_fast_rate():
     assert float(model.pop_w.detach()) > 0.1
 
 
-def test_table_scale_scales_every_vector_the_kernel_sees():
-    m, _ = _model(table_scale=True)
-    t0 = m.item_table().detach().clone()
-    with torch.no_grad():
-        m.table_log_scale.fill_(np.log(3.0))
-    assert torch.allclose(m.item_table().detach(), 3.0 * t0, atol=1e-6)
-
-
 def test_old_configs_load_without_the_prior():
-    old = ModelConfig.from_dict({k: v for k, v in SMALL.to_dict().items() if k not in ("pop_prior", "table_scale")})
-    assert old.pop_prior is False and old.table_scale is False
+    old = ModelConfig.from_dict({k: v for k, v in SMALL.to_dict().items() if k != "pop_prior"})
+    assert old.pop_prior is False
