@@ -20,7 +20,7 @@ def _command(argv: list[str]) -> str:
 
 def _dataset_arg(name: str) -> str:
     """A path as an absolute one (checkpoints record it, and it is what error messages show); names as given."""
-    return name if name in ("ml-100k", "synthetic") else str(Path(name).expanduser().resolve())
+    return name if name in ("ml-100k", "synthetic") or name.startswith("synthetic:") else str(Path(name).expanduser().resolve())
 
 
 def _load(dataset: str):
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     from metarec.sdk.baselines import BASELINES  # numpy only: --help stays fast
 
     names = tuple(BASELINES)
-    ds_help = ("ml-100k | synthetic | a folder (MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
+    ds_help = ("ml-100k | synthetic | synthetic:world-a | synthetic:world-b | a folder (MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
                "| a CSV/Parquet events file (docs/data.md)")
 
     s = sub.add_parser("data", help="data utilities")
