@@ -6,8 +6,9 @@ References (docs/protocol.md, "More than one dataset"), each the `Recommender` c
 - `prototype`: the same with the true prototype but not the user's taste ("truth without taste"; equal to `truth`
   in a world without taste);
 - `posterior`: the Bayes posterior over the prototypes given the support events (the same generator, each support
-  pick scored against what was released and unseen at its time), mixed into the predictive distribution: what an
-  ideal reader of 1-3 events reaches when it reads the prototype only;
+  pick scored against what was released and unseen at its time; in a world with taste the taste is marginalized
+  out, see `taste_posterior`), mixed into the predictive distribution: what an ideal reader of 1-3 events reaches
+  when it reads the prototype only;
 - `posterior_taste`: the Bayes posterior over the prototype AND the user's taste vector from the support (Laplace
   approximation of the taste per prototype): what an ideal reader of every planted user term reaches;
 - `world`: the same with a uniform prior, no support: every planted world term (base appeal, popularity drift,
@@ -144,11 +145,14 @@ class WorldOracle:
             return out
         P = self.lift.shape[0]
         extra = 0.0
-        if self.mode == "posterior_taste" and self.taste_s > 0:
+        if self.mode in ("posterior", "posterior_taste") and self.taste_s > 0:
+            # the support's picks are explained by prototype AND taste: the prototype posterior marginalizes the
+            # taste (Laplace evidence); read as taste-blind likelihoods they over-commit to a prototype (on
+            # tests/sdk/test_synthetic_oracle.py's taste world that reference fell below the world without the user)
             post, mu, cov = self.taste_posterior(q.support_items, q.support_ts)
-            V, s = self.item_taste, self.taste_s
-            # E[exp(s V_i . w)] under N(mu_p, S_p): exp(s V_i . mu_p + s^2 / 2 V_i S_p V_i)
-            extra = s * (mu @ V.T) + 0.5 * s * s * np.einsum("pnd,nd->pn", np.matmul(V, cov), V)
+            if self.mode == "posterior_taste":  # E[exp(s V_i . w)] under N(mu_p, S_p)
+                V, s = self.item_taste, self.taste_s
+                extra = s * (mu @ V.T) + 0.5 * s * s * np.einsum("pnd,nd->pn", np.matmul(V, cov), V)
         elif self.mode in ("posterior", "posterior_taste"):
             post = self.posterior(q.support_items, q.support_ts)
         else:
