@@ -20,7 +20,9 @@ def _command(argv: list[str]) -> str:
 
 def _dataset_arg(name: str) -> str:
     """A path as an absolute one (checkpoints record it, and it is what error messages show); names as given."""
-    return name if name in ("ml-100k", "synthetic") else str(Path(name).expanduser().resolve())
+    if name in ("ml-100k", "synthetic") or name.startswith("synthetic:"):
+        return name
+    return str(Path(name).expanduser().resolve())
 
 
 def _load(dataset: str):
@@ -97,6 +99,10 @@ def cmd_baselines(a, argv) -> int:
 
     ds = _load(a.dataset)
     res = run_baselines(ds, names=a.names.split(",") if a.names else None, progress=True)
+    if not a.no_oracle:  # a synthetic world: the generator's references beside the baselines (none otherwise)
+        from metarec.sdk.synthetic_oracle import oracle_results
+
+        res.update(oracle_results(ds, progress=True))
     for r in res.values():
         print(format_report(r), "\n")
     from metarec.bench.paths import RESULTS_DIR
@@ -190,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     from metarec.sdk.baselines import BASELINES  # numpy only: --help stays fast
 
     names = tuple(BASELINES)
-    ds_help = ("ml-100k | synthetic | a folder (MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
+    ds_help = ("ml-100k | synthetic | synthetic:world-a | synthetic:world-b (sdk/synthetic.py WORLDS) | a folder "
+               "(MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
                "| a CSV/Parquet events file (docs/data.md)")
 
     s = sub.add_parser("data", help="data utilities")
@@ -211,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
     s.add_argument("--names", default=None, help="comma-separated subset of: " + ", ".join(names))
     s.add_argument("--out", default=None, help="results folder (default bench/results)")
+    s.add_argument("--no-oracle", action="store_true",
+                   help="on a synthetic dataset, skip the generator's reference rows (sdk/synthetic_oracle.py)")
     s.set_defaults(fn=cmd_baselines)
 
     s = sub.add_parser("train", help="meta-train the prior")
