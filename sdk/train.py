@@ -329,13 +329,13 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     # a few scalars each: at `lr` they could move < 0.6 in 600 steps. The trend mechanisms' scalars
     # (ModelConfig.trend_knots / trend_by_k / trend_affinity) share the new-item rate for the same reason
     new = [p for n, p in model.named_parameters()
-           if n in ("new_bias", "pop_w", "table_log_scale") + TREND_SCALARS or n.startswith("trend_gate_new.")]
+           if n in ("new_bias", "pop_w") + TREND_SCALARS or n.startswith("trend_gate_new.")]
     rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
         if cfg.rate_lr_mult != 1.0 else []
     scene = [p for n, p in model.named_parameters() if n.startswith(("scene_enc.", "head0.W1", "head0.W2"))] \
         if cfg.scene_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
-            if n not in ("item_emb", "item_bias_id", "new_bias", "pop_w", "table_log_scale") + TREND_SCALARS
+            if n not in ("item_emb", "item_bias_id", "new_bias", "pop_w") + TREND_SCALARS
             and not n.startswith("trend_gate_new.")
             and not any(p is q for q in rates + scene)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
