@@ -6,8 +6,8 @@ events, learned positions counted from the user's first event, next-item objecti
 catalog (output embeddings tied to the input ones). The epoch count is chosen by the code, per dataset: a seeded
 sixth of the fit users (`INNER_VAL_SHARE`, as sdk/floor.py's blends) is held out of training and scores the
 PROTOCOL headline (HR@10 over K = 1..3, the same queries `evaluate_users` would make: support = the first K
-events, support excluded, a target repeating a support item skipped) after every epoch; training stops `patience`
-epochs after the best and keeps the best epoch's weights.
+events, support excluded, a target repeating a support item skipped; ties by NDCG@10) after every epoch; training
+stops `patience` epochs after the best and keeps the best epoch's weights.
 
 Score: the query's support items in time order (the cold user's first K events, positions 0..K-1) -> the
 representation at the last position -> a logit per catalog item; support items sink below every other item
@@ -148,7 +148,7 @@ class SeqRec:
                               hp["dropout"])
         opt = torch.optim.Adam(self.net.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
         rng = np.random.default_rng(hp["seed"])
-        curve, best, best_state, since = [], (-1.0, 0), None, 0
+        curve, best, best_state, since = [], ((-1.0, -1.0), 0), None, 0
         bar = tqdm(range(1, hp["max_epochs"] + 1), disable=not self.progress, desc=f"fit {self.name}", leave=False)
         for epoch in bar:
             self.net.train()
@@ -161,30 +161,30 @@ class SeqRec:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            hr = self.inner_headline(val, ds.n_items) if val else float("nan")
-            curve.append(hr)
-            if not val or hr > best[0]:
-                best, since = (hr, epoch), 0
+            hr_nd = self.inner_headline(val, ds.n_items) if val else (float("nan"), float("nan"))
+            curve.append(hr_nd[0])
+            if not val or hr_nd > best[0]:  # HR@10 first, NDCG@10 breaks its ties
+                best, since = (hr_nd, epoch), 0
                 best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             else:
                 since += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_hr10=f"{hr:.3f}", best=best[1])
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_hr10=f"{hr_nd[0]:.3f}", best=best[1])
             if since >= hp["patience"]:
                 break
         self.net.load_state_dict(best_state)
         self.net.eval()
         secs = time.perf_counter() - t0
         self.params = {**hp, "arch": self.arch, "epochs_run": len(curve), "best_epoch": best[1],
-                       "inner_val_hr10": best[0], "inner_val_curve": curve, "n_train_users": len(seqs),
+                       "inner_val_hr10": best[0][0], "inner_val_ndcg10": best[0][1], "inner_val_curve": curve, "n_train_users": len(seqs),
                        "n_inner_val_users": len(val), "fit_seconds": round(secs, 1),
                        "selected_on": f"a seeded {INNER_VAL_SHARE:.3f} of the fit users (headline HR@10)"}
         if self.progress:
             tqdm.write(f"{self.name}: fit in {secs:.1f} s on {len(seqs)} users, best epoch {best[1]} of "
-                       f"{len(curve)} (inner validation HR@10 {best[0]:.3f}, {len(val)} users)")
+                       f"{len(curve)} (inner validation HR@10 {best[0][0]:.3f}, {len(val)} users)")
 
-    def inner_headline(self, seqs: list[np.ndarray], n_items: int) -> float:
-        """PROTOCOL headline HR@10 (per-user mean over K = 1..3, then the mean over users) of the current weights
-        on the users whose first events are `seqs`: one causal forward pass gives every K's scores."""
+    def inner_headline(self, seqs: list[np.ndarray], n_items: int) -> tuple[float, float]:
+        """PROTOCOL headline (HR@10, NDCG@10) (per-user means over K = 1..3, then the mean over users) of the current
+        weights on the users whose first events are `seqs`: one causal forward pass gives every K's scores."""
         import torch
 
         ks = HEADLINE_KS
@@ -195,11 +195,13 @@ class SeqRec:
         self.net.train(was)
         per_user = []
         for r, s in enumerate(seqs):
-            hrs = [rank_metrics(logits[r, k - 1], int(s[k]), s[:k])[0] for k in ks
-                   if len(s) > k and s[k] not in s[:k]]
-            if hrs:
-                per_user.append(np.mean(hrs))
-        return float(np.mean(per_user)) if per_user else float("nan")
+            m = [rank_metrics(logits[r, k - 1], int(s[k]), s[:k]) for k in ks if len(s) > k and s[k] not in s[:k]]
+            if m:
+                per_user.append(np.mean(m, 0))
+        if not per_user:
+            return float("nan"), float("nan")
+        hr, nd = np.mean(per_user, 0)
+        return float(hr), float(nd)
 
     # ------------------------------------------------------------------------------------------ score
     def score(self, q: Query) -> np.ndarray:
