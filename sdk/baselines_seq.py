@@ -135,7 +135,7 @@ class SeqRec:
         from tqdm.auto import tqdm
 
         hp = self.hp
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_u, val_u = self.inner_split(fit_users)
         seqs = _sequences(ds, train_u, hp["max_len"] + 1)
         if not seqs:
@@ -173,13 +173,14 @@ class SeqRec:
                 break
         self.net.load_state_dict(best_state)
         self.net.eval()
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         self.params = {**hp, "arch": self.arch, "epochs_run": len(curve), "best_epoch": best[1],
                        "inner_val_hr10": best[0][0], "inner_val_ndcg10": best[0][1], "inner_val_curve": curve, "n_train_users": len(seqs),
                        "n_inner_val_users": len(val), "fit_seconds": round(secs, 1),
+                       "fit_cpu_seconds": round(cpu, 1),
                        "selected_on": f"a seeded {INNER_VAL_SHARE:.3f} of the fit users (headline HR@10)"}
         if self.progress:
-            tqdm.write(f"{self.name}: fit in {secs:.1f} s on {len(seqs)} users, best epoch {best[1]} of "
+            tqdm.write(f"{self.name}: fit in {secs:.1f} s ({cpu:.1f} s CPU) on {len(seqs)} users, best epoch {best[1]} of "
                        f"{len(curve)} (inner validation HR@10 {best[0][0]:.3f}, {len(val)} users)")
 
     def inner_headline(self, seqs: list[np.ndarray], n_items: int) -> tuple[float, float]:
