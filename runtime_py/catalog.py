@@ -126,7 +126,7 @@ class DeltaScorer:
             out = self._method.execute(inputs)
         except Exception as e:
             raise BundleError(f"catalog delta program failed: {e}") from e
-        return np.array(out[0], dtype=np.float32).reshape(-1)
+        return out[0].numpy().astype(np.float32).reshape(-1)  # a copy: the output memory is reused
 
 
 def smoke_run(data: bytes, d: int) -> None:
