@@ -24,6 +24,10 @@ method (manifest `rank_method`), forward's user vector and per-item offset are k
 while the head, history, scene and trend pack are unchanged runs only `rank` (table product + offset + top-k:
 about half of forward's time on ML-100K, bench/results/latency.md).
 
+Catalog deltas (`add_items`, runtime_py/catalog.py): the new items get indices N, N+1, ... after the bundle's;
+each delta's score program scores them (once per user state and scene, like forward, then reused), and the scores
+are merged with score.pte's top-k; retired items are excluded for every user. Nothing of this runs without deltas.
+
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
 `record`/`forget` without a database read per request; a second one on the same state file gets StateError.
 """
