@@ -224,6 +224,22 @@ def test_refused_deltas_change_nothing(world, deltas, tmp_path):
     rec.close()
 
 
+def test_bad_add_items_arguments_are_typed_and_change_nothing(world, deltas, tmp_path):
+    from metarec.runtime import BundleError, InputError
+
+    state = tmp_path / "s.db"
+    rec = _open(world, state)
+    (tmp_path / "garbage").write_bytes(b"{not json")
+    (tmp_path / "garbage.sig").write_bytes(b"\0" * 64)
+    (tmp_path / "dir").mkdir()
+    for arg, err in ((None, InputError), (123, InputError), ("", InputError), (tmp_path / "missing", BundleError),
+                     (tmp_path / "garbage", BundleError), (tmp_path / "dir", BundleError)):
+        with pytest.raises(err):
+            rec.add_items(arg)
+    assert rec.delta_seq == 0 and len(rec.item_ids) == N and _rows(state) == []
+    rec.close()
+
+
 def test_a_stored_delta_that_no_longer_verifies_is_a_state_error(world, deltas, tmp_path):
     from metarec.runtime import StateError
     from metarec.runtime.store import _chk
