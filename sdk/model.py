@@ -197,7 +197,9 @@ class MetaRecModel(nn.Module):
             b = b + self.new_bias * (1.0 - keep)
         return b
 
-    _CATALOG_STATE = ("item_attrs", "item_emb", "item_bias_id", "item_known", "trend_item_w")
+    # the per-item (N-sized) state: a new items' model gets its own; a catalog-sized tensor added to the model
+    # belongs here too (new_items_model refuses to copy one it does not know: shapes differ)
+    _CATALOG_STATE = ("item_attrs", "item_emb", "item_bias_id", "item_known", "trend_item_w", "log_pop")
 
     @torch.no_grad()
     def new_items_model(self, item_attrs: np.ndarray) -> "MetaRecModel":
