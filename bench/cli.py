@@ -235,6 +235,18 @@ def cmd_parity(a, argv) -> int:
     return 0
 
 
+def cmd_eval_bundle(a, argv) -> int:
+    from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines
+
+    names = [n.strip() for n in a.baselines.split(",")] if a.baselines else None
+    r = bundle_vs_baselines(a.bundle, a.key, _dataset_arg(a.dataset), names)
+    r["command"] = _command(argv)
+    print(bundle_table(r))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=1, default=float))
+    return 0
+
+
 def cmd_bench(a, argv) -> int:
     from metarec.bench.run import run_benchmarks
 
@@ -295,10 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="compress and export a checkpoint as a signed bundle")
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True)
-    s.add_argument("--quant", choices=["none", "int8", "int4"], default="int4",
-                   help="item table storage (default: %(default)s)")
-    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6, or none (default: the "
-                                                  "phone profile dim=16,prototypes=4)")
+    s.add_argument("--quant", choices=["auto", "none", "int8", "int4"], default="auto",
+                   help="item table storage; auto (default): the smallest form within the accuracy budget on the "
+                        "checkpoint's validation users, with the pruning and the serving steps (export/select.py)")
+    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6, or none (default: chosen "
+                                                  "with --quant auto, else the phone profile dim=16,prototypes=4)")
     s.add_argument("--k-max", type=int, default=20,
                    help="most items one recommend call can return, score.pte's top-k size (default: %(default)s)")
     s.add_argument("--no-onnx", action="store_true", help="skip model.onnx (not part of the phone bundle)")
@@ -343,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")
     s.add_argument("--fast", action="store_true", help="smaller training budget")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("eval-bundle", help="a bundle through the runtime on test users vs the baselines, paired")
+    s.add_argument("bundle")
+    s.add_argument("--key", required=True, help="trusted Ed25519 public key PEM")
+    s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
+    s.add_argument("--baselines", default=None, help="comma-separated (default: the floor's six)")
+    s.add_argument("--json", default=None, help="also write the result as JSON here")
+    s.set_defaults(fn=cmd_eval_bundle)
 
     s = sub.add_parser("parity", help="runtime top-10 vs the sdk's eager model on PROTOCOL v1 test users")
     s.add_argument("checkpoint", help="the bundle's eager model: the checkpoint of an unpruned export, or the "

@@ -78,6 +78,8 @@ def load_model(checkpoint_or_model):
     extra = {"train": cfg.to_dict()}
     if "floor" in ck:  # the validation floor `metarec train` measured: recorded in the manifest, checked on export
         extra["floor"] = ck["floor"]
+    if "validation" in ck:  # the validation prior and baseline results: export's choices (select.py), not shipped
+        extra["validation"] = ck["validation"]
     return model, ck.get("item_ids"), extra
 
 
@@ -173,32 +175,43 @@ def _training_data(train_cfg: dict):
     return ds, fit_users_for(tcfg, ds), tcfg
 
 
-def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
+def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None, key_path=None,
                   serial: int | None = None, *, export_config: ExportConfig | None = None,
                   compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
                   finetune=None, model_out=None, progress=None, force: bool = False) -> Path:
     """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
     A checkpoint whose validation floor says "below" (sdk/floor.py) is an ExportError unless `force`.
 
-    `prune`: None (the phone profile, DEFAULT_PRUNE), "none" (no pruning), a dict, or the CLI spec
-    "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
+    `quant="auto"` (the default): the checkpoint's validation run chooses the serving steps and the compression
+    (select.py) and the chosen form must not lose to the best baseline there ("below": ExportError unless `force`);
+    without a validation run (a model, or `--no-floor`) auto means int4 and the phone profile, unchecked.
+    `prune`: None (the phone profile, DEFAULT_PRUNE; with quant="auto": chosen), "none" (no pruning), a dict, or the
+    CLI spec "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
     `model_out`: also save the exported model (after pruning and re-fine-tuning) as a checkpoint there, outside the
     bundle: the eager twin of the shipped programs, for `metarec parity` and the benchmarks' eager backends.
     `progress`: called with one line per step (the CLI prints them; a minute of silence looks like a hang).
     """
     say = progress or (lambda msg: None)
-    prune = DEFAULT_PRUNE if prune is None else (None if prune in ("none", "") else prune)
     if key_path is None or not Path(key_path).is_file():
         raise ExportError(f"signing key {key_path!r} not found (make one with `metarec keygen DIR`)")
-    ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))
     ecfg = export_config or ExportConfig()
     model, ck_ids, extra = load_model(checkpoint_or_model)
+    validation = extra.pop("validation", None)
     check_lowerable(model.cfg, extra.get("train", {}).get("learner"))
     if extra.get("floor", {}).get("verdict") == "below" and not force:
         from metarec.sdk.floor import floor_summary
 
         raise ExportError(f"{floor_summary(extra['floor'])}: this prior loses to a simple baseline on validation "
                           "users; ship the baseline, or export anyway with force=True (--force)")
+    auto = compress_config is None and quant == "auto" and prune in (None, "auto")  # a given --prune: int4 with it
+    if auto and validation is not None:
+        model, compress_config = _choose(model, validation, extra, ecfg, force, say)
+    elif auto:
+        say("no validation run in the checkpoint (a model, or trained with --no-floor): int4 and the phone profile, "
+            "not checked against the baselines")
+    quant = "int4" if quant == "auto" else quant
+    prune = DEFAULT_PRUNE if prune in (None, "auto") else (None if prune in ("none", "") else prune)
+    ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))
     ids = item_ids if item_ids is not None else ck_ids
     if ids is None:
         ids = [str(i) for i in range(model.n_items)]
@@ -251,6 +264,28 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         save_exported_model(model, model_out, extra.get("train"), ids, creport,
                             source=None if isinstance(checkpoint_or_model, torch.nn.Module) else checkpoint_or_model)
     return out
+
+
+def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: bool, say):
+    """(the shipped model with the chosen serving steps, the chosen CompressConfig); records the selection in
+    `extra` (the manifest's configs) and refuses a chosen form below the best baseline unless `force`."""
+    import copy
+    import dataclasses
+
+    from .select import select, selection_summary
+
+    say("0/5 choose the serving steps and the compression on validation users (the checkpoint's validation run)")
+    sel = select(validation, ecfg.accuracy_budget, say)
+    extra["selection"] = sel.report
+    best = extra.get("floor", {}).get("best_baseline", "best baseline")
+    say(selection_summary(sel.report, best))
+    if sel.report["bundle_floor"]["verdict"] == "below" and not force:
+        raise ExportError(f"{selection_summary(sel.report, best)}: every compressed form of this prior loses to a "
+                          "simple baseline on validation users; ship the baseline, or export anyway with --force")
+    if sel.inner_steps != model.cfg.inner_steps:
+        model = copy.deepcopy(model)
+        model.cfg = dataclasses.replace(model.cfg, inner_steps=sel.inner_steps)
+    return model, sel.compress
 
 
 def save_exported_model(model, path, train_cfg: dict | None, item_ids, compress_report: dict,

@@ -113,9 +113,10 @@ class ExportConfig(VersionedConfig):
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
     rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)
+    accuracy_budget: float = 0.02  # (float) most relative val HR@10 an auto compression may cost (export/select.py)
 
     # fields added after version 1 shipped, with the value a config written before them meant
-    LEGACY: ClassVar[dict] = {"rank_method": False}
+    LEGACY: ClassVar[dict] = {"rank_method": False, "accuracy_budget": 0.02}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,3 +132,5 @@ class ExportConfig(VersionedConfig):
             raise ValueError("model_version must be a str")
         if not isinstance(self.rank_method, bool):
             raise ValueError(f"rank_method must be a bool, got {self.rank_method!r}")
+        if not (isinstance(self.accuracy_budget, (int, float)) and 0 <= self.accuracy_budget < 1):
+            raise ValueError(f"accuracy_budget must be in [0, 1), got {self.accuracy_budget!r}")

@@ -56,11 +56,13 @@ class ModelConfig(VersionedConfig):
     trend_by_k_new: bool = True  # (bool) the per-K offset moves the new-item trend weight too (False: seen items only)
     trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): trending and close lifts more
     trend_hist_scale: float = 1.0  # (float) serving: trend x this once K >= 1 (docs/decisions/trend-hist-scale.md)
+    table_scale: bool = False  # (bool) item vectors x exp(a), a learned at the fast rate: how loud the personal part is
+    pop_prior: bool = True  # (bool) seen items' bias adds w * centred log1p(fit count), w learned (docs/decisions/pop-prior.md)
 
     # fields added after version 1 shipped, with the value that reproduces a model saved before them
     LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
                               "trend_by_k": False, "trend_by_k_new": True, "trend_affinity": False,
-                              "trend_hist_scale": 1.0}
+                              "trend_hist_scale": 1.0, "pop_prior": False, "table_scale": False}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,6 +162,11 @@ class MetaRecModel(nn.Module):
             self.trend_k_off = nn.Parameter(torch.zeros(cfg.hist_len + 1))
         if cfg.trend_affinity:
             self.trend_aff = nn.Parameter(torch.zeros(()))
+        if cfg.table_scale:
+            self.table_log_scale = nn.Parameter(torch.zeros(()))
+        if cfg.pop_prior:  # log_pop is set by training (a catalog constant, like item_known); w starts neutral
+            self.register_buffer("log_pop", torch.zeros(n_items))
+            self.pop_w = nn.Parameter(torch.zeros(()))
         self.recency = nn.Parameter(torch.linspace(-1.0, 1.0, cfg.hist_len))  # slot L-1 = newest
         self.transition = nn.Linear(d, d, bias=False)  # last items -> next item direction
         nn.init.eye_(self.transition.weight)
@@ -187,12 +194,14 @@ class MetaRecModel(nn.Module):
 
     def item_table(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N, d) item vectors; `id_keep` (N,) in {0,1} hides id embeddings (training-time id dropout)."""
-        return self.item_emb * self.id_mask(id_keep)[:, None] + self.attr_enc(self.item_attrs)
+        t = self.item_emb * self.id_mask(id_keep)[:, None] + self.attr_enc(self.item_attrs)
+        return t * torch.exp(self.table_log_scale) if self.cfg.table_scale else t
 
     def item_bias(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) id bias + attribute bias; an id-less item gets the learned new-item bias instead of an id bias."""
         keep = self.id_mask(id_keep)
-        b = self.item_bias_id * keep + self.attr_bias(self.item_attrs)[:, 0]
+        bid = self.item_bias_id + self.pop_w * self.log_pop if self.cfg.pop_prior else self.item_bias_id
+        b = bid * keep + self.attr_bias(self.item_attrs)[:, 0]
         if self.cfg.new_item_terms:
             b = b + self.new_bias * (1.0 - keep)
         return b
