@@ -155,6 +155,77 @@ def cmd_export(a, argv) -> int:
     return 0
 
 
+def cmd_catalog(a, argv) -> int:
+    from metarec.export.catalog import make_delta
+
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    if a.action == "add":
+        r = make_delta(a.bundle, a.key, a.out, items_csv=a.items, model=a.model, retire=a.retire or (), seq=a.seq,
+                       progress=say)
+    else:
+        r = make_delta(a.bundle, a.key, a.out, retire=a.ids, seq=a.seq, progress=say)
+    print(f"wrote {Path(a.out).resolve()} (+ .sig): {r['items']} item(s) added, {r['retired']} retired, seq {r['seq']} "
+          f"for bundle serial {r['bundle_serial']}, {r['bytes']} bytes")
+    return 0
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "7d", "168h", "90m", "3600s" or "3600"; ValueError otherwise."""
+    t = str(text).strip().lower()
+    unit = _UNITS.get(t[-1:], None)
+    try:
+        v = float(t[:-1] if unit else t) * (unit or 1.0)
+    except ValueError:
+        raise ValueError(f"duration {text!r}: use e.g. 7d, 168h, 90m or seconds") from None
+    if not (v > 0 and v < float("inf")):
+        raise ValueError(f"duration {text!r} must be > 0")
+    return v
+
+
+def parse_time(text: str | None) -> float:
+    """Unix seconds of "1700000000", an ISO 8601 date/time (naive = UTC) or None (now)."""
+    import datetime as _dt
+    import time as _time
+
+    if text is None:
+        return _time.time()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--at {text!r} is neither unix seconds nor an ISO 8601 date/time") from None
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
+
+
+def cmd_trending(a, argv) -> int:
+    from metarec.export.catalog import public_pem
+    from metarec.runtime.bundle import open_bundle
+    from metarec.runtime.bundle_codecs import catalog_digest
+    from metarec.runtime.trending import TrendingPack
+    from metarec.sdk.catalog import window_counts
+    from metarec.sdk.data import load_dataset
+
+    at, window = parse_time(a.at), parse_duration(a.window)
+    ds = load_dataset(_dataset_arg(a.events))
+    counts = window_counts(ds, at, window)
+    bundle = open_bundle(a.bundle, public_pem(a.key))  # the catalog the pack is bound to, verified with the key
+    pack = TrendingPack.from_counts(at, counts, catalog=catalog_digest(bundle.item_ids))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pack.save(out, Path(a.key))
+    inside = sum(1 for i in counts if i in set(bundle.item_ids))
+    print(f"wrote {out.resolve()} (+ .sig): {len(counts)} item(s) with events in [at - {a.window}, at), {inside} in "
+          f"the bundle's catalog, {int(sum(counts.values()))} events; at={at:.0f}, bound to bundle serial "
+          f"{bundle.serial}'s catalog")
+    return 0
+
+
 def cmd_demo(a, argv) -> int:
     from metarec.bench.demo import run_demo
 
@@ -261,6 +332,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="export even when the checkpoint's validation floor says the prior loses to a baseline")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("catalog", help="signed catalog deltas: add items to / retire items from a shipped bundle")
+    cs = s.add_subparsers(dest="action", required=True)
+    c = cs.add_parser("add", help="compute new items' vectors from their attributes and sign them as a delta")
+    c.add_argument("bundle", help="the shipped bundle folder the delta is for (its serial and catalog)")
+    c.add_argument("items", help="items file (item column + title/genres/year, e.g. movies.csv's layout)")
+    c.add_argument("--model", default=None, help="the bundle's exported model (`metarec export --save-model`; "
+                                                  "default: BUNDLE.model.pt, what make demo writes)")
+    c.add_argument("--retire", nargs="*", default=None, help="also retire these item ids")
+    for c in (c, cs.add_parser("retire", help="retire items (never recommended again; events stay valid)")):
+        if c.prog.endswith("retire"):
+            c.add_argument("bundle", help="the shipped bundle folder the delta is for")
+            c.add_argument("ids", nargs="+", help="item ids to retire")
+        c.add_argument("--key", required=True, help="the bundle's Ed25519 private key PEM")
+        c.add_argument("--out", required=True, help="delta file to write (and OUT.sig)")
+        c.add_argument("--seq", type=int, default=1,
+                       help="delta sequence number for this bundle serial: 1, 2, 3, ... in the order phones apply "
+                            "them (default: %(default)s)")
+        c.set_defaults(fn=cmd_catalog)
+
+    s = sub.add_parser("trending", help="a signed trending pack (item counts over a window) from an events file")
+    s.add_argument("events", help="events CSV/Parquet or folder (the layouts --dataset takes)")
+    s.add_argument("--bundle", required=True, help="the shipped bundle whose catalog the pack is bound to")
+    s.add_argument("--at", default=None, help="pack time: unix seconds or ISO 8601 (default: now); counts events "
+                                              "in [at - window, at)")
+    s.add_argument("--window", default="7d", help="count window (default: %(default)s, what the model was trained on)")
+    s.add_argument("--key", required=True, help="the bundle's Ed25519 private key PEM")
+    s.add_argument("--out", required=True, help="pack file to write (and OUT.sig)")
+    s.set_defaults(fn=cmd_trending)
 
     s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")
     s.add_argument("--fast", action="store_true", help="smaller training budget")

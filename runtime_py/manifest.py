@@ -69,6 +69,12 @@ ADAPT_PREPARE_OUTPUTS = ("packed", "scale")
 ADAPT_STEP_INPUTS = ("packed",)
 ADAPT_UNROLLED_METHOD = "adapt"  # stateless: step_inputs -> (theta,), for runtimes without a training extension
 
+# a catalog delta's score program (runtime_py/catalog.py): the score contract's inputs, sized by the delta's n items,
+# in this order, and every item's score (excluded items sunk by the kernel's EXCLUDED), not a top-k
+DELTA_METHOD = "forward"
+DELTA_INPUTS = SCORE_INPUTS
+DELTA_OUTPUTS = ("scores",)
+
 ADAPT_SCENES = ("query", "last_event")
 HISTORY_ALIGNS = ("right", "left")
 # Limits checked on the parsed manifest before anything is allocated from it: a phone bundle is far below them, and

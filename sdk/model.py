@@ -84,14 +84,29 @@ class ModelConfig(VersionedConfig):
             raise ValueError(f"support_target must be one of {SUPPORT_TARGETS}, got {self.support_target!r}")
 
 
-def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None) -> np.ndarray:
-    """(N, G+2) float32 item features: genre flags, standardised release year, year-unknown flag."""
+def year_stats(item_year: np.ndarray | None) -> tuple[float, float] | None:
+    """(mean, sd + 1e-6) of a catalog's known release years, float32 as `item_attributes` uses them; None if none."""
+    if item_year is None:
+        return None
+    year = np.asarray(item_year, np.float32)
+    known = np.isfinite(year)
+    if not known.any():
+        return None
+    return float(year[known].mean()), float(year[known].std() + 1e-6)
+
+
+def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None,
+                    stats: tuple[float, float] | None | str = "own") -> np.ndarray:
+    """(N, G+2) float32 item features: genre flags, standardised release year, year-unknown flag. The year is
+    standardised with `stats` (mean, sd): by default the catalog's own (`year_stats`); items added later pass the
+    training catalog's (sdk/catalog.py), and None means the model never saw a year (every year unknown)."""
     n = item_genres.shape[0]
-    year = np.full(n, np.nan, np.float32) if item_year is None else np.asarray(item_year, np.float32)
+    stats = year_stats(item_year) if isinstance(stats, str) else stats
+    year = np.full(n, np.nan, np.float32) if item_year is None or stats is None else np.asarray(item_year, np.float32)
     known = np.isfinite(year)
     yz = np.zeros(n, np.float32)
     if known.any():
-        mu, sd = year[known].mean(), year[known].std() + 1e-6
+        mu, sd = np.float32(stats[0]), np.float32(stats[1])
         yz[known] = (year[known] - mu) / sd
     return np.concatenate([np.asarray(item_genres, np.float32), yz[:, None], (~known)[:, None].astype(np.float32)], 1)
 
@@ -186,6 +201,24 @@ class MetaRecModel(nn.Module):
         if self.cfg.new_item_terms:
             b = b + self.new_bias * (1.0 - keep)
         return b
+
+    # the per-item (N-sized) state: a new items' model gets its own; a catalog-sized tensor added to the model
+    # belongs here too (new_items_model refuses to copy one it does not know: shapes differ)
+    _CATALOG_STATE = ("item_attrs", "item_emb", "item_bias_id", "item_known", "trend_item_w", "log_pop")
+
+    @torch.no_grad()
+    def new_items_model(self, item_attrs: np.ndarray) -> "MetaRecModel":
+        """This model with a catalog of only `item_attrs`' items, every one id-less (a new item): its vector is the
+        attribute encoder's, its bias and trend term the new-item ones. What a catalog delta scores
+        (export/catalog.py); everything that is not catalog-sized is this model's."""
+        with torch.random.fork_rng():  # the constructor's random init must not move the caller's generator
+            m = MetaRecModel(self.cfg, int(np.asarray(item_attrs).shape[0]), item_attrs, self.negatives)
+        keep = {k: v for k, v in self.state_dict().items() if k not in self._CATALOG_STATE + ("negatives",)}
+        missing, unexpected = m.load_state_dict(keep, strict=False)
+        if unexpected or set(missing) - set(self._CATALOG_STATE + ("negatives",)):
+            raise ValueError(f"new_items_model: state mismatch {sorted(missing)} / {sorted(unexpected)}")
+        m.item_known.zero_()
+        return m.eval()
 
     @torch.no_grad()
     def export_item_table(self) -> torch.Tensor:
