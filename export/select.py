@@ -12,8 +12,8 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
    (N x 20 x 6 bytes);
 3. compression: candidates from the smallest bundle up (pruned + int4 ... float32), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
-   not measurably beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation prior
-   (its paired interval reaches -budget) is chosen, else the most accurate;
+   that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
+   prior and measurably below it (paired interval under 0) is chosen, else the most accurate;
 4. the bundle's floor: the chosen form against the best baseline, paired: "below" stops the export unless forced.
 """
 from __future__ import annotations
@@ -190,10 +190,11 @@ def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
         res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb)
         hr = _hr(res)
         p = _paired(res, full)
-        # within the budget unless measurably beyond it: the paired interval's top must reach -budget
-        rows.append({"name": name, "compress": ccfg, "table_bytes": len(qt.data), "hr10": hr,
-                     "rel_loss": (ref - hr) / ref if ref > 0 else 0.0, "paired": p,
-                     "within_budget": bool(p["ci"][1] >= -budget * ref), "res": res})
+        rel = (ref - hr) / ref if ref > 0 else 0.0
+        # refused only when it loses more than the budget AND measurably (the paired interval lies below 0):
+        # 94 users' point estimates swing from -2.9% to +4.7% for one form when the queries change
+        rows.append({"name": name, "compress": ccfg, "table_bytes": len(qt.data), "hr10": hr, "rel_loss": rel,
+                     "paired": p, "within_budget": bool(rel <= budget or p["ci"][1] >= 0), "res": res})
     rows.sort(key=lambda r: r["table_bytes"])
     ok = [r for r in rows if r["within_budget"]]
     pick = ok[0] if ok else max(rows, key=lambda r: r["hr10"])
