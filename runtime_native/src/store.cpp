@@ -100,6 +100,8 @@ Store::Store(const std::string &path) {
       throw;
     }
   } catch (...) {
+    for (auto &[sql, st] : cache_) sqlite3_finalize(st);  // else sqlite3_close refuses (SQLITE_BUSY), leaking the db
+    cache_.clear();
     sqlite3_close(db_);
     db_ = nullptr;
     throw;
