@@ -4,6 +4,8 @@ Suites (`--only`, comma-separated; default all, in this order):
 - latency: recommend and one whole adaptation, p50/p99 per backend (runtime over score.pte/adapt.pte with
   XNNPACK, portable ExecuTorch, ONNX Runtime over model.onnx, eager torch), ratios to ONNX Runtime;
 - memory: peak RSS of a child process that opens the bundle and serves 1,000 users; state bytes per user;
+- native: the C runtime (build/native/metarec-native, `make native`) beside the Python runtime and ONNX Runtime,
+  3 runs each: peak RSS, open, first recommend, recommend p50, adaptation p50, library and program sizes;
 - scaling: synthetic catalogs 1K..1M against the copy-bandwidth bound (needs no bundle);
 - report: accuracy tables and plots gathered from baselines/coldstart/export results.
 A suite that cannot run (no bundle yet, say) writes nothing and says which command makes what it needs; the
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from metarec.bench.paths import RESULTS_DIR
 
-SUITES = ("latency", "memory", "scaling", "report")
+SUITES = ("latency", "memory", "native", "scaling", "report")
 
 
 class SuiteSkipped(Exception):
@@ -75,6 +77,11 @@ def run_suite(name: str, args, command: str, out_dir=None) -> dict:
 
         b, key = require_bundle(bundle)
         return run_memory(b, key, command, out_dir)
+    if name == "native":
+        from metarec.bench.bench_native import run_native
+
+        b, key = require_bundle(bundle)
+        return run_native(b, key, command, out_dir)
     if name == "report":
         from metarec.bench.bench_report import run_report
 
