@@ -266,8 +266,25 @@ def _unrolled_export(mod, ex, steps: int):
 
 
 def _onnx_unrolled_adapt(mod, ex, names, steps: int):
-    """The same `steps` Meta-SGD steps as one pure function (make_fx over torch.func.grad), exported to ONNX."""
+    """The same `steps` Meta-SGD steps as one pure function (make_fx over torch.func.grad), exported to ONNX, in an
+    ONNX Runtime session, and its feed."""
     import onnxruntime as ort
+
+    path = onnx_unrolled_adapt_file(mod, ex, names, steps)
+    # ORT_ENABLE_BASIC: the EXTENDED/ALL fusions changed this graph's result by 3e-2 (measured: BASIC matches
+    # adapt.pte and eager to 1.5e-8 at the same speed), so the faster-looking levels are not the same math.
+    sess = ort.InferenceSession(str(path), bu.ort_session_options(1, ORT_ADAPT_LEVEL),
+                                providers=["CPUExecutionProvider"])
+    by_name = dict(zip(names, ex))
+    feed = {i.name: by_name[i.name].numpy() for i in sess.get_inputs()}
+    return sess, feed
+
+
+ORT_ADAPT_LEVEL = "ORT_ENABLE_BASIC"  # the level at which ORT's unrolled adaptation is adapt.pte's math
+
+
+def onnx_unrolled_adapt_file(mod, ex, names, steps: int) -> Path:
+    """The unrolled steps as an .onnx file in a fresh temporary folder (inputs named `names`, output `head`)."""
     import torch
     from torch.func import functional_call, grad
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -284,14 +301,11 @@ def _onnx_unrolled_adapt(mod, ex, names, steps: int):
         scale = mod.scale(a[3])
         return (a[0] + scale * delta,)
 
-    gm = make_fx(unrolled)(*ex)
+    def amax_all(x, dim=(), keepdim=False):  # the exporter's aten_amax needs dims: a full reduction is aten.max
+        return torch.ops.aten.max.default(x) if not dim and not keepdim else NotImplemented
+
+    gm = make_fx(unrolled, decomposition_table={torch.ops.aten.amax.default: amax_all})(*ex)
     path = Path(tempfile.mkdtemp(prefix="metarec-bench-")) / "adapt_unrolled.onnx"
     torch.onnx.export(gm, tuple(ex), str(path), dynamo=True, input_names=list(names), output_names=["head"],
                       opset_version=18, verbose=False)
-    # ORT_ENABLE_BASIC: the EXTENDED/ALL fusions changed this graph's result by 3e-2 (measured: BASIC matches
-    # adapt.pte and eager to 1.5e-8 at the same speed), so the faster-looking levels are not the same math.
-    sess = ort.InferenceSession(str(path), bu.ort_session_options(1, "ORT_ENABLE_BASIC"),
-                                providers=["CPUExecutionProvider"])
-    by_name = dict(zip(names, ex))
-    feed = {i.name: by_name[i.name].numpy() for i in sess.get_inputs()}
-    return sess, feed
+    return path

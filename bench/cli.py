@@ -20,7 +20,9 @@ def _command(argv: list[str]) -> str:
 
 def _dataset_arg(name: str) -> str:
     """A path as an absolute one (checkpoints record it, and it is what error messages show); names as given."""
-    return name if name in ("ml-100k", "synthetic") else str(Path(name).expanduser().resolve())
+    if name in ("ml-100k", "synthetic") or name.startswith("synthetic:"):
+        return name
+    return str(Path(name).expanduser().resolve())
 
 
 def _load(dataset: str):
@@ -97,6 +99,10 @@ def cmd_baselines(a, argv) -> int:
 
     ds = _load(a.dataset)
     res = run_baselines(ds, names=a.names.split(",") if a.names else None, progress=True)
+    if not a.no_oracle:  # a synthetic world: the generator's references beside the baselines (none otherwise)
+        from metarec.sdk.synthetic_oracle import oracle_results
+
+        res.update(oracle_results(ds, progress=True))
     for r in res.values():
         print(format_report(r), "\n")
     from metarec.bench.paths import RESULTS_DIR
@@ -149,6 +155,77 @@ def cmd_export(a, argv) -> int:
     return 0
 
 
+def cmd_catalog(a, argv) -> int:
+    from metarec.export.catalog import make_delta
+
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    if a.action == "add":
+        r = make_delta(a.bundle, a.key, a.out, items_csv=a.items, model=a.model, retire=a.retire or (), seq=a.seq,
+                       progress=say)
+    else:
+        r = make_delta(a.bundle, a.key, a.out, retire=a.ids, seq=a.seq, progress=say)
+    print(f"wrote {Path(a.out).resolve()} (+ .sig): {r['items']} item(s) added, {r['retired']} retired, seq {r['seq']} "
+          f"for bundle serial {r['bundle_serial']}, {r['bytes']} bytes")
+    return 0
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "7d", "168h", "90m", "3600s" or "3600"; ValueError otherwise."""
+    t = str(text).strip().lower()
+    unit = _UNITS.get(t[-1:], None)
+    try:
+        v = float(t[:-1] if unit else t) * (unit or 1.0)
+    except ValueError:
+        raise ValueError(f"duration {text!r}: use e.g. 7d, 168h, 90m or seconds") from None
+    if not (v > 0 and v < float("inf")):
+        raise ValueError(f"duration {text!r} must be > 0")
+    return v
+
+
+def parse_time(text: str | None) -> float:
+    """Unix seconds of "1700000000", an ISO 8601 date/time (naive = UTC) or None (now)."""
+    import datetime as _dt
+    import time as _time
+
+    if text is None:
+        return _time.time()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--at {text!r} is neither unix seconds nor an ISO 8601 date/time") from None
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
+
+
+def cmd_trending(a, argv) -> int:
+    from metarec.export.catalog import public_pem
+    from metarec.runtime.bundle import open_bundle
+    from metarec.runtime.bundle_codecs import catalog_digest
+    from metarec.runtime.trending import TrendingPack
+    from metarec.sdk.catalog import window_counts
+    from metarec.sdk.data import load_dataset
+
+    at, window = parse_time(a.at), parse_duration(a.window)
+    ds = load_dataset(_dataset_arg(a.events))
+    counts = window_counts(ds, at, window)
+    bundle = open_bundle(a.bundle, public_pem(a.key))  # the catalog the pack is bound to, verified with the key
+    pack = TrendingPack.from_counts(at, counts, catalog=catalog_digest(bundle.item_ids))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pack.save(out, Path(a.key))
+    inside = sum(1 for i in counts if i in set(bundle.item_ids))
+    print(f"wrote {out.resolve()} (+ .sig): {len(counts)} item(s) with events in [at - {a.window}, at), {inside} in "
+          f"the bundle's catalog, {int(sum(counts.values()))} events; at={at:.0f}, bound to bundle serial "
+          f"{bundle.serial}'s catalog")
+    return 0
+
+
 def cmd_demo(a, argv) -> int:
     from metarec.bench.demo import run_demo
 
@@ -161,6 +238,18 @@ def cmd_parity(a, argv) -> int:
     r = parity_report(a.checkpoint, a.bundle, a.key, a.dataset, as_shipped=not a.checkpoint_weights)
     r["command"] = _command(argv)
     print(json.dumps(r, indent=1))
+    return 0
+
+
+def cmd_eval_bundle(a, argv) -> int:
+    from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines
+
+    names = [n.strip() for n in a.baselines.split(",")] if a.baselines else None
+    r = bundle_vs_baselines(a.bundle, a.key, _dataset_arg(a.dataset), names)
+    r["command"] = _command(argv)
+    print(bundle_table(r))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=1, default=float))
     return 0
 
 
@@ -179,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     from metarec.sdk.baselines import BASELINES  # numpy only: --help stays fast
 
     names = tuple(BASELINES)
-    ds_help = ("ml-100k | synthetic | a folder (MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
+    ds_help = ("ml-100k | synthetic | synthetic:world-a | synthetic:world-b (sdk/synthetic.py WORLDS) | a folder "
+               "(MovieLens's ratings.csv + movies.csv, events.csv + items.csv, u.data) "
                "| a CSV/Parquet events file (docs/data.md)")
 
     s = sub.add_parser("data", help="data utilities")
@@ -200,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
     s.add_argument("--names", default=None, help="comma-separated subset of: " + ", ".join(names))
     s.add_argument("--out", default=None, help="results folder (default bench/results)")
+    s.add_argument("--no-oracle", action="store_true",
+                   help="on a synthetic dataset, skip the generator's reference rows (sdk/synthetic_oracle.py)")
     s.set_defaults(fn=cmd_baselines)
 
     s = sub.add_parser("train", help="meta-train the prior")
@@ -225,10 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="compress and export a checkpoint as a signed bundle")
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True)
-    s.add_argument("--quant", choices=["none", "int8", "int4"], default="int4",
-                   help="item table storage (default: %(default)s)")
-    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6, or none (default: the "
-                                                  "phone profile dim=16,prototypes=4)")
+    s.add_argument("--quant", choices=["auto", "none", "int8", "int4"], default="auto",
+                   help="item table storage; auto (default): the smallest form within the accuracy budget on the "
+                        "checkpoint's validation users, with the pruning and the serving steps (export/select.py)")
+    s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6, or none (default: chosen "
+                                                  "with --quant auto, else the phone profile dim=16,prototypes=4)")
     s.add_argument("--k-max", type=int, default=20,
                    help="most items one recommend call can return, score.pte's top-k size (default: %(default)s)")
     s.add_argument("--no-onnx", action="store_true", help="skip model.onnx (not part of the phone bundle)")
@@ -244,9 +337,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export even when the checkpoint's validation floor says the prior loses to a baseline")
     s.set_defaults(fn=cmd_export)
 
+    s = sub.add_parser("catalog", help="signed catalog deltas: add items to / retire items from a shipped bundle")
+    cs = s.add_subparsers(dest="action", required=True)
+    c = cs.add_parser("add", help="compute new items' vectors from their attributes and sign them as a delta")
+    c.add_argument("bundle", help="the shipped bundle folder the delta is for (its serial and catalog)")
+    c.add_argument("items", help="items file (item column + title/genres/year, e.g. movies.csv's layout)")
+    c.add_argument("--model", default=None, help="the bundle's exported model (`metarec export --save-model`; "
+                                                  "default: BUNDLE.model.pt, what make demo writes)")
+    c.add_argument("--retire", nargs="*", default=None, help="also retire these item ids")
+    for c in (c, cs.add_parser("retire", help="retire items (never recommended again; events stay valid)")):
+        if c.prog.endswith("retire"):
+            c.add_argument("bundle", help="the shipped bundle folder the delta is for")
+            c.add_argument("ids", nargs="+", help="item ids to retire")
+        c.add_argument("--key", required=True, help="the bundle's Ed25519 private key PEM")
+        c.add_argument("--out", required=True, help="delta file to write (and OUT.sig)")
+        c.add_argument("--seq", type=int, default=1,
+                       help="delta sequence number for this bundle serial: 1, 2, 3, ... in the order phones apply "
+                            "them (default: %(default)s)")
+        c.set_defaults(fn=cmd_catalog)
+
+    s = sub.add_parser("trending", help="a signed trending pack (item counts over a window) from an events file")
+    s.add_argument("events", help="events CSV/Parquet or folder (the layouts --dataset takes)")
+    s.add_argument("--bundle", required=True, help="the shipped bundle whose catalog the pack is bound to")
+    s.add_argument("--at", default=None, help="pack time: unix seconds or ISO 8601 (default: now); counts events "
+                                              "in [at - window, at)")
+    s.add_argument("--window", default="7d", help="count window (default: %(default)s, what the model was trained on)")
+    s.add_argument("--key", required=True, help="the bundle's Ed25519 private key PEM")
+    s.add_argument("--out", required=True, help="pack file to write (and OUT.sig)")
+    s.set_defaults(fn=cmd_trending)
+
     s = sub.add_parser("demo", help="train -> compress -> export -> on-device adapt + score -> short report")
     s.add_argument("--fast", action="store_true", help="smaller training budget")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("eval-bundle", help="a bundle through the runtime on test users vs the baselines, paired")
+    s.add_argument("bundle")
+    s.add_argument("--key", required=True, help="trusted Ed25519 public key PEM")
+    s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
+    s.add_argument("--baselines", default=None, help="comma-separated (default: the floor's six)")
+    s.add_argument("--json", default=None, help="also write the result as JSON here")
+    s.set_defaults(fn=cmd_eval_bundle)
 
     s = sub.add_parser("parity", help="runtime top-10 vs the sdk's eager model on PROTOCOL v1 test users")
     s.add_argument("checkpoint", help="the bundle's eager model: the checkpoint of an unpruned export, or the "

@@ -21,10 +21,13 @@ def _configs() -> list[tuple[str, type, str]]:
     from metarec.export.config import CompressConfig, ExportConfig
     from metarec.runtime.scene import SceneSpec
     from metarec.sdk.protocol import SplitConfig
+    from metarec.sdk.synthetic import SyntheticConfig
     from metarec.sdk.train import TrainConfig
 
     return [("TrainConfig", TrainConfig, "`metarec train --config FILE.json` (sdk/train.py); `model` is ModelConfig"),
             ("SplitConfig", SplitConfig, "PROTOCOL v1's user split (sdk/protocol.py); fixed for reported figures"),
+            ("SyntheticConfig", SyntheticConfig, "`--dataset synthetic` (the defaults) or `--dataset synthetic:<world>` "
+             "(a named world: sdk/synthetic.py WORLDS, e.g. world-a, world-b); the generator of sdk/synthetic.py"),
             ("CompressConfig", CompressConfig, "`metarec export --quant/--prune` (export/config.py)"),
             ("ExportConfig", ExportConfig, "`metarec export --k-max/--no-onnx/--large-catalog-items` (export/config.py)"),
             ("SceneSpec", SceneSpec, "recorded in the bundle; the runtime's clock features (runtime_py/scene.py)")]

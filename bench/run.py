@@ -4,6 +4,8 @@ Suites (`--only`, comma-separated; default all, in this order):
 - latency: recommend and one whole adaptation, p50/p99 per backend (runtime over score.pte/adapt.pte with
   XNNPACK, portable ExecuTorch, ONNX Runtime over model.onnx, eager torch), ratios to ONNX Runtime;
 - memory: peak RSS of a child process that opens the bundle and serves 1,000 users; state bytes per user;
+- native: the C runtime (build/native/metarec-native, `make native`) beside the Python runtime and ONNX Runtime,
+  3 runs each: peak RSS, open, first recommend, recommend p50, adaptation p50, library and program sizes;
 - scaling: synthetic catalogs 1K..1M against the copy-bandwidth bound (needs no bundle);
 - scaling-runtime: `Recommender.recommend` on a bundle `metarec export` makes from a synthetic checkpoint of
   `--items` N items (or, without `--items`, on `--bundle`), against the bandwidth bound; `--json OUT` (not in the
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from metarec.bench.paths import RESULTS_DIR
 
-SUITES = ("latency", "memory", "scaling", "report")
+SUITES = ("latency", "memory", "native", "scaling", "report")
 EXTRA_SUITES = ("scaling-runtime",)  # run only when named in --only
 
 
@@ -85,6 +87,11 @@ def run_suite(name: str, args, command: str, out_dir=None) -> dict:
 
         b, key = require_bundle(bundle)
         return run_memory(b, key, command, out_dir)
+    if name == "native":
+        from metarec.bench.bench_native import run_native
+
+        b, key = require_bundle(bundle)
+        return run_native(b, key, command, out_dir)
     if name == "report":
         from metarec.bench.bench_report import run_report
 

@@ -75,7 +75,8 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
     out = {"per_k": per_k, "headline": {"hr10": float(hr_u.mean()), "hr10_ci": bootstrap_ci(hr_u),
                                         "ndcg10": float(nd_u.mean()), "ndcg10_ci": bootstrap_ci(nd_u),
                                         "n_users": int(len(us))},
-           "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out}}
+           "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out},
+           "results": {"user": user, "k": kk, "hr": hr, "ndcg": nd}}
     if eager is not None:
         same = np.array([r[4] == r[5] for r in rows_out])
         same_set = np.array([set(r[4]) == set(r[5]) for r in rows_out])
@@ -119,3 +120,45 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
     return {"parity": rt["parity"], "eager_weights": "as shipped in the bundle" if as_shipped else "checkpoint fp32",
             "hr10_runtime_k1to3": rt["headline"]["hr10"],
             "hr10_eval_k1to3": ev["headline"]["hr10"], "hr10_abs_diff": abs(rt["headline"]["hr10"] - ev["headline"]["hr10"])}
+
+
+def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", baselines=None,
+                        progress: bool = True) -> dict:
+    """`metarec eval-bundle`: the bundle through `metarec.runtime.Recommender` on PROTOCOL v1 test users (K = 1..3)
+    against each baseline fit on the fit users, paired over the same queries (95% bootstrap interval over users)."""
+    from metarec.sdk.coldstart_diagnostics import paired_difference
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.floor import FLOOR_BASELINES, baseline_on, verdict
+    from metarec.sdk.protocol import evaluate_users, summarize_next_item
+
+    ds = load_dataset(dataset)
+    split, log = split_users(ds), EventLog(ds)
+    fit = np.r_[split.train, split.val]
+    rt = runtime_next_item(bundle_dir, trusted_key, ds, progress=progress)
+    mine = rt["results"]
+    rows = {"bundle": {"hr10": rt["headline"]["hr10"], "hr10_ci": rt["headline"]["hr10_ci"]}}
+    for name in baselines or FLOOR_BASELINES:
+        res = evaluate_users(baseline_on(name, ds, fit, log), ds, split.test, log, ks=HEADLINE_KS)
+        key = {(int(u), int(k)) for u, k in zip(res["user"], res["k"])}
+        keep = np.array([(int(u), int(k)) in key for u, k in zip(mine["user"], mine["k"])])
+        a = {k: v[keep] for k, v in mine.items()}
+        p = paired_difference(a, res, HEADLINE_KS)
+        h = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
+        rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "bundle_minus": p["hr10_diff"],
+                      "bundle_minus_ci": p["hr10_diff_ci"], "verdict": verdict(p["hr10_diff_ci"])}
+    best = max((n for n in rows if n != "bundle"), key=lambda n: rows[n]["hr10"])
+    return {"dataset": ds.name, "users": "test", "n_users": rt["headline"]["n_users"], "rows": rows,
+            "best_baseline": best, "verdict": rows[best]["verdict"]}
+
+
+def bundle_table(r: dict) -> str:
+    """Markdown table of `bundle_vs_baselines`."""
+    out = [f"# Bundle vs baselines ({r['dataset']}, PROTOCOL v1 test users, n={r['n_users']}, HR@10 K = 1..3)", "",
+           "| scorer | HR@10 [95% CI] | bundle minus it, paired [95% CI] | verdict |", "|---|---|---|---|"]
+    for name, v in r["rows"].items():
+        ci = v["hr10_ci"]
+        pair = "" if name == "bundle" else f"{v['bundle_minus']:+.3f} [{v['bundle_minus_ci'][0]:+.3f}, " \
+                                           f"{v['bundle_minus_ci'][1]:+.3f}]"
+        out.append(f"| {name} | {v['hr10']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {pair} | {v.get('verdict', '')} |")
+    out += ["", f"Best baseline: {r['best_baseline']} -> the bundle is {r['verdict']} it."]
+    return "\n".join(out)

@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.runtime.bundle_codecs import check_item_ids, encode_floats, encode_item_ids, encode_program, sign_manifest
+from metarec.runtime.bundle_codecs import (check_item_ids, encode_floats, encode_item_ids, encode_neighbors,
+                                           encode_program, sign_manifest)
 from metarec.runtime.bundle_codecs import generate_keypair as _rt_keypair
 from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, ADAPT_OUTPUTS, ADAPT_PARAMETER,
                                       ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS, ADAPT_STEP_INPUTS,
-                                      ADAPT_UNROLLED_METHOD, HEAD_FILE, IDS_FILE, MANIFEST_FILE, ONNX_FILE, RANK_INPUTS,
+                                      ADAPT_UNROLLED_METHOD, HEAD_FILE, IDS_FILE, MANIFEST_FILE, NEIGHBORS_FILE,
+                                      ONNX_FILE, RANK_INPUTS,
                                       RANK_METHOD, RESERVED_FILES,
                                       SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
-                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec)
+                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, NeighborSpec, ProgramIO, Shapes,
+                                      TableSpec)
 from metarec.runtime.manifest import CHUNKED_SCORE_INPUTS, COLUMNS_METHOD, chunk_input_names
 from metarec.runtime.errors import BundleError
 from metarec.runtime.probe import probe_in_child
@@ -79,6 +82,8 @@ def load_model(checkpoint_or_model):
     extra = {"train": cfg.to_dict()}
     if "floor" in ck:  # the validation floor `metarec train` measured: recorded in the manifest, checked on export
         extra["floor"] = ck["floor"]
+    if "validation" in ck:  # the validation prior and baseline results: export's choices (select.py), not shipped
+        extra["validation"] = ck["validation"]
     return model, ck.get("item_ids"), extra
 
 
@@ -135,9 +140,12 @@ def file_entries(out: Path) -> dict:
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
                    k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False,
-                   large: dict | None = None) -> bytes:
+                   large: dict | None = None, neighbors=None) -> bytes:
     """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract.
-    `large`: `write_large_programs`' result (the chunked score.pte holds the table; `qt` is then unused)."""
+    `large`: `write_large_programs`' result (the chunked score.pte holds the table; `qt` is then unused).
+    `neighbors`: the item-item term's NeighborSpec (needs the rank method, so never with `large`)."""
+    if large is not None and neighbors is not None:
+        raise ExportError("the item-item term needs score.pte's rank method, which the large-catalog program lacks")
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
     score = dict(file=SCORE_FILE, method=SCORE_METHOD, inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS, codec=codec)
@@ -170,7 +178,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
             scene_spec=SceneSpec().to_dict(), files=files,
             programs={"score": ProgramIO(**score), "adapt": ProgramIO(**adapt)},
             item_table=table,
-            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes),
+            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes), neighbors=neighbors,
             dtypes={**table_dtypes, "head": "float32", "topk_ids": "int64", "program_inputs": "float32"},
             configs=configs).to_json()
     except ValueError as e:  # never write a manifest the runtime would refuse
@@ -198,32 +206,50 @@ def _training_data(train_cfg: dict):
     return ds, fit_users_for(tcfg, ds), tcfg
 
 
-def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None, key_path=None,
+def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None, key_path=None,
                   serial: int | None = None, *, export_config: ExportConfig | None = None,
                   compress_config: CompressConfig | None = None, item_ids=None, hist_samples=None,
                   finetune=None, model_out=None, progress=None, force: bool = False) -> Path:
     """compress -> programs -> onnx -> manifest -> sign, into `out_dir` (created; stale bundle files removed).
     A checkpoint whose validation floor says "below" (sdk/floor.py) is an ExportError unless `force`.
 
-    `prune`: None (the phone profile, DEFAULT_PRUNE), "none" (no pruning), a dict, or the CLI spec
-    "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
+    `quant="auto"` (the default): the checkpoint's validation run chooses the serving steps and the compression
+    (select.py) and the chosen form must not lose to the best baseline there ("below": ExportError unless `force`);
+    without a validation run (a model, or `--no-floor`) auto means int4 and the phone profile, unchecked.
+    `prune`: None (the phone profile, DEFAULT_PRUNE; with quant="auto": chosen), "none" (no pruning), a dict, or the
+    CLI spec "dim=24,prototypes=6". `serial`: default the current unix time, so a later export always has a larger serial.
     `model_out`: also save the exported model (after pruning and re-fine-tuning) as a checkpoint there, outside the
     bundle: the eager twin of the shipped programs, for `metarec parity` and the benchmarks' eager backends.
     `progress`: called with one line per step (the CLI prints them; a minute of silence looks like a hang).
     """
     say = progress or (lambda msg: None)
-    prune = DEFAULT_PRUNE if prune is None else (None if prune in ("none", "") else prune)
     if key_path is None or not Path(key_path).is_file():
         raise ExportError(f"signing key {key_path!r} not found (make one with `metarec keygen DIR`)")
-    ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))
     ecfg = export_config or ExportConfig()
     model, ck_ids, extra = load_model(checkpoint_or_model)
+    validation = extra.pop("validation", None)
     check_lowerable(model.cfg, extra.get("train", {}).get("learner"))
     if extra.get("floor", {}).get("verdict") == "below" and not force:
         from metarec.sdk.floor import floor_summary
 
         raise ExportError(f"{floor_summary(extra['floor'])}: this prior loses to a simple baseline on validation "
                           "users; ship the baseline, or export anyway with force=True (--force)")
+    auto = compress_config is None and quant == "auto" and prune in (None, "auto")  # a given --prune: int4 with it
+    nb_spec = None
+    if auto and validation is not None:
+        model, compress_config, nb_spec = _choose(model, validation, extra, ecfg, force, say)
+        if nb_spec is not None and ecfg.large_catalog(model.n_items):
+            # the large-catalog score.pte has no rank method (no cached offset to add the term to): ship without it
+            say(f"the item-item term the selection chose is not shipped: {model.n_items:,} items get the "
+                "large-catalog score.pte, which has no rank method to add it to")
+            extra["selection"]["neighbors"]["shipped"] = False
+            nb_spec = None
+    elif auto:
+        say("no validation run in the checkpoint (a model, or trained with --no-floor): int4 and the phone profile, "
+            "not checked against the baselines")
+    quant = "int4" if quant == "auto" else quant
+    prune = DEFAULT_PRUNE if prune in (None, "auto") else (None if prune in ("none", "") else prune)
+    ccfg = compress_config or CompressConfig(quant=quant, **parse_prune(prune))
     ids = item_ids if item_ids is not None else ck_ids
     if ids is None:
         ids = [str(i) for i in range(model.n_items)]
@@ -256,6 +282,14 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         (out / TABLE_FILE).write_bytes(qt.data)
     (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
     (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
+    neighbors = None
+    if nb_spec is not None:  # rebuilt from every fit user of the shipped prior, as the selection chose it
+        ds, fit_users, _ = _training_data(extra["train"])
+        from metarec.sdk.neighbors import build_neighbors
+
+        (out / NEIGHBORS_FILE).write_bytes(encode_neighbors(*build_neighbors(ds, fit_users, nb_spec["kind"],
+                                                                             nb_spec["m"])))
+        neighbors = NeighborSpec(file=NEIGHBORS_FILE, **nb_spec)
     large_io = None
     if large:
         say(f"2/5 {model.n_items:,} items >= large_catalog_items={ecfg.large_catalog_items:,}: the large-catalog "
@@ -282,7 +316,8 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
     serial = serial or int(time.time())
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
-                              codec=ecfg.program_codec, rank_method=ecfg.rank_method, large=large_io)
+                              codec=ecfg.program_codec, rank_method=ecfg.rank_method, large=large_io,
+                              neighbors=neighbors)
     try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
         probe_in_child(out, manifest)
     except BundleError as e:
@@ -293,6 +328,31 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "int4", prune=None,
         save_exported_model(model, model_out, extra.get("train"), ids, creport,
                             source=None if isinstance(checkpoint_or_model, torch.nn.Module) else checkpoint_or_model)
     return out
+
+
+def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: bool, say):
+    """(the shipped model with the chosen serving steps, the chosen CompressConfig); records the selection in
+    `extra` (the manifest's configs) and refuses a chosen form below the best baseline unless `force`."""
+    import copy
+    import dataclasses
+
+    from .select import select, selection_summary
+
+    say("0/5 choose the serving steps, the item-item term and the compression on validation users (HR@10 over "
+        "K = 1..10, the checkpoint's validation run)")
+    sel = select(validation, ecfg.accuracy_budget, say)
+    extra["selection"] = sel.report
+    best = extra.get("floor", {}).get("best_baseline", "best baseline")
+    say(selection_summary(sel.report, best))
+    if sel.report["bundle_floor"]["verdict"] == "below" and not force:
+        raise ExportError(f"{selection_summary(sel.report, best)}: every compressed form of this prior loses to a "
+                          "simple baseline on validation users; ship the baseline, or export anyway with --force")
+    if sel.neighbors is not None and not ecfg.rank_method:
+        raise ExportError("the chosen item-item term needs score.pte's rank method (ExportConfig.rank_method)")
+    if sel.inner_steps != model.cfg.inner_steps:
+        model = copy.deepcopy(model)
+        model.cfg = dataclasses.replace(model.cfg, inner_steps=sel.inner_steps)
+    return model, sel.compress, sel.neighbors
 
 
 def save_exported_model(model, path, train_cfg: dict | None, item_ids, compress_report: dict,

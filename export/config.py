@@ -113,11 +113,13 @@ class ExportConfig(VersionedConfig):
     onnx: bool = True  # (bool) also write model.onnx (the scorer for other runtimes; not part of the phone budget)
     model_version: str = ""  # (str) "" = derived from the checkpoint's weights (sha256 prefix)
     rank_method: bool = True  # (bool) score.pte ranks from a cached user vector (docs/decisions/rank-method.md)
+    accuracy_budget: float = 0.02  # (float) most relative val HR@10 an auto compression may cost (export/select.py)
     large_catalog_items: int = 100_000  # (int) catalogs this large get the chunked score.pte (export/large.py); 0: never
     large_chunk_items: int = 262_144  # (int) items per chunk of the large-catalog score.pte (1 MiB of fp32 scores)
 
     # fields added after version 1 shipped, with the value a config written before them meant
-    LEGACY: ClassVar[dict] = {"rank_method": False, "large_catalog_items": 0, "large_chunk_items": 262_144}
+    LEGACY: ClassVar[dict] = {"rank_method": False, "accuracy_budget": 0.02, "large_catalog_items": 0,
+                              "large_chunk_items": 262_144}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,6 +135,8 @@ class ExportConfig(VersionedConfig):
             raise ValueError("model_version must be a str")
         if not isinstance(self.rank_method, bool):
             raise ValueError(f"rank_method must be a bool, got {self.rank_method!r}")
+        if not (isinstance(self.accuracy_budget, (int, float)) and 0 <= self.accuracy_budget < 1):
+            raise ValueError(f"accuracy_budget must be in [0, 1), got {self.accuracy_budget!r}")
         for name in ("large_catalog_items", "large_chunk_items"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

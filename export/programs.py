@@ -63,7 +63,7 @@ def flatten_head(model, head: dict) -> torch.Tensor:
 def frozen_copy(model):
     """The model without its catalog-sized tensors (they would be baked into every program) and frozen."""
     m = copy.deepcopy(model).eval()
-    for name in ("item_emb", "item_bias_id"):
+    for name in ("item_emb", "item_bias_id") + (("log_pop",) if model.cfg.pop_prior else ()):
         delattr(m, name)
         m.register_buffer(name, torch.empty(0))
     m.item_attrs = torch.empty(0)

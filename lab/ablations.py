@@ -40,6 +40,8 @@ ISSUE = {
     # docs/decisions/scene-lr-mult.md: synthetic lift 1.78 -> 3.11 logits, but the phone bundle lost 4.9% at 10x
     "scene pathway 10x rate": ({"scene_lr_mult": 10.0}, {}),
     "no trend calibration (trend_hist_scale 1)": ({}, {"trend_hist_scale": 1.0}),
+    # session 8 (docs/decisions/pop-prior.md): the popularity prior in the bias, off
+    "no popularity prior": ({}, {"pop_prior": False}),
     # the default (d=32, M=8, pruned to 16 / 4 at export, no calibration) named for runs under another base config
     # (bench/results/d16_x2: the same as "full" under the default)
     "previous default (d=32, M=8, trend scale 1)": ({}, {"dim": 32, "n_prototypes": 8, "trend_hist_scale": 1.0}),

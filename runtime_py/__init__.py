@@ -40,7 +40,7 @@ _LAZY = {
     "generate_keypair": ".bundle_codecs", "sign_manifest": ".bundle_codecs", "verify_signature": ".bundle_codecs",
     "decode_table": ".bundle_codecs", "encode_table": ".bundle_codecs", "TrendingPack": ".trending",
     "Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
-    "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store",
+    "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store", "CatalogDelta": ".catalog",
 }
 
 

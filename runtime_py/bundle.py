@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle_codecs import decode_floats, decode_item_ids, decode_program, decode_table, load_public_key, \
-    verify_signature
+from .bundle_codecs import decode_floats, decode_item_ids, decode_neighbors, decode_program, decode_table, \
+    load_public_key, verify_signature
 from .errors import BundleError
 from .manifest import MANIFEST_FILE, MAX_FILE_BYTES, SIGNATURE_FILE, Manifest, check_serial_plausible
 from .scene import SceneSpec
@@ -44,6 +44,7 @@ class Bundle:
     prototypes: np.ndarray | None  # (M, d) float32, for `because` when a user has no history
     programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes, inflated
     trending: TrendingPack | None  # the pack shipped with the bundle, if any
+    neighbors: tuple | None = None  # (ids (N, m) int64, weights (N, m) float32) of the item-item term, if shipped
 
     @property
     def serial(self) -> int:
@@ -150,6 +151,8 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     needed = {p.file for p in manifest.programs.values()}
     needed |= {n for n in (manifest.item_table.file, manifest.head.file) if n}
     needed |= {n for n in (manifest.prototypes_file, manifest.trending_file, manifest.item_ids_file) if n is not None}
+    if manifest.neighbors is not None:
+        needed.add(manifest.neighbors.file)
     data: dict[str, bytes] = {}
     for name, entry in sorted(manifest.files.items()):  # every listed file is verified, used or not
         blob = _verified_file(root, name, entry)
@@ -168,7 +171,9 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     trending = TrendingPack.from_json(data[manifest.trending_file]) if manifest.trending_file else None
     item_ids = (decode_item_ids(data[manifest.item_ids_file], sh.N) if manifest.item_ids_file is not None
                 else manifest.item_ids)
+    nb = manifest.neighbors
+    neighbors = decode_neighbors(data[nb.file], sh.N, nb.m, nb.file) if nb is not None else None
     return Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
                   scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
-                  prototypes=prototypes, trending=trending,
+                  prototypes=prototypes, trending=trending, neighbors=neighbors,
                   programs={k: decode_program(data[p.file], p.codec, p.file) for k, p in manifest.programs.items()})

@@ -16,11 +16,18 @@ encoder and decoder can never drift apart. Everything here is numpy, zlib and `c
 - Trending pack (`trending.json` in a bundle, or a signed file `<pack>` + `<pack>.sig` from the server): canonical
   JSON `{"at": unix seconds, "catalog": catalog_digest of the bundle's item ids, "counts": {item_id: count >= 0},
   "version": 2}`; version 1 (no catalog) is read only inside a bundle, whose manifest hash binds it.
+- Catalog delta (a signed file `<delta>` + `<delta>.sig` from `metarec catalog add|retire`): canonical JSON
+  `{"at", "bundle_serial", "catalog", "items": [id], "program": {"codec", "data": base64} | null, "retire": [id],
+  "seq", "table": {"format", "group_size", "data": base64} | null, "version": 1}` (`encode_delta` /
+  `decode_delta`); `table` holds the new items' rows in the item-table layout above, `program` their score
+  program (the DELTA_* names of manifest.py).
 - Signature (`manifest.sig`): the raw 64-byte Ed25519 signature over the exact manifest.json bytes (canonical
   JSON, never re-serialised). Keys are PEM: PKCS8 private, SubjectPublicKeyInfo public.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
@@ -138,6 +145,34 @@ def decode_floats(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
         raise BundleError(f"{name} holds non-finite values")
     arr.setflags(write=False)
     return arr
+
+
+# ---------------------------------------------------------------------------------------------- neighbours
+def encode_neighbors(ids: np.ndarray, weights: np.ndarray) -> bytes:
+    """neighbors.bin: (N, m) int32 indices (-1 = no neighbour) then (N, m) float16 weights, little-endian."""
+    ids, weights = np.asarray(ids), np.asarray(weights)
+    if ids.shape != weights.shape or ids.ndim != 2:
+        raise ValueError("neighbour ids and weights must both be (N, m)")
+    return ids.astype("<i4").tobytes() + weights.astype("<f2").tobytes()
+
+
+def decode_neighbors(data: bytes, n: int, m: int, name: str = "neighbors.bin") -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64 (N, m), weights float32 (N, m)); BundleError on a size mismatch, an index outside the catalog
+    or a non-finite / negative weight."""
+    expected = n * m * 6
+    if len(data) != expected:
+        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for (N={n}, m={m})")
+    ids = np.frombuffer(data, dtype="<i4", count=n * m).reshape(n, m).astype(np.int64)
+    w = np.frombuffer(data, dtype="<f2", offset=n * m * 4).reshape(n, m).astype(np.float32)
+    if ((ids < -1) | (ids >= n)).any():
+        raise BundleError(f"{name} holds an item index outside [-1, {n})")
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise BundleError(f"{name} holds a non-finite or negative weight")
+    w[ids < 0] = 0.0
+    ids[ids < 0] = 0
+    for a in (ids, w):
+        a.setflags(write=False)
+    return ids, w
 
 
 # ---------------------------------------------------------------------------------------------- item ids
@@ -259,6 +294,93 @@ def check_pack_time(at: float, now: float, current_at: float | None) -> None:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON here")
+
+
+# ---------------------------------------------------------------------------------------------- catalog delta
+DELTA_VERSION = 1
+MAX_DELTA_BYTES = 64 << 20  # a delta file (base64 inside); one of a million d=16 float rows is ~85 MB: split it
+MAX_DELTA_ITEMS = 1 << 16  # items added or retired by one delta
+MAX_DELTA_ID_BYTES = 512  # validate.MAX_ID_BYTES: a delta item must be recordable
+_DELTA_FIELDS = {"at", "bundle_serial", "catalog", "items", "program", "retire", "seq", "table", "version"}
+
+
+def encode_delta(*, at: float, bundle_serial: int, catalog: str, seq: int, items, retire, table: bytes | None,
+                 table_format: str = "", group_size: int = 0, program: bytes | None = None,
+                 codec: str = "zlib") -> bytes:
+    """Canonical delta bytes (what its signature covers): `table` are the new items' rows in the item-table layout
+    (`encode_table`), `program` their score program as ExecuTorch bytes (stored under `codec`)."""
+    d = {"at": float(at), "bundle_serial": int(bundle_serial), "catalog": catalog, "items": list(items),
+         "retire": list(retire), "seq": int(seq), "version": DELTA_VERSION, "table": None, "program": None}
+    if table is not None:
+        d["table"] = {"format": table_format, "group_size": int(group_size),
+                      "data": base64.b64encode(table).decode("ascii")}
+        d["program"] = {"codec": codec, "data": base64.b64encode(encode_program(program, codec)).decode("ascii")}
+    out = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    decode_delta(out)  # never write a delta the runtime would refuse
+    return out
+
+
+def decode_delta(data: bytes) -> dict:
+    """The fields of delta bytes, shape- and type-checked, with `table` / `program` as raw bytes (the program
+    inflated and magic-checked; the table is sized against the bundle by the runtime); ValueError if malformed."""
+    if len(data) > MAX_DELTA_BYTES:
+        raise ValueError(f"catalog delta larger than {MAX_DELTA_BYTES} bytes")
+    try:
+        d = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError as e:
+        raise ValueError("catalog delta nests too deeply") from e
+    if not isinstance(d, dict) or set(d) != _DELTA_FIELDS:
+        raise ValueError(f"a catalog delta has exactly the fields {sorted(_DELTA_FIELDS)}")
+    if d["version"] != DELTA_VERSION or isinstance(d["version"], bool):
+        raise ValueError(f"catalog delta version {d['version']!r} unsupported (this runtime reads {DELTA_VERSION})")
+    for k, hi in (("bundle_serial", 1 << 40), ("seq", 1 << 31)):
+        if not isinstance(d[k], int) or isinstance(d[k], bool) or not 1 <= d[k] <= hi:
+            raise ValueError(f"catalog delta {k} must be an int in [1, {hi}], got {d[k]!r}")
+    if isinstance(d["at"], bool) or not isinstance(d["at"], (int, float)) or not math.isfinite(d["at"]):
+        raise ValueError("catalog delta time must be a finite number")
+    if not isinstance(d["catalog"], str) or len(d["catalog"]) != 64:
+        raise ValueError("catalog delta is not bound to a catalog (64 hex `catalog`)")
+    for k in ("items", "retire"):
+        ids = d[k]
+        if not isinstance(ids, list) or len(ids) > MAX_DELTA_ITEMS:
+            raise ValueError(f"catalog delta {k} must be a list of at most {MAX_DELTA_ITEMS} ids")
+        for i in ids:
+            if not (isinstance(i, str) and i.strip() and "\n" not in i and "\0" not in i):
+                raise ValueError(f"catalog delta {k}: id {str(i)[:40]!r} must be a non-empty str without newline/NUL")
+            try:
+                if len(i.encode("utf-8")) > MAX_DELTA_ID_BYTES:
+                    raise ValueError(f"catalog delta {k}: id longer than {MAX_DELTA_ID_BYTES} UTF-8 bytes")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"catalog delta {k}: id is not valid Unicode text") from e
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"catalog delta {k} lists an id twice")
+    if set(d["items"]) & set(d["retire"]):
+        raise ValueError("catalog delta adds and retires the same id")
+    if not d["items"] and not d["retire"]:
+        raise ValueError("catalog delta neither adds nor retires an item")
+    if bool(d["items"]) != (d["table"] is not None) or (d["table"] is None) != (d["program"] is None):
+        raise ValueError("catalog delta: `table` and `program` are present exactly when it adds items")
+    out = dict(d)
+    if d["table"] is not None:
+        t, p = d["table"], d["program"]
+        if not isinstance(t, dict) or set(t) != {"format", "group_size", "data"} or t["format"] not in TABLE_FORMATS \
+                or not isinstance(t["group_size"], int) or isinstance(t["group_size"], bool) \
+                or not isinstance(t["data"], str):
+            raise ValueError("catalog delta `table` must be {format, group_size, data}")
+        if not isinstance(p, dict) or set(p) != {"codec", "data"} or p["codec"] not in PROGRAM_CODECS \
+                or not isinstance(p["data"], str):
+            raise ValueError("catalog delta `program` must be {codec, data}")
+        try:
+            out["table"] = base64.b64decode(t["data"], validate=True)
+            stored = base64.b64decode(p["data"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValueError(f"catalog delta payload is not base64: {e}") from e
+        out["table_format"], out["group_size"] = t["format"], t["group_size"]
+        try:
+            out["program"] = decode_program(stored, p["codec"], "catalog delta program")
+        except BundleError as e:
+            raise ValueError(str(e)) from e
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- signing

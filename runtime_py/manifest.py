@@ -21,7 +21,8 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
 - large catalogs (score `chunks` set, `item_table.program` = "score"): the table is a quantized constant of
   score.pte, which takes CHUNKED_SCORE_INPUTS plus one input per chunk, `t<c>` (1, n_c) = trend with -inf at the
   user's excluded items, items [chunks[c], chunks[c+1]); its COLUMNS_METHOD maps a user vector (1, d) to
-  table . u + item bias (1, N), from which the runtime reads the table's rows (d + 1 calls at open).
+  table . u + item bias (1, N), from which the runtime reads the table's rows (d + 1 calls at open). Such a
+  program has no rank method, so a large bundle carries no `neighbors` (the item-item term).
 - adaptation scene (`adapt_scene`): "query" (default; what the sdk's eager model does: adapt and score in the
   scene at `now`, so the runtime re-adapts when the scene changes) or "last_event" (the scene of the user's
   newest event: a head stays valid until the next event). The score program always gets the scene at `now`.
@@ -54,6 +55,7 @@ MANIFEST_FILE, SIGNATURE_FILE = "manifest.json", "manifest.sig"
 RESERVED_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
 SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, IDS_FILE, ONNX_FILE = (
     "score.pte", "adapt.pte", "items.bin", "head0.bin", "item_ids.bin", "model.onnx")
+NEIGHBORS_FILE = "neighbors.bin"
 
 # program methods and I/O names; tuples are in the order export traces the programs
 SCORE_METHOD = "forward"
@@ -80,6 +82,12 @@ ADAPT_PREPARE_METHOD = "prepare"
 ADAPT_PREPARE_OUTPUTS = ("packed", "scale")
 ADAPT_STEP_INPUTS = ("packed",)
 ADAPT_UNROLLED_METHOD = "adapt"  # stateless: step_inputs -> (theta,), for runtimes without a training extension
+
+# a catalog delta's score program (runtime_py/catalog.py): the score contract's inputs, sized by the delta's n items,
+# in this order, and every item's score (excluded items sunk by the kernel's EXCLUDED), not a top-k
+DELTA_METHOD = "forward"
+DELTA_INPUTS = SCORE_INPUTS
+DELTA_OUTPUTS = ("scores",)
 
 ADAPT_SCENES = ("query", "last_event")
 HISTORY_ALIGNS = ("right", "left")
@@ -247,6 +255,33 @@ class TableSpec:
             _check(_is_int(self.group_size) and self.group_size >= 1, "int tables need group_size >= 1")
 
 
+NEIGHBOR_KINDS = ("transition", "cooc")
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighborSpec:
+    """The item-item term (runtime_py/neighbors.py): `file` holds each item's `m` neighbours (int32 indices, -1 =
+    none, then float16 weights, row-major (N, m)); the last `last` history items add their rows with weight
+    decay**age, and the sum, divided by its standard deviation over the catalog, times `weight` joins the score."""
+
+    file: str
+    m: int
+    last: int
+    decay: float
+    weight: float
+    kind: str
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.m) and 1 <= self.m <= 256, "neighbors.m must be an int in [1, 256]")
+        _check(_is_int(self.last) and 1 <= self.last <= 64, "neighbors.last must be an int in [1, 64]")
+        for name in ("decay", "weight"):
+            v = getattr(self, name)
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                   f"neighbors.{name} must be a finite number > 0")
+        _check(self.decay <= 1, "neighbors.decay must be <= 1")
+        _check(self.kind in NEIGHBOR_KINDS, f"neighbors.kind {self.kind!r} unknown; known: {NEIGHBOR_KINDS}")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:
     """phi0, flat float32 little-endian (P,) in `file`, in `param_names` order with `param_shapes`."""
@@ -288,6 +323,7 @@ class Manifest:
     prototype_labels: tuple[str, ...] = ()
     prototypes_file: str | None = None  # (M, d) float32, M = len(prototype_labels); used for `because` at K=0
     trending_file: str | None = None  # an initial TrendingPack (JSON, covered by this manifest's hash)
+    neighbors: NeighborSpec | None = None  # the item-item term, when export chose one on validation users
     dtypes: dict = dataclasses.field(default_factory=dict)  # informational: {"table": "int8", "head": "float32"}
     configs: dict = dataclasses.field(default_factory=dict)  # every stage's config, opaque to the runtime
     adapt_scene: str = "query"
@@ -332,6 +368,8 @@ class Manifest:
             _check(all(b - a >= sh.k_max for a, b in zip(score.chunks, score.chunks[1:])),
                    f"every score chunk must hold at least k_max={sh.k_max} items")
             _check(self.item_table.program == "score", "a chunked score program holds the table (item_table.program)")
+            _check(self.neighbors is None, "a chunked score program has no rank method to add the item-item term "
+                   "(neighbors) to")
             self._check_program(score, CHUNKED_SCORE_INPUTS + chunk_input_names(len(score.chunks) - 1),
                                 SCORE_OUTPUTS)
         else:
@@ -349,7 +387,7 @@ class Manifest:
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         _check(not adapt.chunks, "adapt has no chunks")
         referenced = [self.item_table.file or None, self.head.file, self.prototypes_file, self.trending_file,
-                      self.item_ids_file]
+                      self.item_ids_file, self.neighbors.file if self.neighbors is not None else None]
         for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:
             _check(name in files, f"{name} is referenced but not listed in files")
         if self.prototypes_file is not None:
@@ -394,6 +432,8 @@ class Manifest:
             d["shapes"] = _sub(Shapes, d.get("shapes"), "shapes")
             d["item_table"] = _sub(TableSpec, d.get("item_table"), "item_table")
             d["head"] = _sub(HeadSpec, d.get("head"), "head")
+            if d.get("neighbors") is not None:
+                d["neighbors"] = _sub(NeighborSpec, d["neighbors"], "neighbors")
             progs = d.get("programs")
             if not isinstance(progs, dict):
                 raise ValueError("programs must be an object")

@@ -28,7 +28,12 @@ Large catalogs (a chunked score.pte, manifest `chunks`): the table is score.pte'
 reads its rows back from the program at open (ChunkedScoreProgram.table). score.pte takes one per-item input, t =
 trend with -inf at excluded items, as views of ONE shared buffer: `recommend` writes -inf at the user's items,
 runs score.pte and restores them (O(history), no per-user (N,) array). Unit rows for `because` are computed for the
-rows asked for, not kept for the whole catalog.
+rows asked for, not kept for the whole catalog. Such a program has no rank method, so a large bundle with the
+item-item term (`neighbors`) is refused (BundleError), and so are catalog deltas on it.
+
+Catalog deltas (`add_items`, runtime_py/catalog.py): the new items get indices N, N+1, ... after the bundle's;
+each delta's score program scores them (once per user state and scene, like forward, then reused), and the scores
+are merged with score.pte's top-k; retired items are excluded for every user. Nothing of this runs without deltas.
 
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
 `record`/`forget` without a database read per request; a second one on the same state file gets StateError.
@@ -46,12 +51,15 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, open_bundle
+from .catalog import CatalogDelta, DeltaScorer
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
+from .manifest import DELTA_INPUTS, SHAPE_LIMITS
+from .neighbors import neighbor_term
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
-from .bundle_codecs import catalog_digest
+from .bundle_codecs import catalog_digest, load_public_key
 from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
     check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
 
@@ -93,7 +101,8 @@ class _User:
 
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
                  "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
-                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np")
+                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np",
+                 "neighbor", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -112,6 +121,9 @@ class _User:
         self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
         # score.pte's rank inputs: forward's user vector and offset, valid for `args` and the scene `rank_key`
         self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
+        self.neighbor = None  # (item indices, values) of the item-item term for this history (neighbors.py)
+        # catalog deltas: each delta program's exclude view, and their scores for `args` in scene `delta_scene`
+        self.delta_exclude, self.delta_scores, self.delta_args, self.delta_scene = (), None, None, None
 
 
 class Recommender:
@@ -119,12 +131,12 @@ class Recommender:
 
     _MAX_CACHED_USERS = 32  # each cached user holds an (N,) float32 exclude mask and (N,) bytes of `because`
 
-    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram | ChunkedScoreProgram, adapt: AdaptProgram):
+    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram | ChunkedScoreProgram, adapt: AdaptProgram,
+                 trusted_key=None):
         self._bundle, self._store, self._score, self._adapt = bundle, store, score, adapt
+        self._key = None if trusted_key is None else load_public_key(trusted_key)  # verifies catalog deltas
         m = bundle.manifest
         self.shapes = m.shapes
-        self.item_ids = bundle.item_ids
-        self._index = {item: i for i, item in enumerate(bundle.item_ids)}
         self._chunked = isinstance(score, ChunkedScoreProgram)
         # the item rows: the bundle's decoded table, or (large catalogs) the score program's own, read back from it
         self._table = score.table if self._chunked else bundle.table
@@ -142,18 +154,12 @@ class Recommender:
         self._pending_heads: dict[str, tuple] = {}
         self._query_scene = m.adapt_scene == "query"
         self._right_aligned = m.history_align == "right"
-        self._table_t = None if self._chunked else torch.from_numpy(self._table)  # score.pte's optional `table`
-        # unit rows for `because`: kept for the whole catalog when it is small, else computed for the rows asked for
-        self._unit = None
-        self._unit = None if self._chunked else self._unit_rows(slice(None))
-        self._proto_code = None
-        if bundle.prototypes is not None and len(bundle.prototypes) <= 256:
-            pn = np.linalg.norm(bundle.prototypes, axis=1, keepdims=True)
-            proto_unit = bundle.prototypes / np.where(pn > 0, pn, 1.0)
-            step = 1 << 16  # in blocks: no (N, d) temporary for a large catalog
-            self._proto_code = b"".join(
-                (self._unit_rows(slice(a, a + step)) @ proto_unit.T).argmax(axis=1).astype(np.uint8).tobytes()
-                for a in range(0, m.shapes.N, step))
+        # score.pte's optional `table` input, shared, not copied (large catalogs: the table is inside score.pte)
+        self._table_t = None if self._chunked else torch.from_numpy(self._table)
+        self._nb = m.neighbors  # the item-item term joins forward's cached offset, then `rank` ranks
+        if self._nb is not None and (self._chunked or not score.has_rank):
+            raise BundleError("the bundle's item-item term (neighbors) needs score.pte's rank method"
+                              + (", which a large-catalog (chunked) score.pte lacks" if self._chunked else ""))
         self._clock = SceneClock(bundle.scene_spec)
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
         self._scene_t = torch.from_numpy(self._scene_np)
@@ -161,8 +167,10 @@ class Recommender:
         self._users: OrderedDict[str, _User] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
-        self.catalog = catalog_digest(bundle.item_ids)  # what a trending pack must be bound to
+        self.catalog = catalog_digest(bundle.item_ids)  # what a trending pack and a catalog delta are bound to
         self._pack: TrendingPack | None = None
+        self._deltas: list[tuple[CatalogDelta, DeltaScorer | None]] = []  # applied, in seq order
+        self._install_catalog(self._catalog_state([]))
         self._set_trend(self._initial_pack())
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -188,8 +196,9 @@ class Recommender:
         store = Store(state_path)
         try:
             store.accept_serial(m.serial)  # the rollback check; only once the bundle is proven usable
-            rec = cls(bundle, store, score, adapt)
+            rec = cls(bundle, store, score, adapt, trusted_key=trusted_key)
             rec._tz = tz
+            rec._load_deltas()  # every stored delta of this serial, verified again
             return rec
         except MetaRecRuntimeError:
             store.close(discard=True)  # a refused bundle leaves no new state file behind
@@ -241,6 +250,35 @@ class Recommender:
                 self._store.put_head(user_id, *pending)
             if added:
                 self._users.pop(user_id, None)
+
+    @property
+    def retired(self) -> frozenset[str]:
+        """Item ids retired by catalog deltas: never recommended again (their events stay valid)."""
+        return frozenset(self.item_ids[i] for i in self._retired)
+
+    @property
+    def delta_seq(self) -> int:
+        """The seq of the last catalog delta applied to this bundle (0: none); the next must be this + 1."""
+        return self._deltas[-1][0].seq if self._deltas else 0
+
+    def add_items(self, delta_path: str | Path) -> None:
+        """Apply a signed catalog delta (`<delta>` + `<delta>.sig`, from `metarec catalog add|retire`): its new
+        items are scored, recorded, excluded and explained like the bundle's own from now on, its retired items are
+        never recommended again. Returns once the delta is durable (kept in the state database, re-verified on
+        every open). `BundleError` (nothing changed) for a delta signed by another key, made for another bundle
+        serial or catalog, replayed or out of order (seq must be `delta_seq + 1`), adding an id already in the
+        catalog, retiring an unknown one, or whose program does not fit this bundle."""
+        _check_path(delta_path, "delta_path")
+        with self._lock:
+            self._check_open()
+            if self._key is None:
+                raise BundleError("this Recommender has no trusted key (open it with Recommender.open)")
+            delta = CatalogDelta.load(delta_path, self._key)
+            scorer = self._check_delta(delta, self._deltas)
+            state = self._catalog_state(self._deltas + [(delta, scorer)])
+            self._store.add_delta(delta.bundle_serial, delta.seq, delta.raw, delta.sig)  # durable before it applies
+            self._deltas.append((delta, scorer))
+            self._install_catalog(state)
 
     def set_trending(self, pack: TrendingPack, now: float | None = None, allow_older: bool = False) -> None:
         """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted. `InputError`
@@ -296,8 +334,12 @@ class Recommender:
                     scores_t, ids_t = out[0], out[1]
                     if len(out) == 4:
                         self._keep_rank_inputs(u, out[2], out[3], scene_key)
+                        if self._nb is not None:  # forward's top-k lacks the item-item term
+                            scores_t, ids_t = self._score.rank_bound(u.rank_args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
+            if self._delta_scorers:
+                scores_t, ids_t = self._with_deltas(u, scores_t, ids_t, scene_key)
             return self._results(u, scores_t, ids_t, int(k))
 
     def _recommend_chunked(self, u: _User, k: int) -> list[Recommendation]:
@@ -354,11 +396,12 @@ class Recommender:
             raise StateError("this Recommender is closed")
 
     def _set_trend(self, pack: TrendingPack | None) -> None:
-        n = self.shapes.N
+        n, total = self.shapes.N, self._n_total
         self._pack = pack
-        vec = np.zeros(n, dtype=np.float32) if pack is None else pack.log_counts(self._index, n)
+        vec = np.zeros(total, dtype=np.float32) if pack is None else pack.log_counts(self._index, total)
         self._trend_np = vec
-        self._trend = torch.from_numpy(vec)
+        self._trend = torch.from_numpy(vec[:n])  # score.pte's; each delta program takes its slice of the rest
+        self._delta_trend = [torch.from_numpy(vec[n + o:n + o + len(sc_n)]) for o, sc_n in self._delta_spans]
         self._trend_code = (vec > 0).astype(np.uint8).tobytes()
         self._t_named = {}
         if self._chunked:  # score.pte's t inputs: views of one buffer, trend everywhere but during a call
@@ -368,6 +411,112 @@ class Recommender:
                              for c, (a, b) in enumerate(zip(edges[:-1], edges[1:]))}
         for user in [u for u, st in self._users.items() if st.because_labels is _TREND_LABELS]:
             del self._users[user]  # they explain items by the old trend: rebuild lazily
+
+    # -- catalog deltas -------------------------------------------------------------------------------------------
+    def _check_delta(self, delta: CatalogDelta, applied: list) -> DeltaScorer | None:
+        """The delta's scorer if it fits this bundle after the `applied` deltas; `BundleError` otherwise."""
+        if self._chunked:
+            raise BundleError("catalog deltas are not supported on a large-catalog bundle (chunked score.pte): "
+                              "export a new bundle with the new items instead")
+        if delta.bundle_serial != self.serial:
+            raise BundleError(f"catalog delta is for bundle serial {delta.bundle_serial}, this bundle is {self.serial}")
+        if delta.catalog != self.catalog:
+            raise BundleError("catalog delta was made for another catalog (its `catalog` differs from this bundle's)")
+        expect = (applied[-1][0].seq if applied else 0) + 1
+        if delta.seq < expect:
+            raise BundleError(f"catalog delta seq {delta.seq} is already applied (a replay); the next is {expect}")
+        if delta.seq > expect:
+            raise BundleError(f"catalog delta seq {delta.seq} is out of order: the next is {expect}")
+        known = set(self._bundle.item_ids).union(*(d.items for d, _ in applied))
+        dup = [i for i in delta.items if i in known]
+        if dup:
+            raise BundleError(f"catalog delta adds {len(dup)} id(s) already in the catalog, e.g. {dup[0]!r}")
+        unknown = [i for i in delta.retire if i not in known]
+        if unknown:
+            raise BundleError(f"catalog delta retires {len(unknown)} id(s) not in the catalog, e.g. {unknown[0]!r}")
+        if len(known) + len(delta.items) > SHAPE_LIMITS["N"]:
+            raise BundleError(f"catalog deltas would grow the catalog beyond {SHAPE_LIMITS['N']} items")
+        if not delta.items:
+            return None
+        delta.table(self.shapes.d)  # sized against this bundle's d
+        return DeltaScorer(delta.program, self.shapes, len(delta.items))
+
+    def _catalog_state(self, deltas: list) -> dict:
+        """Everything that depends on the catalog (ids, vectors, `because` codes, spans of the delta programs) for
+        the bundle plus `deltas`, computed before anything is installed (a failure changes nothing)."""
+        b, n = self._bundle, self.shapes.N
+        ids, tables, spans, scorers, retired_ids = list(b.item_ids), [self._table], [], [], set()
+        for delta, scorer in deltas:
+            if delta.items:
+                spans.append((len(ids) - n, delta.items))
+                scorers.append(scorer)
+                tables.append(delta.table(self.shapes.d))
+                ids.extend(delta.items)
+            retired_ids.update(delta.retire)
+        table = tables[0] if len(tables) == 1 else np.ascontiguousarray(np.concatenate(tables), dtype=np.float32)
+        index = {item: i for i, item in enumerate(ids)}
+        # unit rows for `because`: kept for the whole catalog when it is small, else computed for the rows asked for
+        unit = None if self._chunked else _unit(table)
+        proto_code = None
+        if b.prototypes is not None and len(b.prototypes) <= 256:
+            proto_unit = _unit(b.prototypes)
+            step = 1 << 16  # in blocks: no (N, d) temporary for a large catalog
+            proto_code = b"".join(
+                ((unit[a:a + step] if unit is not None else _unit(table[a:a + step])) @ proto_unit.T)
+                .argmax(axis=1).astype(np.uint8).tobytes() for a in range(0, len(table), step))
+        retired = frozenset(index[i] for i in retired_ids)
+        return dict(item_ids=tuple(ids), index=index, all_table=table, unit=unit, proto_code=proto_code,
+                    spans=spans, scorers=scorers, retired=retired,
+                    delta_tables=[torch.from_numpy(t) for t in tables[1:]])
+
+    def _install_catalog(self, st: dict) -> None:
+        self.item_ids, self._index, self._all_table = st["item_ids"], st["index"], st["all_table"]
+        self._unit, self._proto_code = st["unit"], st["proto_code"]
+        self._delta_spans, self._delta_scorers, self._delta_tables = st["spans"], st["scorers"], st["delta_tables"]
+        self._retired = st["retired"]
+        self._retired_idx = np.asarray(sorted(self._retired), dtype=np.int64)
+        self._n_total = len(self.item_ids)
+        self._delta_ids = np.arange(self.shapes.N, self._n_total, dtype=np.int64)
+        self._users.clear()  # every cached user's exclude mask and `because` codes have the old catalog's size
+        self._score.unbind()
+        self._set_trend(self._pack)
+
+    def _load_deltas(self) -> None:
+        """Apply the deltas stored for this bundle's serial, each verified again (signature, binding, seq); one that
+        fails was changed outside this runtime: `StateError`."""
+        if self._key is None:
+            return
+        applied = []
+        for seq, raw, sig in self._store.deltas(self.serial):
+            try:
+                delta = CatalogDelta.from_signed(raw, sig, self._key)
+                scorer = self._check_delta(delta, applied)
+            except BundleError as e:
+                raise StateError(f"state database holds catalog delta {seq} of serial {self.serial} that no longer "
+                                 f"verifies ({e}); it was changed outside the runtime") from e
+            if delta.seq != seq:
+                raise StateError(f"state database holds catalog delta {delta.seq} under seq {seq} (corrupt)")
+            applied.append((delta, scorer))
+        if applied:
+            state = self._catalog_state(applied)
+            self._deltas = applied
+            self._install_catalog(state)
+
+    def _with_deltas(self, u: _User, scores_t, ids_t, scene_key: bytes):
+        """score.pte's top-k merged with every delta item's score (each delta program runs once per user state and
+        scene, like forward; a repeat call reuses the scores), best first."""
+        if u.delta_args is not u.args or u.delta_scene != scene_key:
+            parts = []
+            for scorer, trend, table, excl in zip(self._delta_scorers, self._delta_trend, self._delta_tables,
+                                                  u.delta_exclude):
+                named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask, "scene": self._scene_t,
+                         "trend": trend, "exclude": excl, "table": table}
+                parts.append(scorer.run([named[n] for n in DELTA_INPUTS]))
+            u.delta_scores, u.delta_args, u.delta_scene = np.concatenate(parts), u.args, scene_key
+        ids = np.concatenate([np.asarray(ids_t, dtype=np.int64), self._delta_ids])
+        scores = np.concatenate([np.asarray(scores_t, dtype=np.float32), u.delta_scores])
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], ids[order]
 
     def _load_user(self, user_id: str) -> _User:
         """Build a user's hot-path inputs from the store, with the stored head if it is still valid."""
@@ -380,10 +529,18 @@ class Recommender:
         idx = np.asarray([self._index[e[1]] for e in known], dtype=np.int64)
         last_ts = max((e[2] for e in known), default=None)
         hist_np, mask_np = self._slots(idx, sh.L)
-        exclude = np.zeros(0 if self._chunked else sh.N, dtype=np.float32)  # large catalogs: t carries exclusions
+        # the bundle's items, then every delta's; large catalogs (no deltas): score.pte's t carries exclusions
+        exclude = np.zeros(0 if self._chunked else self._n_total, dtype=np.float32)
         if not self._chunked:
             exclude[idx] = 1.0
-        u = _User(seq, idx, last_ts, hist_np, mask_np, exclude, *self._because(idx))
+            exclude[self._retired_idx] = 1.0  # retired items sink like recorded ones
+        u = _User(seq, idx, last_ts, hist_np, mask_np, exclude[:sh.N], *self._because(idx))
+        if self._retired:
+            u.excluded = u.excluded | self._retired
+        u.delta_exclude = [torch.from_numpy(exclude[sh.N + o:sh.N + o + len(ids)]) for o, ids in self._delta_spans]
+        if self._nb is not None and len(idx):
+            nb = self._nb
+            u.neighbor = neighbor_term(*self._bundle.neighbors, idx, nb.last, nb.decay, nb.weight, sh.N)
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
         else:
@@ -407,6 +564,8 @@ class Recommender:
             u.rank_args = [named[n] for n in self._score.rank_order]
         np.copyto(u.vec_np, vec)
         np.copyto(u.offset_np, offset)
+        if u.neighbor is not None:
+            u.offset_np[u.neighbor[0]] += u.neighbor[1]
         u.rank_key = scene_key
 
     def _adapt_user(self, user_id: str, u: _User) -> None:
@@ -457,9 +616,7 @@ class Recommender:
         """Unit-normalised item rows (index array, list or slice) for `because`."""
         if self._unit is not None:
             return self._unit[rows]
-        t = self._table[rows]
-        n = np.linalg.norm(t, axis=1, keepdims=True)
-        return (t / np.where(n > 0, n, 1.0)).astype(np.float32)
+        return _unit(self._all_table[rows])
 
     def _slots(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The last `size` items' vectors in time order, aligned per the manifest's `history_align`."""
@@ -467,7 +624,7 @@ class Recommender:
         vecs = np.zeros((size, self.shapes.d), dtype=np.float32)
         mask = np.zeros(size, dtype=np.float32)
         rows = slice(size - len(keep), size) if self._right_aligned else slice(0, len(keep))
-        vecs[rows] = self._table[keep]
+        vecs[rows] = self._all_table[keep]
         mask[rows] = 1.0
         return vecs, mask
 
@@ -476,7 +633,7 @@ class Recommender:
 
         score.pte sinks excluded items below every real score, so the first k ids are the answer unless the user
         excluded nearly the whole catalog; only then the slow filtering path runs (~3 us saved per call)."""
-        item_ids, labels, codes, n = self.item_ids, u.because_labels, u.because_code, self.shapes.N
+        item_ids, labels, codes, n = self.item_ids, u.because_labels, u.because_code, self._n_total
         ids = ids_t[:k].tolist()
         if u.excluded.isdisjoint(ids) and 0 <= min(ids) and max(ids) < n:
             picked = list(zip(ids, scores_t[:k].tolist()))
@@ -502,3 +659,9 @@ class Recommender:
             return [_new(Recommendation, (item_ids[i], s, labels[cache[i]], "item")) for i, s in picked]
         kind = "trend" if labels is _TREND_LABELS else "prototype"
         return [_new(Recommendation, (item_ids[i], s, labels[codes[i]], kind)) for i, s in picked]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm (zero rows stay zero), float32."""
+    n = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.where(n > 0, n, 1.0)).astype(np.float32)

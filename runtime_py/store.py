@@ -48,7 +48,11 @@ def _verify(row, n: int) -> tuple:
     if _chk(*row[:n]) != row[n]:
         raise StateError(f"state database row {tuple(row[:n])!r:.120} fails its checksum (corrupt)")
     return tuple(row[:n])
-_TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence"}
+# Python-only (a file that has it is schema 2, which the native runtime refuses: docs/native.md): the catalog deltas
+# this install accepted, raw signed bytes, re-verified on every open (runtime_py/catalog.py)
+_DELTA_TABLE = ("CREATE TABLE IF NOT EXISTS catalog_deltas (serial INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                "delta BLOB NOT NULL, sig BLOB NOT NULL, chk INTEGER NOT NULL, PRIMARY KEY (serial, seq))")
+_TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence", "catalog_deltas"}
 _DB_ERRORS = (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError, IndexError)  # corrupt bytes
 
 
@@ -91,6 +95,7 @@ class Store:
         with self._tx():  # schema, migration and version in one transaction: a crash leaves the old or the new
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(stmt)
+            self._db.execute(_DELTA_TABLE)
             row = self._db.execute("SELECT value FROM meta WHERE key='store_schema'").fetchone()
             if row is None or row[0] == 1:
                 self._migrate_1_to_2()
@@ -243,6 +248,7 @@ class Store:
             if serial < seen:
                 raise BundleError(f"bundle serial {serial} is older than {seen}, already seen here (rollback)")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('max_serial', ?, ?)", (serial, _chk("max_serial", serial)))
+            db.execute("DELETE FROM catalog_deltas WHERE serial < ?", (serial,))  # a newer bundle folds them in
         self._write(fn)
         if serial > seen_mark:
             self._write_mark(serial)
@@ -275,6 +281,18 @@ class Store:
                 os.close(dfd)
         except OSError as e:
             raise StateError(f"cannot write the rollback mark {self.path}.mark: {e}") from e
+
+    # -- catalog deltas -------------------------------------------------------------------------------------
+    def deltas(self, serial: int) -> list[tuple[int, bytes, bytes]]:
+        """(seq, delta bytes, signature) of the deltas accepted for bundle `serial`, in seq order."""
+        rows = self._query("SELECT serial, seq, delta, sig, chk FROM catalog_deltas WHERE serial=? ORDER BY seq",
+                           (serial,), (int, int, bytes, bytes, int))
+        return [_verify(r, 4)[1:] for r in rows]
+
+    def add_delta(self, serial: int, seq: int, delta: bytes, sig: bytes) -> None:
+        """Store an accepted delta durably (a FULL commit); a stored (serial, seq) is a StateError, nothing changed."""
+        self._write(lambda db: db.execute("INSERT INTO catalog_deltas VALUES (?, ?, ?, ?, ?)",
+                                          (serial, seq, delta, sig, _chk(serial, seq, delta, sig))))
 
     # -- trending pack ----------------------------------------------------------------------------------------
     def get_trending(self) -> bytes | None:

@@ -2,7 +2,9 @@
 
 Event-based baselines (item-kNN, transition) are time-honest: each query recomputes its statistics from the
 events OTHER users made strictly before the target's timestamp, read from `q.log`. ALS and MF are fit on the
-fit users' events (the usual offline prior) and fold the cold user in from the support alone.
+fit users' events (the usual offline prior) and fold the cold user in from the support alone. The sequential
+models (SASRec / GRU4Rec-style, sdk/baselines_seq.py) are fit on the fit users' item sequences the same way and read
+the support in time order.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from metarec.sdk.baselines_seq import SeqRec
 from metarec.sdk.data import Dataset
 from metarec.sdk.protocol import (HEADLINE_KS, EventLog, Query, Recommender, evaluate_users, run_protocol,
                                   split_users, summarize_next_item)
@@ -385,8 +388,12 @@ BASELINES: dict[str, Callable[..., Recommender]] = {
                                                [lambda: ItemKNN(pool="fit"), Trending]),
     "als+trending": lambda seed=0: Blend("als+trending", [lambda: ALS(seed=seed), Trending]),
     "transition3+trending": lambda: Blend("transition3+trending", [lambda: Transition(last=3), Trending]),
+    # sequential (sdk/baselines_seq.py): torch models fit on the fit users' sequences, ~1 min each on ML-100K
+    "sasrec": lambda seed=0: SeqRec("sasrec", seed=seed),
+    "gru4rec": lambda seed=0: SeqRec("gru4rec", seed=seed),
+    "sasrec+trending": lambda seed=0: Blend("sasrec+trending", [lambda: SeqRec("sasrec", seed=seed), Trending]),
 }
-SEEDED = ("als", "mf_finetune", "als+trending")  # the rest are deterministic: one run is every seed's run
+SEEDED = ("als", "mf_finetune", "als+trending", "sasrec", "gru4rec", "sasrec+trending")  # the rest are deterministic: one run is every seed's run
 SEEDS = (0, 1, 2)  # PROTOCOL v1: every figure is the mean of 3 training seeds
 
 

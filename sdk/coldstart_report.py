@@ -91,11 +91,13 @@ def coldstart_markdown(report: dict, baselines: dict | None) -> str:
         for name, runs in syn["runs"].items():
             lines.append(_syn_row(name, runs))
         if "share_of_oracle" in syn:
+            modes = [m for m in ("truth", "prototype", "posterior", "posterior_taste", "world") if f"vs_oracle_{m}" in syn]
             ref = ", ".join(f"{m} {syn[f'vs_oracle_{m}']['hr10_diff']:+.3f} [{syn[f'vs_oracle_{m}']['hr10_diff_ci'][0]:+.3f}, "
-                            f"{syn[f'vs_oracle_{m}']['hr10_diff_ci'][1]:+.3f}]" for m in ("truth", "posterior", "world"))
+                            f"{syn[f'vs_oracle_{m}']['hr10_diff_ci'][1]:+.3f}]" for m in modes)
             lines += ["", f"The product reaches {syn['share_of_oracle']:.2f} x the oracle's headline (sdk/synthetic_oracle.py: "
-                      f"truth = the user's true prototype; posterior = Bayes over prototypes from the support; world = "
-                      f"no user). Paired HR@10, product - reference: {ref}."]
+                      f"truth = the user's true prototype and taste; prototype = truth without the taste; posterior = "
+                      f"Bayes over prototypes from the support; posterior_taste = Bayes over prototype and taste; "
+                      f"world = no user). Paired HR@10, product - reference: {ref}."]
         eff, pl = syn.get("scene_effect"), syn.get("planted_scene")
         if eff:
             lines += ["", f"Scene effect, full - no scene encoder, paired over the same test queries (K=1..3, "
@@ -211,6 +213,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--merge", default=None, help="','-separated partial files: write the report from them")
     ap.add_argument("--synthetic-config", default=None,
                     help="JSON of SyntheticConfig overrides for the synthetic part (default: SyntheticConfig())")
+    ap.add_argument("--synthetic-world", default=None,
+                    help="a named world of sdk.synthetic.WORLDS (e.g. world-a) for the synthetic part; "
+                         "--synthetic-config then overrides its fields")
     ap.add_argument("--command", default=None, help="the command line to record (default: this one)")
     ap.add_argument("--out", default=None, help="results folder for the report (required unless --partial-out)")
     ap.add_argument("--baselines", default=None, help="baselines.json to compare with (default: the one in --out)")
@@ -254,8 +259,16 @@ def main(argv: list[str]) -> int:
     if a.part in ("all", "synthetic"):
         from metarec.sdk.synthetic import SyntheticConfig
 
-        syn_cfg = SyntheticConfig.from_dict(json.loads(a.synthetic_config)) if a.synthetic_config else None
+        over = json.loads(a.synthetic_config) if a.synthetic_config else {}
+        if a.synthetic_world:
+            from metarec.sdk.synthetic import world_config
+
+            syn_cfg = world_config(a.synthetic_world, **over)
+        else:
+            syn_cfg = SyntheticConfig.from_dict(over) if a.synthetic_config else None
         report["synthetic"] = synthetic_truth(dataclasses.replace(base, fit_users="train+val"), seeds, syn_cfg)
+        if a.synthetic_world:
+            report["synthetic"]["world"] = a.synthetic_world
     if a.part in ("all", "ablations"):
         names = a.ablations.split(";") if a.ablations else [n for n in ablations if n != FULL]
         report["ablations"] = run_ablations(ds, base, names, [int(s) for s in a.ablation_seeds.split(",")],

@@ -305,7 +305,9 @@ def fetch_ml100k(cache_dir: str | os.PathLike | None = None, python: str = sys.e
 
 
 def load_dataset(name: str = "ml-100k", **kw) -> Dataset:
-    """'ml-100k' (cached, fetched on first use), 'synthetic', a folder or a CSV/Parquet events file.
+    """'ml-100k' (cached, fetched on first use), 'synthetic' (SyntheticConfig(**kw)), 'synthetic:<world>' (a named
+    world of sdk.synthetic.WORLDS, e.g. 'synthetic:world-a'; kw override its fields), a folder or a CSV/Parquet events
+    file.
 
     A folder holds MovieLens's current layout (ratings.csv + movies.csv), any events file with an items file
     (events.csv / ratings.csv + items.csv / movies.csv: sdk/tables.py), GroupLens's ML-100K (u.data) or RecBole's
@@ -316,6 +318,16 @@ def load_dataset(name: str = "ml-100k", **kw) -> Dataset:
         from metarec.sdk.synthetic import generate, SyntheticConfig  # lazy: the generator is optional
 
         return generate(SyntheticConfig(**kw))
+    if name.startswith("synthetic:"):
+        from metarec.sdk.synthetic import WORLDS, generate, world_config
+
+        world = name.split(":", 1)[1]
+        if world not in WORLDS:
+            raise DataError(f"unknown synthetic world {world!r}; known: "
+                            + ", ".join(f"synthetic:{w}" for w in WORLDS))
+        ds = generate(world_config(world, **kw))
+        ds.name = name
+        return ds
     p = Path(name).expanduser()
     if p.is_dir():
         if (p / "u.data").is_file() or (p / "ml-100k.inter").is_file():
@@ -329,5 +341,5 @@ def load_dataset(name: str = "ml-100k", **kw) -> Dataset:
         return load_table(*found)
     if p.is_file():
         return load_table(p)
-    raise DataError(f"dataset {name!r} not found: no file or folder {p.resolve()}; use 'ml-100k', 'synthetic', "
+    raise DataError(f"dataset {name!r} not found: no file or folder {p.resolve()}; use 'ml-100k', 'synthetic', 'synthetic:world-a', "
                     f"a folder (e.g. MovieLens's ratings.csv + movies.csv) or a CSV/Parquet events file")

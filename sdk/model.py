@@ -56,11 +56,12 @@ class ModelConfig(VersionedConfig):
     trend_by_k_new: bool = True  # (bool) the per-K offset moves the new-item trend weight too (False: seen items only)
     trend_affinity: bool = False  # (bool) score += beta * f(x_i) * (v_i . z): trending and close lifts more
     trend_hist_scale: float = 1.0  # (float) serving: trend x this once K >= 1 (docs/decisions/trend-hist-scale.md)
+    pop_prior: bool = True  # (bool) seen items' bias adds w * centred log1p(fit count), w learned (docs/decisions/pop-prior.md)
 
     # fields added after version 1 shipped, with the value that reproduces a model saved before them
     LEGACY: ClassVar[dict] = {"inner_bias": False, "trend_knots": 0, "trend_item": False, "trend_attr": False,
                               "trend_by_k": False, "trend_by_k_new": True, "trend_affinity": False,
-                              "trend_hist_scale": 1.0}
+                              "trend_hist_scale": 1.0, "pop_prior": False}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,14 +84,29 @@ class ModelConfig(VersionedConfig):
             raise ValueError(f"support_target must be one of {SUPPORT_TARGETS}, got {self.support_target!r}")
 
 
-def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None) -> np.ndarray:
-    """(N, G+2) float32 item features: genre flags, standardised release year, year-unknown flag."""
+def year_stats(item_year: np.ndarray | None) -> tuple[float, float] | None:
+    """(mean, sd + 1e-6) of a catalog's known release years, float32 as `item_attributes` uses them; None if none."""
+    if item_year is None:
+        return None
+    year = np.asarray(item_year, np.float32)
+    known = np.isfinite(year)
+    if not known.any():
+        return None
+    return float(year[known].mean()), float(year[known].std() + 1e-6)
+
+
+def item_attributes(item_genres: np.ndarray, item_year: np.ndarray | None,
+                    stats: tuple[float, float] | None | str = "own") -> np.ndarray:
+    """(N, G+2) float32 item features: genre flags, standardised release year, year-unknown flag. The year is
+    standardised with `stats` (mean, sd): by default the catalog's own (`year_stats`); items added later pass the
+    training catalog's (sdk/catalog.py), and None means the model never saw a year (every year unknown)."""
     n = item_genres.shape[0]
-    year = np.full(n, np.nan, np.float32) if item_year is None else np.asarray(item_year, np.float32)
+    stats = year_stats(item_year) if isinstance(stats, str) else stats
+    year = np.full(n, np.nan, np.float32) if item_year is None or stats is None else np.asarray(item_year, np.float32)
     known = np.isfinite(year)
     yz = np.zeros(n, np.float32)
     if known.any():
-        mu, sd = year[known].mean(), year[known].std() + 1e-6
+        mu, sd = np.float32(stats[0]), np.float32(stats[1])
         yz[known] = (year[known] - mu) / sd
     return np.concatenate([np.asarray(item_genres, np.float32), yz[:, None], (~known)[:, None].astype(np.float32)], 1)
 
@@ -145,6 +161,9 @@ class MetaRecModel(nn.Module):
             self.trend_k_off = nn.Parameter(torch.zeros(cfg.hist_len + 1))
         if cfg.trend_affinity:
             self.trend_aff = nn.Parameter(torch.zeros(()))
+        if cfg.pop_prior:  # log_pop is set by training (a catalog constant, like item_known); w starts neutral
+            self.register_buffer("log_pop", torch.zeros(n_items))
+            self.pop_w = nn.Parameter(torch.zeros(()))
         self.recency = nn.Parameter(torch.linspace(-1.0, 1.0, cfg.hist_len))  # slot L-1 = newest
         self.transition = nn.Linear(d, d, bias=False)  # last items -> next item direction
         nn.init.eye_(self.transition.weight)
@@ -177,10 +196,29 @@ class MetaRecModel(nn.Module):
     def item_bias(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) id bias + attribute bias; an id-less item gets the learned new-item bias instead of an id bias."""
         keep = self.id_mask(id_keep)
-        b = self.item_bias_id * keep + self.attr_bias(self.item_attrs)[:, 0]
+        bid = self.item_bias_id + self.pop_w * self.log_pop if self.cfg.pop_prior else self.item_bias_id
+        b = bid * keep + self.attr_bias(self.item_attrs)[:, 0]
         if self.cfg.new_item_terms:
             b = b + self.new_bias * (1.0 - keep)
         return b
+
+    # the per-item (N-sized) state: a new items' model gets its own; a catalog-sized tensor added to the model
+    # belongs here too (new_items_model refuses to copy one it does not know: shapes differ)
+    _CATALOG_STATE = ("item_attrs", "item_emb", "item_bias_id", "item_known", "trend_item_w", "log_pop")
+
+    @torch.no_grad()
+    def new_items_model(self, item_attrs: np.ndarray) -> "MetaRecModel":
+        """This model with a catalog of only `item_attrs`' items, every one id-less (a new item): its vector is the
+        attribute encoder's, its bias and trend term the new-item ones. What a catalog delta scores
+        (export/catalog.py); everything that is not catalog-sized is this model's."""
+        with torch.random.fork_rng():  # the constructor's random init must not move the caller's generator
+            m = MetaRecModel(self.cfg, int(np.asarray(item_attrs).shape[0]), item_attrs, self.negatives)
+        keep = {k: v for k, v in self.state_dict().items() if k not in self._CATALOG_STATE + ("negatives",)}
+        missing, unexpected = m.load_state_dict(keep, strict=False)
+        if unexpected or set(missing) - set(self._CATALOG_STATE + ("negatives",)):
+            raise ValueError(f"new_items_model: state mismatch {sorted(missing)} / {sorted(unexpected)}")
+        m.item_known.zero_()
+        return m.eval()
 
     @torch.no_grad()
     def export_item_table(self) -> torch.Tensor:

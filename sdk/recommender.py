@@ -9,6 +9,7 @@ import os
 import numpy as np
 import torch
 
+from metarec.runtime.neighbors import add_neighbor_term
 from metarec.sdk.train import TrainConfig, data_fingerprint, fit_model, load_checkpoint
 
 
@@ -27,6 +28,7 @@ class MetaRecRecommender:
         self.config, self.checkpoint, self.name, self.save_to = config, checkpoint, name, save_to
         self.model = None
         self.stats: dict = {}
+        self.neighbors = None  # (ids, weights, last, decay, weight): the item-item term, as a bundle ships it
 
     def fit(self, ds, fit_users: np.ndarray, log=None) -> "MetaRecRecommender":
         fit_users = np.asarray(fit_users, np.int64)
@@ -58,6 +60,13 @@ class MetaRecRecommender:
         self.L = cfg.model.hist_len
         with torch.no_grad():
             self.head0 = {k: v.detach().clone() for k, v in self.learner.head0(model).items()}
+        return self
+
+    def set_neighbors(self, ids: np.ndarray, weights: np.ndarray, last: int, decay: float, weight: float
+                      ) -> "MetaRecRecommender":
+        """Add the item-item term (runtime_py/neighbors.py) to every score, as the runtimes do for a bundle with
+        a neighbour table; weight 0 removes it."""
+        self.neighbors = (ids, weights, last, decay, weight) if weight > 0 else None
         return self
 
     def history_items(self, support_items: np.ndarray) -> torch.Tensor:
@@ -94,4 +103,8 @@ class MetaRecRecommender:
         head = self.adapted_head(q.support_items, q.scene)
         with torch.no_grad():
             s = self.model.score_from_vectors(head, hv, hm, sc, trend, self.table, self.bias)
-        return s.numpy().astype(np.float64)
+        s = s.numpy().astype(np.float64)
+        if self.neighbors is not None:
+            ids, w, last, decay, weight = self.neighbors
+            add_neighbor_term(s, ids, w, q.support_items, last, decay, weight)
+        return s

@@ -276,11 +276,25 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
     model = MetaRecModel(cfg.model, ds.n_items, item_attributes(ds.item_genres, ds.item_year), neg)
     with torch.no_grad():  # items without a fit event are new items: scored id-less, with the new-item terms
         model.item_known.copy_(torch.from_numpy((counts > 0).astype(np.float32)))
+        if cfg.model.pop_prior:
+            model.log_pop.copy_(torch.from_numpy(log_popularity(counts)))
     if cfg.cooc_init:
         with torch.no_grad():
             held = meta_holdout_users(cfg, fit_users)  # their events stay out of the item memory
             model.item_emb.copy_(torch.from_numpy(cooc_vectors(ds, np.setdiff1d(fit_users, held), cfg.model.dim)))
     return model
+
+
+def log_popularity(counts: np.ndarray) -> np.ndarray:
+    """(N,) log1p(count) centred over the items with a fit event (0 for the others): the popularity baseline's
+    signal in the bias. The id biases start at 0 and move < 1 at the outer rate, while log counts span ~5 units;
+    without it a catalog whose trend counts are sparse (few users a week) ranks below popularity."""
+    x = np.log1p(np.asarray(counts, np.float64))
+    seen = counts > 0
+    if seen.any():
+        x[seen] -= x[seen].mean()
+    x[~seen] = 0.0
+    return x.astype(np.float32)
 
 
 def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
@@ -315,13 +329,13 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     # a few scalars each: at `lr` they could move < 0.6 in 600 steps. The trend mechanisms' scalars
     # (ModelConfig.trend_knots / trend_by_k / trend_affinity) share the new-item rate for the same reason
     new = [p for n, p in model.named_parameters()
-           if n in ("new_bias",) + TREND_SCALARS or n.startswith("trend_gate_new.")]
+           if n in ("new_bias", "pop_w") + TREND_SCALARS or n.startswith("trend_gate_new.")]
     rates = [p for n, p in model.named_parameters() if n.startswith(("log_lr.", "lr_gate."))] \
         if cfg.rate_lr_mult != 1.0 else []
     scene = [p for n, p in model.named_parameters() if n.startswith(("scene_enc.", "head0.W1", "head0.W2"))] \
         if cfg.scene_lr_mult != 1.0 else []
     rest = [p for n, p in model.named_parameters()
-            if n not in ("item_emb", "item_bias_id", "new_bias") + TREND_SCALARS
+            if n not in ("item_emb", "item_bias_id", "new_bias", "pop_w") + TREND_SCALARS
             and not n.startswith("trend_gate_new.")
             and not any(p is q for q in rates + scene)]
     # ids move slowly (they start at the co-occurrence vectors); the small nets may learn faster
@@ -414,14 +428,17 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[MetaRecModel, TrainConfig,
         raise ValueError(f"{path}: checkpoint version {ck.get('checkpoint_version')} unknown; "
                          f"known: {CHECKPOINT_VERSION}")
     cfg = TrainConfig.from_dict(ck["train_config"])
-    sd = ck["state_dict"]
-    model = MetaRecModel(cfg.model, ck["n_items"], sd["item_attrs"].numpy(), sd["negatives"].numpy())
+    return model_from_state(cfg, ck["n_items"], ck["state_dict"], str(path)), cfg, ck
+
+
+def model_from_state(cfg: TrainConfig, n_items: int, sd: dict, where: str = "checkpoint") -> MetaRecModel:
+    """A MetaRecModel (eval mode) from a saved state_dict (a checkpoint's, or its validation prior's)."""
+    model = MetaRecModel(cfg.model, n_items, sd["item_attrs"].numpy(), sd["negatives"].numpy())
     missing, unexpected = model.load_state_dict(sd, strict=False)
     # checkpoints from before the new-item terms lack them; their neutral init reproduces the old model exactly
     if unexpected or set(missing) - NEUTRAL_IF_MISSING:
-        raise ValueError(f"{path}: state_dict mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-    model.eval()
-    return model, cfg, ck
+        raise ValueError(f"{where}: state_dict mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    return model.eval()
 
 
 def fit_users_for(cfg: TrainConfig, ds) -> np.ndarray:
@@ -472,9 +489,11 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
             ds = subset_events(ds, ~held[ds.item])
         extra = None
         if floor:
-            from metarec.sdk.floor import floor_summary, validation_floor
+            from metarec.sdk.floor import floor_summary, validation_run
 
-            extra = {"floor": validation_floor(cfg, ds)}
+            run = validation_run(cfg, ds)
+            # the report goes into the manifest; the validation prior stays in the checkpoint for export's choices
+            extra = {"floor": run.report, "validation": run.to_checkpoint()}
             if int(os.environ.get("RANK", "0")) == 0:
                 print(floor_summary(extra["floor"]), flush=True)
         _, stats = fit_model(cfg, ds, users, out_path, ckpt_extra=extra)

@@ -290,6 +290,10 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   std::set<std::string> uniq(b.item_ids.begin(), b.item_ids.end());
   if (int64_t(b.item_ids.size()) != b.sh.N || int64_t(uniq.size()) != b.sh.N || uniq.count(""))
     throw BundleError("item ids are not N unique non-empty ids");
+  // the item-item term (runtime_py/neighbors.py) is not implemented here yet: refused, never silently dropped
+  if (m.contains("neighbors") && !m["neighbors"].is_null())
+    throw BundleError("this bundle adds an item-item term (manifest `neighbors`), which this native runtime does "
+                      "not implement yet; use the Python runtime or export without it");
   if (m.contains("trending_file") && !m["trending_file"].is_null()) {
     const Bytes &t = need(m["trending_file"].get<std::string>());
     b.trending_json = std::string(t.begin(), t.end());

@@ -76,8 +76,9 @@ class Store {
  public:
   explicit Store(const std::string &path);
   ~Store();
+  // true if added (its seq in *seq_out), false for a known event id; durable when it returns
   bool add_event(const std::string &eid, const std::string &user, const std::string &item, double ts,
-                 const std::map<std::string, PendingHead> &heads);
+                 const std::map<std::string, PendingHead> &heads, int64_t *seq_out = nullptr);
   std::vector<Event> events(const std::string &user);
   int64_t count_events(const std::string &user);
   void forget(const std::string &user);
@@ -90,8 +91,13 @@ class Store {
 
  private:
   sqlite3 *db_ = nullptr;
+  // the hot statements (record, user load, begin / commit), prepared once: re-parsing SQL on every record cost
+  // instructions and evicted the adaptation's code from the caches (docs/native.md, "Adaptation after a record")
+  std::map<const char *, sqlite3_stmt *> cache_;
   void exec(const char *sql);
   sqlite3_stmt *prep(const char *sql);
+  sqlite3_stmt *cached(const char *sql);  // `sql` must be a string literal (the key is its address)
+  void step_done(const char *sql);
   void begin();
   void commit();
   void rollback();

@@ -3,6 +3,7 @@
 // a repeat call in the same scene runs only the rank method.
 #include "recommender.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -161,6 +162,22 @@ void Recommender::drop_user(const std::string &user) {
     }
 }
 
+// A new durable event of a cached user, applied in place: the same state load_user would read back from the store
+// (events ordered by (ts, seq); seq grows, so a late event goes after those with its timestamp), minus the query.
+void Recommender::add_to_user(User &u, int64_t item, double ts, int64_t seq) {
+  auto key = std::make_pair(ts, seq);
+  size_t pos = size_t(std::upper_bound(u.at.begin(), u.at.end(), key) - u.at.begin());
+  u.at.insert(u.at.begin() + long(pos), key);
+  u.idx.insert(u.idx.begin() + long(pos), item);
+  u.excluded.insert(item);
+  u.exclude[size_t(item)] = 1.f;
+  u.seq = std::max(u.seq, seq);
+  u.last_ts = u.has_last ? std::max(u.last_ts, ts) : ts, u.has_last = true;
+  slots(u.idx, b_.sh.L, u.hist, u.mask);
+  u.has_head = false, u.any_scene = false, u.head_scene.clear();  // stale: the next recommend adapts
+  u.rank_valid = false, u.args_version = ~0ull;
+}
+
 User &Recommender::load_user(const std::string &user) {
   for (auto it = lru_.begin(); it != lru_.end(); ++it)
     if (it->first == user) {
@@ -173,6 +190,7 @@ User &Recommender::load_user(const std::string &user) {
     auto it = index_.find(e.item_id);
     if (it == index_.end()) continue;  // dropped by a newer bundle: kept in the log, not scored
     u->idx.push_back(it->second);
+    u->at.emplace_back(e.ts, e.seq);
     u->excluded.insert(it->second);
     u->last_ts = u->has_last ? std::max(u->last_ts, e.ts) : e.ts, u->has_last = true;
   }
@@ -195,6 +213,7 @@ User &Recommender::load_user(const std::string &user) {
 }
 
 void Recommender::adapt_user(const std::string &user, User &u) {
+  auto t0 = std::chrono::steady_clock::now();
   const Shapes &sh = b_.sh;
   Bytes key;
   if (b_.query_scene) {
@@ -205,8 +224,7 @@ void Recommender::adapt_user(const std::string &user, User &u) {
     const char *tag = "last_event";
     key.assign(tag, tag + std::strlen(tag));
   }
-  std::vector<float> head;
-  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> &head = u.head;  // written in place: no allocation per adaptation
   if (b_.adapt.inner_steps == 0) {
     head = b_.head0;
   } else {
@@ -225,16 +243,16 @@ void Recommender::adapt_user(const std::string &user, User &u) {
     const float *theta = unrolled_->out_f(0);
     head.assign(theta, theta + sh.P);
   }
-  adaptations++;
-  last_adapt_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
   if (!finite(head)) head = b_.head0;  // a diverged step must not poison the store; phi0 is a safe answer
   if (u.stored_seq != u.seq) {  // a re-adaptation for a new scene alone stays in memory: no write per query
     Bytes raw(reinterpret_cast<const uint8_t *>(head.data()), reinterpret_cast<const uint8_t *>(head.data()) + head.size() * 4);
     pending_[user] = PendingHead{b_.serial, u.seq, key, raw};
     u.stored_seq = u.seq;
   }
-  u.head = std::move(head), u.has_head = true, u.head_scene = key, u.any_scene = false;
+  u.has_head = true, u.head_scene = std::move(key), u.any_scene = false;
   u.args_version = ~0ull;
+  adaptations++;
+  last_adapt_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Recommender::recommend(const std::string &user, double now, int k, std::vector<int64_t> &ids,
@@ -295,15 +313,30 @@ void Recommender::record(const std::string &user, const std::string &item, doubl
   std::optional<PendingHead> mine;
   if (auto it = pending_.find(user); it != pending_.end()) mine = it->second, pending_.erase(it);
   bool added;
+  int64_t seq = -1;
   try {
-    added = store_->add_event(eid, user, item, ts, pending_);  // heads ride along with this durable commit
+    added = store_->add_event(eid, user, item, ts, pending_, &seq);  // heads ride along with this durable commit
   } catch (...) {
     if (mine) pending_[user] = *mine;
     throw;
   }
   pending_.clear();
   if (!added && mine) store_->put_heads({{user, *mine}});  // a duplicate changes nothing: the head is current
-  if (added) drop_user(user);
+  if (!added) return;
+  // keep the user's events in memory: the next recommend adapts without querying the store again
+  for (auto it = lru_.begin(); it != lru_.end(); ++it)
+    if (it->first == user) {
+      try {
+        add_to_user(*it->second, index_.at(item), ts, seq);
+      } catch (...) {  // the event is durable; a cache that cannot take it is rebuilt from the store instead
+        lru_.erase(it);
+      }
+      return;
+    }
+  try {  // not cached: read it once now (with this event) rather than at the next recommend
+    load_user(user);
+  } catch (...) {  // the event is durable either way; the next recommend reads the store again
+  }
 }
 
 void Recommender::set_trending(const TrendPack &pack) {

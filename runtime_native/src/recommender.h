@@ -13,6 +13,7 @@ namespace mr {
 struct User {
   int64_t seq = 0, stored_seq = -1;
   std::vector<int64_t> idx;  // recorded catalog items, in time order
+  std::vector<std::pair<double, int64_t>> at;  // (ts, seq) of each idx entry: where a late event goes
   std::unordered_set<int64_t> excluded;
   bool has_last = false;
   double last_ts = 0;
@@ -37,7 +38,8 @@ class Recommender {
   void close();
   int64_t count_events(const std::string &user);
   const Bundle &bundle() const { return b_; }
-  int64_t adaptations = 0, last_adapt_ns = 0;  // for the bench: count and wall time of the last adaptation
+  // for the bench: count and wall time of the last adaptation (all of adapt_user: inputs, both methods, the head)
+  int64_t adaptations = 0, last_adapt_ns = 0;
 
  private:
   Bundle b_;
@@ -58,6 +60,7 @@ class Recommender {
   void set_trend(const std::optional<TrendPack> &pack);
   User &load_user(const std::string &user);
   void drop_user(const std::string &user);
+  void add_to_user(User &u, int64_t item, double ts, int64_t seq);
   void adapt_user(const std::string &user, User &u);
   void slots(const std::vector<int64_t> &idx, int64_t size, std::vector<float> &vecs, std::vector<float> &mask);
   void fill_scene(double now);

@@ -10,10 +10,15 @@ namespace {
 constexpr int64_t kStoreSchema = 1;
 const char *kSchema = kStoreSchemaSql;  // runtime_py/store_schema.sql, embedded by CMake (store_schema.h)
 
-// One prepared statement, finalized on scope exit (a throw mid-step must not leak it).
+// One prepared statement: finalized on scope exit (a throw mid-step must not leak it), or, for one of the store's
+// cached statements, reset with its bindings cleared (so it holds no read transaction open and no stale value).
 struct Stmt {
   sqlite3_stmt *s;
-  ~Stmt() { sqlite3_finalize(s); }
+  bool cached = false;
+  ~Stmt() {
+    if (cached) sqlite3_reset(s), sqlite3_clear_bindings(s);
+    else sqlite3_finalize(s);
+  }
   void text(int i, const std::string &v) { sqlite3_bind_text(s, i, v.data(), int(v.size()), SQLITE_TRANSIENT); }
   void blob(int i, const Bytes &v) { sqlite3_bind_blob(s, i, v.data(), int(v.size()), SQLITE_TRANSIENT); }
   Bytes col_blob(int i) {
@@ -39,8 +44,23 @@ sqlite3_stmt *Store::prep(const char *sql) {
   return s;
 }
 
-void Store::begin() { exec("BEGIN IMMEDIATE"); }
-void Store::commit() { exec("COMMIT"); }
+sqlite3_stmt *Store::cached(const char *sql) {
+  auto it = cache_.find(sql);
+  if (it != cache_.end()) return it->second;
+  sqlite3_stmt *s = nullptr;
+  if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+    throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+  cache_[sql] = s;
+  return s;
+}
+
+void Store::step_done(const char *sql) {
+  Stmt s{cached(sql), true};
+  if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state database: ") + sqlite3_errmsg(db_));
+}
+
+void Store::begin() { step_done("BEGIN IMMEDIATE"); }
+void Store::commit() { step_done("COMMIT"); }
 void Store::rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
 
 Store::Store(const std::string &path) {
@@ -80,17 +100,22 @@ Store::Store(const std::string &path) {
       throw;
     }
   } catch (...) {
+    for (auto &[sql, st] : cache_) sqlite3_finalize(st);  // else sqlite3_close refuses (SQLITE_BUSY), leaking the db
+    cache_.clear();
     sqlite3_close(db_);
     db_ = nullptr;
     throw;
   }
 }
 
-Store::~Store() { sqlite3_close(db_); }
+Store::~Store() {
+  for (auto &[sql, s] : cache_) sqlite3_finalize(s);  // sqlite3_close refuses a connection with live statements
+  sqlite3_close(db_);
+}
 
 void Store::write_heads(const std::map<std::string, PendingHead> &heads) {
   if (heads.empty()) return;
-  Stmt s{prep("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)")};
+  Stmt s{cached("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)"), true};
   for (auto &[user, h] : heads) {
     sqlite3_reset(s.s);
     s.text(1, user);
@@ -103,16 +128,17 @@ void Store::write_heads(const std::map<std::string, PendingHead> &heads) {
 }
 
 bool Store::add_event(const std::string &eid, const std::string &user, const std::string &item, double ts,
-                      const std::map<std::string, PendingHead> &heads) {
+                      const std::map<std::string, PendingHead> &heads, int64_t *seq_out) {
   begin();
   try {
     bool added;
     {
-      Stmt s{prep("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts) VALUES (?, ?, ?, ?)")};
+      Stmt s{cached("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts) VALUES (?, ?, ?, ?)"), true};
       s.text(1, eid), s.text(2, user), s.text(3, item);
       sqlite3_bind_double(s.s, 4, ts);
       if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
       added = sqlite3_changes(db_) == 1;
+      if (added && seq_out) *seq_out = sqlite3_last_insert_rowid(db_);  // seq is the INTEGER PRIMARY KEY
     }
     write_heads(heads);
     commit();  // synchronous=FULL in WAL mode: returns once the WAL is fsynced, i.e. the event is durable
@@ -124,7 +150,7 @@ bool Store::add_event(const std::string &eid, const std::string &user, const std
 }
 
 std::vector<Event> Store::events(const std::string &user) {
-  Stmt s{prep("SELECT event_id, item_id, ts, seq FROM events WHERE user_id=? ORDER BY ts, seq")};
+  Stmt s{cached("SELECT event_id, item_id, ts, seq FROM events WHERE user_id=? ORDER BY ts, seq"), true};
   s.text(1, user);
   std::vector<Event> out;
   int rc;
@@ -159,7 +185,7 @@ void Store::forget(const std::string &user) {
 }
 
 std::optional<HeadRow> Store::get_head(const std::string &user) {
-  Stmt s{prep("SELECT serial, event_seq, scene, head FROM heads WHERE user_id=?")};
+  Stmt s{cached("SELECT serial, event_seq, scene, head FROM heads WHERE user_id=?"), true};
   s.text(1, user);
   if (sqlite3_step(s.s) != SQLITE_ROW) return std::nullopt;
   return HeadRow{sqlite3_column_int64(s.s, 0), sqlite3_column_int64(s.s, 1), s.col_blob(2), s.col_blob(3)};

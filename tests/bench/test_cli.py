@@ -68,7 +68,8 @@ def test_eval_help_lists_every_baseline_and_export_help_its_defaults():
     eval_help = " ".join(sub["eval"].format_help().split())
     assert all(name in eval_help for name in BASELINES)
     export_help = " ".join(sub["export"].format_help().split())
-    assert "(default: int4)" in export_help and "dim=16,prototypes=4" in export_help
+    assert "auto (default)" in export_help and "validation users" in export_help
+    assert "dim=16,prototypes=4" in export_help
     assert "--k-max" in export_help and "(default: 20)" in export_help
 
 
@@ -116,7 +117,7 @@ def test_export_passes_k_max_and_prints_each_step(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr("metarec.export.export_bundle", fake_export)
     assert main(["export", "ck.pt", "--out", str(tmp_path / "b"), "--key", "k.pem", "--k-max", "50", "--no-onnx"]) == 0
-    assert seen["cfg"].k_max == 50 and seen["cfg"].onnx is False and seen["kw"]["quant"] == "int4"
+    assert seen["cfg"].k_max == 50 and seen["cfg"].onnx is False and seen["kw"]["quant"] == "auto"
     assert capsys.readouterr().out.splitlines() == ["1/5 step", f"bundle written to {tmp_path / 'b'}"]
     assert main(["export", "ck.pt", "--out", str(tmp_path / "b"), "--key", "k.pem", "--k-max", "0"]) == 2
     assert "k_max must be an int >= 1" in capsys.readouterr().err  # one line, no traceback

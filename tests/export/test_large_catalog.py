@@ -285,3 +285,103 @@ def test_scaling_runtime_bench_measures_the_large_bundle(bundles):
     assert small["table_fp32"] == 4 * N * D
     m = measure(dirs["large"], key, 20, root / "bench.db")
     assert m["recorded_excluded"] and m["warm"]["p50_us"] > 0 and len(m["top3"]) == 3
+
+
+# ------------------------------------------------------------------- what a large bundle cannot carry (issue 19 merge)
+NB_SPEC = {"m": 4, "last": 3, "decay": 0.8, "weight": 0.5, "kind": "cooc"}
+
+
+def test_runtime_refuses_a_large_bundle_with_the_item_item_term(bundles, tmp_path):
+    """The chunked score.pte has no rank method (no cached offset to add the term to): a large bundle whose signed
+    manifest carries `neighbors` is a BundleError, and no state file is left behind."""
+    import hashlib
+    import shutil
+
+    from metarec.runtime import Recommender
+    from metarec.runtime.bundle_codecs import sign_manifest
+    from metarec.runtime.errors import BundleError
+    from metarec.runtime.manifest import NEIGHBORS_FILE, Manifest
+
+    dirs, key, root = bundles
+    bad = tmp_path / "large_nb"
+    shutil.copytree(dirs["large"], bad)
+    nb = np.zeros(N * 4 * 6, dtype=np.uint8).tobytes()  # (N, m) int32 ids + float16 weights
+    (bad / NEIGHBORS_FILE).write_bytes(nb)
+    d = json.loads((bad / "manifest.json").read_bytes())
+    d["files"][NEIGHBORS_FILE] = {"sha256": hashlib.sha256(nb).hexdigest(), "bytes": len(nb)}
+    d["neighbors"] = {"file": NEIGHBORS_FILE, **NB_SPEC}
+    with pytest.raises(BundleError, match="rank method"):
+        Manifest.from_dict(d)
+    data = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    (bad / "manifest.json").write_bytes(data)
+    (bad / "manifest.sig").write_bytes(sign_manifest(data, root / "keys" / "private.pem"))
+    state = tmp_path / "nb.db"
+    with pytest.raises(BundleError):
+        Recommender.open(bad, state, trusted_key=key)
+    assert not state.exists()
+
+
+def test_export_ships_no_item_item_term_with_the_large_program(bundles, tmp_path, monkeypatch):
+    """When the selection (on eager models) chose an item-item term but the catalog gets the large program, export
+    leaves the term out and records it; build_manifest refuses the pair outright."""
+    import metarec.export.bundle as eb
+    from metarec.export import CompressConfig, export_bundle
+    from metarec.export.errors import ExportError
+
+    _, _, root = bundles
+    m = _model(1200)
+    monkeypatch.setattr(eb, "load_model", lambda ck: (m, None, {"validation": {"stub": True}}))
+
+    def choose(model, validation, extra, ecfg, force, say):
+        extra["selection"] = {"neighbors": {"best": dict(NB_SPEC)}}
+        return model, CompressConfig(quant="int8"), dict(NB_SPEC)
+
+    monkeypatch.setattr(eb, "_choose", choose)
+    said = []
+    ecfg = ExportConfig(k_max=20, onnx=False, large_catalog_items=1000, large_chunk_items=CHUNK)
+    out = export_bundle("unused.pt", tmp_path / "b", key_path=root / "keys" / "private.pem", serial=8,
+                        export_config=ecfg, progress=said.append)
+    man = json.loads((out / "manifest.json").read_bytes())
+    assert man["neighbors"] is None and "neighbors.bin" not in man["files"]
+    assert man["programs"]["score"]["chunks"] and man["configs"]["selection"]["neighbors"]["shipped"] is False
+    assert any("item-item term" in s and "not shipped" in s for s in said)
+    from metarec.runtime.manifest import NEIGHBORS_FILE, NeighborSpec
+
+    with pytest.raises(ExportError, match="rank method"):
+        eb.build_manifest(m, None, {}, serial=1, model_version="x", configs={}, k_max=20,
+                          large={"chunks": [0, 1024, 1200], "format": "int8", "group_size": D},
+                          neighbors=NeighborSpec(file=NEIGHBORS_FILE, **NB_SPEC))
+
+
+def test_catalog_deltas_are_refused_on_a_large_bundle(bundles, tmp_path):
+    """A signed delta for a large bundle is a BundleError from add_items and changes nothing (catalog, retired,
+    delta_seq, answers, state database); `metarec catalog` refuses to make one (ExportError)."""
+    import sqlite3
+
+    from metarec.export.errors import ExportError
+    from metarec.export.catalog import make_delta
+    from metarec.runtime.bundle_codecs import catalog_digest, encode_delta, sign_manifest
+    from metarec.runtime.errors import BundleError
+
+    dirs, _, root = bundles
+    with pytest.raises(ExportError, match="large-catalog"):
+        make_delta(dirs["large"], root / "keys" / "private.pem", tmp_path / "d1", retire=["5"])
+    rec = _open(bundles, "large", f"delta_{tmp_path.name}")
+    try:
+        rec.record("u", rec.item_ids[3], 1_700_000_000.0)
+        before = rec.recommend("u", 1_700_000_100.0, k=10)
+        top = before[0].item_id
+        data = encode_delta(at=1_700_000_000.0, bundle_serial=rec.serial, catalog=rec.catalog, seq=1, items=[],
+                            retire=[top], table=None)
+        assert rec.catalog == catalog_digest(rec.item_ids)
+        (tmp_path / "d1").write_bytes(data)
+        (tmp_path / "d1.sig").write_bytes(sign_manifest(data, root / "keys" / "private.pem"))
+        with pytest.raises(BundleError, match="large-catalog"):
+            rec.add_items(tmp_path / "d1")
+        assert rec.delta_seq == 0 and rec.retired == frozenset() and len(rec.item_ids) == N
+        assert rec.recommend("u", 1_700_000_100.0, k=10) == before
+    finally:
+        rec.close()
+    db = sqlite3.connect(root / f"delta_{tmp_path.name}.db")
+    assert db.execute("SELECT COUNT(*) FROM catalog_deltas").fetchone()[0] == 0
+    db.close()

@@ -81,7 +81,32 @@ def test_state_of_another_store_schema_is_a_state_error(exported, keys, lib, tmp
     NativeRecommender.open(exported[0], state, keys / "public.pem", lib=lib).close()
     with sqlite3.connect(state) as db:
         db.execute("UPDATE meta SET value=3 WHERE key='store_schema'")
-    with pytest.raises(StateError):
-        NativeRecommender.open(exported[0], state, keys / "public.pem", lib=lib)
+    import os
+
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):  # a refused state file is closed again: no connection (file descriptor) left behind
+        with pytest.raises(StateError):
+            NativeRecommender.open(exported[0], state, keys / "public.pem", lib=lib)
+    assert len(os.listdir("/proc/self/fd")) < fds + 5
     with pytest.raises(StateError):  # the Python runtime refuses it the same way
         Recommender.open(exported[0], state, trusted_key=keys / "public.pem")
+
+
+def test_bench_native_suite_runs_one_protocol_in_both_runtimes(exported, keys, tmp_path):
+    """`metarec bench --only native` on a tiny bundle: the native CLI and the Python runtime run the same protocol
+    (one adaptation per user after its events, two per new hour, one after the pause), the table is written with
+    every row, and a bundle without model.onnx gets no ONNX Runtime column, with the reason."""
+    from metarec.bench.bench_native import run_native
+
+    users = 5
+    d = run_native(exported[0], keys / "public.pem", "pytest native", tmp_path, runs=1, users=users, recommends=40)
+    nat, py = d["per_run"]["native"][0], d["per_run"]["python"][0]
+    assert nat["adaptations"] == py["adaptations"] == 4 * users
+    for r in (nat, py):
+        assert r["peak_rss_mib"] > 0 and r["recommends"] == 40
+        assert r["adapt_after_record_p50_us"] > 0 and r["adapt_after_pause_p50_us"] > 0
+    assert d["per_run"]["ort"] == [] and "no model.onnx" in d["ort_note"]
+    assert set(d["targets"]) == {"peak_rss_mib", "recommend_p50_us", "adapt_after_record_p50_us", "first_recommend_us"}
+    md = (tmp_path / "native.md").read_text()
+    assert "pytest native" in md and md.count("\n| ") == 12  # header + 11 measures
+    assert d["sizes_bytes"]["libmetarec.so"] > 0 and d["sizes_bytes"]["bundle/adapt.pte"] > 0

@@ -195,3 +195,30 @@ def test_sigkill_mid_record_loses_no_acknowledged_event(exported, keys, tmp_path
             stored = {r[0] for r in c.execute("SELECT event_id FROM events")}
         assert not acked - stored, f"run {run}: acknowledged events lost"
     assert len(acked) >= 20 and hits >= 10  # the kills landed on real writes
+
+
+def test_a_cached_user_updated_by_record_answers_as_a_fresh_load_from_the_store(exported, keys, item_ids, lib,
+                                                                                  tmp_path):
+    """mr_record keeps a cached user's events in memory (no store query before the next adaptation): after every
+    event (late ones, a retried id, more events than the L history slots) its answer equals that of a recommender
+    opened afresh on the same events, which reads them from the store."""
+    rng = random.Random(3)
+    items = rng.sample(range(len(item_ids)), 16)
+    ts = [T0 + rng.uniform(0, 3e5) for _ in items]  # random arrival order: most events land between earlier ones
+    now, fresh_db, answers = T0 + 4e5, tmp_path / "fresh.db", set()
+    with _open(exported[0], tmp_path / "cached.db", keys, lib) as cached:
+        for j, (i, t) in enumerate(zip(items, ts)):
+            cached.record("u", item_ids[i], t, event_id=f"e{j}")
+            if j == 5:
+                cached.record("u", item_ids[items[0]], ts[0], event_id="e0")  # a retried id: a no-op
+            before = cached.stats()[0]
+            got = cached.recommend("u", now, 10)
+            assert cached.stats()[0] == before + 1  # the new event made the head stale: re-adapted
+            with _open(exported[0], fresh_db, keys, lib) as w:
+                w.record("u", item_ids[i], t, event_id=f"e{j}")
+            with _open(exported[0], fresh_db, keys, lib) as fresh:  # a new process: reads the events from the store
+                want = fresh.recommend("u", now, 10)
+            assert got == want, f"after event {j}"
+            answers.add(tuple(r.item_id for r in got))
+        assert cached.count_events("u") == 16
+    assert len(answers) > 8  # the answer moves with the events: the comparison is not trivially equal

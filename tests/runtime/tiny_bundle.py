@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metarec.runtime.manifest import FileEntry, HeadSpec, Manifest, ProgramIO, Shapes, TableSpec
+from metarec.runtime.manifest import FileEntry, HeadSpec, Manifest, NeighborSpec, ProgramIO, Shapes, TableSpec
 from metarec.runtime.scene import SceneSpec, scene_features
-from metarec.runtime.bundle_codecs import decode_table, encode_program, encode_table, sign_manifest
+from metarec.runtime.bundle_codecs import decode_table, encode_neighbors, encode_program, encode_table, sign_manifest
 from metarec.runtime.trending import TrendingPack
 
 N, D, L, FD, S, R, K_MAX = 40, 8, 4, 15, 4, 6, 20
@@ -91,7 +91,7 @@ class TinyModel:
             theta = theta - self.alpha(scene) * grad
         return theta.detach()
 
-    def topk(self, events, now, counts=None, k=10, adapt_at=None):
+    def topk(self, events, now, counts=None, k=10, adapt_at=None, neighbors=None):
         """events: [(item_id, ts)] in recording order. The eager top-k item ids; the head is adapted in the
         scene at `adapt_at` (default: `now`)."""
         ordered = sorted(range(len(events)), key=lambda j: (events[j][1], j))
@@ -105,6 +105,12 @@ class TinyModel:
         exclude = torch.zeros(N)
         exclude[idx] = 1.0
         s = self.scores(head, hv, hm, torch.from_numpy(scene_features([now])[0]), trend, exclude)
+        if neighbors is not None:  # (ids, weights, spec dict): the item-item term, computed densely here
+            ids, w, spec = neighbors
+            c = np.zeros(N)
+            for age, h in enumerate(idx[::-1][:spec["last"]]):
+                np.add.at(c, ids[h], spec["decay"] ** age * w[h].astype(np.float64))
+            s = s + torch.from_numpy(spec["weight"] * c / c.std()).float()
         return [ITEM_IDS[i] for i in torch.topk(s, k).indices.tolist()]
 
 
@@ -184,7 +190,7 @@ def _entry(data: bytes) -> FileEntry:
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
                  adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None,
-                 rank: bool = False) -> Path:
+                 rank: bool = False, neighbors: tuple | None = None) -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
     store = lambda b: encode_program(b, codec)  # noqa: E731
@@ -195,6 +201,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         blobs["trending.json"] = trending.to_json()
     if ids_file is not None:  # the catalog's ids as a file (export's form) instead of inline
         blobs["item_ids.bin"] = ids_file
+    if neighbors is not None:  # (ids (N, m), weights (N, m), {"last", "decay", "weight", "kind"})
+        blobs["neighbors.bin"] = encode_neighbors(neighbors[0], neighbors[1])
     for name, data in blobs.items():
         (out / name).write_bytes(data)
     manifest = Manifest(
@@ -212,6 +220,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",
         trending_file="trending.json" if trending is not None else None,
+        neighbors=None if neighbors is None else NeighborSpec(file="neighbors.bin", m=int(neighbors[0].shape[1]),
+                                                              **neighbors[2]),
         dtypes={"table": "int8", "head": "float32"}, configs={"tiny": {"version": 1, "seed": 0}},
         adapt_scene=adapt_scene, history_align="right")
     data = manifest.to_json()

@@ -141,3 +141,118 @@ def test_config_is_versioned():
         SyntheticConfig.from_dict({**cfg.to_dict(), "version": 2})
     with pytest.raises(ValueError, match="known"):
         SyntheticConfig.from_dict({"users": 50})
+
+
+# ---------------------------------------------------------------------------------------------- issue 20: taste, worlds
+def _fingerprint(ds) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (ds.user, ds.item, ds.ts, ds.item_genres, ds.user_ids, ds.item_ids):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+# sha256 prefixes of the events of the version-1 generator (commit 0b530f9, before taste / drift / tail bursts /
+# session gaps and the vectorized sampler existed): the new fields at their LEGACY values must give these exactly
+VERSION1_WORLDS = {(): "4cf9c4301fa768ef", (("n_users", 300), ("n_items", 200), ("seed", 3)): "e4fdfe474f46f409",
+                   (("n_users", 50), ("n_items", 60), ("seed", 4), ("scene_items_per_factor", 6),
+                    ("session_max", 1)): "3c77eed687c5f325"}
+
+
+@pytest.mark.parametrize("kw", list(VERSION1_WORLDS))
+def test_taste_zero_reproduces_the_version1_generator_bit_for_bit(kw):
+    cfg = SyntheticConfig(**dict(kw))
+    assert cfg.taste_strength == 0.0 and cfg.drift_sd == 0.0 and cfg.burst_tail_frac == 1.0
+    assert _fingerprint(generate(cfg)) == VERSION1_WORLDS[kw]
+    # a version-1 dict (none of the new fields) reads back as the same world
+    old = {k: v for k, v in cfg.to_dict().items() if k not in SyntheticConfig.LEGACY}
+    assert SyntheticConfig.from_dict(old) == cfg
+
+
+def test_legacy_values_are_the_defaults_and_each_new_effect_moves_the_world():
+    cfg = SyntheticConfig(n_users=60, n_items=80, seed=5, scene_items_per_factor=6)
+    assert {k: getattr(SyntheticConfig(), k) for k in SyntheticConfig.LEGACY} == SyntheticConfig.LEGACY
+    ref = _fingerprint(generate(cfg))
+    for change in (dict(taste_strength=1.0), dict(drift_sd=1.0), dict(burst_tail_frac=0.3),
+                   dict(session_gap_min_s=5.0)):
+        assert _fingerprint(generate(SyntheticConfig(**{**cfg.to_dict(), **change}))) != ref, change
+
+
+TASTE = SyntheticConfig(n_users=300, n_items=200, seed=7, proto_strength=1.0, taste_strength=2.0, taste_dim=8,
+                        drift_sd=1.0, burst_tail_frac=0.3, n_bursts=6, session_gap_min_s=5.0,
+                        session_gap_max_s=300.0, session_max=4)
+
+
+@pytest.fixture(scope="module")
+def taste_ds():
+    return generate(TASTE)
+
+
+def test_taste_world_is_deterministic_under_seed(taste_ds):
+    again = generate(TASTE)
+    assert _fingerprint(again) == _fingerprint(taste_ds)
+    for k in ("user_taste", "item_taste", "item_drift"):
+        assert np.array_equal(again.extras[k], taste_ds.extras[k])
+    other = generate(SyntheticConfig(**{**TASTE.to_dict(), "seed": 8}))
+    assert _fingerprint(other) != _fingerprint(taste_ds)
+    assert not np.allclose(other.extras["user_taste"][:10], taste_ds.extras["user_taste"][:10])
+
+
+def test_users_pick_items_along_their_own_taste(taste_ds):
+    ex = taste_ds.extras
+    v, w = ex["item_taste"], ex["user_taste"]
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0)  # unit items: the taste prior is the same per item
+    own = np.sum(v[taste_ds.item] * w[taste_ds.user], 1)  # V_i . w_u of each event
+    other = np.sum(v[taste_ds.item] * np.roll(w, 1, 0)[taste_ds.user], 1)  # another user's taste
+    assert own.mean() > 0.8 and abs(other.mean()) < 0.2, (own.mean(), other.mean())
+    legacy = generate(SyntheticConfig(n_users=300, n_items=200, seed=7))  # taste planted but switched off
+    lv, lw = legacy.extras["item_taste"], legacy.extras["user_taste"]
+    assert abs(np.sum(lv[legacy.item] * lw[legacy.user], 1).mean()) < 0.1
+
+
+def test_sessions_are_seconds_to_minutes_apart_and_days_between(taste_ds):
+    gaps = np.concatenate([np.diff(taste_ds.ts[r]) for r in taste_ds.user_events()])
+    inside = gaps[gaps <= TASTE.session_gap_max_s]
+    assert inside.min() >= TASTE.session_gap_min_s and np.mean(inside < 60) > 0.1  # some events seconds apart
+    assert 0.3 < np.mean(gaps <= TASTE.session_gap_max_s) < 0.8  # sessions of 1..4 events
+    assert np.median(gaps[gaps > TASTE.session_gap_max_s]) > 86400.0  # sessions are days apart
+
+
+def test_bursts_fall_on_tail_items_and_drift_is_in_the_world(taste_ds):
+    ex = taste_ds.extras
+    base = ex["item_base"]
+    for b in ex["bursts"]:  # among the 30% least appealing items released from the start
+        assert np.mean(base < base[b["item"]]) < 0.3 + 0.15 + 1e-9  # 15% of the catalog is released later
+    from metarec.sdk.synthetic_oracle import WorldOracle
+
+    o = WorldOracle("world").fit(taste_ds)
+    t0, t1 = ex["calendar"]
+    # items released from the start, lifted by no scene factor and no burst: the world moves by the drift alone
+    plain = ~np.isfinite(ex["item_release"]) & (ex["scene_item_affinity"].sum(0) == 0)
+    plain[[b["item"] for b in ex["bursts"]]] = False
+    a, z = t0 + 10 * 86400.0, t1 - 3 * 86400.0
+    d = o.world(z)[plain] - o.world(a)[plain]
+    np.testing.assert_allclose(d, ex["item_drift"][plain] * ((z - a) / (t1 - t0)), atol=1e-9)
+    assert np.std(ex["item_drift"]) == pytest.approx(TASTE.drift_sd, rel=0.2)
+
+
+def test_named_worlds_load_by_name():
+    from metarec.sdk.data import DataError
+    from metarec.sdk.synthetic import WORLDS, world_config
+
+    assert set(WORLDS) >= {"world-a", "world-b"}
+    a, b = world_config("world-a"), world_config("world-b")
+    assert (a.n_users, a.n_items) == (b.n_users, b.n_items) == (3000, 2000)  # issue 20's scale
+    assert a.seed != b.seed and a.proto_strength > b.proto_strength and a.taste_strength < b.taste_strength
+    assert b.scene_boost > a.scene_boost and min(a.taste_strength, a.drift_sd) > 0 and b.burst_tail_frac < 1
+    small = dict(n_users=40, n_items=150, events_max=30)
+    ds = load_dataset("synthetic:world-b", **small)
+    assert ds.name == "synthetic:world-b" and ds.n_users == 40
+    assert SyntheticConfig.from_dict(ds.extras["config"]) == world_config("world-b", **small)
+    assert _fingerprint(ds) == _fingerprint(generate(world_config("world-b", **small)))
+    with pytest.raises(DataError, match="world-a"):
+        load_dataset("synthetic:world-z")
+    from metarec.bench.cli import _dataset_arg
+
+    assert _dataset_arg("synthetic:world-a") == "synthetic:world-a"

@@ -1,0 +1,78 @@
+"""Export's choices on validation users (export/select.py): serving steps, compression, the bundle's floor."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarec.export import export_bundle, generate_keypair
+from metarec.export.errors import ExportError
+from metarec.export.select import CANDIDATES
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
+    from metarec_tiny import tiny_dataset
+    from test_train import SMALL
+
+    from metarec.sdk.data import save_csv
+    from metarec.sdk.train import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("select")
+    csv = d / "tiny.csv"
+    save_csv(tiny_dataset(n_users=120, n_items=40), csv)
+    ck = d / "prior.pt"
+    train(TrainConfig(model=SMALL, dataset=str(csv), steps=20, batch_size=16, n_targets=3, progress=False), ck)
+    return ck, generate_keypair(d / "keys")
+
+
+def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path):
+    ck, keys = prior
+    saved = torch.load(ck, weights_only=False)
+    assert {"state_dict", "train_config", "baseline"} <= set(saved["validation"])
+    out = export_bundle(ck, tmp_path / "b", key_path=keys / "private.pem", export_config=None)
+    man = json.loads((out / "manifest.json").read_bytes())
+    sel = man["configs"]["selection"]
+    names = [r["name"] for r in sel["compression"]]
+    assert sel["chosen"] in names and set(names) <= {c[0] for c in CANDIDATES}
+    # smallest first; the chosen one is the first within the budget (or the most accurate when none is)
+    sizes = [r["table_bytes"] for r in sel["compression"]]
+    assert sizes == sorted(sizes)
+    for r in sel["compression"]:  # refused only when beyond the budget and measurably below the uncompressed prior
+        assert r["within_budget"] == (r["rel_loss"] <= sel["budget"] or r["paired"]["ci"][1] >= 0)
+    ok = [r for r in sel["compression"] if r["within_budget"]]
+    assert sel["chosen"] == (ok[0]["name"] if ok else max(sel["compression"], key=lambda r: r["hr10"])["name"])
+    chosen = next(r for r in sel["compression"] if r["name"] == sel["chosen"])
+    assert man["configs"]["compress"]["quant"] == chosen["compress"]["quant"]
+    # the steps ship only when they measurably pay on the validation users
+    steps = sel["steps"]
+    assert steps["kept"] == (steps["paired"]["ci"][0] > 0)
+    want = steps["trained"] if steps["kept"] else 0
+    assert man["programs"]["adapt"]["inner_steps"] == want
+    assert sel["bundle_floor"]["verdict"] in ("below", "tie", "above")
+    assert "validation" not in man["configs"]  # the validation prior stays in the checkpoint
+
+
+def test_a_bundle_below_the_best_baseline_is_refused_unless_forced(prior, tmp_path):
+    ck, keys = prior
+    saved = torch.load(ck, weights_only=False)
+    base = saved["validation"]["baseline"]
+    base["hr"] = np.ones_like(base["hr"])  # a baseline that hits every validation query
+    bad = tmp_path / "bad.pt"
+    torch.save(saved, bad)
+    with pytest.raises(ExportError, match="loses to a simple baseline"):
+        export_bundle(bad, tmp_path / "b", key_path=keys / "private.pem")
+    assert not (tmp_path / "b" / "manifest.sig").exists()
+    out = export_bundle(bad, tmp_path / "b", key_path=keys / "private.pem", force=True)
+    assert json.loads((out / "manifest.json").read_bytes())["configs"]["selection"]["bundle_floor"]["verdict"] == "below"
+
+
+def test_explicit_compression_skips_the_choice(prior, tmp_path):
+    ck, keys = prior
+    out = export_bundle(ck, tmp_path / "b", quant="int8", prune="none", key_path=keys / "private.pem")
+    man = json.loads((out / "manifest.json").read_bytes())
+    assert "selection" not in man["configs"] and man["configs"]["compress"]["quant"] == "int8"
