@@ -229,13 +229,19 @@ def trend_gains(cfg, w: Weights, s, hist_mask=None, new_offset: float = 0.0, ser
     if not cfg.use_trend:
         z = torch.zeros_like(F.linear(s, w.gate_w, w.gate_b))
         return _scalar(z), _scalar(z)
+    ws, dw = _served_weights(cfg, w, s, hist_mask, new_offset, serving)
+    return ws, ws + dw
+
+
+def _served_weights(cfg, w: Weights, s, hist_mask, new_offset: float, serving: bool):
+    """(w_seen, w_new - w_seen) with the new-item offset and the serving calibration applied."""
     ws, dw = trend_weights(cfg, w, s, hist_mask)
     if cfg.new_item_terms:
         dw = dw + new_offset
     sc = history_scale(cfg, w, hist_mask, serving)
     if sc is not None:
         ws, dw = ws * sc, dw * sc
-    return ws, ws + dw
+    return ws, dw
 
 
 def per_item_trend(cfg) -> list[str]:
@@ -251,12 +257,7 @@ def trend_term(cfg, w: Weights, s, trend, hist_mask=None, item_new=None, new_off
     ModelConfig.trend_hist_scale (needs hist_mask; None means a user without history)."""
     if not cfg.use_trend:
         return torch.zeros_like(trend)
-    ws, dw = trend_weights(cfg, w, s, hist_mask)
-    if cfg.new_item_terms:
-        dw = dw + new_offset
-    sc = history_scale(cfg, w, hist_mask, serving)
-    if sc is not None:
-        ws, dw = ws * sc, dw * sc
+    ws, dw = _served_weights(cfg, w, s, hist_mask, new_offset, serving)
     f = trend_feature(cfg, w, trend)
     if w.trend_factor is not None:  # an item-level factor on both weights: new items have attributes too
         f = f * w.trend_factor

@@ -27,6 +27,7 @@ from metarec.runtime.config import VersionedConfig
 from metarec.runtime.scene import scene_features
 from metarec.sdk.meta import LEARNERS, MetaLearner, batch_scores, reptile_pull
 from metarec.sdk.model import MetaRecModel, ModelConfig, item_attributes
+from metarec.sdk.neighbors import cooc_vectors, log_popularity
 
 TRAIN_CONFIG_VERSION = 1
 NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
@@ -283,36 +284,6 @@ def build_model(cfg: TrainConfig, ds, fit_users: np.ndarray) -> MetaRecModel:
             held = meta_holdout_users(cfg, fit_users)  # their events stay out of the item memory
             model.item_emb.copy_(torch.from_numpy(cooc_vectors(ds, np.setdiff1d(fit_users, held), cfg.model.dim)))
     return model
-
-
-def log_popularity(counts: np.ndarray) -> np.ndarray:
-    """(N,) log1p(count) centred over the items with a fit event (0 for the others): the popularity baseline's
-    signal in the bias. The id biases start at 0 and move < 1 at the outer rate, while log counts span ~5 units;
-    without it a catalog whose trend counts are sparse (few users a week) ranks below popularity."""
-    x = np.log1p(np.asarray(counts, np.float64))
-    seen = counts > 0
-    if seen.any():
-        x[seen] -= x[seen].mean()
-    x[~seen] = 0.0
-    return x.astype(np.float32)
-
-
-def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
-    """(N, dim) item vectors whose dot products approximate item-kNN's cosine co-occurrence among fit users:
-    item-kNN is the best personal signal on this data, so the table starts there instead of at zero."""
-    keep = np.isin(ds.user, fit_users)
-    x = np.zeros((ds.n_users, ds.n_items), np.float32)
-    x[ds.user[keep], ds.item[keep]] = 1.0
-    c = x.T @ x
-    deg = np.sqrt(np.diag(c)) + 1.0
-    c = c / deg[:, None] / deg[None, :]
-    np.fill_diagonal(c, 0.0)
-    lam, vec = np.linalg.eigh(c.astype(np.float64))
-    top = np.argsort(-lam)[:dim]
-    v = vec[:, top] * np.sqrt(np.clip(lam[top], 0, None))[None, :]
-    scale = np.linalg.norm(v, axis=1)
-    return (v / max(float(scale[scale > 0].mean()), 1e-8)).astype(np.float32) if (scale > 0).any() else \
-        v.astype(np.float32)
 
 
 def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.PathLike | None = None,

@@ -7,7 +7,8 @@ from metarec_tiny import tiny_dataset
 from test_train import SMALL
 
 from metarec.sdk.model import ModelConfig
-from metarec.sdk.train import TrainConfig, build_model, fit_model, log_popularity
+from metarec.sdk.neighbors import log_popularity
+from metarec.sdk.train import TrainConfig, build_model, fit_model
 
 
 def test_log_popularity_is_centred_over_seen_items_and_zero_for_unseen():
