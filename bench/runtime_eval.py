@@ -1,7 +1,9 @@
 """PROTOCOL v1 next-item queries run through the phone's runtime (not the sdk), the way an app would drive it.
 
 Each test user is a fresh user on the device: its events are recorded one by one; before event K+1 the app sets
-the trending pack of that moment (other users' 7-day counts, what the server would ship) and asks for the top 10.
+the trending pack of that moment (other users' 7-day counts, what the server would ship) and, when the bundle has an
+item-item term, the neighbour pack of that moment (sdk/neighbors.py LiveNeighbors: only the rows the term reads are
+filled, so the ranking is the full pack's), and asks for the top 10.
 Only top-10 lists come back, so HR@10/NDCG@10 are read off the list (model scores are continuous: no ties).
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from metarec.runtime import Recommender, TrendingPack
+from metarec.runtime.neighbors import NeighborPack
 from metarec.sdk.data import Dataset
 from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make_query, split_users
 
@@ -31,6 +34,12 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
         tmp = tempfile.TemporaryDirectory()
         state_path = Path(tmp.name) / "state.db"
     rec = opener(bundle_dir, state_path, trusted_key=trusted_key)
+    spec = getattr(rec, "neighbor_spec", None)  # the native runtime refuses bundles with the term
+    live = None
+    if spec is not None:
+        from metarec.sdk.neighbors import LiveNeighbors
+
+        live = LiveNeighbors(spec.kind, spec.m)
     rows_out = []  # (user, k, hr, ndcg, top10 ids)
     try:
         for u in tqdm(users, disable=not progress, desc="runtime"):
@@ -49,6 +58,9 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                 nz = np.nonzero(counts)[0]
                 rec.set_trending(TrendingPack.from_counts(t, {str(ds.item_ids[i]): int(counts[i]) for i in nz}),
                                  now=t, allow_older=True)  # users are replayed one after another: time goes back
+                if live is not None:
+                    ids, w = live.table(log, ds.item[rows[:k]], t, u, spec.last)
+                    rec.set_neighbors(NeighborPack(t, rec.catalog, spec.kind, ids, w), now=t, allow_older=True)
                 top = [r.item_id for r in rec.recommend(uid, now=t, k=10)]
                 target = str(ds.item_ids[ds.item[rows[k]]])
                 pos = top.index(target) + 1 if target in top else 0
@@ -115,6 +127,11 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
     eager = MetaRecRecommender(checkpoint=checkpoint, config=None).fit(ds, np.r_[split.train, split.val], log)
     if as_shipped:
         _use_bundle_weights(eager, shipped)
+    nb = shipped.manifest.neighbors
+    if nb is not None:  # the term as the runtime gets it: the neighbour pack of each query's moment
+        from metarec.sdk.neighbors import LiveNeighbors
+
+        eager.set_neighbors(LiveNeighbors(nb.kind, nb.m), nb.last, nb.decay, nb.weight)
     rt = runtime_next_item(bundle_dir, trusted_key, ds, ks=ks, eager=eager)
     ev = summarize_next_item(evaluate_users(eager, ds, split.test, log, ks=HEADLINE_KS), ks=HEADLINE_KS)
     return {"parity": rt["parity"], "eager_weights": "as shipped in the bundle" if as_shipped else "checkpoint fp32",

@@ -283,13 +283,22 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
     (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
     neighbors = None
-    if nb_spec is not None:  # rebuilt from every fit user of the shipped prior, as the selection chose it
+    if nb_spec is not None:  # the table from every fit user's events: in the bundle, or a first pack beside it
         ds, fit_users, _ = _training_data(extra["train"])
         from metarec.sdk.neighbors import build_neighbors
 
-        (out / NEIGHBORS_FILE).write_bytes(encode_neighbors(*build_neighbors(ds, fit_users, nb_spec["kind"],
-                                                                             nb_spec["m"])))
-        neighbors = NeighborSpec(file=NEIGHBORS_FILE, **nb_spec)
+        table = build_neighbors(ds, fit_users, nb_spec["kind"], nb_spec["m"])
+        if ecfg.neighbors_in_bundle:
+            (out / NEIGHBORS_FILE).write_bytes(encode_neighbors(*table))
+        else:
+            from metarec.runtime.bundle_codecs import catalog_digest
+            from metarec.runtime.neighbors import NeighborPack
+
+            pack = neighbor_pack_path(out)
+            NeighborPack(float(ds.ts.max()) + 1.0, catalog_digest(ids), nb_spec["kind"], *table).save(pack, key_path)
+            say(f"   first neighbour pack ({nb_spec['kind']}, m={nb_spec['m']}, {pack.stat().st_size / 1024:.0f} KB): "
+                f"{pack} (+ .sig); the server sends fresh ones: `metarec neighbors`")
+        neighbors = NeighborSpec(file=NEIGHBORS_FILE if ecfg.neighbors_in_bundle else "", **nb_spec)
     large_io = None
     if large:
         say(f"2/5 {model.n_items:,} items >= large_catalog_items={ecfg.large_catalog_items:,}: the large-catalog "
@@ -328,6 +337,12 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
         save_exported_model(model, model_out, extra.get("train"), ids, creport,
                             source=None if isinstance(checkpoint_or_model, torch.nn.Module) else checkpoint_or_model)
     return out
+
+
+def neighbor_pack_path(bundle_dir) -> Path:
+    """Where export writes the first neighbour pack of a bundle whose table is not inside it."""
+    out = Path(bundle_dir)
+    return out.with_name(out.name + ".neighbors")
 
 
 def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: bool, say):

@@ -116,10 +116,12 @@ class ExportConfig(VersionedConfig):
     accuracy_budget: float = 0.02  # (float) most relative val HR@10 an auto compression may cost (export/select.py)
     large_catalog_items: int = 100_000  # (int) catalogs this large get the chunked score.pte (export/large.py); 0: never
     large_chunk_items: int = 262_144  # (int) items per chunk of the large-catalog score.pte (1 MiB of fp32 scores)
+    # the item-item term's table is the server's statistics, refreshed like trending, and N x m x 6 bytes (ML-100K, m=20: 197 KB)
+    neighbors_in_bundle: bool = False  # (bool) the term's table in the bundle (neighbors.bin), not only in neighbour packs
 
     # fields added after version 1 shipped, with the value a config written before them meant
     LEGACY: ClassVar[dict] = {"rank_method": False, "accuracy_budget": 0.02, "large_catalog_items": 0,
-                              "large_chunk_items": 262_144}
+                              "large_chunk_items": 262_144, "neighbors_in_bundle": True}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,8 +135,9 @@ class ExportConfig(VersionedConfig):
             raise ValueError(f"program_codec {self.program_codec!r} unknown; known: {list(PROGRAM_CODECS)}")
         if not isinstance(self.model_version, str):
             raise ValueError("model_version must be a str")
-        if not isinstance(self.rank_method, bool):
-            raise ValueError(f"rank_method must be a bool, got {self.rank_method!r}")
+        for name in ("rank_method", "neighbors_in_bundle"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not (isinstance(self.accuracy_budget, (int, float)) and 0 <= self.accuracy_budget < 1):
             raise ValueError(f"accuracy_budget must be in [0, 1), got {self.accuracy_budget!r}")
         for name in ("large_catalog_items", "large_chunk_items"):

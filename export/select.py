@@ -9,7 +9,7 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
 2. the item-item term (sdk/neighbors.py, runtime_py/neighbors.py): each kind at each weight is added to the
    validation prior's scores; the best ships when it gains more than the accuracy budget there (the rate at which
    compression may trade accuracy for bytes), built again from all fit users for the shipped bundle
-   (N x 20 x 6 bytes);
+   (N x m x 6 bytes);
 3. compression: candidates from the smallest bundle up (pruned + int4 ... float32), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
    that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
@@ -29,7 +29,8 @@ HEADLINE_KS = (1, 2, 3)
 # the choices read every support size up to 10: three queries a user are too few to place a weight (a 9,125-item
 # catalog's 67 validation users hit 2-5 times in 200 headline queries); the bundle's floor stays on the headline
 SELECT_KS = tuple(range(1, 11))
-NEIGHBOR_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # multiples of the term's catalog std, beside the prior's raw scores
+NEIGHBOR_WEIGHTS = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # multiples of the term's catalog std, beside the prior's raw scores
+NEIGHBOR_MS = (20, 50)  # neighbours per item a pack holds: N x m x 6 bytes (9,125 items, m=50: 2.7 MB)
 # (name, prune spec or None, quant), the phone profile first; ordered by table bytes at selection time
 CANDIDATES = (("pruned+int4", "dim=16,prototypes=4", "int4"), ("pruned+int8", "dim=16,prototypes=4", "int8"),
               ("int4", None, "int4"), ("int8", None, "int8"), ("fp32", None, "none"))
@@ -47,7 +48,7 @@ class Selection:
 
 def _recommender(model, tcfg, table=None, quant="none", nb=None):
     """The eager scorer of `model` served with its own inner steps, on the table the phone decodes, with the
-    item-item term `nb` ((ids, weights, last, decay, weight)) when given."""
+    item-item term `nb` ((LiveNeighbors, last, decay, weight)) when given."""
     from .report import compressed_recommender
 
     table = model.export_item_table().numpy() if table is None else table
@@ -83,35 +84,40 @@ class _Plus:
         from metarec.runtime.neighbors import add_neighbor_term
 
         s = self.memo.score(q).copy()
-        add_neighbor_term(s, self.nb[0], self.nb[1], q.support_items, *self.nb[2:])
+        if len(q.support_items):
+            live, last, decay, weight = self.nb
+            ids, w, local = live.rows(q.log, q.support_items, q.t, q.user, last)
+            add_neighbor_term(s, ids, w, local, last, decay, weight)
         return s
 
 
 def _choose_neighbors(prior, tcfg, ds, split, log, full: dict, budget: float, say) -> tuple[dict, tuple | None]:
-    """(report, (ids, weights, last, decay, weight) built on the train users, or None): the best kind and weight
-    on the validation users, kept only when it beats no term there (paired interval above 0)."""
+    """(report, (LiveNeighbors, last, decay, weight), or None): the best kind, m and weight on the validation
+    users, each query's rows those of a server's pack at its time (other users' events before it: the item-item
+    baselines' time rule), kept only when it gains more than the budget there."""
     from metarec.runtime.manifest import NEIGHBOR_KINDS
-    from metarec.sdk.neighbors import DECAY, LAST, NEIGHBOR_M, build_neighbors
+    from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
     from metarec.sdk.protocol import evaluate_users
 
     memo = _Memo(_recommender(prior, tcfg))
     grid, best = [], None
     for kind in NEIGHBOR_KINDS:
-        ids, w = build_neighbors(ds, split.train, kind, NEIGHBOR_M)
-        for weight in NEIGHBOR_WEIGHTS:
-            nb = (ids, w, LAST, DECAY, weight)
-            res = evaluate_users(_Plus(memo, nb), ds, split.val, log, ks=SELECT_KS)
-            grid.append({"kind": kind, "weight": weight, "hr10": _hr(res)})
-            if best is None or _hr(res) > _hr(best[1]):
-                best = (nb, res, kind)
+        for m in NEIGHBOR_MS:
+            live = LiveNeighbors(kind, m)
+            for weight in NEIGHBOR_WEIGHTS:
+                nb = (live, LAST, DECAY, weight)
+                res = evaluate_users(_Plus(memo, nb), ds, split.val, log, ks=SELECT_KS)
+                grid.append({"kind": kind, "m": m, "weight": weight, "hr10": _hr(res)})
+                if best is None or _hr(res) > _hr(best[1]):
+                    best = (nb, res, kind)
     p = _paired(best[1], full)
     # the same exchange rate as compression: a table that may cost `budget` of HR@10 to save bytes must gain more
     # than `budget` to add them (an interval above 0 kept out a term worth +0.12 on a 9,125-item test set)
     keep = p["diff"] > budget * _hr(full)
     nb, _, kind = best
-    say(f"   item-item term: best {kind} x{nb[4]} {_hr(best[1]):.3f} vs none {_hr(full):.3f}: paired {p['diff']:+.3f} "
-        f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] -> {'shipped' if keep else 'not shipped'}")
-    rep = {"grid": grid, "best": {"kind": kind, "weight": nb[4], "last": nb[2], "decay": nb[3], "m": NEIGHBOR_M},
+    say(f"   item-item term: best {kind} m={nb[0].m} x{nb[3]} {_hr(best[1]):.3f} vs none {_hr(full):.3f}: paired "
+        f"{p['diff']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] -> {'shipped' if keep else 'not shipped'}")
+    rep = {"grid": grid, "best": {"kind": kind, "weight": nb[3], "last": nb[1], "decay": nb[2], "m": nb[0].m},
            "hr10_without": _hr(full), "paired": p, "shipped": keep}
     return rep, (nb if keep else None)
 

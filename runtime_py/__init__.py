@@ -14,9 +14,11 @@ Example (after `make demo`; README "Use it in an app" runs the same code in a te
 Public API:
 - `Recommender.open(bundle_dir, state_path, trusted_key, tz=None)`; `record(user, item, timestamp,
   event_id=None)`; `recommend(user, now, k=10, tz=None)` -> [`Recommendation`(item_id, score, because,
-  because_kind)]; `set_trending(TrendingPack)`; `history(user)` -> [`Event`]; `forget(user)`; `close()`;
+  because_kind)]; `set_trending(TrendingPack)`; `set_neighbors(NeighborPack)` (bundles with an item-item term;
+  `neighbor_spec`); `history(user)` -> [`Event`]; `forget(user)`; `close()`;
   `serial`; `item_ids`. A new bundle: close, then open the new folder with the same state path.
-- `TrendingPack.from_counts(at, counts)`, `.save(path, private_key)` (server), `.load(path, trusted_key)` (phone).
+- `TrendingPack.from_counts(at, counts)`, `.save(path, private_key)` (server), `.load(path, trusted_key)` (phone);
+  `NeighborPack(at, catalog, kind, ids, weights)` the same way (`metarec neighbors` writes one).
 - Errors, all `MetaRecRuntimeError`: `BundleError` (untrusted or unusable bundle or pack, older serial),
   `InputError` (a bad argument: unknown item, k out of range, bad time zone), `StateError` (state database).
 - The bundle contract (docs/bundle-format.md): `open_bundle`, `Bundle`, `Manifest`, `Shapes`, `SceneSpec`, ...
@@ -39,6 +41,7 @@ _LAZY = {
     "SceneClock": ".scene", "SceneSpec": ".scene", "scene_features": ".scene", "scene_labels": ".scene",
     "generate_keypair": ".bundle_codecs", "sign_manifest": ".bundle_codecs", "verify_signature": ".bundle_codecs",
     "decode_table": ".bundle_codecs", "encode_table": ".bundle_codecs", "TrendingPack": ".trending",
+    "NeighborPack": ".neighbors",
     "Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
     "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store", "CatalogDelta": ".catalog",
 }

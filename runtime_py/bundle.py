@@ -151,7 +151,7 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     needed = {p.file for p in manifest.programs.values()}
     needed |= {n for n in (manifest.item_table.file, manifest.head.file) if n}
     needed |= {n for n in (manifest.prototypes_file, manifest.trending_file, manifest.item_ids_file) if n is not None}
-    if manifest.neighbors is not None:
+    if manifest.neighbors is not None and manifest.neighbors.file:
         needed.add(manifest.neighbors.file)
     data: dict[str, bytes] = {}
     for name, entry in sorted(manifest.files.items()):  # every listed file is verified, used or not
@@ -172,7 +172,7 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     item_ids = (decode_item_ids(data[manifest.item_ids_file], sh.N) if manifest.item_ids_file is not None
                 else manifest.item_ids)
     nb = manifest.neighbors
-    neighbors = decode_neighbors(data[nb.file], sh.N, nb.m, nb.file) if nb is not None else None
+    neighbors = decode_neighbors(data[nb.file], sh.N, nb.m, nb.file) if nb is not None and nb.file else None
     return Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
                   scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
                   prototypes=prototypes, trending=trending, neighbors=neighbors,

@@ -282,14 +282,14 @@ def decode_pack(data: bytes, require_catalog: bool = True) -> tuple[float, dict,
     return d["at"], d["counts"], catalog
 
 
-def check_pack_time(at: float, now: float, current_at: float | None) -> None:
+def check_pack_time(at: float, now: float, current_at: float | None, what: str = "trending pack") -> None:
     """ValueError unless a pack made at `at` is fresh at `now` and not older than the pack in use (a replay)."""
     if not math.isfinite(at) or at > now + PACK_MAX_AHEAD_SECONDS:
-        raise ValueError(f"trending pack time {at} is in the future of now={now}")
+        raise ValueError(f"{what} time {at} is in the future of now={now}")
     if at < now - PACK_MAX_AGE_SECONDS:
-        raise ValueError(f"trending pack from {at} is stale at now={now} (older than {PACK_MAX_AGE_SECONDS} s)")
+        raise ValueError(f"{what} from {at} is stale at now={now} (older than {PACK_MAX_AGE_SECONDS} s)")
     if current_at is not None and at < current_at:
-        raise ValueError(f"trending pack from {at} is older than the pack in use ({current_at}): a replay")
+        raise ValueError(f"{what} from {at} is older than the pack in use ({current_at}): a replay")
 
 
 def _no_constant(name: str) -> None:

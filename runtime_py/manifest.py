@@ -261,7 +261,8 @@ NEIGHBOR_KINDS = ("transition", "cooc")
 @dataclasses.dataclass(frozen=True)
 class NeighborSpec:
     """The item-item term (runtime_py/neighbors.py): `file` holds each item's `m` neighbours (int32 indices, -1 =
-    none, then float16 weights, row-major (N, m)); the last `last` history items add their rows with weight
+    none, then float16 weights, row-major (N, m)), or is "" when the table comes in a neighbour pack only (the
+    server's statistics: `Recommender.set_neighbors`; until one is set the term is off); the last `last` history items add their rows with weight
     decay**age, and the sum, divided by its standard deviation over the catalog, times `weight` joins the score."""
 
     file: str
@@ -272,6 +273,7 @@ class NeighborSpec:
     kind: str
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.file, str), "neighbors.file must be a str ('' = the table comes in a pack)")
         _check(_is_int(self.m) and 1 <= self.m <= 256, "neighbors.m must be an int in [1, 256]")
         _check(_is_int(self.last) and 1 <= self.last <= 64, "neighbors.last must be an int in [1, 64]")
         for name in ("decay", "weight"):
@@ -388,6 +390,7 @@ class Manifest:
         _check(not adapt.chunks, "adapt has no chunks")
         referenced = [self.item_table.file or None, self.head.file, self.prototypes_file, self.trending_file,
                       self.item_ids_file, self.neighbors.file if self.neighbors is not None else None]
+        referenced = [n for n in referenced if n != ""]  # neighbors.file "": the table arrives in a pack
         for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:
             _check(name in files, f"{name} is referenced but not listed in files")
         if self.prototypes_file is not None:

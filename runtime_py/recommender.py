@@ -54,14 +54,14 @@ from .bundle import Bundle, open_bundle
 from .catalog import CatalogDelta, DeltaScorer
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
 from .manifest import DELTA_INPUTS, SHAPE_LIMITS
-from .neighbors import neighbor_term
+from .neighbors import NeighborPack, neighbor_term
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
 from .bundle_codecs import catalog_digest, load_public_key
 from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
-    check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
+    check_neighbor_pack as _check_nb_pack, check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
 
 _TIME_RANGE = (MIN_TIME, MAX_TIME)
 
@@ -172,6 +172,15 @@ class Recommender:
         self._deltas: list[tuple[CatalogDelta, DeltaScorer | None]] = []  # applied, in seq order
         self._install_catalog(self._catalog_state([]))
         self._set_trend(self._initial_pack())
+        self._nb_pack, self._nb_table = None, bundle.neighbors  # a stored neighbour pack replaces the bundle's table
+        stored = store.get_neighbor_pack() if self._nb is not None else None
+        if stored is not None:
+            try:
+                pack = NeighborPack.from_bytes(stored)
+                _check_nb_pack(pack, self._nb, self.catalog, m.shapes.N, pack.at, None)
+                self._nb_pack, self._nb_table = pack, (pack.ids, pack.weights)
+            except (BundleError, InputError):  # one for another bundle's term or catalog: dropped
+                pass
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -293,6 +302,27 @@ class Recommender:
             _check_pack(pack, self.catalog, now_t, None if allow_older or self._pack is None else self._pack.at)
             self._store.put_trending(pack.to_json())
             self._set_trend(pack)
+
+    @property
+    def neighbor_spec(self):
+        """The bundle's item-item term (manifest NeighborSpec: kind, m, last, decay, weight), or None."""
+        return self._nb
+
+    def set_neighbors(self, pack: NeighborPack, now: float | None = None, allow_older: bool = False) -> None:
+        """Use `pack` (from `NeighborPack.load(path, trusted_key)`, `metarec neighbors`) as the item-item term's
+        table from now on; it is persisted. `InputError` (nothing changed) when the bundle has no such term, for a
+        pack of another catalog, kind or m, stale or from the future at `now`, or older than the pack in use
+        (`allow_older`: replays of history only, as for `set_trending`)."""
+        if not isinstance(pack, NeighborPack):
+            raise InputError(f"set_neighbors takes a NeighborPack, got {type(pack).__name__}")
+        with self._lock:
+            self._check_open()
+            now_t = time.time() if now is None else _check_time(now, "now")
+            current = None if allow_older or self._nb_pack is None else self._nb_pack.at
+            _check_nb_pack(pack, self._nb, self.catalog, self.shapes.N, now_t, current)
+            self._store.put_neighbor_pack(pack.to_bytes())
+            self._nb_pack, self._nb_table = pack, (pack.ids, pack.weights)
+            self._users.clear()  # each cached user's term came from the old table: rebuilt on the next call
 
     def recommend(self, user_id: str, now: float, k: int = 10, tz=None) -> list[Recommendation]:
         """Top-k items for `user_id` in the scene at `now` (unix seconds), excluding what the user recorded.
@@ -538,9 +568,9 @@ class Recommender:
         if self._retired:
             u.excluded = u.excluded | self._retired
         u.delta_exclude = [torch.from_numpy(exclude[sh.N + o:sh.N + o + len(ids)]) for o, ids in self._delta_spans]
-        if self._nb is not None and len(idx):
+        if self._nb_table is not None and len(idx):
             nb = self._nb
-            u.neighbor = neighbor_term(*self._bundle.neighbors, idx, nb.last, nb.decay, nb.weight, sh.N)
+            u.neighbor = neighbor_term(*self._nb_table, idx, nb.last, nb.decay, nb.weight, sh.N)
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
         else:

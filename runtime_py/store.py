@@ -52,7 +52,10 @@ def _verify(row, n: int) -> tuple:
 # this install accepted, raw signed bytes, re-verified on every open (runtime_py/catalog.py)
 _DELTA_TABLE = ("CREATE TABLE IF NOT EXISTS catalog_deltas (serial INTEGER NOT NULL, seq INTEGER NOT NULL, "
                 "delta BLOB NOT NULL, sig BLOB NOT NULL, chk INTEGER NOT NULL, PRIMARY KEY (serial, seq))")
-_TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence", "catalog_deltas"}
+# Python-only too: the newest neighbour pack set (runtime_py/neighbors.py), its bytes as verified
+_NEIGHBOR_TABLE = ("CREATE TABLE IF NOT EXISTS neighbor_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                   "pack BLOB NOT NULL, chk INTEGER NOT NULL)")
+_TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence", "catalog_deltas", "neighbor_pack"}
 _DB_ERRORS = (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError, IndexError)  # corrupt bytes
 
 
@@ -96,6 +99,7 @@ class Store:
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(stmt)
             self._db.execute(_DELTA_TABLE)
+            self._db.execute(_NEIGHBOR_TABLE)
             row = self._db.execute("SELECT value FROM meta WHERE key='store_schema'").fetchone()
             if row is None or row[0] == 1:
                 self._migrate_1_to_2()
@@ -301,6 +305,16 @@ class Store:
 
     def put_trending(self, pack: bytes) -> None:
         self._write(lambda db: db.execute("INSERT OR REPLACE INTO trending VALUES (1, ?, ?)", (pack, _chk(1, pack))))
+
+
+    # -- neighbour pack -----------------------------------------------------------------------------------------
+    def get_neighbor_pack(self) -> bytes | None:
+        rows = self._query("SELECT id, pack, chk FROM neighbor_pack WHERE id=1", (), (int, bytes, int))
+        return _verify(rows[0], 2)[1] if rows else None
+
+    def put_neighbor_pack(self, pack: bytes) -> None:
+        self._write(lambda db: db.execute("INSERT OR REPLACE INTO neighbor_pack VALUES (1, ?, ?)",
+                                          (pack, _chk(1, pack))))
 
 
 class _Transaction:

@@ -80,6 +80,22 @@ def check_pack(pack, catalog: str, now: float, current_at: float | None) -> None
         raise InputError(str(e)) from e
 
 
+def check_neighbor_pack(pack, spec, catalog: str, n_items: int, now: float, current_at: float | None) -> None:
+    """`InputError` unless `pack` (a NeighborPack) fits the bundle's item-item term `spec` (kind, m) and `catalog`
+    (n_items rows), is fresh at `now` and is not older than the pack in use (`current_at`; None: no replay check)."""
+    if spec is None:
+        raise InputError("this bundle has no item-item term (its export chose none on validation users): no "
+                         "neighbour pack to set")
+    if pack.catalog != catalog or len(pack.ids) != n_items:
+        raise InputError("neighbour pack was made for another catalog (its `catalog` differs from this bundle's)")
+    if pack.kind != spec.kind or pack.m != spec.m:
+        raise InputError(f"neighbour pack holds {pack.kind} x{pack.m}, this bundle's term reads {spec.kind} x{spec.m}")
+    try:
+        check_pack_time(pack.at, now, current_at, "neighbour pack")
+    except ValueError as e:
+        raise InputError(str(e)) from e
+
+
 def _short(value) -> str:
     try:  # repr itself can fail (an int of 10**5000 digits exceeds Python's str conversion limit)
         return (repr(value[:40]) if isinstance(value, (str, bytes)) else repr(value))[:80]

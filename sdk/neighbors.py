@@ -86,3 +86,104 @@ def build_neighbors(ds, users: np.ndarray, kind: str, m: int = NEIGHBOR_M) -> tu
         r, k, v = c.row[off].astype(np.int64), c.col[off].astype(np.int64), c.data[off].astype(np.float64)
         return _top_m(r, k, v / np.sqrt(deg[r] * deg[k]), n, m)
     raise ValueError(f"neighbour kind {kind!r} unknown; known: 'transition', 'cooc'")
+
+
+def _top_row(vals: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (m,) int32 with -1 padding, weights (m,) float32): one row's m largest positive values, the same order
+    as `_top_m` (value descending, column for ties)."""
+    nz = np.flatnonzero(vals > 0)
+    order = np.lexsort((nz, -vals[nz]))[:m]
+    ids = np.full(m, -1, np.int32)
+    w = np.zeros(m, np.float32)
+    ids[:len(order)] = nz[order]
+    w[:len(order)] = vals[nz[order]]
+    return ids, w
+
+
+class LiveNeighbors:
+    """The rows of a server's neighbour pack at time t: each item's top-m neighbours of `kind` from the events OTHER
+    users made strictly before t (the time rule of the item-item baselines, whose statistics they are).
+
+    A pack holds every item's row; a query's term reads only the rows of its last items, so evaluation builds those
+    rows alone (the ranking is the one the full pack gives; tests/sdk/test_neighbors_live.py checks it)."""
+
+    def __init__(self, kind: str, m: int = NEIGHBOR_M):
+        from metarec.sdk.baselines import _FirstTouches, _LogCache, _Transitions
+
+        if kind not in ("transition", "cooc"):
+            raise ValueError(f"neighbour kind {kind!r} unknown; known: 'transition', 'cooc'")
+        self.kind, self.m = kind, m
+        self._cache = _LogCache(_Transitions if kind == "transition" else _FirstTouches)
+        self._memo: dict = {}
+
+    def row(self, log, s: int, t: float, exclude_user: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(log), int(s), float(t), int(exclude_user))
+        if key not in self._memo:
+            if len(self._memo) > 100_000:
+                self._memo.clear()
+            self._memo[key] = _top_row(self._values(log, int(s), t, exclude_user), self.m)
+        return self._memo[key]
+
+    def _values(self, log, s: int, t: float, exclude_user: int) -> np.ndarray:
+        n = log.n_items
+        st = self._cache.get(log)
+        if self.kind == "transition":
+            c = st.row(s, t, exclude_user, n)
+            tot = c.sum()
+            return c / tot if tot > 0 else c
+        users, items = st.before(log, t, exclude_user)
+        deg = np.bincount(items, minlength=n).astype(np.float64)
+        if deg[s] == 0:
+            return np.zeros(n)
+        mine = np.zeros(int(users.max()) + 1 if len(users) else 1, bool)
+        mine[users[items == s]] = True
+        c = np.bincount(items[mine[users]], minlength=n).astype(np.float64)
+        c[s] = 0.0
+        out = np.zeros(n)
+        np.divide(c, np.sqrt(deg[s] * deg), out=out, where=deg > 0)
+        return out
+
+    def rows(self, log, history: np.ndarray, t: float, exclude_user: int, last: int = LAST
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (R, m), weights (R, m), the last `last` history items as row numbers, oldest first): the pack's rows
+        at t that a term over `history` reads (runtime_py/neighbors.py takes them as its table)."""
+        h = np.asarray(history, np.int64)[::-1][:last][::-1]
+        uniq, local = np.unique(h, return_inverse=True)
+        ids = np.full((len(uniq), self.m), -1, np.int32)
+        w = np.zeros((len(uniq), self.m), np.float32)
+        for r, s in enumerate(uniq):
+            ids[r], w[r] = self.row(log, int(s), t, exclude_user)
+        return ids, w, local
+
+    def table(self, log, history: np.ndarray, t: float, exclude_user: int, last: int = LAST
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (N, m), weights (N, m)): the pack at t with the rows a term over `history` reads filled."""
+        rid, rw, local = self.rows(log, history, t, exclude_user, last)
+        h = np.asarray(history, np.int64)[::-1][:last][::-1]
+        ids = np.full((log.n_items, self.m), -1, np.int32)
+        w = np.zeros((log.n_items, self.m), np.float32)
+        ids[h], w[h] = rid[local], rw[local]
+        return ids, w
+
+
+def pack_table(ds, at: float, kind: str, m: int, catalog_ids) -> tuple[np.ndarray, np.ndarray]:
+    """A neighbour pack's table at `at` (`metarec neighbors`): each item's top-m neighbours of `kind` from every
+    user's events strictly before `at`, indexed by the bundle's catalog `catalog_ids` (events on items outside it
+    count; such neighbours are dropped from the rows)."""
+    from metarec.sdk.protocol import subset_events
+
+    if not np.isfinite(at):
+        raise ValueError(f"neighbour pack time must be finite, got {at}")
+    ds_at = subset_events(ds, ds.ts < at)
+    ids_ds, w_ds = build_neighbors(ds_at, np.arange(ds.n_users), kind, m)
+    index = {str(x): i for i, x in enumerate(catalog_ids)}
+    to_b = np.array([index.get(str(x), -1) for x in ds.item_ids], np.int64)
+    ids = np.full((len(index), m), -1, np.int32)
+    w = np.zeros((len(index), m), np.float32)
+    for j in np.flatnonzero(to_b >= 0):
+        keep = ids_ds[j] >= 0
+        keep[keep] = to_b[ids_ds[j][keep]] >= 0
+        n = int(keep.sum())
+        ids[to_b[j], :n] = to_b[ids_ds[j][keep]]
+        w[to_b[j], :n] = w_ds[j][keep]
+    return ids, w

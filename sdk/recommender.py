@@ -28,7 +28,7 @@ class MetaRecRecommender:
         self.config, self.checkpoint, self.name, self.save_to = config, checkpoint, name, save_to
         self.model = None
         self.stats: dict = {}
-        self.neighbors = None  # (ids, weights, last, decay, weight): the item-item term, as a bundle ships it
+        self.neighbors = None  # (LiveNeighbors, last, decay, weight): the item-item term, from the pack of q.t
 
     def fit(self, ds, fit_users: np.ndarray, log=None) -> "MetaRecRecommender":
         fit_users = np.asarray(fit_users, np.int64)
@@ -62,11 +62,11 @@ class MetaRecRecommender:
             self.head0 = {k: v.detach().clone() for k, v in self.learner.head0(model).items()}
         return self
 
-    def set_neighbors(self, ids: np.ndarray, weights: np.ndarray, last: int, decay: float, weight: float
-                      ) -> "MetaRecRecommender":
-        """Add the item-item term (runtime_py/neighbors.py) to every score, as the runtimes do for a bundle with
-        a neighbour table; weight 0 removes it."""
-        self.neighbors = (ids, weights, last, decay, weight) if weight > 0 else None
+    def set_neighbors(self, live, last: int, decay: float, weight: float) -> "MetaRecRecommender":
+        """Add the item-item term (runtime_py/neighbors.py) to every score, its rows those of the server's
+        neighbour pack at the query's time (`live`: sdk.neighbors.LiveNeighbors), as the runtimes add it with the
+        newest pack; weight 0 removes it."""
+        self.neighbors = (live, last, decay, weight) if weight > 0 else None
         return self
 
     def history_items(self, support_items: np.ndarray) -> torch.Tensor:
@@ -104,7 +104,8 @@ class MetaRecRecommender:
         with torch.no_grad():
             s = self.model.score_from_vectors(head, hv, hm, sc, trend, self.table, self.bias)
         s = s.numpy().astype(np.float64)
-        if self.neighbors is not None:
-            ids, w, last, decay, weight = self.neighbors
-            add_neighbor_term(s, ids, w, q.support_items, last, decay, weight)
+        if self.neighbors is not None and len(q.support_items):
+            live, last, decay, weight = self.neighbors
+            ids, w, local = live.rows(q.log, q.support_items, q.t, q.user, last)
+            add_neighbor_term(s, ids, w, local, last, decay, weight)
         return s

@@ -201,7 +201,7 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         blobs["trending.json"] = trending.to_json()
     if ids_file is not None:  # the catalog's ids as a file (export's form) instead of inline
         blobs["item_ids.bin"] = ids_file
-    if neighbors is not None:  # (ids (N, m), weights (N, m), {"last", "decay", "weight", "kind"})
+    if neighbors is not None and neighbors[0] is not None:  # (ids (N, m), weights (N, m), {"last", ...})
         blobs["neighbors.bin"] = encode_neighbors(neighbors[0], neighbors[1])
     for name, data in blobs.items():
         (out / name).write_bytes(data)
@@ -220,8 +220,10 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",
         trending_file="trending.json" if trending is not None else None,
-        neighbors=None if neighbors is None else NeighborSpec(file="neighbors.bin", m=int(neighbors[0].shape[1]),
-                                                              **neighbors[2]),
+        # (None, m, spec): the term with no table in the bundle (it comes in a NeighborPack)
+        neighbors=None if neighbors is None else NeighborSpec(
+            file="neighbors.bin" if neighbors[0] is not None else "",
+            m=int(neighbors[0].shape[1]) if neighbors[0] is not None else int(neighbors[1]), **neighbors[2]),
         dtypes={"table": "int8", "head": "float32"}, configs={"tiny": {"version": 1, "seed": 0}},
         adapt_scene=adapt_scene, history_align="right")
     data = manifest.to_json()
