@@ -271,7 +271,7 @@ def cmd_eval_bundle(a, argv) -> int:
     from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines
 
     names = [n.strip() for n in a.baselines.split(",")] if a.baselines else None
-    r = bundle_vs_baselines(a.bundle, a.key, _dataset_arg(a.dataset), names)
+    r = bundle_vs_baselines(a.bundle, a.key, _dataset_arg(a.dataset), names, checkpoint=a.checkpoint)
     r["command"] = _command(argv)
     print(bundle_table(r))
     if a.json:
@@ -411,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
     s.add_argument("--baselines", default=None, help="comma-separated (default: the floor's six)")
     s.add_argument("--json", default=None, help="also write the result as JSON here")
+    s.add_argument("--checkpoint", default=None, help="also pair the bundle with this checkpoint's fp32 prior, "
+                                                      "served with the bundle's steps and term")
     s.set_defaults(fn=cmd_eval_bundle)
 
     s = sub.add_parser("parity", help="runtime top-10 vs the sdk's eager model on PROTOCOL v1 test users")

@@ -139,10 +139,34 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
             "hr10_eval_k1to3": ev["headline"]["hr10"], "hr10_abs_diff": abs(rt["headline"]["hr10"] - ev["headline"]["hr10"])}
 
 
+def _fp32_reference(checkpoint, bundle_dir, trusted_key):
+    """The checkpoint's fp32 prior served as the bundle serves it (its adaptation steps, its item-item term): what
+    the bundle's compression is measured against."""
+    import copy
+    import dataclasses
+
+    from metarec.runtime.bundle import open_bundle
+    from metarec.sdk.neighbors import LiveNeighbors
+    from metarec.sdk.recommender import MetaRecRecommender
+    from metarec.sdk.train import load_checkpoint
+
+    m = open_bundle(bundle_dir, trusted_key).manifest
+    model, cfg, _ = load_checkpoint(checkpoint)
+    model = copy.deepcopy(model)
+    model.cfg = dataclasses.replace(model.cfg, inner_steps=int(m.programs["adapt"].inner_steps))
+    cfg = dataclasses.replace(cfg, model=model.cfg)
+    ref = MetaRecRecommender(cfg, name="fp32 prior").set_model(model, cfg)
+    if m.neighbors is not None:
+        nb = m.neighbors
+        ref.set_neighbors(LiveNeighbors(nb.kind, nb.m), nb.last, nb.decay, nb.weight)
+    return ref
+
+
 def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", baselines=None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, checkpoint=None) -> dict:
     """`metarec eval-bundle`: the bundle through `metarec.runtime.Recommender` on PROTOCOL v1 test users (K = 1..3)
-    against each baseline fit on the fit users, paired over the same queries (95% bootstrap interval over users)."""
+    against each baseline fit on the fit users, paired over the same queries (95% bootstrap interval over users);
+    with `checkpoint`, also against its fp32 prior served the same way (steps, term): the compression's cost."""
     from metarec.sdk.coldstart_diagnostics import paired_difference
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import FLOOR_BASELINES, baseline_on, verdict
@@ -164,8 +188,19 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
         rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "bundle_minus": p["hr10_diff"],
                       "bundle_minus_ci": p["hr10_diff_ci"], "verdict": verdict(p["hr10_diff_ci"])}
     best = max((n for n in rows if n != "bundle"), key=lambda n: rows[n]["hr10"])
-    return {"dataset": ds.name, "users": "test", "n_users": rt["headline"]["n_users"], "rows": rows,
-            "best_baseline": best, "verdict": rows[best]["verdict"]}
+    out = {"dataset": ds.name, "users": "test", "n_users": rt["headline"]["n_users"], "rows": rows,
+           "best_baseline": best, "verdict": rows[best]["verdict"]}
+    if checkpoint is not None:
+        res = evaluate_users(_fp32_reference(checkpoint, bundle_dir, trusted_key), ds, split.test, log,
+                             ks=HEADLINE_KS)
+        key = {(int(u), int(k)) for u, k in zip(res["user"], res["k"])}
+        keep = np.array([(int(u), int(k)) in key for u, k in zip(mine["user"], mine["k"])])
+        p = paired_difference({k: v[keep] for k, v in mine.items()}, res, HEADLINE_KS)
+        h = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
+        out["fp32"] = {"checkpoint": str(checkpoint), "hr10": h["hr10"], "hr10_ci": h["hr10_ci"],
+                       "bundle_minus": p["hr10_diff"], "bundle_minus_ci": p["hr10_diff_ci"],
+                       "relative": p["hr10_diff"] / h["hr10"] if h["hr10"] > 0 else 0.0}
+    return out
 
 
 def bundle_table(r: dict) -> str:
@@ -178,4 +213,9 @@ def bundle_table(r: dict) -> str:
                                            f"{v['bundle_minus_ci'][1]:+.3f}]"
         out.append(f"| {name} | {v['hr10']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {pair} | {v.get('verdict', '')} |")
     out += ["", f"Best baseline: {r['best_baseline']} -> the bundle is {r['verdict']} it."]
+    if "fp32" in r:
+        f = r["fp32"]
+        out.append(f"Against its fp32 prior ({f['checkpoint']}, served the same way): {f['hr10']:.3f}; bundle minus "
+                   f"it {f['bundle_minus']:+.3f} [{f['bundle_minus_ci'][0]:+.3f}, {f['bundle_minus_ci'][1]:+.3f}] "
+                   f"({100 * f['relative']:+.1f}%).")
     return "\n".join(out)
