@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle_codecs import decode_neighbors, encode_neighbors, sign_manifest, verify_signature
+from .bundle_codecs import decode_neighbors, encode_neighbors
 from .errors import BundleError, InputError
 
 NEIGHBOR_PACK_VERSION = 1
@@ -119,19 +119,13 @@ class NeighborPack:
 
     def save(self, path: str | Path, private_key_pem: bytes | str | Path) -> None:
         """Write the pack to `path` and its Ed25519 signature to `<path>.sig`."""
-        data = self.to_bytes()
-        Path(path).write_bytes(data)
-        Path(f"{path}.sig").write_bytes(sign_manifest(data, private_key_pem))
+        from .trending import write_signed
+
+        write_signed(path, self.to_bytes(), private_key_pem)
 
     @classmethod
     def load(cls, path: str | Path, trusted_key: bytes | str | Path) -> "NeighborPack":
         """Read and verify a signed pack; `BundleError` if it is missing, unsigned, forged or malformed."""
-        from .trending import _read_bounded
+        from .trending import read_signed
 
-        try:
-            data = _read_bounded(Path(path), _MAX_NEIGHBOR_PACK_BYTES)
-            sig = _read_bounded(Path(f"{path}.sig"), 1024)
-        except OSError as e:
-            raise BundleError(f"cannot read neighbour pack {path}: {e}") from e
-        verify_signature(data, sig, trusted_key)
-        return cls.from_bytes(data)
+        return cls.from_bytes(read_signed(path, trusted_key, _MAX_NEIGHBOR_PACK_BYTES, "neighbour pack"))

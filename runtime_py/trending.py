@@ -75,20 +75,12 @@ class TrendingPack:
 
     def save(self, path: str | Path, private_key_pem: bytes | str | Path) -> None:
         """Write the pack to `path` and its signature to `<path>.sig`."""
-        data = self.to_json()
-        Path(path).write_bytes(data)
-        Path(f"{path}.sig").write_bytes(sign_manifest(data, private_key_pem))
+        write_signed(path, self.to_json(), private_key_pem)
 
     @classmethod
     def load(cls, path: str | Path, trusted_key: bytes | str | Path) -> "TrendingPack":
         """Read and verify a signed pack; `BundleError` if it is missing, unsigned, forged or malformed."""
-        try:  # bounded reads: a pack path replaced by a FIFO or /dev/zero must not hang or exhaust memory
-            data = _read_bounded(Path(path), 32 << 20)
-            sig = _read_bounded(Path(f"{path}.sig"), 1024)
-        except OSError as e:
-            raise BundleError(f"cannot read trending pack {path}: {e}") from e
-        verify_signature(data, sig, trusted_key)
-        return cls.from_json(data, require_catalog=True)
+        return cls.from_json(read_signed(path, trusted_key, 32 << 20, "trending pack"), require_catalog=True)
 
     def log_counts(self, index: Mapping[str, int], n_items: int) -> np.ndarray:
         """The score program's `trend` input: log1p(count) per item index; items not in the catalog are ignored
@@ -99,6 +91,24 @@ class TrendingPack:
             if i is not None:
                 out[i] = c
         return np.log1p(out).astype(np.float32)
+
+
+def write_signed(path: str | Path, data: bytes, private_key_pem: bytes | str | Path) -> None:
+    """`data` to `path` and its Ed25519 signature to `<path>.sig` (packs from the server)."""
+    Path(path).write_bytes(data)
+    Path(f"{path}.sig").write_bytes(sign_manifest(data, private_key_pem))
+
+
+def read_signed(path: str | Path, trusted_key, limit: int, what: str) -> bytes:
+    """The bytes of `path` once `<path>.sig` verifies with `trusted_key`; `BundleError` if either is missing,
+    larger than `limit` (or 1 KB) or the signature fails."""
+    try:  # bounded reads: a pack path replaced by a FIFO or /dev/zero must not hang or exhaust memory
+        data = _read_bounded(Path(path), limit)
+        sig = _read_bounded(Path(f"{path}.sig"), 1024)
+    except OSError as e:
+        raise BundleError(f"cannot read {what} {path}: {e}") from e
+    verify_signature(data, sig, trusted_key)
+    return data
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
