@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from metarec.runtime import Recommender, TrendingPack
 from metarec.runtime.neighbors import NeighborPack
+from metarec.runtime.scene import scene_features, scene_labels
 from metarec.sdk.data import Dataset
 from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make_query, split_users
 
@@ -40,7 +41,7 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
         from metarec.sdk.neighbors import LiveNeighbors
 
         live = LiveNeighbors(spec.kind, spec.m)
-    rows_out = []  # (user, k, hr, ndcg, top10 ids)
+    rows_out = []  # (user, k, hr, ndcg, top10 ids, eager top10, scene changed since the last event, target scene)
     try:
         for u in tqdm(users, disable=not progress, desc="runtime"):
             rows = per_user[u]
@@ -69,7 +70,9 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                     s = np.asarray(eager.score(make_query(ds, log, u, rows, k, t)), dtype=np.float64).copy()
                     s[ds.item[rows[:k]]] = -np.inf  # the user's own items are excluded, as on the phone
                     want = [str(ds.item_ids[i]) for i in np.argsort(-s, kind="stable")[:10]]
-                rows_out.append((int(u), k, float(pos > 0), 1.0 / np.log2(pos + 1) if pos else 0.0, top, want))
+                lab = scene_labels(np.r_[float(ds.ts[rows[k - 1]]) if k else t, t])  # as evaluate_users does
+                rows_out.append((int(u), k, float(pos > 0), 1.0 / np.log2(pos + 1) if pos else 0.0, top, want,
+                                 bool(lab[0] != lab[1]), scene_features([t])[0]))
     finally:
         rec.close()
         if tmp is not None:
@@ -88,7 +91,9 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                                         "ndcg10": float(nd_u.mean()), "ndcg10_ci": bootstrap_ci(nd_u),
                                         "n_users": int(len(us))},
            "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out},
-           "results": {"user": user, "k": kk, "hr": hr, "ndcg": nd}}
+           "results": {"user": user, "k": kk, "hr": hr, "ndcg": nd,
+                       "scene_changed": np.array([r[6] for r in rows_out], bool),
+                       "target_scene": np.array([r[7] for r in rows_out], np.float32).reshape(len(rows_out), -1)}}
     if eager is not None:
         same = np.array([r[4] == r[5] for r in rows_out])
         same_set = np.array([set(r[4]) == set(r[5]) for r in rows_out])
@@ -170,14 +175,15 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
     from metarec.sdk.coldstart_diagnostics import paired_difference
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import FLOOR_BASELINES, baseline_on, verdict
-    from metarec.sdk.protocol import evaluate_users, summarize_next_item
+    from metarec.sdk.protocol import evaluate_users, scene_slices, summarize_next_item
 
     ds = load_dataset(dataset)
     split, log = split_users(ds), EventLog(ds)
     fit = np.r_[split.train, split.val]
     rt = runtime_next_item(bundle_dir, trusted_key, ds, progress=progress)
     mine = rt["results"]
-    rows = {"bundle": {"hr10": rt["headline"]["hr10"], "hr10_ci": rt["headline"]["hr10_ci"]}}
+    rows = {"bundle": {"hr10": rt["headline"]["hr10"], "hr10_ci": rt["headline"]["hr10_ci"],
+                       "scene": scene_slices(mine)}}
     for name in baselines or FLOOR_BASELINES:
         res = evaluate_users(baseline_on(name, ds, fit, log), ds, split.test, log, ks=HEADLINE_KS)
         key = {(int(u), int(k)) for u, k in zip(res["user"], res["k"])}
@@ -185,7 +191,7 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
         a = {k: v[keep] for k, v in mine.items()}
         p = paired_difference(a, res, HEADLINE_KS)
         h = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
-        rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "bundle_minus": p["hr10_diff"],
+        rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "scene": scene_slices(res), "bundle_minus": p["hr10_diff"],
                       "bundle_minus_ci": p["hr10_diff_ci"], "verdict": verdict(p["hr10_diff_ci"])}
     best = max((n for n in rows if n != "bundle"), key=lambda n: rows[n]["hr10"])
     out = {"dataset": ds.name, "users": "test", "n_users": rt["headline"]["n_users"], "rows": rows,
@@ -213,6 +219,10 @@ def bundle_table(r: dict) -> str:
                                            f"{v['bundle_minus_ci'][1]:+.3f}]"
         out.append(f"| {name} | {v['hr10']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {pair} | {v.get('verdict', '')} |")
     out += ["", f"Best baseline: {r['best_baseline']} -> the bundle is {r['verdict']} it."]
+    sc, sb = r["rows"]["bundle"]["scene"], r["rows"][r["best_baseline"]]["scene"]
+    out.append(f"Scene retention (HR@10 when the scene changed since the last event / when it did not): bundle "
+               f"{sc['retention']:.3f} ({sc['changed']['hr10']:.3f}, n={sc['changed']['n']} / {sc['same']['hr10']:.3f}, "
+               f"n={sc['same']['n']}); {r['best_baseline']} {sb['retention']:.3f}.")
     if "fp32" in r:
         f = r["fp32"]
         out.append(f"Against its fp32 prior ({f['checkpoint']}, served the same way): {f['hr10']:.3f}; bundle minus "

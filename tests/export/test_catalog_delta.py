@@ -325,3 +325,20 @@ def test_native_runtime_refuses_a_state_with_deltas(world, deltas, tmp_path):
     rec.close()
     with pytest.raises(StateError, match="schema"):
         NativeRecommender.open(world["bundle"], state, world["keys"] / "public.pem", lib=load_library(path))
+
+
+def test_eval_bundle_pairs_the_bundle_with_its_fp32_prior_and_reports_scene_retention(world):
+    """`metarec eval-bundle --checkpoint`: an unquantized bundle against the model it was exported from, served the
+    same way, on the same queries, is the same ranking (difference 0); the scene slices split the headline queries."""
+    from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines
+
+    r = bundle_vs_baselines(world["bundle"], world["keys"] / "public.pem", str(world["data"]), ["popularity"],
+                            progress=False, checkpoint=str(world["bundle"]) + ".model.pt")
+    f = r["fp32"]
+    assert abs(f["hr10"] - r["rows"]["bundle"]["hr10"]) < 1e-9 and f["bundle_minus"] == 0.0
+    assert f["bundle_minus_ci"] == [0.0, 0.0]
+    sc = r["rows"]["bundle"]["scene"]
+    assert sc["changed"]["n"] + sc["same"]["n"] > 0 and sc["same"]["n"] > 0
+    assert r["rows"]["popularity"]["scene"]["changed"]["n"] == sc["changed"]["n"]  # the same queries, both sides
+    text = bundle_table(r)
+    assert "Against its fp32 prior" in text and "Scene retention" in text
