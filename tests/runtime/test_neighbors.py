@@ -193,3 +193,34 @@ def test_the_neighbors_cli_writes_a_pack_the_device_takes(tmp_path, tiny, keys, 
     plain = write_bundle(tmp_path / "plain", tiny[0], tiny_rank_programs, keys[0], rank=True)
     assert main(["neighbors", str(events), "--bundle", str(plain), "--at", str(int(T0) + 500),
                  "--key", str(tmp_path / "private.pem"), "--out", str(tmp_path / "x.pack")]) == 2  # no term: refused
+
+
+def test_mutated_neighbour_pack_bytes_are_a_bundle_error_or_a_valid_pack():
+    """A pack's bytes come from outside (the signature is the first gate; this is the second): 2,000 random byte
+    flips, truncations and insertions either parse into a pack whose table the term can read, or raise BundleError."""
+    ids, w = _table()
+    ids[0, -1] = -1
+    good = NeighborPack(T0, "c" * 64, "transition", ids, w).to_bytes()
+    rng = np.random.default_rng(7)
+    parsed = refused = 0
+    for _ in range(2000):
+        data = bytearray(good)
+        op = rng.integers(3)
+        pos = int(rng.integers(len(data)))
+        if op == 0:
+            data[pos] = int(rng.integers(256))
+        elif op == 1:
+            del data[pos:pos + int(rng.integers(1, 40))]
+        else:
+            data[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 8)), dtype=np.uint8))
+        try:
+            p = NeighborPack.from_bytes(bytes(data))
+        except BundleError:
+            refused += 1
+            continue
+        parsed += 1
+        n = len(p.ids)
+        assert p.ids.shape == p.weights.shape and ((p.ids >= 0) & (p.ids < n)).all()
+        assert np.isfinite(p.weights).all() and (p.weights >= 0).all()
+        neighbor_term(p.ids, p.weights, np.arange(min(n, 4)), 3, 0.5, 1.0, n)  # the term reads it without error
+    assert refused > 500 and parsed > 100  # both paths were exercised
