@@ -1,8 +1,9 @@
 """ctypes binding of the native runtime (runtime_native/, `make native` -> build/native/libmetarec.so).
 
-`NativeRecommender` mirrors `Recommender`'s calls (open, record, set_trending, recommend, forget, close) and raises
-the same typed errors from the C API's return codes, so the Python runtime's tests and the parity runs drive both
-the same way. Standard library only: the native process needs no numpy, torch or executorch import.
+`NativeRecommender` mirrors `Recommender`'s calls (open, record, set_trending, set_neighbors, recommend, forget,
+close) and raises the same typed errors from the C API's return codes, so the Python runtime's tests and the parity
+runs drive both the same way. Standard library only: the native process needs no numpy, torch or executorch import
+(set_neighbors reads a NeighborPack's numpy arrays, so numpy is already there when it is called).
 The library is `$METAREC_NATIVE_LIB` when set, else build/native/libmetarec.so beside this checkout.
 """
 from __future__ import annotations
@@ -24,6 +25,16 @@ class NativeRecommendation(NamedTuple):
     score: float
 
 
+class NativeNeighborSpec(NamedTuple):
+    """The bundle's item-item term as the library read it (manifest.py NeighborSpec without `file`)."""
+
+    kind: str
+    m: int
+    last: int
+    decay: float
+    weight: float
+
+
 def load_library(path: str | os.PathLike | None = None) -> C.CDLL:
     """The C API with its argument types declared (ctypes would otherwise pass doubles as ints)."""
     lib = C.CDLL(str(path or os.environ.get("METAREC_NATIVE_LIB") or DEFAULT_LIB))
@@ -39,6 +50,10 @@ def load_library(path: str | os.PathLike | None = None) -> C.CDLL:
         "mr_info": (I, [P, C.POINTER(I), C.POINTER(I), C.POINTER(C.c_longlong)]),
         "mr_count_events": (I, [P, S, C.POINTER(C.c_longlong)]),
         "mr_stats": (I, [P, C.POINTER(C.c_longlong), C.POINTER(C.c_longlong)]),
+        "mr_set_neighbors": (I, [P, D, S, I, C.c_longlong, P, P]),
+        "mr_neighbor_spec": (I, [P, C.c_char_p, C.c_size_t, C.POINTER(I), C.POINTER(I), C.POINTER(D), C.POINTER(D),
+                                 C.POINTER(I)]),
+        "mr_catalog": (I, [P, C.c_char_p, C.c_size_t]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -58,6 +73,14 @@ class NativeRecommender:
         k, n, serial = C.c_int(), C.c_int(), C.c_longlong()
         self._check(lib.mr_info(self._h, C.byref(k), C.byref(n), C.byref(serial)))
         self.k_max, self.n_items, self.serial = k.value, n.value, serial.value
+        digest = C.create_string_buffer(65)
+        self._check(lib.mr_catalog(self._h, digest, 65))
+        self.catalog = digest.value.decode()  # what a trending or neighbour pack is bound to (catalog_digest)
+        kind, m, last, decay, weight = C.create_string_buffer(16), C.c_int(), C.c_int(), C.c_double(), C.c_double()
+        self._check(lib.mr_neighbor_spec(self._h, kind, 16, C.byref(m), C.byref(last), C.byref(decay),
+                                         C.byref(weight), None))
+        self.neighbor_spec = NativeNeighborSpec(kind.value.decode(), m.value, last.value, decay.value,
+                                                weight.value) if m.value else None
 
     @classmethod
     def open(cls, bundle_dir, state_path, trusted_key, lib: C.CDLL | None = None) -> "NativeRecommender":
@@ -97,6 +120,26 @@ class NativeRecommender:
         ids = (C.c_char_p * max(1, len(items)))(*[_b(i) for i, _ in items])
         counts = (C.c_double * max(1, len(items)))(*[float(c) for _, c in items])
         self._check(self._lib.mr_set_trending(self._h, float(pack.at), len(items), ids, counts))
+
+    def set_neighbors(self, pack, now: float | None = None, allow_older: bool = False) -> None:
+        """A `NeighborPack` (runtime_py/neighbors.py) as the item-item term's table, as `Recommender.set_neighbors`
+        but in memory only (not persisted: set it after each open, docs/native.md). The library checks kind, m and
+        the row count against the bundle's term (InputError, nothing changed); `now` / `allow_older` mirror the
+        Python signature, freshness is not checked (as set_trending)."""
+        import numpy as np
+
+        self._live()
+        if pack.catalog != self.catalog:
+            raise InputError("neighbour pack was made for another catalog (its `catalog` differs from this bundle's)")
+        ids = np.asarray(pack.ids)
+        if ids.ndim != 2 or ((ids < -1) | (ids >= 2**31)).any():
+            raise InputError(f"neighbour pack ids must be (N, m) item indices, got shape {ids.shape}")
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
+        w = np.ascontiguousarray(pack.weights, dtype=np.float32)
+        if w.shape != ids.shape:
+            raise InputError(f"neighbour pack ids {ids.shape} and weights {w.shape} differ in shape")
+        self._check(self._lib.mr_set_neighbors(self._h, float(pack.at), _b(pack.kind), int(ids.shape[1]),
+                                               int(ids.shape[0]), ids.ctypes.data, w.ctypes.data))
 
     def recommend(self, user_id: str, now: float, k: int = 10) -> list[NativeRecommendation]:
         self._live()

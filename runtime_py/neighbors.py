@@ -40,6 +40,8 @@ def neighbor_term(ids: np.ndarray, weights: np.ndarray, history: np.ndarray, las
     ages = decay ** np.arange(len(hist), dtype=np.float64)
     idx = ids[hist].reshape(-1)
     val = (weights[hist].astype(np.float64) * ages[:, None]).reshape(-1)
+    keep = idx >= 0  # -1 (a pack's "no neighbour"): its weight counts nowhere, not at index -1 = the last item
+    idx, val = idx[keep], val[keep]
     uniq, inv = np.unique(idx, return_inverse=True)
     c = np.bincount(inv, weights=val, minlength=len(uniq))
     # std over the catalog of a vector that is c on `uniq` and 0 elsewhere

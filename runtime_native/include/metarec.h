@@ -8,6 +8,7 @@
 #define METAREC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MR_API __attribute__((visibility("default")))
@@ -36,6 +37,21 @@ MR_API int mr_open(const char *bundle_dir, const char *state_path, const char *t
 MR_API int mr_record(mr_recommender *r, const char *user_id, const char *item_id, double timestamp, const char *event_id);
 /* Replace the trending pack: n (item id, 7-day count) pairs at time `at`; unknown items are ignored. Persisted. */
 MR_API int mr_set_trending(mr_recommender *r, double at, size_t n, const char *const *item_ids, const double *counts);
+/* Replace the item-item term's table (runtime_py/neighbors.py; a NeighborPack's content): n_rows = the catalog
+ * size rows of m neighbours each, row-major: ids[i * m + j] an item index in [-1, N) (-1 = none), weights[i * m + j]
+ * finite and >= 0, of `kind` ("transition" | "cooc") at time `at` (finite; freshness is the app's to check).
+ * MR_INPUT_ERROR, nothing changed, when the bundle has no term or kind / m / n_rows differ from it (mr_neighbor_spec).
+ * Every user's next recommend uses it. In memory only, NOT persisted in the state file: set it after each mr_open
+ * (the Python runtime persists it); until then the bundle's neighbors.bin is used, or none (the term is off). */
+MR_API int mr_set_neighbors(mr_recommender *r, double at, const char *kind, int m, long long n_rows, const int32_t *ids,
+                            const float *weights);
+/* The bundle's item-item term: kind into kind_out (kind_cap >= 16 bytes; "" when the bundle has none, then
+ * *m_out = 0), m, last, decay, weight, and *has_table_out = 1 while a table is in use (0: the term is off until
+ * mr_set_neighbors). Out pointers other than kind_out may be NULL. MR_OK, or MR_INPUT_ERROR for a bad argument. */
+MR_API int mr_neighbor_spec(const mr_recommender *r, char *kind_out, size_t kind_cap, int *m_out, int *last_out,
+                            double *decay_out, double *weight_out, int *has_table_out);
+/* The catalog digest packs are bound to: sha256 hex of the item ids joined by "\n" (64 chars + NUL, cap >= 65). */
+MR_API int mr_catalog(const mr_recommender *r, char *out, size_t cap);
 /* Top-k (1 <= k <= k_max) items for user_id in the scene at `now`, best first, excluding what the user recorded.
  * item_ids_out / scores_out hold k slots; *n_out gets how many were filled. The strings stay valid until the next
  * call on this recommender. */

@@ -124,7 +124,72 @@ ProgramIO program(const json &o, const std::set<std::string> &need_in, const std
   if (p.method.empty()) throw BundleError("invalid manifest: program method must be a non-empty str");
   return p;
 }
+
+// manifest.py's NeighborSpec: exactly its six fields, each in its range (an unknown field is refused, as in Python)
+NeighborSpec neighbor_spec(const json &o) {
+  if (!o.is_object()) throw BundleError("invalid manifest: neighbors must be an object");
+  static const std::set<std::string> keys = {"file", "m", "last", "decay", "weight", "kind"};
+  for (auto it = o.begin(); it != o.end(); ++it)
+    if (!keys.count(it.key())) throw BundleError("invalid manifest: unknown field neighbors." + it.key());
+  for (auto &k : keys)
+    if (!o.contains(k)) throw BundleError("invalid manifest: missing field neighbors." + k);
+  NeighborSpec s;
+  if (!o["file"].is_string() || !o["kind"].is_string()) throw BundleError("invalid manifest: neighbors.file and kind must be str");
+  s.file = o["file"].get<std::string>(), s.kind = o["kind"].get<std::string>();
+  auto int_in = [&](const char *k, int64_t lo, int64_t hi) {
+    const json &v = o[k];
+    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+      throw BundleError(std::string("invalid manifest: neighbors.") + k + " must be an int in [" + std::to_string(lo) +
+                        ", " + std::to_string(hi) + "]");
+    return v.get<int64_t>();
+  };
+  s.m = int_in("m", 1, 256), s.last = int_in("last", 1, 64);
+  for (auto [k, out] : {std::pair<const char *, double *>{"decay", &s.decay}, {"weight", &s.weight}}) {
+    const json &v = o[k];
+    *out = v.is_number() ? v.get<double>() : NAN;
+    if (!std::isfinite(*out) || !(*out > 0))
+      throw BundleError(std::string("invalid manifest: neighbors.") + k + " must be a finite number > 0");
+  }
+  if (s.decay > 1) throw BundleError("invalid manifest: neighbors.decay must be <= 1");
+  if (s.kind != "transition" && s.kind != "cooc") throw BundleError("invalid manifest: neighbors.kind " + s.kind + " unknown");
+  return s;
+}
 }  // namespace
+
+// IEEE binary16 -> float, exact for every value (normals, subnormals, zeros, inf, NaN)
+float half_to_float(uint16_t h) {
+  int exp = (h >> 10) & 31, man = h & 1023;
+  float v = exp == 0    ? std::ldexp(float(man), -24)  // zero or subnormal: man * 2^-24
+            : exp == 31 ? (man ? NAN : INFINITY)
+                        : std::ldexp(float(man | 1024), exp - 25);  // (1024 + man) * 2^(exp - 15 - 10)
+  return (h & 0x8000) ? -v : v;
+}
+
+NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const std::string &name) {
+  if (int64_t(data.size()) != n * m * 6)
+    throw BundleError(name + " has " + std::to_string(data.size()) + " bytes, expected " + std::to_string(n * m * 6) +
+                      " for (N=" + std::to_string(n) + ", m=" + std::to_string(m) + ")");
+  NeighborTable t;
+  t.ids.resize(size_t(n * m)), t.weights.resize(size_t(n * m));
+  std::memcpy(t.ids.data(), data.data(), size_t(n * m) * 4);  // int32 little-endian: every phone and x86
+  for (size_t i = 0; i < t.ids.size(); i++) {
+    uint16_t h;
+    std::memcpy(&h, data.data() + size_t(n * m) * 4 + 2 * i, 2);
+    float w = half_to_float(h);
+    if (t.ids[i] < -1 || t.ids[i] >= n) throw BundleError(name + " holds an item index outside [-1, " + std::to_string(n) + ")");
+    if (!std::isfinite(w) || w < 0) throw BundleError(name + " holds a non-finite or negative weight");
+    t.weights[i] = w;
+  }
+  for (size_t i = 0; i < t.ids.size(); i++)
+    if (t.ids[i] < 0) t.ids[i] = 0, t.weights[i] = 0.f;  // padding, as decode_neighbors: id 0 with no weight
+  return t;
+}
+
+std::string catalog_digest(const std::vector<std::string> &item_ids) {
+  std::string all;
+  for (size_t i = 0; i < item_ids.size(); i++) all += (i ? "\n" : "") + item_ids[i];
+  return sha256_hex(Bytes(all.begin(), all.end()));
+}
 
 Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what) {
   z_stream zs{};
@@ -290,10 +355,14 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   std::set<std::string> uniq(b.item_ids.begin(), b.item_ids.end());
   if (int64_t(b.item_ids.size()) != b.sh.N || int64_t(uniq.size()) != b.sh.N || uniq.count(""))
     throw BundleError("item ids are not N unique non-empty ids");
-  // the item-item term (runtime_py/neighbors.py) is not implemented here yet: refused, never silently dropped
-  if (m.contains("neighbors") && !m["neighbors"].is_null())
-    throw BundleError("this bundle adds an item-item term (manifest `neighbors`), which this native runtime does "
-                      "not implement yet; use the Python runtime or export without it");
+  // the item-item term (runtime_py/neighbors.py): added to forward's offset, then `rank` ranks (recommender.cpp)
+  if (m.contains("neighbors") && !m["neighbors"].is_null()) {
+    b.neighbors = neighbor_spec(m["neighbors"]);
+    if (b.score.rank_method.empty())
+      throw BundleError("the bundle's item-item term (neighbors) needs score.pte's rank method");
+    if (!b.neighbors->file.empty())
+      b.neighbor_table = decode_neighbors(need(b.neighbors->file), b.sh.N, b.neighbors->m, b.neighbors->file);
+  }
   if (m.contains("trending_file") && !m["trending_file"].is_null()) {
     const Bytes &t = need(m["trending_file"].get<std::string>());
     b.trending_json = std::string(t.begin(), t.end());

@@ -1,6 +1,7 @@
 // The C API (include/metarec.h): argument checks, one lock per recommender, exceptions to return codes. Nothing
 // throws across the boundary: a C++ exception unwinding into Kotlin/Swift frames would abort the app.
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -82,6 +83,36 @@ int mr_set_trending(mr_recommender *r, double at, size_t n, const char *const *i
     pack.counts[item_ids[i]] = counts[i];
   }
   return guarded(r, [&] { r->rec->set_trending(pack); });
+}
+
+int mr_set_neighbors(mr_recommender *r, double at, const char *kind, int m, long long n_rows, const int32_t *ids,
+                     const float *weights) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  if (!kind || !ids || !weights) return input_error(r, "kind, ids and weights must not be NULL");
+  // kind, m and n_rows are checked against the bundle's term before ids / weights are read
+  return guarded(r, [&] { r->rec->set_neighbors(at, kind, m, n_rows, ids, weights); });
+}
+
+int mr_neighbor_spec(const mr_recommender *r, char *kind_out, size_t kind_cap, int *m_out, int *last_out,
+                     double *decay_out, double *weight_out, int *has_table_out) {
+  if (!r || !r->rec || !kind_out || kind_cap < 16) return MR_INPUT_ERROR;
+  std::lock_guard<std::mutex> g(const_cast<mr_recommender *>(r)->lock);  // the table may be replaced meanwhile
+  const auto &nb = r->rec->bundle().neighbors;
+  std::string kind = nb ? nb->kind : "";
+  std::memcpy(kind_out, kind.c_str(), kind.size() + 1);  // "transition" | "cooc" | "": fits 16 bytes
+  if (m_out) *m_out = nb ? int(nb->m) : 0;
+  if (last_out) *last_out = nb ? int(nb->last) : 0;
+  if (decay_out) *decay_out = nb ? nb->decay : 0.0;
+  if (weight_out) *weight_out = nb ? nb->weight : 0.0;
+  if (has_table_out) *has_table_out = r->rec->has_neighbor_table() ? 1 : 0;
+  return MR_OK;
+}
+
+int mr_catalog(const mr_recommender *r, char *out, size_t cap) {
+  if (!r || !r->rec || !out || cap < 65) return MR_INPUT_ERROR;
+  std::string d = mr::catalog_digest(r->rec->bundle().item_ids);
+  std::memcpy(out, d.c_str(), 65);
+  return MR_OK;
 }
 
 int mr_recommend(mr_recommender *r, const char *user_id, double now, int k, const char **item_ids_out,

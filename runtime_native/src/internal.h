@@ -34,6 +34,11 @@ struct ProgramIO {
   double lr = 0;
 };
 
+// The item-item term (runtime_py/manifest.py NeighborSpec): `file` "" = no table shipped, the app sets one.
+struct NeighborSpec { std::string file, kind; int64_t m = 0, last = 0; double decay = 0, weight = 0; };
+// Each item's m neighbours, row-major (N, m): ids in [-1, N) (-1 = none), weights finite and >= 0.
+struct NeighborTable { std::vector<int32_t> ids; std::vector<float> weights; };
+
 struct SceneSpec { double utc_offset_hours = -6.0; int64_t holiday_window_days = 3, hour_resolution_minutes = 60; };
 
 // A verified, decoded bundle (runtime_py/bundle.py's Bundle): nothing is read from disk after open.
@@ -49,6 +54,8 @@ struct Bundle {
   Bytes score_pte, adapt_pte;  // inflated program bytes (ExecuTorch reads constants from them: keep alive)
   bool query_scene = true, right_aligned = true;
   std::optional<std::string> trending_json;  // the pack shipped with the bundle, if any
+  std::optional<NeighborSpec> neighbors;     // the item-item term, if the export chose one
+  std::optional<NeighborTable> neighbor_table;  // its neighbors.bin, when shipped (padding: id 0, weight 0)
 };
 
 // Verify and decode (signature over the raw manifest, canonical form, schema, every file's size + sha256).
@@ -57,6 +64,10 @@ Bundle open_bundle(const std::string &dir, const std::string &public_key_pem);
 // The codecs of runtime_py/bundle_codecs.py.
 std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t group);
 Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what);
+NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const std::string &name);
+float half_to_float(uint16_t h);
+// What packs are bound to (bundle_codecs.catalog_digest): sha256 hex of the ids joined by "\n".
+std::string catalog_digest(const std::vector<std::string> &item_ids);
 
 // Trending pack JSON (runtime_py/trending.py): {"at", "counts", "version": 1}; log1p counts per item index.
 struct TrendPack { double at = 0; std::map<std::string, double> counts; };

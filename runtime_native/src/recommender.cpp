@@ -45,6 +45,28 @@ void check_time(double t, const char *what) {
 void check_id(const std::string &v, const char *what) {
   if (v.empty()) throw InputError(std::string(what) + " must be a non-empty string");
 }
+
+// numpy's float64 sum (pairwise, 8 accumulators, blocks of 128): the term's std is the Python runtime's to the bit
+double pairwise_sum(const double *a, size_t n) {
+  if (n < 8) {
+    double res = 0.;
+    for (size_t i = 0; i < n; i++) res += a[i];
+    return res;
+  }
+  if (n <= 128) {
+    double r[8];
+    for (int j = 0; j < 8; j++) r[j] = a[j];
+    size_t i = 8;
+    for (; i < n - n % 8; i += 8)
+      for (int j = 0; j < 8; j++) r[j] += a[i + size_t(j)];
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) res += a[i];
+    return res;
+  }
+  size_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
 }  // namespace
 
 Recommender::Recommender(const std::string &dir, const std::string &state, const std::string &pem) {
@@ -74,6 +96,10 @@ Recommender::Recommender(const std::string &dir, const std::string &state, const
   }
   if (!pack && b_.trending_json) pack = parse_trending(*b_.trending_json);
   set_trend(pack);
+  if (b_.neighbors) {  // the bundle's table, if shipped; never persisted here (docs/native.md): the app sets one
+    nb_ = std::move(b_.neighbor_table), b_.neighbor_table.reset();
+    nb_acc_.assign(size_t(sh.N), 0.0), nb_seen_.assign(size_t(sh.N), 0);
+  }
   store_->accept_serial(b_.serial);  // only once the bundle has proven usable
 }
 
@@ -132,7 +158,7 @@ void Recommender::set_trend(const std::optional<TrendPack> &pack) {
     }
   trend_.resize(counts.size());
   for (size_t i = 0; i < counts.size(); i++) trend_[i] = float(std::log1p(counts[i]));
-  trend_version_++;
+  args_version_++;
 }
 
 void Recommender::fill_scene(double now) {
@@ -175,7 +201,7 @@ void Recommender::add_to_user(User &u, int64_t item, double ts, int64_t seq) {
   u.last_ts = u.has_last ? std::max(u.last_ts, ts) : ts, u.has_last = true;
   slots(u.idx, b_.sh.L, u.hist, u.mask);
   u.has_head = false, u.any_scene = false, u.head_scene.clear();  // stale: the next recommend adapts
-  u.rank_valid = false, u.args_version = ~0ull;
+  u.rank_valid = false, u.args_version = ~0ull, u.nb_version = ~0ull;
 }
 
 User &Recommender::load_user(const std::string &user) {
@@ -255,6 +281,48 @@ void Recommender::adapt_user(const std::string &user, User &u) {
   last_adapt_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// runtime_py/neighbors.py neighbor_term, same float64 operations in the same order (bincount's per-item sums in
+// history order, numpy's pairwise sums over the sorted touched items), so the float32 values are Python's.
+void Recommender::neighbor_term(User &u) {
+  const NeighborSpec &s = *b_.neighbors;
+  const NeighborTable &t = *nb_;
+  u.nb_idx.clear(), u.nb_val.clear(), u.nb_version = nb_version_;
+  size_t n = std::min(size_t(s.last), u.idx.size());
+  std::vector<int32_t> &touched = nb_touched_;
+  touched.clear();
+  for (size_t a = 0; a < n; a++) {  // newest first, age a
+    int64_t h = u.idx[u.idx.size() - 1 - a];
+    double age = std::pow(s.decay, double(a));
+    for (int64_t j = 0; j < s.m; j++) {
+      int32_t id = t.ids[size_t(h * s.m + j)];
+      if (id < 0) continue;  // a pack's "no neighbour": its weight counts nowhere (as neighbors.py)
+      size_t slot = size_t(id);
+      if (!nb_seen_[slot]) nb_seen_[slot] = 1, touched.push_back(id);
+      nb_acc_[slot] += double(t.weights[size_t(h * s.m + j)]) * age;
+    }
+  }
+  std::sort(touched.begin(), touched.end());
+  std::vector<double> c(touched.size()), c2(touched.size());
+  for (size_t i = 0; i < touched.size(); i++) {
+    size_t slot = size_t(touched[i]);
+    c[i] = nb_acc_[slot], c2[i] = c[i] * c[i];
+    nb_acc_[slot] = 0.0, nb_seen_[slot] = 0;  // the scratch is clean for the next user
+  }
+  double mean = pairwise_sum(c.data(), c.size()) / double(b_.sh.N);
+  double var = pairwise_sum(c2.data(), c2.size()) / double(b_.sh.N) - mean * mean;
+  if (!(var > 0)) return;  // no history or no weight: no term
+  double sd = std::sqrt(var);
+  for (size_t i = 0; i < touched.size(); i++)
+    u.nb_idx.push_back(touched[i]), u.nb_val.push_back(float(s.weight * c[i] / sd));
+}
+
+void Recommender::run_rank(User &u) {
+  float *table = const_cast<float *>(b_.table.data());  // score programs only read their inputs
+  for (auto &[name, i] : rank_in_)
+    rank_->bind(size_t(i), name == "user_vec" ? u.vec.data() : name == "offset" ? u.offset.data() : table);
+  rank_->run();
+}
+
 void Recommender::recommend(const std::string &user, double now, int k, std::vector<int64_t> &ids,
                             std::vector<float> &scores) {
   if (closed_) throw StateError("this Recommender is closed");
@@ -267,16 +335,14 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
   const uint8_t *sk = reinterpret_cast<const uint8_t *>(scene_.data());
   bool same_scene = u.head_scene.size() == size_t(b_.sh.F * 4) && std::memcmp(u.head_scene.data(), sk, u.head_scene.size()) == 0;
   if (!u.any_scene && (!u.has_head || (b_.query_scene && !same_scene))) adapt_user(user, u);
-  uint64_t version = trend_version_;  // forward's cache is per (head, trend pack); adapt_user resets it
+  uint64_t version = args_version_;  // forward's cache is per (head, trend, neighbour table); adapt_user resets it
   bool rank_ok = rank_ && u.args_version == version && u.rank_valid && u.rank_key.size() == size_t(b_.sh.F * 4) &&
                  std::memcmp(u.rank_key.data(), sk, u.rank_key.size()) == 0;
   EtMethod *m;
   int oi = o_ids_, os = o_scores_;
   float *table = const_cast<float *>(b_.table.data());  // score programs only read their inputs
   if (rank_ok) {
-    for (auto &[name, i] : rank_in_)
-      rank_->bind(size_t(i), name == "user_vec" ? u.vec.data() : name == "offset" ? u.offset.data() : table);
-    rank_->run();
+    run_rank(u);
     m = rank_.get(), oi = 1, os = 0;
   } else {
     for (auto &[name, i] : fwd_in_) {
@@ -291,6 +357,14 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
       const float *v = fwd_->out_f(size_t(o_vec_)), *o = fwd_->out_f(size_t(o_off_));
       u.vec.assign(v, v + b_.sh.d), u.offset.assign(o, o + b_.sh.N);
       u.rank_key.assign(sk, sk + b_.sh.F * 4), u.rank_valid = true, u.args_version = version;
+      if (b_.neighbors) {  // forward's top-k lacks the item-item term: it joins the offset and `rank` ranks
+        if (nb_ && !u.idx.empty()) {
+          if (u.nb_version != nb_version_) neighbor_term(u);
+          for (size_t j = 0; j < u.nb_idx.size(); j++) u.offset[size_t(u.nb_idx[j])] += u.nb_val[j];
+        }
+        run_rank(u);
+        m = rank_.get(), oi = 1, os = 0;
+      }
     }
   }
   const int64_t *top = m->out_l(size_t(oi));
@@ -343,6 +417,33 @@ void Recommender::set_trending(const TrendPack &pack) {
   if (closed_) throw StateError("this Recommender is closed");
   store_->put_trending(trending_to_json(pack));
   set_trend(pack);
+}
+
+void Recommender::set_neighbors(double at, const std::string &kind, int64_t m, int64_t n_rows, const int32_t *ids,
+                                const float *weights) {
+  if (closed_) throw StateError("this Recommender is closed");
+  if (!b_.neighbors)
+    throw InputError("this bundle has no item-item term (its export chose none on validation users): no neighbour "
+                     "pack to set");
+  const NeighborSpec &s = *b_.neighbors;
+  if (n_rows != b_.sh.N)
+    throw InputError("neighbour pack has " + std::to_string(n_rows) + " rows, this bundle's catalog " +
+                     std::to_string(b_.sh.N));
+  if (kind != s.kind || m != s.m)
+    throw InputError("neighbour pack holds " + kind + " x" + std::to_string(m) + ", this bundle's term reads " +
+                     s.kind + " x" + std::to_string(s.m));
+  // freshness is the app's to check (as for trending packs): a time is only required to be finite
+  if (!std::isfinite(at)) throw InputError("neighbour pack time must be finite");
+  NeighborTable t;
+  t.ids.assign(ids, ids + n_rows * m), t.weights.assign(weights, weights + n_rows * m);
+  for (size_t i = 0; i < t.ids.size(); i++) {
+    if (t.ids[i] < -1 || t.ids[i] >= n_rows)
+      throw InputError("neighbour pack ids must be item indices in [-1, " + std::to_string(n_rows) + ")");
+    if (!std::isfinite(t.weights[i]) || t.weights[i] < 0)
+      throw InputError("neighbour pack weights must be finite and >= 0");
+  }
+  nb_ = std::move(t);
+  nb_version_++, args_version_++;  // every user's term and forward outputs came from the old table
 }
 
 void Recommender::forget(const std::string &user) {

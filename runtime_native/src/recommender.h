@@ -24,6 +24,9 @@ struct User {
   bool rank_valid = false;
   Bytes rank_key;
   std::vector<float> vec, offset;  // forward's user_vec (d,) and offset (N,), for the rank method
+  uint64_t nb_version = ~0ull;     // the neighbour table nb_idx / nb_val were computed from
+  std::vector<int64_t> nb_idx;     // the item-item term for this history: item indices and values
+  std::vector<float> nb_val;
 };
 
 class Recommender {
@@ -32,6 +35,10 @@ class Recommender {
   ~Recommender();
   void record(const std::string &user, const std::string &item, double ts, const char *event_id);
   void set_trending(const TrendPack &pack);
+  // replace the item-item term's table ((n_rows, m) ids + weights); InputError, nothing changed, if it does not fit
+  void set_neighbors(double at, const std::string &kind, int64_t m, int64_t n_rows, const int32_t *ids,
+                     const float *weights);
+  bool has_neighbor_table() const { return nb_.has_value(); }
   // top-k (indices, scores) into out vectors
   void recommend(const std::string &user, double now, int k, std::vector<int64_t> &ids, std::vector<float> &scores);
   void forget(const std::string &user);
@@ -50,7 +57,12 @@ class Recommender {
   std::vector<float> neg_, trend_, scene_, adapt_scene_, rank_user_vec_, rank_offset_;
   std::vector<std::pair<std::string, int>> fwd_in_, rank_in_, adapt_in_;  // (name, input slot)
   int o_scores_ = 0, o_ids_ = 1, o_vec_ = -1, o_off_ = -1, o_packed_ = 0;
-  uint64_t trend_version_ = 0;
+  uint64_t args_version_ = 0;  // bumped by a new trend pack or neighbour table: every cached forward output is stale
+  std::optional<NeighborTable> nb_;  // the item-item term's table in use (the bundle's, or set by the app)
+  uint64_t nb_version_ = 0;
+  std::vector<double> nb_acc_;  // (N,) scratch of neighbor_term, zero between calls
+  std::vector<uint8_t> nb_seen_;
+  std::vector<int32_t> nb_touched_;
   int64_t scene_day_ = INT64_MIN, scene_slot_ = INT64_MIN;
   std::map<std::string, PendingHead> pending_;
   std::list<std::pair<std::string, std::unique_ptr<User>>> lru_;  // most recent first
@@ -64,5 +76,7 @@ class Recommender {
   void adapt_user(const std::string &user, User &u);
   void slots(const std::vector<int64_t> &idx, int64_t size, std::vector<float> &vecs, std::vector<float> &mask);
   void fill_scene(double now);
+  void neighbor_term(User &u);
+  void run_rank(User &u);
 };
 }  // namespace mr

@@ -31,6 +31,16 @@ def test_the_sparse_term_equals_its_dense_definition():
     assert neighbor_term(ids, w, np.array([], np.int64), 3, 0.5, 3.0, N)[0].size == 0
 
 
+def test_a_padding_neighbour_counts_nowhere_whatever_its_weight():
+    ids, w = _table()
+    ids[:, -1] = -1  # a pack made in memory keeps -1 (decode_neighbors turns it into id 0, weight 0)
+    zero = w.copy()
+    zero[:, -1] = 0
+    hist = np.array([4, 9, 13])
+    (i, v), (i0, v0) = (neighbor_term(ids, x, hist, 3, 0.5, 3.0, N) for x in (w, zero))
+    assert (i >= 0).all() and np.array_equal(i, i0) and np.array_equal(v, v0)  # not added at -1, the last item
+
+
 def test_the_file_round_trips_and_bad_files_are_bundle_errors():
     ids, w = _table()
     ids[0, -1] = -1  # padding: no neighbour
