@@ -35,7 +35,7 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
         tmp = tempfile.TemporaryDirectory()
         state_path = Path(tmp.name) / "state.db"
     rec = opener(bundle_dir, state_path, trusted_key=trusted_key)
-    spec = getattr(rec, "neighbor_spec", None)  # the native runtime refuses bundles with the term
+    spec = rec.neighbor_spec  # both runtimes: the item-item term's kind, m, last, decay, weight, or None
     live = None
     if spec is not None:
         from metarec.sdk.neighbors import LiveNeighbors
