@@ -76,3 +76,19 @@ def test_explicit_compression_skips_the_choice(prior, tmp_path):
     out = export_bundle(ck, tmp_path / "b", quant="int8", prune="none", key_path=keys / "private.pem")
     man = json.loads((out / "manifest.json").read_bytes())
     assert "selection" not in man["configs"] and man["configs"]["compress"]["quant"] == "int8"
+
+
+def test_a_prior_below_the_floor_ships_when_the_chosen_bundle_is_not(prior, tmp_path):
+    """The floor of `metarec train` judges the prior alone; with choices to make, export judges the bundle it
+    chooses (an item-item term can lift a prior the floor calls below); without them the prior is refused."""
+    ck, keys = prior
+    saved = torch.load(ck, weights_only=False)
+    saved["floor"]["verdict"] = "below"
+    base = saved["validation"]["baseline"]
+    base["hr"] = np.zeros_like(base["hr"])  # the chosen bundle cannot lose to this baseline
+    mixed = tmp_path / "mixed.pt"
+    torch.save(saved, mixed)
+    out = export_bundle(mixed, tmp_path / "b", key_path=keys / "private.pem")
+    assert json.loads((out / "manifest.json").read_bytes())["configs"]["selection"]["bundle_floor"]["verdict"] != "below"
+    with pytest.raises(ExportError, match="this prior loses"):
+        export_bundle(mixed, tmp_path / "c", quant="int8", prune="none", key_path=keys / "private.pem")
