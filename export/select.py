@@ -102,8 +102,9 @@ def _choose_neighbors(prior, tcfg, ds, split, log, full: dict, budget: float, sa
     memo = _Memo(_recommender(prior, tcfg))
     grid, best = [], None
     for kind in NEIGHBOR_KINDS:
+        widest = LiveNeighbors(kind, max(NEIGHBOR_MS))
         for m in NEIGHBOR_MS:
-            live = LiveNeighbors(kind, m)
+            live = widest.truncated(m)
             for weight in NEIGHBOR_WEIGHTS:
                 nb = (live, LAST, DECAY, weight)
                 res = evaluate_users(_Plus(memo, nb), ds, split.val, log, ks=SELECT_KS)

@@ -115,6 +115,13 @@ class LiveNeighbors:
         self.kind, self.m = kind, m
         self._cache = _LogCache(_Transitions if kind == "transition" else _FirstTouches)
         self._memo: dict = {}
+        self._before_key, self._before = None, None
+
+    def truncated(self, m: int) -> "LiveNeighbors":
+        """The same rows cut to their first m neighbours, sharing this one's work (top-m is a prefix of top-M)."""
+        if not 1 <= m <= self.m:
+            raise ValueError(f"m={m} must be in [1, {self.m}]")
+        return _Truncated(self, m)
 
     def row(self, log, s: int, t: float, exclude_user: int) -> tuple[np.ndarray, np.ndarray]:
         key = (id(log), int(s), float(t), int(exclude_user))
@@ -131,8 +138,11 @@ class LiveNeighbors:
             c = st.row(s, t, exclude_user, n)
             tot = c.sum()
             return c / tot if tot > 0 else c
-        users, items = st.before(log, t, exclude_user)
-        deg = np.bincount(items, minlength=n).astype(np.float64)
+        key = (id(log), float(t), int(exclude_user))
+        if self._before_key != key:  # a query's rows share one cut of the log (3 rows: 3x fewer passes over it)
+            users, items = st.before(log, t, exclude_user)
+            self._before_key, self._before = key, (users, items, np.bincount(items, minlength=n).astype(np.float64))
+        users, items, deg = self._before
         if deg[s] == 0:
             return np.zeros(n)
         mine = np.zeros(int(users.max()) + 1 if len(users) else 1, bool)
@@ -164,6 +174,15 @@ class LiveNeighbors:
         w = np.zeros((log.n_items, self.m), np.float32)
         ids[h], w[h] = rid[local], rw[local]
         return ids, w
+
+
+class _Truncated(LiveNeighbors):
+    def __init__(self, full: LiveNeighbors, m: int):
+        self.kind, self.m, self._full = full.kind, m, full
+
+    def row(self, log, s: int, t: float, exclude_user: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, w = self._full.row(log, s, t, exclude_user)
+        return ids[:self.m], w[:self.m]
 
 
 def pack_table(ds, at: float, kind: str, m: int, catalog_ids) -> tuple[np.ndarray, np.ndarray]:

@@ -56,3 +56,19 @@ def test_pack_table_is_indexed_by_the_bundles_catalog_and_cut_at_at():
     assert not np.array_equal(later, ids)  # events after `at` are not in the earlier pack
     with pytest.raises(ValueError):
         pack_table(ds, float("nan"), "transition", 5, catalog)
+
+
+@pytest.mark.parametrize("kind", ["transition", "cooc"])
+def test_truncated_rows_are_the_narrow_tables_rows(kind):
+    ds = tiny_dataset(n_users=40, n_items=25)
+    log = EventLog(ds)
+    wide, narrow = LiveNeighbors(kind, m=8), LiveNeighbors(kind, m=3)
+    cut = wide.truncated(3)
+    assert cut.m == 3 and cut.kind == kind
+    for u, q in ((1, 0.5), (7, 0.8), (1, 0.5)):
+        t = float(np.quantile(ds.ts, q))
+        for s in range(ds.n_items):
+            a, b = cut.row(log, s, t, u), narrow.row(log, s, t, u)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError):
+        wide.truncated(9)
