@@ -366,6 +366,10 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
                           "simple baseline on validation users; ship the baseline, or export anyway with --force")
     if sel.neighbors is not None and not ecfg.rank_method:
         raise ExportError("the chosen item-item term needs score.pte's rank method (ExportConfig.rank_method)")
+    if sel.pop_delta:
+        from .select import with_pop_delta
+
+        model = with_pop_delta(model, sel.pop_delta)
     if sel.inner_steps != model.cfg.inner_steps:
         model = copy.deepcopy(model)
         model.cfg = dataclasses.replace(model.cfg, inner_steps=sel.inner_steps)

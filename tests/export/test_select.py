@@ -55,6 +55,20 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     assert man["programs"]["adapt"]["inner_steps"] == want
     assert sel["bundle_floor"]["verdict"] in ("below", "tie", "above")
     assert "validation" not in man["configs"]  # the validation prior stays in the checkpoint
+    # the item-item term: chosen among the candidates that do not cost the first three queries
+    grid = sel["neighbors"]["grid"]
+    ok = [g for g in grid if g["headline_ok"]]
+    if sel["neighbors"]["best"] is not None:
+        top = max(ok, key=lambda g: g["hr10"])
+        assert abs(top["hr10"] - max(g["hr10"] for g in ok)) < 1e-12 and sel["neighbors"]["best"]["kind"] in ("transition", "cooc")
+    else:
+        assert not ok or not sel["neighbors"]["shipped"]
+    # the popularity weight: raised only by a delta whose headline gain is measurable, the largest such gain
+    pop = sel["popularity"]
+    for g in pop["grid"]:
+        assert g["pays"] == (g["headline"]["ci"][0] > 0 and g["k1to10"]["ci"][1] >= 0)
+    pays = [g for g in pop["grid"] if g["pays"]]
+    assert pop["delta"] == (max(pays, key=lambda g: g["headline"]["diff"])["delta"] if pays else 0.0)
 
 
 def test_a_bundle_below_the_best_baseline_is_refused_unless_forced(prior, tmp_path):
