@@ -6,12 +6,12 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
 1. steps: the phone's adaptation steps are kept only when they pay, i.e. the prior with its steps beats the same
    prior served without them, paired over the validation queries with an interval above 0; otherwise the bundle
    ships `inner_steps = 0` and the runtime skips adaptation (both runtimes honour it);
-2. the item-item term (sdk/neighbors.py, runtime_py/neighbors.py): each kind at each m and weight is added to the
+2. the popularity weight: the prior's pop_w (ModelConfig.pop_prior) raised by the delta whose headline gain over
+   none is measurable (paired interval above 0) and largest, unless it costs K = 1..10 measurably;
+2b. the item-item term (sdk/neighbors.py, runtime_py/neighbors.py): each kind at each m and weight is added to the
    validation prior's scores, its rows those of the server's pack at each query's moment; among those that do not
    cost the headline (K = 1..3 paired interval not below no term) the best ships when it gains more than the
    accuracy budget there (the rate at which compression may trade accuracy for bytes);
-2b. the popularity weight: the prior's pop_w (ModelConfig.pop_prior) raised by the delta whose headline gain over
-   none is measurable (paired interval above 0) and largest, unless it costs K = 1..10 measurably;
 3. compression: candidates from the smallest bundle up (pruned + int4 ... float32), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
    that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
@@ -220,12 +220,11 @@ def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
         if not keep:
             steps, prior, full = 0, _with_steps(prior, 0), skip
 
-    # 2. the item-item term
+    # 2. the popularity weight (the prior's own), then 2b. the item-item term (the server's data) on top of it
+    rep["popularity"], prior, full = _choose_popularity(prior, tcfg, ds, split, log, full, None, say)
     rep["neighbors"], nb = _choose_neighbors(prior, tcfg, ds, split, log, full, budget, say)
     if nb is not None:
         full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb)
-    # 2b. the popularity weight
-    rep["popularity"], prior, full = _choose_popularity(prior, tcfg, ds, split, log, full, nb, say)
     ref = _hr(full)
 
     # 3. the smallest compression within the budget
