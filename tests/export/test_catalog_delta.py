@@ -318,7 +318,7 @@ def test_native_runtime_refuses_a_state_with_deltas(world, deltas, tmp_path):
 
     path = os.environ.get("METAREC_NATIVE_LIB") or DEFAULT_LIB
     if not Path(path).is_file():
-        pytest.skip(f"{path} not built (make native; make test builds it)")
+        pytest.fail(f"{path} is missing: run `make native` first (make test does)")  # as tests/native
     state = tmp_path / "s.db"
     rec = _open(world, state)
     rec.add_items(deltas[0])
