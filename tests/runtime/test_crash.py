@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -77,10 +78,19 @@ def run_contended_crash(db: Path, processes: int = 4, users: int = 2500, kills: 
         assert child.stdout.readline() == b"ready\n"
         return child
 
-    def reap(child: subprocess.Popen) -> None:
+    def wait_for_turns(kids: list[subprocess.Popen], timeout: float = 60.0) -> list[bytes]:
+        """Read every child's output (draining all pipes, so no writer blocks holding the lock) until each has
+        acknowledged an event, i.e. got the writer lock; the bytes read from each."""
+        got, deadline = {k.stdout.fileno(): b"" for k in kids}, time.monotonic() + timeout
+        while any(b"ack " not in g for g in got.values()) and time.monotonic() < deadline:
+            for fd in select.select(list(got), [], [], 0.1)[0]:
+                got[fd] += os.read(fd, 65536)
+        return [got[k.stdout.fileno()] for k in kids]
+
+    def reap(child: subprocess.Popen, already: bytes = b"") -> None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-        for ln in child.stdout.read().decode().split("\n"):
+        for ln in (already + child.stdout.read()).decode().split("\n"):
             if ln.startswith("ack "):
                 acked.add(ln.split()[1])
                 users_seen.add(ln.split()[2])
@@ -93,8 +103,11 @@ def run_contended_crash(db: Path, processes: int = 4, users: int = 2500, kills: 
         reap(children[p])
         runs[p] += 1
         children[p] = start(p)
-    for child in children:
-        reap(child)
+    # every process must get a turn while the others contend: a lock held past its holder's close/death would
+    # starve it (random kills alone may end before a slow process's first turn, so wait for it here)
+    turns = wait_for_turns(children)
+    for child, got in zip(children, turns):
+        reap(child, got)
     stored, n_rows = _check_db(db, acked)
     return {"processes": processes, "users_per_process": users, "kills": kills, "acknowledged": len(acked),
             "present": len(acked & stored), "lost": len(acked - stored), "rows": n_rows,
