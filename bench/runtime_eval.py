@@ -132,11 +132,7 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
     eager = MetaRecRecommender(checkpoint=checkpoint, config=None).fit(ds, np.r_[split.train, split.val], log)
     if as_shipped:
         _use_bundle_weights(eager, shipped)
-    nb = shipped.manifest.neighbors
-    if nb is not None:  # the term as the runtime gets it: the neighbour pack of each query's moment
-        from metarec.sdk.neighbors import LiveNeighbors
-
-        eager.set_neighbors(LiveNeighbors(nb.kind, nb.m), nb.last, nb.decay, nb.weight)
+    _serve_as(eager, shipped)
     rt = runtime_next_item(bundle_dir, trusted_key, ds, ks=ks, eager=eager)
     ev = summarize_next_item(evaluate_users(eager, ds, split.test, log, ks=HEADLINE_KS), ks=HEADLINE_KS)
     return {"parity": rt["parity"], "eager_weights": "as shipped in the bundle" if as_shipped else "checkpoint fp32",
@@ -150,21 +146,36 @@ def _fp32_reference(checkpoint, bundle_dir, trusted_key):
     import copy
     import dataclasses
 
+    import torch
+
     from metarec.runtime.bundle import open_bundle
-    from metarec.sdk.neighbors import LiveNeighbors
     from metarec.sdk.recommender import MetaRecRecommender
     from metarec.sdk.train import load_checkpoint
 
-    m = open_bundle(bundle_dir, trusted_key).manifest
+    shipped = open_bundle(bundle_dir, trusted_key)
+    m = shipped.manifest
     model, cfg, _ = load_checkpoint(checkpoint)
     model = copy.deepcopy(model)
     model.cfg = dataclasses.replace(model.cfg, inner_steps=int(m.programs["adapt"].inner_steps))
+    delta = float(m.configs.get("selection", {}).get("popularity", {}).get("delta", 0.0))
+    if delta:  # the popularity weight export chose, baked into the bundle's bias
+        with torch.no_grad():
+            model.pop_w += delta
     cfg = dataclasses.replace(cfg, model=model.cfg)
-    ref = MetaRecRecommender(cfg, name="fp32 prior").set_model(model, cfg)
-    if m.neighbors is not None:
-        nb = m.neighbors
-        ref.set_neighbors(LiveNeighbors(nb.kind, nb.m), nb.last, nb.decay, nb.weight)
-    return ref
+    return _serve_as(MetaRecRecommender(cfg, name="fp32 prior").set_model(model, cfg), shipped)
+
+
+def _serve_as(rec, shipped):
+    """`rec` (the sdk's eager scorer) with the bundle's item-item term, its rows from the neighbour pack of each
+    query's moment, and its weights by history length, as the runtimes serve them."""
+    from metarec.sdk.neighbors import LiveNeighbors
+
+    nb, bh = shipped.manifest.neighbors, shipped.manifest.by_history
+    if nb is not None:
+        rec.set_neighbors(LiveNeighbors(nb.kind, nb.m), nb.last, nb.decay, nb.weight)
+    if bh is not None:
+        rec.set_by_history(bh.term, bh.popularity, shipped.popularity)
+    return rec
 
 
 def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", baselines=None,

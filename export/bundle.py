@@ -20,16 +20,15 @@ import numpy as np
 import torch
 
 from metarec.runtime.bundle_codecs import (check_item_ids, encode_floats, encode_item_ids, encode_neighbors,
-                                           encode_program, sign_manifest)
+                                           encode_popularity, encode_program, sign_manifest)
 from metarec.runtime.bundle_codecs import generate_keypair as _rt_keypair
 from metarec.runtime.manifest import (ADAPT_FILE, ADAPT_INPUTS, ADAPT_METHOD, ADAPT_OUTPUTS, ADAPT_PARAMETER,
                                       ADAPT_PREPARE_METHOD, ADAPT_PREPARE_OUTPUTS, ADAPT_STEP_INPUTS,
                                       ADAPT_UNROLLED_METHOD, HEAD_FILE, IDS_FILE, MANIFEST_FILE, NEIGHBORS_FILE,
-                                      ONNX_FILE, RANK_INPUTS,
-                                      RANK_METHOD, RESERVED_FILES,
+                                      ONNX_FILE, POPULARITY_FILE, RANK_INPUTS, RANK_METHOD, RESERVED_FILES,
                                       SCORE_CACHE_OUTPUTS, SCORE_FILE, SCORE_INPUTS, SCORE_METHOD, SCORE_OUTPUTS,
-                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, Manifest, NeighborSpec, ProgramIO, Shapes,
-                                      TableSpec)
+                                      SIGNATURE_FILE, TABLE_FILE, HeadSpec, HistoryWeights, Manifest, NeighborSpec,
+                                      ProgramIO, Shapes, TableSpec)
 from metarec.runtime.manifest import CHUNKED_SCORE_INPUTS, COLUMNS_METHOD, chunk_input_names
 from metarec.runtime.errors import BundleError
 from metarec.runtime.probe import probe_in_child
@@ -140,11 +139,12 @@ def file_entries(out: Path) -> dict:
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
                    k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False,
-                   large: dict | None = None, neighbors=None) -> bytes:
+                   large: dict | None = None, neighbors=None, by_history=None) -> bytes:
     """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract.
     `large`: `write_large_programs`' result (the chunked score.pte holds the table; `qt` is then unused).
-    `neighbors`: the item-item term's NeighborSpec (needs the rank method, so never with `large`)."""
-    if large is not None and neighbors is not None:
+    `neighbors`: the item-item term's NeighborSpec, `by_history`: HistoryWeights (both need the rank method, so
+    never with `large`)."""
+    if large is not None and (neighbors is not None or by_history is not None):
         raise ExportError("the item-item term needs score.pte's rank method, which the large-catalog program lacks")
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
@@ -179,6 +179,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
             programs={"score": ProgramIO(**score), "adapt": ProgramIO(**adapt)},
             item_table=table,
             head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes), neighbors=neighbors,
+            by_history=by_history,
             dtypes={**table_dtypes, "head": "float32", "topk_ids": "int64", "program_inputs": "float32"},
             configs=configs).to_json()
     except ValueError as e:  # never write a manifest the runtime would refuse
@@ -237,15 +238,16 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
 
         raise ExportError(f"{floor_summary(extra['floor'])}: this prior loses to a simple baseline on validation "
                           "users; ship the baseline, or export anyway with force=True (--force)")
-    nb_spec = None
+    nb_spec = bh_spec = None
     if auto and validation is not None:
-        model, compress_config, nb_spec = _choose(model, validation, extra, ecfg, force, say)
-        if nb_spec is not None and ecfg.large_catalog(model.n_items):
-            # the large-catalog score.pte has no rank method (no cached offset to add the term to): ship without it
-            say(f"the item-item term the selection chose is not shipped: {model.n_items:,} items get the "
-                "large-catalog score.pte, which has no rank method to add it to")
+        model, compress_config, nb_spec, bh_spec = _choose(model, validation, extra, ecfg, force, say)
+        if (nb_spec is not None or bh_spec is not None) and ecfg.large_catalog(model.n_items):
+            # the large-catalog score.pte has no rank method (no cached offset to add them to): ship without them
+            say(f"the item-item term and weights by history length the selection chose are not shipped: "
+                f"{model.n_items:,} items get the large-catalog score.pte, which has no rank method to add them to")
             extra["selection"]["neighbors"]["shipped"] = False
-            nb_spec = None
+            extra["selection"]["shipped_neighbors"] = extra["selection"]["shipped_by_history"] = None
+            nb_spec = bh_spec = None
     elif auto:
         say("no validation run in the checkpoint (a model, or trained with --no-floor): int4 and the phone profile, "
             "not checked against the baselines")
@@ -301,6 +303,12 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
             say(f"   first neighbour pack ({nb_spec['kind']}, m={nb_spec['m']}, {pack.stat().st_size / 1024:.0f} KB): "
                 f"{pack} (+ .sig); the server sends fresh ones: `metarec neighbors`")
         neighbors = NeighborSpec(file=NEIGHBORS_FILE if ecfg.neighbors_in_bundle else "", **nb_spec)
+    by_history = None
+    if bh_spec is not None:
+        if bh_spec["popularity"]:
+            (out / POPULARITY_FILE).write_bytes(encode_popularity(model.log_pop.detach().numpy()))
+        by_history = HistoryWeights(term=bh_spec["term"], popularity=bh_spec["popularity"],
+                                    file=POPULARITY_FILE if bh_spec["popularity"] else "")
     large_io = None
     if large:
         say(f"2/5 {model.n_items:,} items >= large_catalog_items={ecfg.large_catalog_items:,}: the large-catalog "
@@ -328,7 +336,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec, rank_method=ecfg.rank_method, large=large_io,
-                              neighbors=neighbors)
+                              neighbors=neighbors, by_history=by_history)
     try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
         probe_in_child(out, manifest)
     except BundleError as e:
@@ -373,7 +381,7 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
     if sel.inner_steps != model.cfg.inner_steps:
         model = copy.deepcopy(model)
         model.cfg = dataclasses.replace(model.cfg, inner_steps=sel.inner_steps)
-    return model, sel.compress, sel.neighbors
+    return model, sel.compress, sel.neighbors, sel.by_history
 
 
 def save_exported_model(model, path, train_cfg: dict | None, item_ids, compress_report: dict,

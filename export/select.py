@@ -12,6 +12,10 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
    validation prior's scores, its rows those of the server's pack at each query's moment; among those that do not
    cost the headline (K = 1..3 paired interval not below no term) the best ships when it gains more than the
    accuracy budget there (the rate at which compression may trade accuracy for bytes);
+2c. weights by history length (manifest HistoryWeights): for each bucket of support sizes (K = 1, 2, 3, 4..10),
+   the item-item term's weight and an extra popularity weight move away from 2 and 2b's only where the best pair
+   of the grid gains on that bucket's queries with a paired interval above 0 (a sign-up page's popular items at
+   K = 1, sequences later);
 3. compression: candidates from the smallest bundle up (pruned + int4 ... float32), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
    that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
@@ -33,6 +37,9 @@ HEADLINE_KS = (1, 2, 3)
 SELECT_KS = tuple(range(1, 11))
 NEIGHBOR_WEIGHTS = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # multiples of the term's catalog std, beside the prior's raw scores
 POP_DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)  # added to the learned pop_w (a log-count's weight in the bias)
+# the history-length buckets of 2c (the last holds every longer history) and their extra popularity weights
+LENGTH_BUCKETS = ((1,), (2,), (3,), tuple(range(4, 11)))
+POP_EXTRAS = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
 NEIGHBOR_MS = (20, 50)  # neighbours per item a pack holds: N x m x 6 bytes (9,125 items, m=50: 2.7 MB)
 # (name, prune spec or None, quant), the phone profile first; ordered by table bytes at selection time
 CANDIDATES = (("pruned+int4", "dim=16,prototypes=4", "int4"), ("pruned+int8", "dim=16,prototypes=4", "int8"),
@@ -48,23 +55,34 @@ class Selection:
     report: dict
     neighbors: dict | None = None  # {"kind", "weight", "last", "decay", "m"} when the item-item term ships
     pop_delta: float = 0.0  # added to the shipped prior's pop_w
+    by_history: dict | None = None  # {"term": [...], "popularity": [...]} per LENGTH_BUCKETS, when any moved
 
 
-def _recommender(model, tcfg, table=None, quant="none", nb=None):
+def _recommender(model, tcfg, table=None, quant="none", nb=None, bh=None):
     """The eager scorer of `model` served with its own inner steps, on the table the phone decodes, with the
-    item-item term `nb` ((LiveNeighbors, last, decay, weight)) when given."""
+    item-item term `nb` ((LiveNeighbors, last, decay, weight)) and the weights by history length `bh`
+    ({"term", "popularity"}) when given."""
     from .report import compressed_recommender
 
     table = model.export_item_table().numpy() if table is None else table
     scfg = dataclasses.replace(tcfg, model=dataclasses.replace(tcfg.model, inner_steps=int(model.cfg.inner_steps)))
     rec = compressed_recommender(scfg, model, table, quant)
-    return rec.set_neighbors(*nb) if nb is not None else rec
+    if nb is not None:
+        rec.set_neighbors(*nb)
+    if bh is not None:
+        rec.set_by_history(bh["term"], bh["popularity"], popularity_feature(model))
+    return rec
 
 
-def _evaluate(model, tcfg, ds, users, log, table=None, quant="none", nb=None) -> dict:
+def popularity_feature(model) -> np.ndarray:
+    """(N,) the popularity feature as the phone decodes it (popularity.bin, float16): the prior's log counts."""
+    return model.log_pop.detach().numpy().astype(np.float16).astype(np.float32)
+
+
+def _evaluate(model, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None) -> dict:
     from metarec.sdk.protocol import evaluate_users
 
-    return evaluate_users(_recommender(model, tcfg, table, quant, nb), ds, users, log, ks=SELECT_KS)
+    return evaluate_users(_recommender(model, tcfg, table, quant, nb, bh), ds, users, log, ks=SELECT_KS)
 
 
 class _Memo:
@@ -95,15 +113,15 @@ class _Plus:
         return s
 
 
-def _choose_neighbors(prior, tcfg, ds, split, log, full: dict, budget: float, say) -> tuple[dict, tuple | None]:
-    """(report, (LiveNeighbors, last, decay, weight), or None): the best kind, m and weight on the validation
-    users, each query's rows those of a server's pack at its time (other users' events before it: the item-item
-    baselines' time rule), kept only when it gains more than the budget there."""
+def _choose_neighbors(memo: _Memo, ds, split, log, full: dict, budget: float, say) -> tuple[dict, tuple | None,
+                                                                                        tuple | None]:
+    """(report, the shipped (LiveNeighbors, last, decay, weight) or None, the best one or None): the best kind, m
+    and weight on the validation users, each query's rows those of a server's pack at its time (other users'
+    events before it: the item-item baselines' time rule), kept only when it gains more than the budget there."""
     from metarec.runtime.manifest import NEIGHBOR_KINDS
     from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
     from metarec.sdk.protocol import evaluate_users
 
-    memo = _Memo(_recommender(prior, tcfg))
     grid, best = [], None
     for kind in NEIGHBOR_KINDS:
         widest = LiveNeighbors(kind, max(NEIGHBOR_MS))
@@ -122,7 +140,7 @@ def _choose_neighbors(prior, tcfg, ds, split, log, full: dict, budget: float, sa
                     best = (nb, res, kind)
     if best is None:
         say("   item-item term: every kind and weight costs the first three queries (K = 1..3) -> not shipped")
-        return {"grid": grid, "best": None, "hr10_without": _hr(full), "shipped": False}, None
+        return {"grid": grid, "best": None, "hr10_without": _hr(full), "shipped": False}, None, None
     p = _paired(best[1], full)
     # the same exchange rate as compression: a table that may cost `budget` of HR@10 to save bytes must gain more
     # than `budget` to add them (an interval above 0 kept out a term worth +0.12 on a 9,125-item test set)
@@ -132,7 +150,94 @@ def _choose_neighbors(prior, tcfg, ds, split, log, full: dict, budget: float, sa
         f"{p['diff']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] -> {'shipped' if keep else 'not shipped'}")
     rep = {"grid": grid, "best": {"kind": kind, "weight": nb[3], "last": nb[1], "decay": nb[2], "m": nb[0].m},
            "hr10_without": _hr(full), "paired": p, "shipped": keep}
-    return rep, (nb if keep else None)
+    return rep, (nb if keep else None), nb
+
+
+class _Queries:
+    """The validation queries with K in SELECT_KS, each with the prior's scores, the item-item term at weight 1
+    (linear in its weight) and the target, computed once: 2c's grid re-ranks them."""
+
+    def __init__(self, memo: _Memo, nb: tuple | None, ds, users, log):
+        from metarec.runtime.neighbors import neighbor_term
+        from metarec.sdk.protocol import next_item_queries
+
+        self.user, self.k, self.rows = [], [], []
+        for u, k, q, target in next_item_queries(ds, log, users, SELECT_KS):
+            if target in set(q.support_items.tolist()):
+                continue  # as evaluate_users: a repeat of a support item is not a query
+            s0 = memo.score(q)
+            term = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            if nb is not None and k:
+                live, last, decay, _ = nb
+                ids, w, local = live.rows(q.log, q.support_items, q.t, q.user, last)
+                term = neighbor_term(ids, w, local, last, decay, 1.0, len(s0))
+            self.user.append(u)
+            self.k.append(k)
+            self.rows.append((s0, term, target, np.asarray(q.support_items)))
+        self.user, self.k = np.asarray(self.user), np.asarray(self.k)
+
+    def results(self, ks, pop_w: float, term_w: float, feature: np.ndarray) -> dict:
+        """evaluate_users' {"user", "k", "hr"} for the queries with K in `ks`, with the popularity feature at
+        `pop_w` and the term at `term_w` added to the prior's scores."""
+        from metarec.sdk.protocol import rank_metrics
+
+        sel = np.flatnonzero(np.isin(self.k, ks))
+        hr = np.empty(len(sel))
+        for j, i in enumerate(sel):
+            s0, (ti, tv), target, support = self.rows[i]
+            s = s0 + pop_w * feature if pop_w else s0.copy()
+            if term_w and len(ti):
+                s[ti] += term_w * tv
+            hr[j] = rank_metrics(s, target, support)[0]
+        return {"user": self.user[sel], "k": self.k[sel], "hr": hr}
+
+
+def _choose_by_history(prior, memo: _Memo, best_nb: tuple | None, shipped_nb: tuple | None, ds, split, log,
+                       say) -> tuple[dict, dict | None, tuple | None]:
+    """(report, {"term", "popularity"} per LENGTH_BUCKETS or None, the item-item term to serve or None): per
+    bucket, the (extra popularity, term weight) pair of the grid with the largest gain over 2 and 2b's choice on
+    that bucket's queries, taken only when its paired interval is above 0."""
+    from metarec.sdk.floor import verdict
+
+    if not getattr(prior.cfg, "pop_prior", False) and best_nb is None:
+        return {"reason": "no popularity feature and no item-item term"}, None, shipped_nb
+    feature = popularity_feature(prior) if getattr(prior.cfg, "pop_prior", False) else np.zeros(prior.n_items)
+    pops = POP_EXTRAS if getattr(prior.cfg, "pop_prior", False) else (0.0,)
+    weights = (0.0,) + (NEIGHBOR_WEIGHTS if best_nb is not None else ())
+    w0 = shipped_nb[3] if shipped_nb is not None else 0.0
+    qs = _Queries(memo, best_nb, ds, split.val, log)
+    buckets, term, pop = [], [], []
+    for ks in LENGTH_BUCKETS:
+        base = qs.results(ks, 0.0, w0, feature)
+        best = None
+        for e in pops:
+            for w in weights:
+                if (e, w) == (0.0, w0):
+                    continue
+                p = _paired(qs.results(ks, e, w, feature), base, ks)
+                if verdict(p["ci"]) == "above" and (best is None or p["diff"] > best[2]["diff"]):
+                    best = (e, w, p)
+        e, w = (best[0], best[1]) if best is not None else (0.0, w0)
+        term.append(w)
+        pop.append(e)
+        row = {"ks": list(ks), "popularity": e, "term": w, "hr10": float(np.mean(base["hr"])),
+               "paired": best[2] if best is not None else None}
+        buckets.append(row)
+        say(f"   by history length K = {ks[0]}{'..' + str(ks[-1]) if len(ks) > 1 else ''}: "
+            + (f"popularity {e:+g}, term x{w:g}: paired {best[2]['diff']:+.3f} [{best[2]['ci'][0]:+.3f}, "
+               f"{best[2]['ci'][1]:+.3f}] over 2 and 2b's" if best is not None else
+               "2 and 2b's weights (no pair gains measurably)"))
+    rep = {"buckets": buckets, "pop_extras": list(pops), "term_weights": list(weights)}
+    if all(b["paired"] is None for b in buckets):
+        return rep, None, shipped_nb
+    if not any(term):  # off at every length
+        nb, term = None, []
+    elif all(w == w0 for w in term):  # 2b's weight at every length
+        nb, term = shipped_nb, []
+    else:  # the manifest's neighbors.weight must be > 0; by_history.term replaces it at every length
+        nb = (*(shipped_nb or best_nb)[:3], max(term))
+    bh = {"term": term, "popularity": pop if any(pop) else []}
+    return rep, (bh if bh["term"] or bh["popularity"] else None), nb
 
 
 def with_pop_delta(model, delta: float):
@@ -224,9 +329,12 @@ def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
 
     # 2. the popularity weight (the prior's own), then 2b. the item-item term (the server's data) on top of it
     rep["popularity"], prior, full = _choose_popularity(prior, tcfg, ds, split, log, full, None, say)
-    rep["neighbors"], nb = _choose_neighbors(prior, tcfg, ds, split, log, full, budget, say)
-    if nb is not None:
-        full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb)
+    memo = _Memo(_recommender(prior, tcfg))
+    rep["neighbors"], nb, best_nb = _choose_neighbors(memo, ds, split, log, full, budget, say)
+    # 2c. weights by history length, over 2 and 2b's
+    rep["by_history"], bh, nb = _choose_by_history(prior, memo, best_nb, nb, ds, split, log, say)
+    if nb is not None or bh is not None:
+        full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh)
     ref = _hr(full)
 
     # 3. the smallest compression within the budget
@@ -245,7 +353,7 @@ def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
         else:
             model = prior
         qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
-        res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb)
+        res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb, bh)
         hr = _hr(res)
         p = _paired(res, full)
         rel = (ref - hr) / ref if ref > 0 else 0.0
@@ -271,8 +379,12 @@ def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
     p = _paired(pick["res"], base, HEADLINE_KS)
     rep["bundle_floor"] = {"hr10": _hr(pick["res"], HEADLINE_KS), "baseline_hr10": _hr(base, HEADLINE_KS),
                            "paired": p, "verdict": verdict(p["ci"])}
-    return Selection(steps, pick["compress"], rep, rep["neighbors"]["best"] if nb is not None else None,
-                     rep["popularity"]["delta"])
+    shipped = None
+    if nb is not None:
+        live, last, decay, weight = nb
+        shipped = {"kind": live.kind, "weight": weight, "last": last, "decay": decay, "m": live.m}
+    rep["shipped_neighbors"], rep["shipped_by_history"] = shipped, bh
+    return Selection(steps, pick["compress"], rep, shipped, rep["popularity"]["delta"], bh)
 
 
 def selection_summary(rep: dict, best_baseline: str) -> str:

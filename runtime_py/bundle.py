@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle_codecs import decode_floats, decode_item_ids, decode_neighbors, decode_program, decode_table, \
-    load_public_key, verify_signature
+from .bundle_codecs import decode_floats, decode_item_ids, decode_neighbors, decode_popularity, decode_program, \
+    decode_table, load_public_key, verify_signature
 from .errors import BundleError
 from .manifest import MANIFEST_FILE, MAX_FILE_BYTES, SIGNATURE_FILE, Manifest, check_serial_plausible
 from .scene import SceneSpec
@@ -45,6 +45,7 @@ class Bundle:
     programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes, inflated
     trending: TrendingPack | None  # the pack shipped with the bundle, if any
     neighbors: tuple | None = None  # (ids (N, m) int64, weights (N, m) float32) of the item-item term, if shipped
+    popularity: np.ndarray | None = None  # (N,) float32: the popularity feature of by_history, if shipped
 
     @property
     def serial(self) -> int:
@@ -153,6 +154,8 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     needed |= {n for n in (manifest.prototypes_file, manifest.trending_file, manifest.item_ids_file) if n is not None}
     if manifest.neighbors is not None and manifest.neighbors.file:
         needed.add(manifest.neighbors.file)
+    if manifest.by_history is not None and manifest.by_history.file:
+        needed.add(manifest.by_history.file)
     data: dict[str, bytes] = {}
     for name, entry in sorted(manifest.files.items()):  # every listed file is verified, used or not
         blob = _verified_file(root, name, entry)
@@ -173,7 +176,9 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
                 else manifest.item_ids)
     nb = manifest.neighbors
     neighbors = decode_neighbors(data[nb.file], sh.N, nb.m, nb.file) if nb is not None and nb.file else None
+    bh = manifest.by_history
+    popularity = decode_popularity(data[bh.file], sh.N, bh.file) if bh is not None and bh.file else None
     return Bundle(path=root, manifest=manifest, manifest_bytes=manifest_bytes, item_ids=item_ids,
                   scene_spec=SceneSpec.from_dict(dict(manifest.scene_spec)), table=table, head0=head0,
-                  prototypes=prototypes, trending=trending, neighbors=neighbors,
+                  prototypes=prototypes, trending=trending, neighbors=neighbors, popularity=popularity,
                   programs={k: decode_program(data[p.file], p.codec, p.file) for k, p in manifest.programs.items()})

@@ -147,6 +147,22 @@ def decode_floats(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
     return arr
 
 
+def encode_popularity(vec: np.ndarray) -> bytes:
+    """popularity.bin (HistoryWeights.file): (N,) float16 little-endian."""
+    return np.asarray(vec, np.float32).astype("<f2").tobytes()
+
+
+def decode_popularity(data: bytes, n: int, name: str) -> np.ndarray:
+    """A read-only (N,) float32 popularity feature; `BundleError` on a size mismatch or non-finite values."""
+    if len(data) != 2 * n:
+        raise BundleError(f"{name} has {len(data)} bytes, expected {2 * n} for float16 ({n},)")
+    arr = np.frombuffer(data, dtype="<f2").astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise BundleError(f"{name} holds non-finite values")
+    arr.setflags(write=False)
+    return arr
+
+
 # ---------------------------------------------------------------------------------------------- neighbours
 def encode_neighbors(ids: np.ndarray, weights: np.ndarray) -> bytes:
     """neighbors.bin: (N, m) int32 indices (-1 = no neighbour) then (N, m) float16 weights, little-endian."""

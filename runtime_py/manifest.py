@@ -56,6 +56,7 @@ RESERVED_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
 SCORE_FILE, ADAPT_FILE, TABLE_FILE, HEAD_FILE, IDS_FILE, ONNX_FILE = (
     "score.pte", "adapt.pte", "items.bin", "head0.bin", "item_ids.bin", "model.onnx")
 NEIGHBORS_FILE = "neighbors.bin"
+POPULARITY_FILE = "popularity.bin"
 
 # program methods and I/O names; tuples are in the order export traces the programs
 SCORE_METHOD = "forward"
@@ -284,6 +285,40 @@ class NeighborSpec:
         _check(self.kind in NEIGHBOR_KINDS, f"neighbors.kind {self.kind!r} unknown; known: {NEIGHBOR_KINDS}")
 
 
+MAX_LENGTHS = 16  # history-length buckets a HistoryWeights may hold
+
+
+def at_length(values: tuple, k: int, default: float) -> float:
+    """The entry of `values` for a user with `k` known events: min(max(k, 1), len) - 1 (the last covers every
+    longer history); `default` when `values` is empty. Both runtimes and the sdk's scorer index so."""
+    return float(values[min(max(int(k), 1), len(values)) - 1]) if values else float(default)
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryWeights:
+    """Weights by the user's history length K (the user's events the catalog knows; entry `at_length`):
+    `term`: the item-item term's weight (replaces neighbors.weight; 0 = off at that length; empty = neighbors.weight
+    at every length); `popularity`: the weight of the catalog's popularity feature (`file`: float16 little-endian
+    (N,), sdk/neighbors.py log_popularity) added to bundle items' scores (empty = none, and `file` is "").
+    Why: a user's first events are a sign-up page's popular items, later ones follow sequences (ML-1M)."""
+
+    term: tuple[float, ...] = ()
+    popularity: tuple[float, ...] = ()
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("term", 0.0, 64.0), ("popularity", -64.0, 64.0)):
+            v = getattr(self, name)
+            _check(isinstance(v, (list, tuple)) and len(v) <= MAX_LENGTHS,
+                   f"by_history.{name} must be a list of at most {MAX_LENGTHS} numbers")
+            _check(all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                       and lo <= x <= hi for x in v), f"by_history.{name} values must be finite, in [{lo}, {hi}]")
+            object.__setattr__(self, name, tuple(float(x) for x in v))
+        _check(isinstance(self.file, str), "by_history.file must be a str")
+        _check(bool(self.file) == bool(self.popularity), "by_history.file is set exactly when popularity is")
+        _check(bool(self.term or self.popularity), "by_history holds term or popularity weights (else leave it out)")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:
     """phi0, flat float32 little-endian (P,) in `file`, in `param_names` order with `param_shapes`."""
@@ -326,6 +361,7 @@ class Manifest:
     prototypes_file: str | None = None  # (M, d) float32, M = len(prototype_labels); used for `because` at K=0
     trending_file: str | None = None  # an initial TrendingPack (JSON, covered by this manifest's hash)
     neighbors: NeighborSpec | None = None  # the item-item term, when export chose one on validation users
+    by_history: HistoryWeights | None = None  # weights by history length, when export chose them
     dtypes: dict = dataclasses.field(default_factory=dict)  # informational: {"table": "int8", "head": "float32"}
     configs: dict = dataclasses.field(default_factory=dict)  # every stage's config, opaque to the runtime
     adapt_scene: str = "query"
@@ -370,8 +406,8 @@ class Manifest:
             _check(all(b - a >= sh.k_max for a, b in zip(score.chunks, score.chunks[1:])),
                    f"every score chunk must hold at least k_max={sh.k_max} items")
             _check(self.item_table.program == "score", "a chunked score program holds the table (item_table.program)")
-            _check(self.neighbors is None, "a chunked score program has no rank method to add the item-item term "
-                   "(neighbors) to")
+            _check(self.neighbors is None and self.by_history is None, "a chunked score program has no rank method "
+                   "to add the item-item term (neighbors) or weights by history length (by_history) to")
             self._check_program(score, CHUNKED_SCORE_INPUTS + chunk_input_names(len(score.chunks) - 1),
                                 SCORE_OUTPUTS)
         else:
@@ -388,8 +424,11 @@ class Manifest:
         _check(not self.programs["score"].unrolled_method, "score has no unrolled method")
         _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
         _check(not adapt.chunks, "adapt has no chunks")
+        if self.by_history is not None and self.by_history.term:
+            _check(self.neighbors is not None, "by_history.term needs the item-item term (neighbors)")
         referenced = [self.item_table.file or None, self.head.file, self.prototypes_file, self.trending_file,
-                      self.item_ids_file, self.neighbors.file if self.neighbors is not None else None]
+                      self.item_ids_file, self.neighbors.file if self.neighbors is not None else None,
+                      self.by_history.file if self.by_history is not None else None]
         referenced = [n for n in referenced if n != ""]  # neighbors.file "": the table arrives in a pack
         for name in [p.file for p in self.programs.values()] + [n for n in referenced if n is not None]:
             _check(name in files, f"{name} is referenced but not listed in files")
@@ -413,6 +452,8 @@ class Manifest:
                     del prog[key]
         if not d["item_table"]["program"]:
             del d["item_table"]["program"]
+        if d["by_history"] is None:  # left out while unused: older manifests stay byte-identical
+            del d["by_history"]
         return d
 
     def to_json(self) -> bytes:
@@ -437,6 +478,8 @@ class Manifest:
             d["head"] = _sub(HeadSpec, d.get("head"), "head")
             if d.get("neighbors") is not None:
                 d["neighbors"] = _sub(NeighborSpec, d["neighbors"], "neighbors")
+            if "by_history" in d:  # present means used: null is not canonical
+                d["by_history"] = _sub(HistoryWeights, d["by_history"], "by_history")
             progs = d.get("programs")
             if not isinstance(progs, dict):
                 raise ValueError("programs must be an object")

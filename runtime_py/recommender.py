@@ -53,7 +53,7 @@ import torch
 from .bundle import Bundle, open_bundle
 from .catalog import CatalogDelta, DeltaScorer
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
-from .manifest import DELTA_INPUTS, SHAPE_LIMITS
+from .manifest import DELTA_INPUTS, SHAPE_LIMITS, at_length
 from .neighbors import NeighborPack, neighbor_term
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
 from .scene import SceneClock, shift_for
@@ -102,7 +102,7 @@ class _User:
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
                  "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
                  "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np",
-                 "neighbor", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
+                 "neighbor", "pop_w", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -122,6 +122,7 @@ class _User:
         # score.pte's rank inputs: forward's user vector and offset, valid for `args` and the scene `rank_key`
         self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
         self.neighbor = None  # (item indices, values) of the item-item term for this history (neighbors.py)
+        self.pop_w = 0.0  # the popularity feature's weight at this history length (manifest HistoryWeights)
         # catalog deltas: each delta program's exclude view, and their scores for `args` in scene `delta_scene`
         self.delta_exclude, self.delta_scores, self.delta_args, self.delta_scene = (), None, None, None
 
@@ -157,8 +158,10 @@ class Recommender:
         # score.pte's optional `table` input, shared, not copied (large catalogs: the table is inside score.pte)
         self._table_t = None if self._chunked else torch.from_numpy(self._table)
         self._nb = m.neighbors  # the item-item term joins forward's cached offset, then `rank` ranks
-        if self._nb is not None and (self._chunked or not score.has_rank):
-            raise BundleError("the bundle's item-item term (neighbors) needs score.pte's rank method"
+        self._by_k, self._pop = m.by_history, bundle.popularity  # so do the weights by history length
+        if (self._nb is not None or self._by_k is not None) and (self._chunked or not score.has_rank):
+            raise BundleError("the bundle's item-item term (neighbors) or weights by history length (by_history) "
+                              "need score.pte's rank method"
                               + (", which a large-catalog (chunked) score.pte lacks" if self._chunked else ""))
         self._clock = SceneClock(bundle.scene_spec)
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
@@ -364,7 +367,7 @@ class Recommender:
                     scores_t, ids_t = out[0], out[1]
                     if len(out) == 4:
                         self._keep_rank_inputs(u, out[2], out[3], scene_key)
-                        if self._nb is not None:  # forward's top-k lacks the item-item term
+                        if self._nb is not None or self._by_k is not None:  # forward's top-k lacks them
                             scores_t, ids_t = self._score.rank_bound(u.rank_args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
@@ -568,9 +571,14 @@ class Recommender:
         if self._retired:
             u.excluded = u.excluded | self._retired
         u.delta_exclude = [torch.from_numpy(exclude[sh.N + o:sh.N + o + len(ids)]) for o, ids in self._delta_spans]
+        bk = self._by_k
         if self._nb_table is not None and len(idx):
             nb = self._nb
-            u.neighbor = neighbor_term(*self._nb_table, idx, nb.last, nb.decay, nb.weight, sh.N)
+            w = at_length(bk.term, len(idx), nb.weight) if bk is not None else nb.weight
+            if w > 0:
+                u.neighbor = neighbor_term(*self._nb_table, idx, nb.last, nb.decay, w, sh.N)
+        if self._pop is not None:
+            u.pop_w = at_length(bk.popularity, len(idx), 0.0)
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
         else:
@@ -596,6 +604,8 @@ class Recommender:
         np.copyto(u.offset_np, offset)
         if u.neighbor is not None:
             u.offset_np[u.neighbor[0]] += u.neighbor[1]
+        if u.pop_w:
+            u.offset_np[:len(self._pop)] += u.pop_w * self._pop
         u.rank_key = scene_key
 
     def _adapt_user(self, user_id: str, u: _User) -> None:

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import torch
 
+from metarec.runtime.manifest import at_length
 from metarec.runtime.neighbors import add_neighbor_term
 from metarec.sdk.train import TrainConfig, data_fingerprint, fit_model, load_checkpoint
 
@@ -29,6 +30,7 @@ class MetaRecRecommender:
         self.model = None
         self.stats: dict = {}
         self.neighbors = None  # (LiveNeighbors, last, decay, weight): the item-item term, from the pack of q.t
+        self.by_history = None  # (term weights, popularity weights, (N,) popularity feature): manifest HistoryWeights
 
     def fit(self, ds, fit_users: np.ndarray, log=None) -> "MetaRecRecommender":
         fit_users = np.asarray(fit_users, np.int64)
@@ -69,6 +71,13 @@ class MetaRecRecommender:
         self.neighbors = (live, last, decay, weight) if weight > 0 else None
         return self
 
+    def set_by_history(self, term: tuple, popularity: tuple, feature: np.ndarray | None) -> "MetaRecRecommender":
+        """Weights by history length, as the runtimes read a manifest's `by_history` (HistoryWeights): `term`
+        replaces the item-item term's weight (needs `set_neighbors`, whose weight > 0 names the kind), and
+        `popularity` times `feature` joins the score; both empty removes them."""
+        self.by_history = (tuple(term), tuple(popularity), feature) if term or popularity else None
+        return self
+
     def history_items(self, support_items: np.ndarray) -> torch.Tensor:
         """(L,) item indices of the right-aligned last-L history (padding rows: item 0, masked)."""
         items = np.asarray(support_items, np.int64)[-self.L:]
@@ -104,8 +113,14 @@ class MetaRecRecommender:
         with torch.no_grad():
             s = self.model.score_from_vectors(head, hv, hm, sc, trend, self.table, self.bias)
         s = s.numpy().astype(np.float64)
-        if self.neighbors is not None and len(q.support_items):
+        k = len(q.support_items)
+        term, pop, feature = self.by_history if self.by_history is not None else ((), (), None)
+        if self.neighbors is not None and k:
             live, last, decay, weight = self.neighbors
-            ids, w, local = live.rows(q.log, q.support_items, q.t, q.user, last)
-            add_neighbor_term(s, ids, w, local, last, decay, weight)
+            weight = at_length(term, k, weight)
+            if weight > 0:
+                ids, w, local = live.rows(q.log, q.support_items, q.t, q.user, last)
+                add_neighbor_term(s, ids, w, local, last, decay, weight)
+        if pop:
+            s[:len(feature)] += at_length(pop, k, 0.0) * feature
         return s

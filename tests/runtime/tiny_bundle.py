@@ -16,9 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metarec.runtime.manifest import FileEntry, HeadSpec, Manifest, NeighborSpec, ProgramIO, Shapes, TableSpec
+from metarec.runtime.manifest import (FileEntry, HeadSpec, HistoryWeights, Manifest, NeighborSpec, ProgramIO, Shapes,
+                                      TableSpec)
 from metarec.runtime.scene import SceneSpec, scene_features
-from metarec.runtime.bundle_codecs import decode_table, encode_neighbors, encode_program, encode_table, sign_manifest
+from metarec.runtime.bundle_codecs import (decode_table, encode_neighbors, encode_popularity, encode_program,
+                                           encode_table, sign_manifest)
 from metarec.runtime.trending import TrendingPack
 
 N, D, L, FD, S, R, K_MAX = 40, 8, 4, 15, 4, 6, 20
@@ -91,9 +93,10 @@ class TinyModel:
             theta = theta - self.alpha(scene) * grad
         return theta.detach()
 
-    def topk(self, events, now, counts=None, k=10, adapt_at=None, neighbors=None):
+    def topk(self, events, now, counts=None, k=10, adapt_at=None, neighbors=None, by_history=None):
         """events: [(item_id, ts)] in recording order. The eager top-k item ids; the head is adapted in the
-        scene at `adapt_at` (default: `now`)."""
+        scene at `adapt_at` (default: `now`). `by_history`: (term weights, popularity weights, (N,) feature) by
+        history length (entry min(max(K, 1), len) - 1), written out here rather than imported."""
         ordered = sorted(range(len(events)), key=lambda j: (events[j][1], j))
         idx = [ITEM_IDS.index(events[j][0]) for j in ordered]
         head = self.adapted_head(idx, now if adapt_at is None else adapt_at)
@@ -105,12 +108,16 @@ class TinyModel:
         exclude = torch.zeros(N)
         exclude[idx] = 1.0
         s = self.scores(head, hv, hm, torch.from_numpy(scene_features([now])[0]), trend, exclude)
-        if neighbors is not None:  # (ids, weights, spec dict): the item-item term, computed densely here
+        term, pop, feature = by_history if by_history is not None else ((), (), None)
+        at = min(max(len(idx), 1), max(len(term), len(pop), 1)) - 1
+        if neighbors is not None and idx:  # (ids, weights, spec dict): the item-item term, computed densely here
             ids, w, spec = neighbors
             c = np.zeros(N)
             for age, h in enumerate(idx[::-1][:spec["last"]]):
                 np.add.at(c, ids[h], spec["decay"] ** age * w[h].astype(np.float64))
-            s = s + torch.from_numpy(spec["weight"] * c / c.std()).float()
+            s = s + torch.from_numpy((term[at] if term else spec["weight"]) * c / c.std()).float()
+        if pop:
+            s = s + torch.from_numpy(pop[at] * feature.astype(np.float64)).float()
         return [ITEM_IDS[i] for i in torch.topk(s, k).indices.tolist()]
 
 
@@ -190,7 +197,7 @@ def _entry(data: bytes) -> FileEntry:
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
                  adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None,
-                 rank: bool = False, neighbors: tuple | None = None) -> Path:
+                 rank: bool = False, neighbors: tuple | None = None, by_history: tuple | None = None) -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
     out.mkdir(parents=True, exist_ok=True)
     store = lambda b: encode_program(b, codec)  # noqa: E731
@@ -203,6 +210,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         blobs["item_ids.bin"] = ids_file
     if neighbors is not None and neighbors[0] is not None:  # (ids (N, m), weights (N, m), {"last", ...})
         blobs["neighbors.bin"] = encode_neighbors(neighbors[0], neighbors[1])
+    if by_history is not None and by_history[1]:  # (term, popularity, (N,) feature as float16 values)
+        blobs["popularity.bin"] = encode_popularity(by_history[2])
     for name, data in blobs.items():
         (out / name).write_bytes(data)
     manifest = Manifest(
@@ -224,6 +233,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         neighbors=None if neighbors is None else NeighborSpec(
             file="neighbors.bin" if neighbors[0] is not None else "",
             m=int(neighbors[0].shape[1]) if neighbors[0] is not None else int(neighbors[1]), **neighbors[2]),
+        by_history=None if by_history is None else HistoryWeights(
+            term=by_history[0], popularity=by_history[1], file="popularity.bin" if by_history[1] else ""),
         dtypes={"table": "int8", "head": "float32"}, configs={"tiny": {"version": 1, "seed": 0}},
         adapt_scene=adapt_scene, history_align="right")
     data = manifest.to_json()
