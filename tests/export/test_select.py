@@ -70,6 +70,44 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
         assert g["pays"] == (g["headline"]["ci"][0] > 0)
     pays = [g for g in pop["grid"] if g["pays"]]
     assert pop["delta"] == (max(pays, key=lambda g: g["headline"]["diff"])["delta"] if pays else 0.0)
+    # weights by history length: a bucket moves only with a paired interval above 0, and the manifest ships them
+    bh, shipped = sel["by_history"], sel["shipped_by_history"]
+    for b in bh.get("buckets", []):  # unmoved: no extra popularity; moved: measurably better on its queries
+        assert b["popularity"] == 0.0 if b["paired"] is None else b["paired"]["ci"][0] > 0
+    assert man.get("by_history") == (None if shipped is None else
+                                     {"term": shipped["term"], "popularity": shipped["popularity"],
+                                      "file": "popularity.bin" if shipped["popularity"] else ""})
+
+
+def test_the_length_grid_ranks_as_the_served_scorer(prior):
+    """2c's grid re-ranks cached scores; what it measures must be what the bundle serves (the sdk's scorer with
+    the term and popularity set by history length, as the runtimes read them)."""
+    from metarec.export.select import LENGTH_BUCKETS, SELECT_KS, _evaluate, _Memo, _Queries, _recommender, \
+        popularity_feature
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
+    from metarec.sdk.protocol import EventLog, split_users
+    from metarec.sdk.train import TrainConfig, model_from_state
+
+    v = torch.load(prior[0], weights_only=False)["validation"]
+    tcfg = TrainConfig.from_dict(v["train_config"])
+    ds = load_dataset(tcfg.dataset)
+    split, log = split_users(ds), EventLog(ds)
+    model = model_from_state(tcfg, int(v["n_items"]), v["state_dict"], "validation prior")
+    nb = (LiveNeighbors("transition", 5), LAST, DECAY, 2.0)
+    qs = _Queries(_Memo(_recommender(model, tcfg)), nb, ds, split.val, log)
+    term, pop = [0.0, 4.0, 1.0, 0.5], [8.0, 0.0, -8.0, 4.0]
+    served = _evaluate(model, tcfg, ds, split.val, log, nb=nb, bh={"term": term, "popularity": pop})
+    feature = popularity_feature(model)
+    assert np.ptp(feature) > 0.3  # the feature is there to move rankings
+    moved = 0
+    for ks, t, p in zip(LENGTH_BUCKETS, term, pop):
+        got = qs.results(ks, p, t, feature)
+        sel = np.isin(served["k"], ks)
+        assert np.array_equal(got["user"], served["user"][sel]) and np.array_equal(got["k"], served["k"][sel])
+        assert np.allclose(got["hr"], served["hr"][sel])
+        moved += not np.allclose(qs.results(ks, 0.0, 0.0, feature)["hr"], got["hr"])
+    assert moved >= 2 and set(np.unique(served["k"])) <= set(SELECT_KS)
 
 
 def test_a_bundle_below_the_best_baseline_is_refused_unless_forced(prior, tmp_path):
