@@ -130,9 +130,9 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
     ds = load_dataset(dataset)
     split, log = split_users(ds), EventLog(ds)
     eager = MetaRecRecommender(checkpoint=checkpoint, config=None).fit(ds, np.r_[split.train, split.val], log)
+    eager = _fp32_reference(eager.model, eager.config, shipped)  # the bundle's steps, popularity delta and term
     if as_shipped:
         _use_bundle_weights(eager, shipped)
-    _serve_as(eager, shipped)
     rt = runtime_next_item(bundle_dir, trusted_key, ds, ks=ks, eager=eager)
     ev = summarize_next_item(evaluate_users(eager, ds, split.test, log, ks=HEADLINE_KS), ks=HEADLINE_KS)
     return {"parity": rt["parity"], "eager_weights": "as shipped in the bundle" if as_shipped else "checkpoint fp32",
@@ -140,25 +140,22 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
             "hr10_eval_k1to3": ev["headline"]["hr10"], "hr10_abs_diff": abs(rt["headline"]["hr10"] - ev["headline"]["hr10"])}
 
 
-def _fp32_reference(checkpoint, bundle_dir, trusted_key):
-    """The checkpoint's fp32 prior served as the bundle serves it (its adaptation steps, its item-item term): what
-    the bundle's compression is measured against."""
+def _fp32_reference(model, cfg, shipped):
+    """The prior `model` (TrainConfig `cfg`) served as the bundle `shipped` (from `open_bundle`) serves it: its
+    adaptation steps, the popularity delta export baked into its bias, its item-item term and weights by history
+    length. What the bundle's compression is measured against."""
     import copy
     import dataclasses
 
     import torch
 
-    from metarec.runtime.bundle import open_bundle
     from metarec.sdk.recommender import MetaRecRecommender
-    from metarec.sdk.train import load_checkpoint
 
-    shipped = open_bundle(bundle_dir, trusted_key)
     m = shipped.manifest
-    model, cfg, _ = load_checkpoint(checkpoint)
     model = copy.deepcopy(model)
     model.cfg = dataclasses.replace(model.cfg, inner_steps=int(m.programs["adapt"].inner_steps))
     delta = float(m.configs.get("selection", {}).get("popularity", {}).get("delta", 0.0))
-    if delta:  # the popularity weight export chose, baked into the bundle's bias
+    if delta:
         with torch.no_grad():
             model.pop_w += delta
     cfg = dataclasses.replace(cfg, model=model.cfg)
@@ -208,8 +205,12 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
     out = {"dataset": ds.name, "users": "test", "n_users": rt["headline"]["n_users"], "rows": rows,
            "best_baseline": best, "verdict": rows[best]["verdict"]}
     if checkpoint is not None:
-        res = evaluate_users(_fp32_reference(checkpoint, bundle_dir, trusted_key), ds, split.test, log,
-                             ks=HEADLINE_KS)
+        from metarec.runtime.bundle import open_bundle
+        from metarec.sdk.train import load_checkpoint
+
+        model, cfg, _ = load_checkpoint(checkpoint)
+        ref = _fp32_reference(model, cfg, open_bundle(bundle_dir, trusted_key))
+        res = evaluate_users(ref, ds, split.test, log, ks=HEADLINE_KS)
         key = {(int(u), int(k)) for u, k in zip(res["user"], res["k"])}
         keep = np.array([(int(u), int(k)) in key for u, k in zip(mine["user"], mine["k"])])
         p = paired_difference({k: v[keep] for k, v in mine.items()}, res, HEADLINE_KS)
