@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from .errors import BundleError, StateError
 from .manifest import DELTA_INPUTS, SHAPE_LIMITS, Shapes
 from .results import Explainer
 from .store import Store
+
+if TYPE_CHECKING:
+    from .user_state import UserState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +50,7 @@ class CatalogState:
     def n_total(self) -> int:
         return len(self.item_ids)
 
-    def merge(self, u, scores_t, ids_t, scene_key: bytes, trends: list, scene_t: torch.Tensor):
+    def merge(self, u: UserState, scores_t, ids_t, scene_key: bytes, trends: list, scene_t: torch.Tensor):
         """score.pte's top-k merged with every delta item's score for user state `u` (each delta program runs once
         per user state and scene, like forward; a repeat call reuses the scores), best first. `trends`: each delta
         program's slice of the trend vector."""

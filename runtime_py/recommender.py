@@ -16,10 +16,11 @@ hour, not every second: runtime_py/scene.py). Heads are stored with the serial,
 the last event seq and the scene; they are a cache, so they are written with the next event's transaction (or
 at `close`), never inside `recommend` (store.py says why a head needs no fsync).
 
-Hot path: everything that does not change between two calls is prepared outside `recommend`: per bundle the
-dequantized table and unit-normalised rows (for `because`); per trending pack the (N,) trend tensor; per user
-the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy arrays.
-`recommend` then fills the scene buffer, runs score.pte once and maps ids to strings. With score.pte's rank
+Hot path: everything that does not change between two calls is prepared outside `recommend`: per catalog the
+dequantized table and what `because` needs (catalog_state.py, results.py); per trending pack the (N,) trend tensor;
+per user the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy
+arrays. `recommend` then fills the scene buffer, runs score.pte once and maps ids to strings (`_results`, the
+catalog's `Explainer.results` bound at install: one attribute lookup, as a method's). With score.pte's rank
 method (manifest `rank_method`), forward's user vector and per-item offset are kept per user, and a repeat call
 while the head, history, scene and trend pack are unchanged runs only `rank` (table product + offset + top-k:
 about half of forward's time on ML-100K, bench/results/latency.md).
@@ -27,13 +28,12 @@ about half of forward's time on ML-100K, bench/results/latency.md).
 Large catalogs (a chunked score.pte, manifest `chunks`): the table is score.pte's quantized constant and the runtime
 reads its rows back from the program at open (ChunkedScoreProgram.table). score.pte takes one per-item input, t =
 trend with -inf at excluded items, as views of ONE shared buffer: `recommend` writes -inf at the user's items,
-runs score.pte and restores them (O(history), no per-user (N,) array). Unit rows for `because` are computed for the
-rows asked for, not kept for the whole catalog. Such a program has no rank method, so a large bundle with the
-item-item term (`neighbors`) is refused (BundleError), and so are catalog deltas on it.
+runs score.pte and restores them (O(history), no per-user (N,) array). Such a program has
+no rank method, so a large bundle with the item-item term (`neighbors`) is refused (BundleError), and so are
+catalog deltas on it.
 
-Catalog deltas (`add_items`, runtime_py/catalog.py): the new items get indices N, N+1, ... after the bundle's;
-each delta's score program scores them (once per user state and scene, like forward, then reused), and the scores
-are merged with score.pte's top-k; retired items are excluded for every user. Nothing of this runs without deltas.
+Catalog deltas (`add_items`): catalog_state.py (the applied deltas, the catalog they make, their items' scores
+merged with score.pte's top-k). Nothing of this runs without deltas.
 
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
 `record`/`forget` without a database read per request; a second one on the same state file gets StateError.
@@ -45,54 +45,26 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+
 import numpy as np
 import torch
 
 from .bundle import Bundle, open_bundle
+from .bundle_codecs import catalog_digest
 from .catalog_state import CatalogDeltas, CatalogState
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
 from .manifest import at_length
 from .neighbors import NeighborPack, neighbor_term
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
-from .results import TREND_LABELS, Event, Recommendation  # Recommendation, Event: also imported from here
+from .results import TREND_LABELS, Event, Recommendation  # the result types stay importable from here too
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
-from .bundle_codecs import catalog_digest
+from .user_state import UserState
 from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
     check_neighbor_pack as _check_nb_pack, check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
 
 _TIME_RANGE = (MIN_TIME, MAX_TIME)
-
-class _User:
-    """Everything `recommend` needs for one user, ready to pass to score.pte."""
-
-    __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
-                 "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
-                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np",
-                 "neighbor", "pop_w", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
-
-    def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
-        self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
-        self.stored_seq = -1  # the event seq of the head in the store
-        self.head = None  # tensor (P,), valid for scene `head_scene` (bytes; b"" = any scene)
-        self.head_scene = None
-        self.hist_np, self.mask_np = hist_np, mask_np
-        self.hist_vecs, self.hist_mask = torch.from_numpy(hist_np), torch.from_numpy(mask_np)
-        self.exclude, self.excluded = torch.from_numpy(exclude), frozenset(idx.tolist())
-        # because_labels[because_code[i]] explains item i. For a user with history, because_code is instead the
-        # recent item indices and only the k returned items are explained (a catalog-wide pass per user cost ~120 us)
-        self.because_code, self.because_labels = because_code, because_labels
-        # score.pte's input list, valid while `head` and the recommender's trend tensor are these objects
-        self.args, self.args_head, self.args_trend = None, None, None
-        self.recent_unit_t = None  # (d, R) unit vectors of the recent items in because_code (lazily)
-        self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
-        # score.pte's rank inputs: forward's user vector and offset, valid for `args` and the scene `rank_key`
-        self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
-        self.neighbor = None  # (item indices, values) of the item-item term for this history (neighbors.py)
-        self.pop_w = 0.0  # the popularity feature's weight at this history length (manifest HistoryWeights)
-        # catalog deltas: each delta program's exclude view, and their scores for `args` in scene `delta_scene`
-        self.delta_exclude, self.delta_scores, self.delta_args, self.delta_scene = (), None, None, None
 
 
 class Recommender:
@@ -134,7 +106,7 @@ class Recommender:
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
         self._scene_t = torch.from_numpy(self._scene_np)
         self._tz = None  # the device's time zone (`open`); None: the bundle's offset
-        self._users: OrderedDict[str, _User] = OrderedDict()
+        self._users: OrderedDict[str, UserState] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
         self.catalog = catalog_digest(bundle.item_ids)  # what a trending pack and a catalog delta are bound to
@@ -337,7 +309,7 @@ class Recommender:
                 scores_t, ids_t = self._cat.merge(u, scores_t, ids_t, scene_key, self._delta_trend, self._scene_t)
             return self._results(u, scores_t, ids_t, int(k))
 
-    def _recommend_chunked(self, u: _User, k: int) -> list[Recommendation]:
+    def _recommend_chunked(self, u: UserState, k: int) -> list[Recommendation]:
         """The large-catalog call: the user's items at -inf in the shared t buffer for this one call."""
         t, idx = self._t_np, u.idx
         try:
@@ -414,7 +386,7 @@ class Recommender:
         for user in [u for u, st in self._users.items() if st.because_labels is TREND_LABELS]:
             del self._users[user]  # they explain items by the old trend: rebuild lazily
 
-    def _load_user(self, user_id: str) -> _User:
+    def _load_user(self, user_id: str) -> UserState:
         """Build a user's hot-path inputs from the store, with the stored head if it is still valid."""
         sh, b, cat = self.shapes, self._bundle, self._cat
         events = self._store.events(user_id)
@@ -430,7 +402,7 @@ class Recommender:
         if not self._chunked:
             exclude[idx] = 1.0
             exclude[cat.retired_idx] = 1.0  # retired items sink like recorded ones
-        u = _User(seq, idx, last_ts, hist_np, mask_np, exclude[:sh.N], *cat.explain.codes(idx, self._trend_code))
+        u = UserState(seq, idx, last_ts, hist_np, mask_np, exclude[:sh.N], *cat.explain.codes(idx, self._trend_code))
         if cat.retired:
             u.excluded = u.excluded | cat.retired
         u.delta_exclude = [torch.from_numpy(exclude[sh.N + o:sh.N + o + len(ids)]) for o, ids in cat.spans]
@@ -455,7 +427,7 @@ class Recommender:
             self._users.popitem(last=False)
         return u
 
-    def _keep_rank_inputs(self, u: _User, vec: np.ndarray, offset: np.ndarray, scene_key: bytes) -> None:
+    def _keep_rank_inputs(self, u: UserState, vec: np.ndarray, offset: np.ndarray, scene_key: bytes) -> None:
         """Copy forward's user vector and offset (views of the program's output memory) into the user's own
         arrays, which score.pte's rank method takes until the head, history, trend pack or scene changes."""
         if u.rank_args is None:
@@ -471,7 +443,7 @@ class Recommender:
             u.offset_np[:len(self._pop)] += u.pop_w * self._pop
         u.rank_key = scene_key
 
-    def _adapt_user(self, user_id: str, u: _User) -> None:
+    def _adapt_user(self, user_id: str, u: UserState) -> None:
         """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`); the head goes to the store
         with the serial, deferred (`_pending_heads`): heads are a cache, so a crash before the next event or
         `close` only costs one re-adaptation, while a write here cost a SQLite transaction per stale user."""

@@ -8,9 +8,12 @@ on the user: unit-normalised rows (a small catalog's, all of them) and one proto
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .user_state import UserState
 
 TREND_LABELS = ["popular", "trending"]  # compared by identity: a user explained by the trend pack
 BECAUSE_ITEMS = 64  # `because` considers the user's 64 most recent distinct items (codes fit in one byte)
@@ -75,7 +78,7 @@ class Explainer:
             return self._unit_table[rows]
         return _unit(self._table[rows])
 
-    def results(self, u, scores_t, ids_t, k: int) -> list[Recommendation]:
+    def results(self, u: UserState, scores_t, ids_t, k: int) -> list[Recommendation]:
         """The k best non-excluded items of score.pte's top-k for user state `u`, each with its `because`.
 
         score.pte sinks excluded items below every real score, so the first k ids are the answer unless the user
