@@ -363,6 +363,7 @@ class Recommender:
             raise StateError("this Recommender is closed")
 
     def _install_catalog(self, st: CatalogState) -> None:
+        """Serve `st` from now on (computed whole beforehand: a refused delta never gets here)."""
         self._cat, self.item_ids = st, st.item_ids
         self._results, self._delta_scorers = st.explain.results, st.scorers  # the hot path's: one attribute each
         self._users.clear()  # every cached user's exclude mask and `because` codes have the old catalog's size
