@@ -42,7 +42,7 @@ _LAZY = {
     "generate_keypair": ".bundle_codecs", "sign_manifest": ".bundle_codecs", "verify_signature": ".bundle_codecs",
     "decode_table": ".bundle_codecs", "encode_table": ".bundle_codecs", "TrendingPack": ".trending",
     "NeighborPack": ".neighbors",
-    "Recommender": ".recommender", "Recommendation": ".recommender", "Event": ".recommender",
+    "Recommender": ".recommender", "Recommendation": ".results", "Event": ".results",
     "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store", "CatalogDelta": ".catalog",
 }
 

@@ -9,8 +9,8 @@ ids) must be the open bundle's, and deltas apply in `seq` order 1, 2, 3, ... per
 layout) and a small score program over them (the kernel's score for id-less items, built from the same model as
 the bundle's score.pte), so the phone scores new items with the server's math and runs no training code.
 
-This module reads and checks a delta on its own (`CatalogDelta`) and loads its program (`DeltaScorer`); the
-Recommender checks it against the open bundle and its earlier deltas, persists it in the state database and
+This module reads and checks a delta on its own (`CatalogDelta`) and loads its program (`DeltaScorer`);
+catalog_state.py checks it against the open bundle and its earlier deltas, persists it in the state database and
 re-verifies every stored delta on open.
 
     python -m metarec.runtime.catalog D < delta.bytes   # smoke run of an unsigned delta's program (d = item dim)

@@ -16,10 +16,11 @@ hour, not every second: runtime_py/scene.py). Heads are stored with the serial,
 the last event seq and the scene; they are a cache, so they are written with the next event's transaction (or
 at `close`), never inside `recommend` (store.py says why a head needs no fsync).
 
-Hot path: everything that does not change between two calls is prepared outside `recommend`: per bundle the
-dequantized table and unit-normalised rows (for `because`); per trending pack the (N,) trend tensor; per user
-the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy arrays.
-`recommend` then fills the scene buffer, runs score.pte once and maps ids to strings. With score.pte's rank
+Hot path: everything that does not change between two calls is prepared outside `recommend`: per catalog the
+dequantized table and what `because` needs (catalog_state.py, results.py); per trending pack the (N,) trend tensor;
+per user the adapted head, hist_vecs/hist_mask and the (N,) exclude mask, as tensors sharing memory with numpy
+arrays. `recommend` then fills the scene buffer, runs score.pte once and maps ids to strings (`_results`, the
+catalog's `Explainer.results` bound at install: one attribute lookup, as a method's). With score.pte's rank
 method (manifest `rank_method`), forward's user vector and per-item offset are kept per user, and a repeat call
 while the head, history, scene and trend pack are unchanged runs only `rank` (table product + offset + top-k:
 about half of forward's time on ML-100K, bench/results/latency.md).
@@ -27,13 +28,12 @@ about half of forward's time on ML-100K, bench/results/latency.md).
 Large catalogs (a chunked score.pte, manifest `chunks`): the table is score.pte's quantized constant and the runtime
 reads its rows back from the program at open (ChunkedScoreProgram.table). score.pte takes one per-item input, t =
 trend with -inf at excluded items, as views of ONE shared buffer: `recommend` writes -inf at the user's items,
-runs score.pte and restores them (O(history), no per-user (N,) array). Unit rows for `because` are computed for the
-rows asked for, not kept for the whole catalog. Such a program has no rank method, so a large bundle with the
-item-item term (`neighbors`) is refused (BundleError), and so are catalog deltas on it.
+runs score.pte and restores them (O(history), no per-user (N,) array). Such a program has
+no rank method, so a large bundle with the item-item term (`neighbors`) is refused (BundleError), and so are
+catalog deltas on it.
 
-Catalog deltas (`add_items`, runtime_py/catalog.py): the new items get indices N, N+1, ... after the bundle's;
-each delta's score program scores them (once per user state and scene, like forward, then reused), and the scores
-are merged with score.pte's top-k; retired items are excluded for every user. Nothing of this runs without deltas.
+Catalog deltas (`add_items`): catalog_state.py (the applied deltas, the catalog they make, their items' scores
+merged with score.pte's top-k). Nothing of this runs without deltas.
 
 One `Recommender` owns its state database: all writes go through it, so the per-user cache is invalidated by
 `record`/`forget` without a database read per request; a second one on the same state file gets StateError.
@@ -45,86 +45,26 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .bundle import Bundle, open_bundle
-from .catalog import CatalogDelta, DeltaScorer
+from .bundle_codecs import catalog_digest
+from .catalog_state import CatalogDeltas, CatalogState
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
-from .manifest import DELTA_INPUTS, SHAPE_LIMITS, at_length
+from .manifest import at_length
 from .neighbors import NeighborPack, neighbor_term
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
+from .results import TREND_LABELS, Event, Recommendation  # the result types stay importable from here too
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
-from .bundle_codecs import catalog_digest, load_public_key
+from .user_state import UserState
 from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
     check_neighbor_pack as _check_nb_pack, check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
 
 _TIME_RANGE = (MIN_TIME, MAX_TIME)
-
-
-_TREND_LABELS = ["popular", "trending"]
-_BECAUSE_ITEMS = 64  # `because` considers the user's 64 most recent distinct items (codes fit in one byte)
-
-
-class Recommendation(NamedTuple):
-    """One recommended item. `because` says why, and `because_kind` what `because` is:
-
-    - "item": an item id the user recorded (of their 64 latest), the one whose vector is closest to this item's;
-    - "prototype": a user without history: the label of the interest prototype closest to this item (the
-      manifest's `prototype_labels`, e.g. "p0");
-    - "trend": a bundle without prototypes: "trending" or "popular", from the current trending pack.
-    """
-
-    item_id: str  # the catalog's raw id
-    score: float  # the model's score; higher ranks first (comparable within one call only)
-    because: str  # an item id or a label, per because_kind
-    because_kind: str  # "item" | "prototype" | "trend"
-
-
-# Recommendation(a, b, c) runs NamedTuple's Python-level __new__ (~0.35 us); tuple.__new__ builds the same object
-# directly (10 per recommend: ~2.5 us saved a call)
-_new = tuple.__new__
-
-
-class Event(NamedTuple):
-    event_id: str
-    item_id: str
-    timestamp: float
-
-
-class _User:
-    """Everything `recommend` needs for one user, ready to pass to score.pte."""
-
-    __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
-                 "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
-                 "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np",
-                 "neighbor", "pop_w", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
-
-    def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
-        self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
-        self.stored_seq = -1  # the event seq of the head in the store
-        self.head = None  # tensor (P,), valid for scene `head_scene` (bytes; b"" = any scene)
-        self.head_scene = None
-        self.hist_np, self.mask_np = hist_np, mask_np
-        self.hist_vecs, self.hist_mask = torch.from_numpy(hist_np), torch.from_numpy(mask_np)
-        self.exclude, self.excluded = torch.from_numpy(exclude), frozenset(idx.tolist())
-        # because_labels[because_code[i]] explains item i. For a user with history, because_code is instead the
-        # recent item indices and only the k returned items are explained (a catalog-wide pass per user cost ~120 us)
-        self.because_code, self.because_labels = because_code, because_labels
-        # score.pte's input list, valid while `head` and the recommender's trend tensor are these objects
-        self.args, self.args_head, self.args_trend = None, None, None
-        self.recent_unit_t = None  # (d, R) unit vectors of the recent items in because_code (lazily)
-        self.because_of: dict[int, int] = {}  # item -> index into because_labels, for items already returned
-        # score.pte's rank inputs: forward's user vector and offset, valid for `args` and the scene `rank_key`
-        self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
-        self.neighbor = None  # (item indices, values) of the item-item term for this history (neighbors.py)
-        self.pop_w = 0.0  # the popularity feature's weight at this history length (manifest HistoryWeights)
-        # catalog deltas: each delta program's exclude view, and their scores for `args` in scene `delta_scene`
-        self.delta_exclude, self.delta_scores, self.delta_args, self.delta_scene = (), None, None, None
 
 
 class Recommender:
@@ -135,7 +75,6 @@ class Recommender:
     def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram | ChunkedScoreProgram, adapt: AdaptProgram,
                  trusted_key=None):
         self._bundle, self._store, self._score, self._adapt = bundle, store, score, adapt
-        self._key = None if trusted_key is None else load_public_key(trusted_key)  # verifies catalog deltas
         m = bundle.manifest
         self.shapes = m.shapes
         self._chunked = isinstance(score, ChunkedScoreProgram)
@@ -167,13 +106,13 @@ class Recommender:
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
         self._scene_t = torch.from_numpy(self._scene_np)
         self._tz = None  # the device's time zone (`open`); None: the bundle's offset
-        self._users: OrderedDict[str, _User] = OrderedDict()
+        self._users: OrderedDict[str, UserState] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
         self.catalog = catalog_digest(bundle.item_ids)  # what a trending pack and a catalog delta are bound to
         self._pack: TrendingPack | None = None
-        self._deltas: list[tuple[CatalogDelta, DeltaScorer | None]] = []  # applied, in seq order
-        self._install_catalog(self._catalog_state([]))
+        self._deltas = CatalogDeltas(bundle, self._table, m.shapes, self._chunked, self.catalog, trusted_key)
+        self._install_catalog(self._deltas.state())
         self._set_trend(self._initial_pack())
         self._nb_pack, self._nb_table = None, bundle.neighbors  # a stored neighbour pack replaces the bundle's table
         stored = store.get_neighbor_pack() if self._nb is not None else None
@@ -210,7 +149,9 @@ class Recommender:
             store.accept_serial(m.serial)  # the rollback check; only once the bundle is proven usable
             rec = cls(bundle, store, score, adapt, trusted_key=trusted_key)
             rec._tz = tz
-            rec._load_deltas()  # every stored delta of this serial, verified again
+            state = rec._deltas.load(store)  # every stored delta of this serial, verified again
+            if state is not None:
+                rec._install_catalog(state)
             return rec
         except MetaRecRuntimeError:
             store.close(discard=True)  # a refused bundle leaves no new state file behind
@@ -245,7 +186,7 @@ class Recommender:
             self._check_open()
             _check_id(user_id, "user_id")
             _check_id(item_id, "item_id")
-            if item_id not in self._index:
+            if item_id not in self._cat.index:
                 raise InputError(f"unknown item_id {item_id!r}: not in this bundle's catalog")
             ts = _check_time(timestamp, "timestamp")
             eid = uuid.uuid4().hex if event_id is None else _check_id(event_id, "event_id")
@@ -266,12 +207,12 @@ class Recommender:
     @property
     def retired(self) -> frozenset[str]:
         """Item ids retired by catalog deltas: never recommended again (their events stay valid)."""
-        return frozenset(self.item_ids[i] for i in self._retired)
+        return frozenset(self.item_ids[i] for i in self._cat.retired)
 
     @property
     def delta_seq(self) -> int:
         """The seq of the last catalog delta applied to this bundle (0: none); the next must be this + 1."""
-        return self._deltas[-1][0].seq if self._deltas else 0
+        return self._deltas.seq
 
     def add_items(self, delta_path: str | Path) -> None:
         """Apply a signed catalog delta (`<delta>` + `<delta>.sig`, from `metarec catalog add|retire`): its new
@@ -283,14 +224,7 @@ class Recommender:
         _check_path(delta_path, "delta_path")
         with self._lock:
             self._check_open()
-            if self._key is None:
-                raise BundleError("this Recommender has no trusted key (open it with Recommender.open)")
-            delta = CatalogDelta.load(delta_path, self._key)
-            scorer = self._check_delta(delta, self._deltas)
-            state = self._catalog_state(self._deltas + [(delta, scorer)])
-            self._store.add_delta(delta.bundle_serial, delta.seq, delta.raw, delta.sig)  # durable before it applies
-            self._deltas.append((delta, scorer))
-            self._install_catalog(state)
+            self._install_catalog(self._deltas.add(delta_path, self._store))
 
     def set_trending(self, pack: TrendingPack, now: float | None = None, allow_older: bool = False) -> None:
         """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted. `InputError`
@@ -372,10 +306,10 @@ class Recommender:
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
             if self._delta_scorers:
-                scores_t, ids_t = self._with_deltas(u, scores_t, ids_t, scene_key)
+                scores_t, ids_t = self._cat.merge(u, scores_t, ids_t, scene_key, self._delta_trend, self._scene_t)
             return self._results(u, scores_t, ids_t, int(k))
 
-    def _recommend_chunked(self, u: _User, k: int) -> list[Recommendation]:
+    def _recommend_chunked(self, u: UserState, k: int) -> list[Recommendation]:
         """The large-catalog call: the user's items at -inf in the shared t buffer for this one call."""
         t, idx = self._t_np, u.idx
         try:
@@ -428,13 +362,21 @@ class Recommender:
         if self._closed:
             raise StateError("this Recommender is closed")
 
+    def _install_catalog(self, st: CatalogState) -> None:
+        """Serve `st` from now on (computed whole beforehand: a refused delta never gets here)."""
+        self._cat, self.item_ids = st, st.item_ids
+        self._results, self._delta_scorers = st.explain.results, st.scorers  # the hot path's: one attribute each
+        self._users.clear()  # every cached user's exclude mask and `because` codes have the old catalog's size
+        self._score.unbind()
+        self._set_trend(self._pack)
+
     def _set_trend(self, pack: TrendingPack | None) -> None:
-        n, total = self.shapes.N, self._n_total
+        n, total = self.shapes.N, self._cat.n_total
         self._pack = pack
-        vec = np.zeros(total, dtype=np.float32) if pack is None else pack.log_counts(self._index, total)
+        vec = np.zeros(total, dtype=np.float32) if pack is None else pack.log_counts(self._cat.index, total)
         self._trend_np = vec
         self._trend = torch.from_numpy(vec[:n])  # score.pte's; each delta program takes its slice of the rest
-        self._delta_trend = [torch.from_numpy(vec[n + o:n + o + len(sc_n)]) for o, sc_n in self._delta_spans]
+        self._delta_trend = [torch.from_numpy(vec[n + o:n + o + len(sc_n)]) for o, sc_n in self._cat.spans]
         self._trend_code = (vec > 0).astype(np.uint8).tobytes()
         self._t_named = {}
         if self._chunked:  # score.pte's t inputs: views of one buffer, trend everywhere but during a call
@@ -442,135 +384,29 @@ class Recommender:
             edges = self._score.chunks
             self._t_named = {f"t{c}": torch.from_numpy(self._t_np[None, a:b])
                              for c, (a, b) in enumerate(zip(edges[:-1], edges[1:]))}
-        for user in [u for u, st in self._users.items() if st.because_labels is _TREND_LABELS]:
+        for user in [u for u, st in self._users.items() if st.because_labels is TREND_LABELS]:
             del self._users[user]  # they explain items by the old trend: rebuild lazily
 
-    # -- catalog deltas -------------------------------------------------------------------------------------------
-    def _check_delta(self, delta: CatalogDelta, applied: list) -> DeltaScorer | None:
-        """The delta's scorer if it fits this bundle after the `applied` deltas; `BundleError` otherwise."""
-        if self._chunked:
-            raise BundleError("catalog deltas are not supported on a large-catalog bundle (chunked score.pte): "
-                              "export a new bundle with the new items instead")
-        if delta.bundle_serial != self.serial:
-            raise BundleError(f"catalog delta is for bundle serial {delta.bundle_serial}, this bundle is {self.serial}")
-        if delta.catalog != self.catalog:
-            raise BundleError("catalog delta was made for another catalog (its `catalog` differs from this bundle's)")
-        expect = (applied[-1][0].seq if applied else 0) + 1
-        if delta.seq < expect:
-            raise BundleError(f"catalog delta seq {delta.seq} is already applied (a replay); the next is {expect}")
-        if delta.seq > expect:
-            raise BundleError(f"catalog delta seq {delta.seq} is out of order: the next is {expect}")
-        known = set(self._bundle.item_ids).union(*(d.items for d, _ in applied))
-        dup = [i for i in delta.items if i in known]
-        if dup:
-            raise BundleError(f"catalog delta adds {len(dup)} id(s) already in the catalog, e.g. {dup[0]!r}")
-        unknown = [i for i in delta.retire if i not in known]
-        if unknown:
-            raise BundleError(f"catalog delta retires {len(unknown)} id(s) not in the catalog, e.g. {unknown[0]!r}")
-        if len(known) + len(delta.items) > SHAPE_LIMITS["N"]:
-            raise BundleError(f"catalog deltas would grow the catalog beyond {SHAPE_LIMITS['N']} items")
-        if not delta.items:
-            return None
-        delta.table(self.shapes.d)  # sized against this bundle's d
-        return DeltaScorer(delta.program, self.shapes, len(delta.items))
-
-    def _catalog_state(self, deltas: list) -> dict:
-        """Everything that depends on the catalog (ids, vectors, `because` codes, spans of the delta programs) for
-        the bundle plus `deltas`, computed before anything is installed (a failure changes nothing)."""
-        b, n = self._bundle, self.shapes.N
-        ids, tables, spans, scorers, retired_ids = list(b.item_ids), [self._table], [], [], set()
-        for delta, scorer in deltas:
-            if delta.items:
-                spans.append((len(ids) - n, delta.items))
-                scorers.append(scorer)
-                tables.append(delta.table(self.shapes.d))
-                ids.extend(delta.items)
-            retired_ids.update(delta.retire)
-        table = tables[0] if len(tables) == 1 else np.ascontiguousarray(np.concatenate(tables), dtype=np.float32)
-        index = {item: i for i, item in enumerate(ids)}
-        # unit rows for `because`: kept for the whole catalog when it is small, else computed for the rows asked for
-        unit = None if self._chunked else _unit(table)
-        proto_code = None
-        if b.prototypes is not None and len(b.prototypes) <= 256:
-            proto_unit = _unit(b.prototypes)
-            step = 1 << 16  # in blocks: no (N, d) temporary for a large catalog
-            proto_code = b"".join(
-                ((unit[a:a + step] if unit is not None else _unit(table[a:a + step])) @ proto_unit.T)
-                .argmax(axis=1).astype(np.uint8).tobytes() for a in range(0, len(table), step))
-        retired = frozenset(index[i] for i in retired_ids)
-        return dict(item_ids=tuple(ids), index=index, all_table=table, unit=unit, proto_code=proto_code,
-                    spans=spans, scorers=scorers, retired=retired,
-                    delta_tables=[torch.from_numpy(t) for t in tables[1:]])
-
-    def _install_catalog(self, st: dict) -> None:
-        self.item_ids, self._index, self._all_table = st["item_ids"], st["index"], st["all_table"]
-        self._unit, self._proto_code = st["unit"], st["proto_code"]
-        self._delta_spans, self._delta_scorers, self._delta_tables = st["spans"], st["scorers"], st["delta_tables"]
-        self._retired = st["retired"]
-        self._retired_idx = np.asarray(sorted(self._retired), dtype=np.int64)
-        self._n_total = len(self.item_ids)
-        self._delta_ids = np.arange(self.shapes.N, self._n_total, dtype=np.int64)
-        self._users.clear()  # every cached user's exclude mask and `because` codes have the old catalog's size
-        self._score.unbind()
-        self._set_trend(self._pack)
-
-    def _load_deltas(self) -> None:
-        """Apply the deltas stored for this bundle's serial, each verified again (signature, binding, seq); one that
-        fails was changed outside this runtime: `StateError`."""
-        if self._key is None:
-            return
-        applied = []
-        for seq, raw, sig in self._store.deltas(self.serial):
-            try:
-                delta = CatalogDelta.from_signed(raw, sig, self._key)
-                scorer = self._check_delta(delta, applied)
-            except BundleError as e:
-                raise StateError(f"state database holds catalog delta {seq} of serial {self.serial} that no longer "
-                                 f"verifies ({e}); it was changed outside the runtime") from e
-            if delta.seq != seq:
-                raise StateError(f"state database holds catalog delta {delta.seq} under seq {seq} (corrupt)")
-            applied.append((delta, scorer))
-        if applied:
-            state = self._catalog_state(applied)
-            self._deltas = applied
-            self._install_catalog(state)
-
-    def _with_deltas(self, u: _User, scores_t, ids_t, scene_key: bytes):
-        """score.pte's top-k merged with every delta item's score (each delta program runs once per user state and
-        scene, like forward; a repeat call reuses the scores), best first."""
-        if u.delta_args is not u.args or u.delta_scene != scene_key:
-            parts = []
-            for scorer, trend, table, excl in zip(self._delta_scorers, self._delta_trend, self._delta_tables,
-                                                  u.delta_exclude):
-                named = {"head": u.head, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask, "scene": self._scene_t,
-                         "trend": trend, "exclude": excl, "table": table}
-                parts.append(scorer.run([named[n] for n in DELTA_INPUTS]))
-            u.delta_scores, u.delta_args, u.delta_scene = np.concatenate(parts), u.args, scene_key
-        ids = np.concatenate([np.asarray(ids_t, dtype=np.int64), self._delta_ids])
-        scores = np.concatenate([np.asarray(scores_t, dtype=np.float32), u.delta_scores])
-        order = np.argsort(-scores, kind="stable")
-        return scores[order], ids[order]
-
-    def _load_user(self, user_id: str) -> _User:
+    def _load_user(self, user_id: str) -> UserState:
         """Build a user's hot-path inputs from the store, with the stored head if it is still valid."""
-        sh, b = self.shapes, self._bundle
+        sh, b, cat = self.shapes, self._bundle, self._cat
         events = self._store.events(user_id)
         seq = max((e[3] for e in events), default=0)
         # Items the current catalog lacks (dropped by a newer bundle) and times an older runtime let through stay in
         # the log but are not used: one such event never breaks the user.
-        known = [e for e in events if e[1] in self._index and _TIME_RANGE[0] <= e[2] <= _TIME_RANGE[1]]
-        idx = np.asarray([self._index[e[1]] for e in known], dtype=np.int64)
+        known = [e for e in events if e[1] in cat.index and _TIME_RANGE[0] <= e[2] <= _TIME_RANGE[1]]
+        idx = np.asarray([cat.index[e[1]] for e in known], dtype=np.int64)
         last_ts = max((e[2] for e in known), default=None)
         hist_np, mask_np = self._slots(idx, sh.L)
         # the bundle's items, then every delta's; large catalogs (no deltas): score.pte's t carries exclusions
-        exclude = np.zeros(0 if self._chunked else self._n_total, dtype=np.float32)
+        exclude = np.zeros(0 if self._chunked else cat.n_total, dtype=np.float32)
         if not self._chunked:
             exclude[idx] = 1.0
-            exclude[self._retired_idx] = 1.0  # retired items sink like recorded ones
-        u = _User(seq, idx, last_ts, hist_np, mask_np, exclude[:sh.N], *self._because(idx))
-        if self._retired:
-            u.excluded = u.excluded | self._retired
-        u.delta_exclude = [torch.from_numpy(exclude[sh.N + o:sh.N + o + len(ids)]) for o, ids in self._delta_spans]
+            exclude[cat.retired_idx] = 1.0  # retired items sink like recorded ones
+        u = UserState(seq, idx, last_ts, hist_np, mask_np, exclude[:sh.N], *cat.explain.codes(idx, self._trend_code))
+        if cat.retired:
+            u.excluded = u.excluded | cat.retired
+        u.delta_exclude = [torch.from_numpy(exclude[sh.N + o:sh.N + o + len(ids)]) for o, ids in cat.spans]
         bk = self._by_k
         if self._nb_table is not None and len(idx):
             nb = self._nb
@@ -592,7 +428,7 @@ class Recommender:
             self._users.popitem(last=False)
         return u
 
-    def _keep_rank_inputs(self, u: _User, vec: np.ndarray, offset: np.ndarray, scene_key: bytes) -> None:
+    def _keep_rank_inputs(self, u: UserState, vec: np.ndarray, offset: np.ndarray, scene_key: bytes) -> None:
         """Copy forward's user vector and offset (views of the program's output memory) into the user's own
         arrays, which score.pte's rank method takes until the head, history, trend pack or scene changes."""
         if u.rank_args is None:
@@ -608,7 +444,7 @@ class Recommender:
             u.offset_np[:len(self._pop)] += u.pop_w * self._pop
         u.rank_key = scene_key
 
-    def _adapt_user(self, user_id: str, u: _User) -> None:
+    def _adapt_user(self, user_id: str, u: UserState) -> None:
         """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`); the head goes to the store
         with the serial, deferred (`_pending_heads`): heads are a cache, so a crash before the next event or
         `close` only costs one re-adaptation, while a write here cost a SQLite transaction per stale user."""
@@ -642,66 +478,12 @@ class Recommender:
             heads, self._pending_heads = self._pending_heads, {}
             self._store.put_heads([(u, *h) for u, h in heads.items()])
 
-    def _because(self, idx: np.ndarray) -> tuple[bytes, list[str]]:
-        """For every item, which of the user's recent items (cosine of item vectors) best supports it; for a user
-        without history, which prototype; without prototypes, whether the item is trending. One byte per item."""
-        recent = list(dict.fromkeys(idx[::-1].tolist()))[:_BECAUSE_ITEMS]
-        if recent:  # explained lazily in `_results`, for the returned items only
-            return np.asarray(recent, dtype=np.int64), [self.item_ids[j] for j in recent]
-        if self._proto_code is not None:
-            return self._proto_code, list(self._bundle.manifest.prototype_labels)
-        return self._trend_code, _TREND_LABELS
-
-    def _unit_rows(self, rows) -> np.ndarray:
-        """Unit-normalised item rows (index array, list or slice) for `because`."""
-        if self._unit is not None:
-            return self._unit[rows]
-        return _unit(self._all_table[rows])
-
     def _slots(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The last `size` items' vectors in time order, aligned per the manifest's `history_align`."""
         keep = idx[-size:]
         vecs = np.zeros((size, self.shapes.d), dtype=np.float32)
         mask = np.zeros(size, dtype=np.float32)
         rows = slice(size - len(keep), size) if self._right_aligned else slice(0, len(keep))
-        vecs[rows] = self._all_table[keep]
+        vecs[rows] = self._cat.table[keep]
         mask[rows] = 1.0
         return vecs, mask
-
-    def _results(self, u: _User, scores_t, ids_t, k: int) -> list[Recommendation]:
-        """The k best non-excluded items of score.pte's top-k, each with its `because`.
-
-        score.pte sinks excluded items below every real score, so the first k ids are the answer unless the user
-        excluded nearly the whole catalog; only then the slow filtering path runs (~3 us saved per call)."""
-        item_ids, labels, codes, n = self.item_ids, u.because_labels, u.because_code, self._n_total
-        ids = ids_t[:k].tolist()
-        if u.excluded.isdisjoint(ids) and 0 <= min(ids) and max(ids) < n:
-            picked = list(zip(ids, scores_t[:k].tolist()))
-        else:
-            picked = []
-            for i, s in zip(ids_t.tolist(), scores_t.tolist()):
-                if i in u.excluded or not 0 <= i < n:
-                    continue
-                picked.append((i, s))
-                if len(picked) == k:
-                    break
-        if isinstance(codes, np.ndarray):  # recent items: the most similar one (cosine of item vectors) explains
-            if not picked:
-                return []
-            # A user's answer changes little between calls: the explanation of an item is computed once per cached
-            # user (<= N small ints; 8 us of numpy per call otherwise, a third of the runtime's own time)
-            cache = u.because_of
-            missing = [i for i, _ in picked if i not in cache]
-            if missing:
-                if u.recent_unit_t is None:
-                    u.recent_unit_t = np.ascontiguousarray(self._unit_rows(codes).T)
-                cache.update(zip(missing, (self._unit_rows(missing) @ u.recent_unit_t).argmax(axis=1).tolist()))
-            return [_new(Recommendation, (item_ids[i], s, labels[cache[i]], "item")) for i, s in picked]
-        kind = "trend" if labels is _TREND_LABELS else "prototype"
-        return [_new(Recommendation, (item_ids[i], s, labels[codes[i]], kind)) for i, s in picked]
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm (zero rows stay zero), float32."""
-    n = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.where(n > 0, n, 1.0)).astype(np.float32)
