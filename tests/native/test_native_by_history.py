@@ -159,7 +159,8 @@ GOOD = {"term": [1.0, 2.0], "popularity": [1.0], "file": "popularity.bin"}
 
 
 @pytest.mark.parametrize("by_history, match", [
-    ({**GOOD, "term": [float("nan")]}, "JSON"), ({**GOOD, "term": [-1.0]}, "finite"),
+    ({**GOOD, "term": [float("nan")]}, "JSON"), ({**GOOD, "term": [10**400]}, "overflow"),
+    ({**GOOD, "term": [-1.0]}, "finite"),
     ({**GOOD, "term": [64.5]}, "finite"), ({**GOOD, "popularity": [-64.5]}, "finite"),
     ({**GOOD, "popularity": [65]}, "finite"), ({**GOOD, "term": [1.0] * 17}, "at most"),
     ({**GOOD, "popularity": [1.0] * 17}, "at most"), ({**GOOD, "term": 1.0}, "list"), ({**GOOD, "term": "1"}, "list"),
