@@ -234,9 +234,9 @@ def test_a_bad_popularity_file_is_a_bundle_error(exported, keys, item_ids, lib, 
     nan[8:10], inf[2 * n - 2:] = np.float16(np.nan).tobytes(), np.float16(-np.inf).tobytes()
     cases = {"truncated": good[:-2], "long": good + b"\0\0", "odd": good + b"\0", "nan": bytes(nan),
              "inf": bytes(inf), "empty": b""}
+    bh = {"popularity": [1.0], "file": "popularity.bin"}
     for name, data in cases.items():
-        b = _variant(exported[0], tmp_path / name, keys / "private.pem", {"popularity": [1.0], "file": "popularity.bin"},
-                     pop_data=data)
+        b = _variant(exported[0], tmp_path / name, keys / "private.pem", bh, pop_data=data)
         with pytest.raises(BundleError, match="popularity.bin"):
             NativeRecommender.open(b, tmp_path / f"{name}.db", keys / "public.pem", lib=lib)
         with pytest.raises(BundleError, match="popularity.bin"):
