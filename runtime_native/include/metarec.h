@@ -46,8 +46,9 @@ MR_API int mr_set_trending(mr_recommender *r, double at, size_t n, const char *c
 MR_API int mr_set_neighbors(mr_recommender *r, double at, const char *kind, int m, long long n_rows, const int32_t *ids,
                             const float *weights);
 /* The bundle's item-item term: kind into kind_out (kind_cap >= 16 bytes; "" when the bundle has none, then
- * *m_out = 0), m, last, decay, weight, and *has_table_out = 1 while a table is in use (0: the term is off until
- * mr_set_neighbors). Out pointers other than kind_out may be NULL. MR_OK, or MR_INPUT_ERROR for a bad argument. */
+ * *m_out = 0), m, last, decay, weight (the spec's: a manifest `by_history.term` replaces it per history length),
+ * and *has_table_out = 1 while a table is in use (0: the term is off until mr_set_neighbors). Out pointers other
+ * than kind_out may be NULL. MR_OK, or MR_INPUT_ERROR for a bad argument. */
 MR_API int mr_neighbor_spec(const mr_recommender *r, char *kind_out, size_t kind_cap, int *m_out, int *last_out,
                             double *decay_out, double *weight_out, int *has_table_out);
 /* The catalog digest packs are bound to: sha256 hex of the item ids joined by "\n" (64 chars + NUL, cap >= 65). */

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "internal.h"
 
@@ -154,6 +155,35 @@ NeighborSpec neighbor_spec(const json &o) {
   if (s.kind != "transition" && s.kind != "cooc") throw BundleError("invalid manifest: neighbors.kind " + s.kind + " unknown");
   return s;
 }
+
+// manifest.py's HistoryWeights: its three fields, each optional (Python's defaults), unknown ones refused
+HistoryWeights history_weights(const json &o) {
+  if (!o.is_object()) throw BundleError("invalid manifest: by_history must be an object");
+  static const std::set<std::string> keys = {"term", "popularity", "file"};
+  for (auto it = o.begin(); it != o.end(); ++it)
+    if (!keys.count(it.key())) throw BundleError("invalid manifest: unknown field by_history." + it.key());
+  HistoryWeights w;
+  for (auto [k, lo, out] : {std::tuple<const char *, double, std::vector<double> *>{"term", 0.0, &w.term},
+                            {"popularity", -64.0, &w.popularity}}) {
+    auto it = o.find(k);
+    if (it == o.end()) continue;
+    if (!it->is_array() || it->size() > 16)
+      throw BundleError(std::string("invalid manifest: by_history.") + k + " must be a list of at most 16 numbers");
+    for (const json &v : *it) {
+      double x = v.is_number() ? v.get<double>() : NAN;  // a bool is not a number here, as in Python
+      if (!std::isfinite(x) || x < lo || x > 64.0)
+        throw BundleError(std::string("invalid manifest: by_history.") + k + " values must be finite, in [" +
+                          (lo < 0 ? "-64" : "0") + ", 64]");
+      out->push_back(x);
+    }
+  }
+  w.file = str(o, "file");
+  if (w.file.empty() != w.popularity.empty())
+    throw BundleError("invalid manifest: by_history.file is set exactly when popularity is");
+  if (w.term.empty() && w.popularity.empty())
+    throw BundleError("invalid manifest: by_history holds term or popularity weights (else leave it out)");
+  return w;
+}
 }  // namespace
 
 // IEEE binary16 -> float, exact for every value (normals, subnormals, zeros, inf, NaN)
@@ -183,6 +213,20 @@ NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const st
   for (size_t i = 0; i < t.ids.size(); i++)
     if (t.ids[i] < 0) t.ids[i] = 0, t.weights[i] = 0.f;  // padding, as decode_neighbors: id 0 with no weight
   return t;
+}
+
+std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::string &name) {
+  if (int64_t(data.size()) != 2 * n)
+    throw BundleError(name + " has " + std::to_string(data.size()) + " bytes, expected " + std::to_string(2 * n) +
+                      " for float16 (" + std::to_string(n) + ",)");
+  std::vector<float> out(static_cast<size_t>(n));
+  for (size_t i = 0; i < out.size(); i++) {
+    uint16_t h;
+    std::memcpy(&h, data.data() + 2 * i, 2);  // little-endian: every phone and x86
+    out[i] = half_to_float(h);
+    if (!std::isfinite(out[i])) throw BundleError(name + " holds non-finite values");
+  }
+  return out;
 }
 
 std::string catalog_digest(const std::vector<std::string> &item_ids) {
@@ -281,7 +325,13 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   if (b.sh.k_max > b.sh.N || b.sh.F != 15) throw BundleError("invalid manifest: shapes");
   const json &progs = field(m, "programs");
   const json &score_io = field(progs, "score");
-  if (score_io.is_object() && score_io.contains("chunks") && score_io["chunks"].is_array() && !score_io["chunks"].empty())
+  bool has_nb = m.contains("neighbors") && !m["neighbors"].is_null(), has_bh = m.contains("by_history");
+  bool chunked = score_io.is_object() && score_io.contains("chunks") && score_io["chunks"].is_array() &&
+                 !score_io["chunks"].empty();
+  if (chunked && (has_nb || has_bh))  // Python's manifest refusal, named before the large-catalog one below
+    throw BundleError("invalid manifest: a chunked score program has no rank method to add the item-item term "
+                      "(neighbors) or weights by history length (by_history) to");
+  if (chunked)
     throw BundleError("large-catalog bundle (chunked score program, table inside score.pte): the native runtime "
                       "does not serve it yet; use the Python runtime or export with --large-catalog-items above N");
   b.score = program(field(progs, "score"), {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
@@ -356,12 +406,22 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   if (int64_t(b.item_ids.size()) != b.sh.N || int64_t(uniq.size()) != b.sh.N || uniq.count(""))
     throw BundleError("item ids are not N unique non-empty ids");
   // the item-item term (runtime_py/neighbors.py): added to forward's offset, then `rank` ranks (recommender.cpp)
-  if (m.contains("neighbors") && !m["neighbors"].is_null()) {
+  if (has_nb) {
     b.neighbors = neighbor_spec(m["neighbors"]);
     if (b.score.rank_method.empty())
       throw BundleError("the bundle's item-item term (neighbors) needs score.pte's rank method");
     if (!b.neighbors->file.empty())
       b.neighbor_table = decode_neighbors(need(b.neighbors->file), b.sh.N, b.neighbors->m, b.neighbors->file);
+  }
+  // weights by history length (null is refused: present means used, as manifest.py)
+  if (has_bh) {
+    b.by_history = history_weights(m["by_history"]);
+    if (!b.by_history->term.empty() && !has_nb)
+      throw BundleError("invalid manifest: by_history.term needs the item-item term (neighbors)");
+    if (b.score.rank_method.empty())
+      throw BundleError("the bundle's weights by history length (by_history) need score.pte's rank method");
+    if (!b.by_history->file.empty())
+      b.popularity = decode_popularity(need(b.by_history->file), b.sh.N, b.by_history->file);
   }
   if (m.contains("trending_file") && !m["trending_file"].is_null()) {
     const Bytes &t = need(m["trending_file"].get<std::string>());

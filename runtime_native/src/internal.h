@@ -1,6 +1,7 @@
 // Shared declarations of the native runtime: errors, the verified bundle, the state store, the scene clock.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -38,6 +39,12 @@ struct ProgramIO {
 struct NeighborSpec { std::string file, kind; int64_t m = 0, last = 0; double decay = 0, weight = 0; };
 // Each item's m neighbours, row-major (N, m): ids in [-1, N) (-1 = none), weights finite and >= 0.
 struct NeighborTable { std::vector<int32_t> ids; std::vector<float> weights; };
+// Weights by history length (manifest.py HistoryWeights): entry at_length(K) of each; `file` "" iff no popularity.
+struct HistoryWeights { std::vector<double> term, popularity; std::string file; };
+// manifest.py at_length: the entry for a user with k known events (the last covers longer histories), else dflt.
+inline double at_length(const std::vector<double> &v, size_t k, double dflt) {
+  return v.empty() ? dflt : v[std::min(std::max<size_t>(k, 1), v.size()) - 1];
+}
 
 struct SceneSpec { double utc_offset_hours = -6.0; int64_t holiday_window_days = 3, hour_resolution_minutes = 60; };
 
@@ -56,6 +63,8 @@ struct Bundle {
   std::optional<std::string> trending_json;  // the pack shipped with the bundle, if any
   std::optional<NeighborSpec> neighbors;     // the item-item term, if the export chose one
   std::optional<NeighborTable> neighbor_table;  // its neighbors.bin, when shipped (padding: id 0, weight 0)
+  std::optional<HistoryWeights> by_history;     // weights by history length, if the export chose them
+  std::vector<float> popularity;                // (N,) popularity.bin when by_history.popularity is set, else empty
 };
 
 // Verify and decode (signature over the raw manifest, canonical form, schema, every file's size + sha256).
@@ -65,6 +74,7 @@ Bundle open_bundle(const std::string &dir, const std::string &public_key_pem);
 std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t group);
 Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what);
 NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const std::string &name);
+std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::string &name);
 float half_to_float(uint16_t h);
 // What packs are bound to (bundle_codecs.catalog_digest): sha256 hex of the ids joined by "\n".
 std::string catalog_digest(const std::vector<std::string> &item_ids);

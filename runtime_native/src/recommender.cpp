@@ -285,8 +285,11 @@ void Recommender::adapt_user(const std::string &user, User &u) {
 // history order, numpy's pairwise sums over the sorted touched items), so the float32 values are Python's.
 void Recommender::neighbor_term(User &u) {
   const NeighborSpec &s = *b_.neighbors;
-  const NeighborTable &t = *nb_;
   u.nb_idx.clear(), u.nb_val.clear(), u.nb_version = nb_version_;
+  // by_history.term replaces the spec's weight at this history length; 0 switches the term off there
+  double weight = b_.by_history ? at_length(b_.by_history->term, u.idx.size(), s.weight) : s.weight;
+  if (!nb_ || u.idx.empty() || !(weight > 0)) return;
+  const NeighborTable &t = *nb_;
   size_t n = std::min(size_t(s.last), u.idx.size());
   std::vector<int32_t> &touched = nb_touched_;
   touched.clear();
@@ -313,7 +316,7 @@ void Recommender::neighbor_term(User &u) {
   if (!(var > 0)) return;  // no history or no weight: no term
   double sd = std::sqrt(var);
   for (size_t i = 0; i < touched.size(); i++)
-    u.nb_idx.push_back(touched[i]), u.nb_val.push_back(float(s.weight * c[i] / sd));
+    u.nb_idx.push_back(touched[i]), u.nb_val.push_back(float(weight * c[i] / sd));
 }
 
 void Recommender::run_rank(User &u) {
@@ -357,10 +360,16 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
       const float *v = fwd_->out_f(size_t(o_vec_)), *o = fwd_->out_f(size_t(o_off_));
       u.vec.assign(v, v + b_.sh.d), u.offset.assign(o, o + b_.sh.N);
       u.rank_key.assign(sk, sk + b_.sh.F * 4), u.rank_valid = true, u.args_version = version;
-      if (b_.neighbors) {  // forward's top-k lacks the item-item term: it joins the offset and `rank` ranks
-        if (nb_ && !u.idx.empty()) {
+      if (b_.neighbors || b_.by_history) {  // forward's top-k lacks these terms: they join the offset, `rank` ranks
+        if (b_.neighbors) {  // cached per (table, history): a new event resets nb_version (add_to_user)
           if (u.nb_version != nb_version_) neighbor_term(u);
           for (size_t j = 0; j < u.nb_idx.size(); j++) u.offset[size_t(u.nb_idx[j])] += u.nb_val[j];
+        }
+        if (!b_.popularity.empty()) {
+          // numpy's offset[:N] += pop_w * pop: the float64 weight rounded to float32, one float32 product, one add
+          float w = float(at_length(b_.by_history->popularity, u.idx.size(), 0.0));
+          if (w != 0.f)  // no fused multiply-add here: CMakeLists builds with -ffp-contract=off
+            for (size_t j = 0; j < b_.popularity.size(); j++) u.offset[j] += w * b_.popularity[j];
         }
         run_rank(u);
         m = rank_.get(), oi = 1, os = 0;
