@@ -494,7 +494,7 @@ class Manifest:
             return cls(**d)
         except BundleError:
             raise
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError) as e:  # OverflowError: 10**400 in a float field
             raise BundleError(f"invalid manifest: {e}") from e
 
     @classmethod

@@ -95,6 +95,8 @@ def test_the_manifest_block_is_checked_and_left_out_when_unused(tmp_path, tiny, 
         Manifest.from_dict({**d, "by_history": {**d["by_history"], "file": "other.bin"}})
     with pytest.raises(BundleError, match="unknown"):
         Manifest.from_dict({**d, "by_history": {**d["by_history"], "extra": 1}})
+    with pytest.raises(BundleError, match="invalid manifest"):  # an int too large for a float: not OverflowError
+        Manifest.from_json(json.dumps({**d, "by_history": {**d["by_history"], "popularity": [10 ** 400]}}).encode())
     m = Manifest.from_dict(d)
     assert Manifest.from_json(m.to_json()) == m and dataclasses.asdict(m)["by_history"]["popularity"] == (1.0,)
 
