@@ -225,8 +225,8 @@ def _choose_by_history(prior, memo: _Memo, best_nb: tuple | None, shipped_nb: tu
         buckets.append(row)
         say(f"   by history length K = {ks[0]}{'..' + str(ks[-1]) if len(ks) > 1 else ''}: "
             + (f"popularity {e:+g}, term x{w:g}: paired {best[2]['diff']:+.3f} [{best[2]['ci'][0]:+.3f}, "
-               f"{best[2]['ci'][1]:+.3f}] over 2 and 2b's" if best is not None else
-               "2 and 2b's weights (no pair gains measurably)"))
+               f"{best[2]['ci'][1]:+.3f}] over the weights of every length" if best is not None else
+               "the weights of every length (no other pair gains measurably)"))
     rep = {"buckets": buckets, "pop_extras": list(pops), "term_weights": list(weights)}
     if all(b["paired"] is None for b in buckets):
         return rep, None, shipped_nb
