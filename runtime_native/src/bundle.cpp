@@ -71,6 +71,42 @@ void verify_signature(const Bytes &data, const Bytes &sig, const std::string &pe
     throw BundleError("signature does not verify with the trusted key");
 }
 
+// manifest.py `_no_unknown`: an object's keys must be among the dataclass's fields and hold every required one
+// (a field the reader does not know would otherwise be ignored here while the Python runtime refuses the bundle)
+using Fields = std::set<std::string>;
+std::string joined(const std::vector<std::string> &v) {
+  std::string s;
+  for (auto &x : v) s += (s.empty() ? "'" : ", '") + x + "'";
+  return "[" + s + "]";
+}
+void check_fields(const json &o, const std::string &where, const Fields &required, const Fields &optional) {
+  if (!o.is_object()) throw BundleError("invalid manifest: " + where + " must be an object");
+  std::vector<std::string> unknown, missing;
+  for (auto it = o.begin(); it != o.end(); ++it)
+    if (!required.count(it.key()) && !optional.count(it.key())) unknown.push_back(it.key());
+  if (!unknown.empty()) throw BundleError("invalid manifest: unknown " + where + " fields " + joined(unknown));
+  for (auto &k : required)
+    if (!o.contains(k)) missing.push_back(k);
+  if (!missing.empty()) throw BundleError("invalid manifest: missing " + where + " fields " + joined(missing));
+}
+// The field sets of manifest.py's dataclasses (required, then those with a default); tests/native/
+// test_native_manifest_fields.py compares them with Python's.
+const Fields kManifestRequired = {"model_version", "serial", "created_at", "shapes", "negatives", "scene_spec",
+                                  "files", "programs", "item_table", "head"};
+const Fields kManifestOptional = {"item_ids", "item_ids_file", "prototype_labels", "prototypes_file", "trending_file",
+                                  "neighbors", "by_history", "dtypes", "configs", "adapt_scene", "history_align",
+                                  "schema_version"};
+const Fields kShapesRequired = {"N", "d", "L", "F", "P", "k_max", "S", "R"};
+const Fields kTableRequired = {"file", "format"}, kTableOptional = {"group_size", "program"};
+const Fields kHeadRequired = {"file", "param_names", "param_shapes"};
+const Fields kNeighborsRequired = {"file", "m", "last", "decay", "weight", "kind"};
+const Fields kHistoryOptional = {"term", "popularity", "file"};
+const Fields kProgramRequired = {"file", "method", "inputs", "outputs", "codec"};
+const Fields kProgramOptional = {"parameters", "inner_steps", "lr", "prepare_method", "prepare_outputs",
+                                 "step_inputs", "unrolled_method", "rank_method", "rank_inputs", "chunks",
+                                 "columns_method"};
+const Fields kFileRequired = {"sha256", "bytes"};
+
 const json &field(const json &o, const char *k) {
   auto it = o.find(k);
   if (it == o.end()) throw BundleError(std::string("invalid manifest: missing field ") + k);
@@ -104,8 +140,9 @@ std::string str(const json &o, const char *k, const std::string &dflt = "") {
   return it->get<std::string>();
 }
 
-ProgramIO program(const json &o, const std::set<std::string> &need_in, const std::set<std::string> &optional_in) {
-  if (!o.is_object()) throw BundleError("invalid manifest: program must be an object");
+ProgramIO program(const json &o, const std::string &where, const std::set<std::string> &need_in,
+                  const std::set<std::string> &optional_in) {
+  check_fields(o, where, kProgramRequired, kProgramOptional);
   ProgramIO p;
   p.file = str(o, "file"), p.method = str(o, "method"), p.codec = str(o, "codec", "?");
   if (p.codec != "none" && p.codec != "zlib") throw BundleError("invalid manifest: program codec " + p.codec);
@@ -128,12 +165,7 @@ ProgramIO program(const json &o, const std::set<std::string> &need_in, const std
 
 // manifest.py's NeighborSpec: exactly its six fields, each in its range (an unknown field is refused, as in Python)
 NeighborSpec neighbor_spec(const json &o) {
-  if (!o.is_object()) throw BundleError("invalid manifest: neighbors must be an object");
-  static const std::set<std::string> keys = {"file", "m", "last", "decay", "weight", "kind"};
-  for (auto it = o.begin(); it != o.end(); ++it)
-    if (!keys.count(it.key())) throw BundleError("invalid manifest: unknown field neighbors." + it.key());
-  for (auto &k : keys)
-    if (!o.contains(k)) throw BundleError("invalid manifest: missing field neighbors." + k);
+  check_fields(o, "neighbors", kNeighborsRequired, {});
   NeighborSpec s;
   if (!o["file"].is_string() || !o["kind"].is_string()) throw BundleError("invalid manifest: neighbors.file and kind must be str");
   s.file = o["file"].get<std::string>(), s.kind = o["kind"].get<std::string>();
@@ -158,10 +190,7 @@ NeighborSpec neighbor_spec(const json &o) {
 
 // manifest.py's HistoryWeights: its three fields, each optional (Python's defaults), unknown ones refused
 HistoryWeights history_weights(const json &o) {
-  if (!o.is_object()) throw BundleError("invalid manifest: by_history must be an object");
-  static const std::set<std::string> keys = {"term", "popularity", "file"};
-  for (auto it = o.begin(); it != o.end(); ++it)
-    if (!keys.count(it.key())) throw BundleError("invalid manifest: unknown field by_history." + it.key());
+  check_fields(o, "by_history", {}, kHistoryOptional);
   HistoryWeights w;
   for (auto [k, lo, out] : {std::tuple<const char *, double, std::vector<double> *>{"term", 0.0, &w.term},
                             {"popularity", -64.0, &w.popularity}}) {
@@ -317,6 +346,22 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   std::string canon = m.dump(-1, ' ', true);  // sorted keys (std::map), compact, ASCII: Python's canonical form
   if (canon.size() != raw.size() || std::memcmp(canon.data(), raw.data(), raw.size()) != 0)
     throw BundleError("manifest.json is not in canonical form (sorted keys, compact, ASCII)");
+  // every object's fields, as manifest.py from_dict does before reading any of them
+  check_fields(m, "manifest", kManifestRequired, kManifestOptional);
+  check_fields(m["shapes"], "shapes", kShapesRequired, {});
+  check_fields(m["item_table"], "item_table", kTableRequired, kTableOptional);
+  check_fields(m["head"], "head", kHeadRequired, {});
+  if (!m["programs"].is_object()) throw BundleError("invalid manifest: programs must be an object");
+  for (auto it = m["programs"].begin(); it != m["programs"].end(); ++it) {
+    if (it.key() != "score" && it.key() != "adapt")
+      throw BundleError("invalid manifest: programs must be exactly 'score' and 'adapt', not '" + it.key() + "'");
+    check_fields(*it, "programs." + it.key(), kProgramRequired, kProgramOptional);
+  }
+  if (!m["files"].is_object()) throw BundleError("invalid manifest: files must be an object");
+  for (auto it = m["files"].begin(); it != m["files"].end(); ++it)
+    check_fields(*it, "files." + it.key(), kFileRequired, {});
+  for (const char *k : {"scene_spec", "dtypes", "configs"})
+    if (m.contains(k) && !m[k].is_object()) throw BundleError(std::string("invalid manifest: ") + k + " must be an object");
   Bundle b;
   b.serial = pos_int(m, "serial");
   const json &s = field(m, "shapes");
@@ -334,9 +379,11 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   if (chunked)
     throw BundleError("large-catalog bundle (chunked score program, table inside score.pte): the native runtime "
                       "does not serve it yet; use the Python runtime or export with --large-catalog-items above N");
-  b.score = program(field(progs, "score"), {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
-  b.adapt = program(field(progs, "adapt"), {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
-                                            "target_mask", "neg_vecs"}, {});
+  b.score = program(field(progs, "score"), "programs.score",
+                    {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
+  b.adapt = program(field(progs, "adapt"), "programs.adapt",
+                    {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
+                     "target_mask", "neg_vecs"}, {});
   if (b.adapt.prepare_method.empty() || b.adapt.unrolled_method.empty() || b.adapt.step_inputs.size() != 1)
     throw BundleError("adapt program has no stateless unrolled method (re-export the bundle: the native runtime "
                       "has no training extension)");
