@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -241,6 +242,97 @@ NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const st
   }
   for (size_t i = 0; i < t.ids.size(); i++)
     if (t.ids[i] < 0) t.ids[i] = 0, t.weights[i] = 0.f;  // padding, as decode_neighbors: id 0 with no weight
+  return t;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint16_t sign = uint16_t((x >> 16) & 0x8000);
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return uint16_t(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));  // inf, NaN
+  if (ax >= 0x47800000u) return uint16_t(sign | 0x7c00);                                // >= 65536: inf
+  if (ax < 0x38800000u) {  // below 2^-14: a subnormal half (or 0), |f| * 2^24 rounded half to even
+    float a;
+    std::memcpy(&a, &ax, 4);
+    return uint16_t(sign | uint16_t(std::nearbyint(std::ldexp(a, 24))));  // 1024 is the smallest normal's bits
+  }
+  uint32_t mant = ax & 0x7fffffu, r = mant >> 13, rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
+  uint32_t e = (ax >> 23) - 127 + 15;
+  return uint16_t(sign | ((e << 10) + r));  // a carry out of the mantissa bumps the exponent (to inf past 65504)
+}
+
+std::string py_float_repr(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);  // shortest round-trip
+  std::string s(buf, res.ptr), sign;
+  if (s[0] == '-') sign = "-", s = s.substr(1);
+  size_t epos = s.find('e');
+  int e = std::stoi(s.substr(epos + 1));
+  std::string digits;
+  for (size_t i = 0; i < epos; i++) if (s[i] != '.') digits += s[i];
+  if (e < -4 || e >= 16) {  // float_repr_style 'short': exponent form outside 1e-4 <= |v| < 1e16
+    std::string out = sign + digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    std::string ex = std::to_string(e < 0 ? -e : e);
+    if (ex.size() < 2) ex = "0" + ex;
+    return out + "e" + (e < 0 ? "-" : "+") + ex;
+  }
+  if (e < 0) return sign + "0." + std::string(size_t(-e - 1), '0') + digits;
+  size_t ip = size_t(e) + 1;
+  if (digits.size() <= ip) return sign + digits + std::string(ip - digits.size(), '0') + ".0";
+  return sign + digits.substr(0, ip) + "." + digits.substr(ip);
+}
+
+Bytes encode_neighbor_pack(const NeighborPackHead &h, const int32_t *ids, const uint16_t *half_weights) {
+  // json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True): catalog (hex) and kind need no escapes
+  std::string head = "{\"at\":" + py_float_repr(h.at) + ",\"catalog\":" + json(h.catalog).dump(-1, ' ', true) +
+                     ",\"kind\":" + json(h.kind).dump(-1, ' ', true) + ",\"m\":" + std::to_string(h.m) +
+                     ",\"n\":" + std::to_string(h.n) + ",\"version\":1}\n";
+  size_t cells = size_t(h.n * h.m);
+  Bytes out(head.begin(), head.end());
+  size_t at = out.size();
+  out.resize(at + cells * 6);
+  std::memcpy(out.data() + at, ids, cells * 4);  // little-endian: every phone and x86
+  std::memcpy(out.data() + at + cells * 4, half_weights, cells * 2);
+  return out;
+}
+
+NeighborTable decode_neighbor_pack(const Bytes &data, NeighborPackHead *head) {
+  auto nl = std::find(data.begin(), data.end(), uint8_t('\n'));
+  // Python reads the header's first 4096 bytes as ASCII JSON
+  std::string line(data.begin(), data.begin() + std::min<ptrdiff_t>(nl - data.begin(), 4096));
+  for (unsigned char c : line)
+    if (c > 127) throw BundleError("invalid neighbour pack: header is not ASCII");
+  json d;
+  try {
+    d = json::parse(line);
+  } catch (const std::exception &e) {
+    throw BundleError(std::string("invalid neighbour pack: ") + e.what());
+  }
+  static const std::set<std::string> keys = {"at", "catalog", "kind", "m", "n", "version"};
+  std::set<std::string> have;
+  if (d.is_object())
+    for (auto it = d.begin(); it != d.end(); ++it) have.insert(it.key());
+  if (have != keys) throw BundleError("invalid neighbour pack: header fields");
+  if (!d["version"].is_number_integer() || d["version"].get<int64_t>() != 1)
+    throw BundleError("invalid neighbour pack: version unsupported (this runtime reads 1)");
+  for (const char *k : {"n", "m"})
+    if (!d[k].is_number_integer() || d[k].get<int64_t>() < 1) throw BundleError("invalid neighbour pack: n, m out of range");
+  NeighborPackHead h;
+  h.n = d["n"].get<int64_t>(), h.m = d["m"].get<int64_t>();
+  if (h.m > 256 || h.n > (int64_t(1) << 31)) throw BundleError("invalid neighbour pack: n, m out of range");
+  if (!d["catalog"].is_string() || d["catalog"].get<std::string>().empty() || !d["kind"].is_string())
+    throw BundleError("invalid neighbour pack: catalog and kind must be str, the catalog not empty");
+  if (!d["at"].is_number() || !std::isfinite(d["at"].get<double>()))
+    throw BundleError("invalid neighbour pack: time is not a finite number");
+  h.at = d["at"].get<double>(), h.catalog = d["catalog"].get<std::string>(), h.kind = d["kind"].get<std::string>();
+  Bytes body(nl == data.end() ? data.end() : nl + 1, data.end());
+  NeighborTable t = decode_neighbors(body, h.n, h.m, "neighbour pack");
+  if (head) *head = h;
   return t;
 }
 
