@@ -49,8 +49,9 @@ def _p(v: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- children
-def python_child(bundle: str, key: str, users: int, recommends: int) -> dict:
-    """runtime_native/src/cli.cpp's bench, step for step, through the Python reference runtime."""
+def python_child(bundle: str, key: str, users: int, recommends: int, pack: str = "") -> dict:
+    """runtime_native/src/cli.cpp's bench, step for step, through the Python reference runtime. `pack`: a neighbour
+    pack installed in the state before the timed open (as the native column's `--from` state holds it)."""
     t_imp = time.perf_counter()
     from metarec.bench.bench_util import pin_threads
     from metarec.runtime import Recommender
@@ -58,10 +59,17 @@ def python_child(bundle: str, key: str, users: int, recommends: int) -> dict:
     import_ms = (time.perf_counter() - t_imp) * 1e3
     pin_threads(1)
     state = Path(tempfile.mkdtemp(prefix="metarec-bench-native-py-")) / "state.db"
+    if pack:
+        from metarec.runtime.neighbors import NeighborPack
+
+        p = NeighborPack.load(pack, key)
+        with Recommender.open(bundle, state, trusted_key=key) as rec:
+            rec.set_neighbors(p, now=p.at)
     clock = time.perf_counter_ns
     t0 = clock()
     rec = Recommender.open(bundle, state, trusted_key=key)
     open_ms = (clock() - t0) / 1e6
+    has_table = rec._nb_table is not None
     adapt_ns = []
     inner = rec._adapt_user
 
@@ -121,7 +129,8 @@ def python_child(bundle: str, key: str, users: int, recommends: int) -> dict:
             "adapt_plus_recommend_after_record_p50_us": _p(adapt_rec, 0.5), "adapt_p50_us": _p(adapt_hour, 0.5),
             "adapt_p99_us": _p(adapt_hour, 0.99), "adapt_after_pause_p50_us": _p(after_pause, 0.5),
             "record_p50_us": _p(record_us, 0.5), "recommends": recommends, "recommend_p50_us": _p(rec_us, 0.5),
-            "recommend_p99_us": _p(rec_us, 0.99), "peak_rss_kib": hwm, "peak_rss_mib": hwm / 1024}
+            "recommend_p99_us": _p(rec_us, 0.99), "peak_rss_kib": hwm, "peak_rss_mib": hwm / 1024,
+            "neighbor_table": int(has_table)}
 
 
 def ort_child(score_onnx: str, adapt_onnx: str, inputs_npz: str, users: int, recommends: int) -> dict:
@@ -219,6 +228,30 @@ def _ort_files(bundle: Path, key: Path, tmp: Path) -> tuple[Path | None, Path | 
     return score, adapt, npz, "; ".join(notes)
 
 
+def _neighbor_pack(bundle: Path, key: Path, tmp: Path) -> tuple[Path | None, Path | None, str]:
+    """(the bundle's first neighbour pack, a native state file holding it, what the output says about the term).
+    A bundle whose item-item term ships only in packs (`neighbors.file` "") has the term off until a pack is set: the
+    pack export wrote beside it (export/bundle.py neighbor_pack_path) is installed so the timings cover the term."""
+    from metarec.export.bundle import neighbor_pack_path
+    from metarec.runtime.bundle import open_bundle
+    from metarec.runtime.native import NativeRecommender
+    from metarec.runtime.neighbors import NeighborPack
+
+    spec = open_bundle(bundle, key).manifest.neighbors
+    if spec is None:
+        return None, None, "no item-item term in this bundle"
+    path = neighbor_pack_path(bundle)
+    if not path.is_file():
+        return None, None, ("item-item term with its table in the bundle (neighbors.bin)" if spec.file else
+                            f"item-item term OFF: the bundle ships its table in packs only and {path} is missing")
+    pack = NeighborPack.load(path, key)
+    state = tmp / "native-with-pack.db"
+    with NativeRecommender.open(bundle, state, key) as nat:
+        nat.set_neighbors(pack, now=pack.at)
+    return path, state, (f"item-item term ON: the bundle's first neighbour pack ({path.name}, {spec.kind} x{spec.m}) "
+                         "installed in every backend's state before the timed open (ORT: graphs only, no term)")
+
+
 def _sizes(bundle: Path, cli: Path) -> dict:
     lib = cli.parent / "libmetarec.so"
     out = {"libmetarec.so": lib.stat().st_size if lib.is_file() else None,
@@ -263,14 +296,20 @@ def run_native(bundle: Path, key: Path, command: str, out_dir=None, runs: int = 
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     score_onnx, adapt_onnx, npz, ort_note = _ort_files(bundle, key, tmp)
+    pack, pack_state, nb_note = _neighbor_pack(Path(bundle), Path(key), tmp)
+    print(f"   {nb_note}", flush=True)
     res = {"native": [], "python": [], "ort": []}
     for i in range(runs):  # interleaved: a burst of load on the shared machine hits every backend alike
         print(f"   run {i + 1}/{runs}: native", end="", flush=True)
         res["native"].append(_run_json([str(cli), "bench", str(bundle), str(key), "--users", str(users),
-                                        "--recommends", str(recommends)]))
+                                        "--recommends", str(recommends)] +
+                                       (["--from", str(pack_state)] if pack_state else [])))
         print(", python", end="", flush=True)
         res["python"].append(_run_json([sys.executable, "-m", "metarec.bench.bench_native", "python", str(bundle),
-                                        str(key), str(users), str(recommends)]))
+                                        str(key), str(users), str(recommends)] + ([str(pack)] if pack else [])))
+        for name in ("native", "python"):
+            if pack and not res[name][-1].get("neighbor_table"):
+                raise RuntimeError(f"{name}: the neighbour pack {pack} was installed but no table is in use")
         if score_onnx is not None:
             print(", onnxruntime", end="", flush=True)
             res["ort"].append(_run_json([sys.executable, "-m", "metarec.bench.bench_native", "ort", str(score_onnx),
@@ -282,7 +321,8 @@ def run_native(bundle: Path, key: Path, command: str, out_dir=None, runs: int = 
             "threads": "1 (native: ExecuTorch threadpool reset to 1; Python: torch + ExecuTorch pinned; ORT: 1 "
                        "intra/inter-op thread)",
             "per_run": res, "spread": {b: {k: _spread(rs, k) for k in keys if _spread(rs, k)} for b, rs in res.items()},
-            "sizes_bytes": _sizes(Path(bundle), cli), "ort_note": ort_note, "seconds": time.perf_counter() - t0,
+            "sizes_bytes": _sizes(Path(bundle), cli), "ort_note": ort_note, "neighbor_note": nb_note,
+            "neighbor_pack": str(pack) if pack else None, "seconds": time.perf_counter() - t0,
             "loadavg_before_after": [load0, os.getloadavg()], "cpus": os.cpu_count()}
     nat = data["spread"]["native"]
     data["targets"] = {k: {"target": t, "median": nat[k]["median"], "worst": nat[k]["max"],
@@ -324,6 +364,7 @@ def _write(d: dict, command: str, out_dir) -> None:
              f"thread each, {d['users']:,} users (1..3 events each) and {d['recommends']:,} warm recommends; "
              f"load average before / after {d['loadavg_before_after'][0][0]:.1f} / "
              f"{d['loadavg_before_after'][1][0]:.1f} on {d['cpus']} cores (shared).", "",
+             f"Item-item term: {d.get('neighbor_note', '-')}.", "",
              "| measure | native (libmetarec.so) | Python runtime | ONNX Runtime (graphs only) | target |",
              "|---|---:|---:|---:|---:|"]
     # ORT has no runtime around its graphs: its adaptation is one call of the unrolled steps on fixed inputs
@@ -359,10 +400,11 @@ def _write(d: dict, command: str, out_dir) -> None:
     write_results("native", d, "\n".join(lines), command, out_dir or RESULTS_DIR)
 
 
-if __name__ == "__main__":  # children: `python BUNDLE KEY USERS RECOMMENDS`, `ort SCORE ADAPT NPZ USERS RECOMMENDS`
+if __name__ == "__main__":  # children: `python BUNDLE KEY USERS RECOMMENDS [PACK]`,
+    # `ort SCORE ADAPT NPZ USERS RECOMMENDS`
     a = sys.argv[1:]
     if a[0] == "python":
-        print(json.dumps(python_child(a[1], a[2], int(a[3]), int(a[4]))))
+        print(json.dumps(python_child(a[1], a[2], int(a[3]), int(a[4]), *a[5:6])))
     elif a[0] == "ort":
         print(json.dumps(ort_child(a[1], a[2], a[3], int(a[4]), int(a[5]))))
     else:

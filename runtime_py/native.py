@@ -122,10 +122,10 @@ class NativeRecommender:
         self._check(self._lib.mr_set_trending(self._h, float(pack.at), len(items), ids, counts))
 
     def set_neighbors(self, pack, now: float | None = None, allow_older: bool = False) -> None:
-        """A `NeighborPack` (runtime_py/neighbors.py) as the item-item term's table, as `Recommender.set_neighbors`
-        but in memory only (not persisted: set it after each open, docs/native.md). The library checks kind, m and
-        the row count against the bundle's term (InputError, nothing changed); `now` / `allow_older` mirror the
-        Python signature, freshness is not checked (as set_trending)."""
+        """A `NeighborPack` (runtime_py/neighbors.py) as the item-item term's table, as `Recommender.set_neighbors`:
+        persisted in the state file (store.py's `neighbor_pack` row, the same bytes), reloaded at open. The library
+        checks kind, m and the row count against the bundle's term (InputError, nothing changed); `now` /
+        `allow_older` mirror the Python signature, freshness is not checked (as set_trending)."""
         import numpy as np
 
         self._live()

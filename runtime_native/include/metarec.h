@@ -41,8 +41,10 @@ MR_API int mr_set_trending(mr_recommender *r, double at, size_t n, const char *c
  * size rows of m neighbours each, row-major: ids[i * m + j] an item index in [-1, N) (-1 = none), weights[i * m + j]
  * finite and >= 0, of `kind` ("transition" | "cooc") at time `at` (finite; freshness is the app's to check).
  * MR_INPUT_ERROR, nothing changed, when the bundle has no term or kind / m / n_rows differ from it (mr_neighbor_spec).
- * Every user's next recommend uses it. In memory only, NOT persisted in the state file: set it after each mr_open
- * (the Python runtime persists it); until then the bundle's neighbors.bin is used, or none (the term is off). */
+ * Weights are stored as float16 (as a NeighborPack): one above 65504 is MR_INPUT_ERROR. Every user's next recommend
+ * uses it. Persisted in the state file as the Python runtime does (its `neighbor_pack` row: NeighborPack bytes
+ * bound to this catalog, mr_catalog), durable when it returns, and reloaded at mr_open instead of the bundle's
+ * neighbors.bin (a stored pack of another catalog, kind or m is ignored there). */
 MR_API int mr_set_neighbors(mr_recommender *r, double at, const char *kind, int m, long long n_rows, const int32_t *ids,
                             const float *weights);
 /* The bundle's item-item term: kind into kind_out (kind_cap >= 16 bytes; "" when the bundle has none, then

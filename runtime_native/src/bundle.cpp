@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -71,6 +72,42 @@ void verify_signature(const Bytes &data, const Bytes &sig, const std::string &pe
     throw BundleError("signature does not verify with the trusted key");
 }
 
+// manifest.py `_no_unknown`: an object's keys must be among the dataclass's fields and hold every required one
+// (a field the reader does not know would otherwise be ignored here while the Python runtime refuses the bundle)
+using Fields = std::set<std::string>;
+std::string joined(const std::vector<std::string> &v) {
+  std::string s;
+  for (auto &x : v) s += (s.empty() ? "'" : ", '") + x + "'";
+  return "[" + s + "]";
+}
+void check_fields(const json &o, const std::string &where, const Fields &required, const Fields &optional) {
+  if (!o.is_object()) throw BundleError("invalid manifest: " + where + " must be an object");
+  std::vector<std::string> unknown, missing;
+  for (auto it = o.begin(); it != o.end(); ++it)
+    if (!required.count(it.key()) && !optional.count(it.key())) unknown.push_back(it.key());
+  if (!unknown.empty()) throw BundleError("invalid manifest: unknown " + where + " fields " + joined(unknown));
+  for (auto &k : required)
+    if (!o.contains(k)) missing.push_back(k);
+  if (!missing.empty()) throw BundleError("invalid manifest: missing " + where + " fields " + joined(missing));
+}
+// The field sets of manifest.py's dataclasses (required, then those with a default); tests/native/
+// test_native_manifest_fields.py compares them with Python's.
+const Fields kManifestRequired = {"model_version", "serial", "created_at", "shapes", "negatives", "scene_spec",
+                                  "files", "programs", "item_table", "head"};
+const Fields kManifestOptional = {"item_ids", "item_ids_file", "prototype_labels", "prototypes_file", "trending_file",
+                                  "neighbors", "by_history", "dtypes", "configs", "adapt_scene", "history_align",
+                                  "schema_version"};
+const Fields kShapesRequired = {"N", "d", "L", "F", "P", "k_max", "S", "R"};
+const Fields kTableRequired = {"file", "format"}, kTableOptional = {"group_size", "program"};
+const Fields kHeadRequired = {"file", "param_names", "param_shapes"};
+const Fields kNeighborsRequired = {"file", "m", "last", "decay", "weight", "kind"};
+const Fields kHistoryOptional = {"term", "popularity", "file"};
+const Fields kProgramRequired = {"file", "method", "inputs", "outputs", "codec"};
+const Fields kProgramOptional = {"parameters", "inner_steps", "lr", "prepare_method", "prepare_outputs",
+                                 "step_inputs", "unrolled_method", "rank_method", "rank_inputs", "chunks",
+                                 "columns_method"};
+const Fields kFileRequired = {"sha256", "bytes"};
+
 const json &field(const json &o, const char *k) {
   auto it = o.find(k);
   if (it == o.end()) throw BundleError(std::string("invalid manifest: missing field ") + k);
@@ -104,8 +141,9 @@ std::string str(const json &o, const char *k, const std::string &dflt = "") {
   return it->get<std::string>();
 }
 
-ProgramIO program(const json &o, const std::set<std::string> &need_in, const std::set<std::string> &optional_in) {
-  if (!o.is_object()) throw BundleError("invalid manifest: program must be an object");
+ProgramIO program(const json &o, const std::string &where, const std::set<std::string> &need_in,
+                  const std::set<std::string> &optional_in) {
+  check_fields(o, where, kProgramRequired, kProgramOptional);
   ProgramIO p;
   p.file = str(o, "file"), p.method = str(o, "method"), p.codec = str(o, "codec", "?");
   if (p.codec != "none" && p.codec != "zlib") throw BundleError("invalid manifest: program codec " + p.codec);
@@ -128,12 +166,7 @@ ProgramIO program(const json &o, const std::set<std::string> &need_in, const std
 
 // manifest.py's NeighborSpec: exactly its six fields, each in its range (an unknown field is refused, as in Python)
 NeighborSpec neighbor_spec(const json &o) {
-  if (!o.is_object()) throw BundleError("invalid manifest: neighbors must be an object");
-  static const std::set<std::string> keys = {"file", "m", "last", "decay", "weight", "kind"};
-  for (auto it = o.begin(); it != o.end(); ++it)
-    if (!keys.count(it.key())) throw BundleError("invalid manifest: unknown field neighbors." + it.key());
-  for (auto &k : keys)
-    if (!o.contains(k)) throw BundleError("invalid manifest: missing field neighbors." + k);
+  check_fields(o, "neighbors", kNeighborsRequired, {});
   NeighborSpec s;
   if (!o["file"].is_string() || !o["kind"].is_string()) throw BundleError("invalid manifest: neighbors.file and kind must be str");
   s.file = o["file"].get<std::string>(), s.kind = o["kind"].get<std::string>();
@@ -158,10 +191,7 @@ NeighborSpec neighbor_spec(const json &o) {
 
 // manifest.py's HistoryWeights: its three fields, each optional (Python's defaults), unknown ones refused
 HistoryWeights history_weights(const json &o) {
-  if (!o.is_object()) throw BundleError("invalid manifest: by_history must be an object");
-  static const std::set<std::string> keys = {"term", "popularity", "file"};
-  for (auto it = o.begin(); it != o.end(); ++it)
-    if (!keys.count(it.key())) throw BundleError("invalid manifest: unknown field by_history." + it.key());
+  check_fields(o, "by_history", {}, kHistoryOptional);
   HistoryWeights w;
   for (auto [k, lo, out] : {std::tuple<const char *, double, std::vector<double> *>{"term", 0.0, &w.term},
                             {"popularity", -64.0, &w.popularity}}) {
@@ -212,6 +242,97 @@ NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const st
   }
   for (size_t i = 0; i < t.ids.size(); i++)
     if (t.ids[i] < 0) t.ids[i] = 0, t.weights[i] = 0.f;  // padding, as decode_neighbors: id 0 with no weight
+  return t;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint16_t sign = uint16_t((x >> 16) & 0x8000);
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return uint16_t(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));  // inf, NaN
+  if (ax >= 0x47800000u) return uint16_t(sign | 0x7c00);                                // >= 65536: inf
+  if (ax < 0x38800000u) {  // below 2^-14: a subnormal half (or 0), |f| * 2^24 rounded half to even
+    float a;
+    std::memcpy(&a, &ax, 4);
+    return uint16_t(sign | uint16_t(std::nearbyint(std::ldexp(a, 24))));  // 1024 is the smallest normal's bits
+  }
+  uint32_t mant = ax & 0x7fffffu, r = mant >> 13, rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
+  uint32_t e = (ax >> 23) - 127 + 15;
+  return uint16_t(sign | ((e << 10) + r));  // a carry out of the mantissa bumps the exponent (to inf past 65504)
+}
+
+std::string py_float_repr(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);  // shortest round-trip
+  std::string s(buf, res.ptr), sign;
+  if (s[0] == '-') sign = "-", s = s.substr(1);
+  size_t epos = s.find('e');
+  int e = std::stoi(s.substr(epos + 1));
+  std::string digits;
+  for (size_t i = 0; i < epos; i++) if (s[i] != '.') digits += s[i];
+  if (e < -4 || e >= 16) {  // float_repr_style 'short': exponent form outside 1e-4 <= |v| < 1e16
+    std::string out = sign + digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    std::string ex = std::to_string(e < 0 ? -e : e);
+    if (ex.size() < 2) ex = "0" + ex;
+    return out + "e" + (e < 0 ? "-" : "+") + ex;
+  }
+  if (e < 0) return sign + "0." + std::string(size_t(-e - 1), '0') + digits;
+  size_t ip = size_t(e) + 1;
+  if (digits.size() <= ip) return sign + digits + std::string(ip - digits.size(), '0') + ".0";
+  return sign + digits.substr(0, ip) + "." + digits.substr(ip);
+}
+
+Bytes encode_neighbor_pack(const NeighborPackHead &h, const int32_t *ids, const uint16_t *half_weights) {
+  // json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True): catalog (hex) and kind need no escapes
+  std::string head = "{\"at\":" + py_float_repr(h.at) + ",\"catalog\":" + json(h.catalog).dump(-1, ' ', true) +
+                     ",\"kind\":" + json(h.kind).dump(-1, ' ', true) + ",\"m\":" + std::to_string(h.m) +
+                     ",\"n\":" + std::to_string(h.n) + ",\"version\":1}\n";
+  size_t cells = size_t(h.n * h.m);
+  Bytes out(head.begin(), head.end());
+  size_t at = out.size();
+  out.resize(at + cells * 6);
+  std::memcpy(out.data() + at, ids, cells * 4);  // little-endian: every phone and x86
+  std::memcpy(out.data() + at + cells * 4, half_weights, cells * 2);
+  return out;
+}
+
+NeighborTable decode_neighbor_pack(const Bytes &data, NeighborPackHead *head) {
+  auto nl = std::find(data.begin(), data.end(), uint8_t('\n'));
+  // Python reads the header's first 4096 bytes as ASCII JSON
+  std::string line(data.begin(), data.begin() + std::min<ptrdiff_t>(nl - data.begin(), 4096));
+  for (unsigned char c : line)
+    if (c > 127) throw BundleError("invalid neighbour pack: header is not ASCII");
+  json d;
+  try {
+    d = json::parse(line);
+  } catch (const std::exception &e) {
+    throw BundleError(std::string("invalid neighbour pack: ") + e.what());
+  }
+  static const std::set<std::string> keys = {"at", "catalog", "kind", "m", "n", "version"};
+  std::set<std::string> have;
+  if (d.is_object())
+    for (auto it = d.begin(); it != d.end(); ++it) have.insert(it.key());
+  if (have != keys) throw BundleError("invalid neighbour pack: header fields");
+  if (!d["version"].is_number_integer() || d["version"].get<int64_t>() != 1)
+    throw BundleError("invalid neighbour pack: version unsupported (this runtime reads 1)");
+  for (const char *k : {"n", "m"})
+    if (!d[k].is_number_integer() || d[k].get<int64_t>() < 1) throw BundleError("invalid neighbour pack: n, m out of range");
+  NeighborPackHead h;
+  h.n = d["n"].get<int64_t>(), h.m = d["m"].get<int64_t>();
+  if (h.m > 256 || h.n > (int64_t(1) << 31)) throw BundleError("invalid neighbour pack: n, m out of range");
+  if (!d["catalog"].is_string() || d["catalog"].get<std::string>().empty() || !d["kind"].is_string())
+    throw BundleError("invalid neighbour pack: catalog and kind must be str, the catalog not empty");
+  if (!d["at"].is_number() || !std::isfinite(d["at"].get<double>()))
+    throw BundleError("invalid neighbour pack: time is not a finite number");
+  h.at = d["at"].get<double>(), h.catalog = d["catalog"].get<std::string>(), h.kind = d["kind"].get<std::string>();
+  Bytes body(nl == data.end() ? data.end() : nl + 1, data.end());
+  NeighborTable t = decode_neighbors(body, h.n, h.m, "neighbour pack");
+  if (head) *head = h;
   return t;
 }
 
@@ -317,6 +438,22 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   std::string canon = m.dump(-1, ' ', true);  // sorted keys (std::map), compact, ASCII: Python's canonical form
   if (canon.size() != raw.size() || std::memcmp(canon.data(), raw.data(), raw.size()) != 0)
     throw BundleError("manifest.json is not in canonical form (sorted keys, compact, ASCII)");
+  // every object's fields, as manifest.py from_dict does before reading any of them
+  check_fields(m, "manifest", kManifestRequired, kManifestOptional);
+  check_fields(m["shapes"], "shapes", kShapesRequired, {});
+  check_fields(m["item_table"], "item_table", kTableRequired, kTableOptional);
+  check_fields(m["head"], "head", kHeadRequired, {});
+  if (!m["programs"].is_object()) throw BundleError("invalid manifest: programs must be an object");
+  for (auto it = m["programs"].begin(); it != m["programs"].end(); ++it) {
+    if (it.key() != "score" && it.key() != "adapt")
+      throw BundleError("invalid manifest: programs must be exactly 'score' and 'adapt', not '" + it.key() + "'");
+    check_fields(*it, "programs." + it.key(), kProgramRequired, kProgramOptional);
+  }
+  if (!m["files"].is_object()) throw BundleError("invalid manifest: files must be an object");
+  for (auto it = m["files"].begin(); it != m["files"].end(); ++it)
+    check_fields(*it, "files." + it.key(), kFileRequired, {});
+  for (const char *k : {"scene_spec", "dtypes", "configs"})
+    if (m.contains(k) && !m[k].is_object()) throw BundleError(std::string("invalid manifest: ") + k + " must be an object");
   Bundle b;
   b.serial = pos_int(m, "serial");
   const json &s = field(m, "shapes");
@@ -334,9 +471,11 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   if (chunked)
     throw BundleError("large-catalog bundle (chunked score program, table inside score.pte): the native runtime "
                       "does not serve it yet; use the Python runtime or export with --large-catalog-items above N");
-  b.score = program(field(progs, "score"), {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
-  b.adapt = program(field(progs, "adapt"), {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
-                                            "target_mask", "neg_vecs"}, {});
+  b.score = program(field(progs, "score"), "programs.score",
+                    {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
+  b.adapt = program(field(progs, "adapt"), "programs.adapt",
+                    {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
+                     "target_mask", "neg_vecs"}, {});
   if (b.adapt.prepare_method.empty() || b.adapt.unrolled_method.empty() || b.adapt.step_inputs.size() != 1)
     throw BundleError("adapt program has no stateless unrolled method (re-export the bundle: the native runtime "
                       "has no training extension)");

@@ -1,5 +1,6 @@
 // metarec-native: the native runtime from the shell, through the C API only (what an app links).
-//   metarec-native bench BUNDLE_DIR PUBLIC_KEY_PEM [--users N] [--recommends M] [--state PATH]
+//   metarec-native bench BUNDLE_DIR PUBLIC_KEY_PEM [--users N] [--recommends M] [--state PATH] [--from STATE]
+//     --from: start from a copy of a prepared state file (e.g. one holding a neighbour pack, bench/bench_native.py)
 //   metarec-native recommend BUNDLE_DIR PUBLIC_KEY_PEM STATE USER NOW K
 // bench prints one JSON line: open_ms, first_recommend_us; adapt_after_record_p50_us: the adaptation a user's
 // first recommend after its new events triggers (the headline adaptation figure); adapt_p50_us: re-adaptations on
@@ -55,15 +56,24 @@ int fail(mr_recommender *r, const char *what, int rc) {
   return 1;
 }
 
-int bench(const char *bundle, const char *key_path, long users, long recommends, std::string state) {
+int bench(const char *bundle, const char *key_path, long users, long recommends, std::string state,
+          const std::string &from) {
   if (state.empty()) state = "/tmp/metarec-native-bench-" + std::to_string(getpid()) + ".db";
   for (const char *suffix : {"", "-wal", "-shm"}) std::remove((state + suffix).c_str());
+  if (!from.empty()) {  // a closed state file (its WAL checkpointed into it): the bytes are the whole state
+    std::ifstream src(from, std::ios::binary);
+    std::ofstream dst(state, std::ios::binary);
+    if (!src || !(dst << src.rdbuf())) return std::fprintf(stderr, "cannot copy state %s\n", from.c_str()), 1;
+  }
   std::string pem = read_text(key_path);
   auto t0 = Clock::now();
   mr_recommender *r = nullptr;
   int rc = mr_open(bundle, state.c_str(), pem.c_str(), &r);
   double open_ms = us_since(t0) / 1000.0;
   if (rc) return fail(r, "open", rc);
+  int has_table = 0;  // the item-item term's table in use (a stored pack or the bundle's neighbors.bin)
+  char kind[16];
+  mr_neighbor_spec(r, kind, sizeof kind, nullptr, nullptr, nullptr, nullptr, &has_table);
   int k_max, n_items;
   long long serial;
   mr_info(r, &k_max, &n_items, &serial);
@@ -129,11 +139,11 @@ int bench(const char *bundle, const char *key_path, long users, long recommends,
               "\"adapt_plus_recommend_after_record_p50_us\": %.2f, \"adapt_p50_us\": %.2f, \"adapt_p99_us\": %.2f, "
               "\"adapt_after_pause_p50_us\": %.2f, \"record_p50_us\": %.1f, "
               "\"recommends\": %ld, \"recommend_p50_us\": %.2f, \"recommend_p99_us\": %.2f, "
-              "\"peak_rss_kib\": %ld, \"peak_rss_mib\": %.2f}\n",
+              "\"peak_rss_kib\": %ld, \"peak_rss_mib\": %.2f, \"neighbor_table\": %d}\n",
               open_ms, first_us, users, adapt_us.size() + after_record_us.size() + after_pause_us.size(),
               pct(after_record_us, 0.5), pct(after_record_us, 0.99), pct(adapt_rec_us, 0.5), pct(adapt_us, 0.5),
               pct(adapt_us, 0.99), pct(after_pause_us, 0.5), pct(record_us, 0.5), recommends, pct(rec_us, 0.5),
-              pct(rec_us, 0.99), status_kib("VmHWM:"), double(status_kib("VmHWM:")) / 1024.0);
+              pct(rec_us, 0.99), status_kib("VmHWM:"), double(status_kib("VmHWM:")) / 1024.0, has_table);
   return 0;
 }
 
@@ -156,17 +166,19 @@ int recommend(char **a) {
 int main(int argc, char **argv) {
   if (argc >= 4 && std::strcmp(argv[1], "bench") == 0) {
     long users = 1000, recommends = 10000;
-    std::string state;
+    std::string state, from;
     for (int i = 4; i + 1 < argc; i += 2) {
       if (!std::strcmp(argv[i], "--users")) users = std::atol(argv[i + 1]);
       else if (!std::strcmp(argv[i], "--recommends")) recommends = std::atol(argv[i + 1]);
       else if (!std::strcmp(argv[i], "--state")) state = argv[i + 1];
+      else if (!std::strcmp(argv[i], "--from")) from = argv[i + 1];
       else return std::fprintf(stderr, "unknown option %s\n", argv[i]), 2;
     }
-    return bench(argv[2], argv[3], users, recommends, state);
+    return bench(argv[2], argv[3], users, recommends, state, from);
   }
   if (argc == 8 && std::strcmp(argv[1], "recommend") == 0) return recommend(argv + 2);
   std::fprintf(stderr, "usage: metarec-native bench BUNDLE_DIR PUBLIC_KEY_PEM [--users N] [--recommends M] "
-                       "[--state PATH]\n       metarec-native recommend BUNDLE_DIR PUBLIC_KEY_PEM STATE USER NOW K\n");
+                       "[--state PATH] [--from STATE]\n"
+                       "       metarec-native recommend BUNDLE_DIR PUBLIC_KEY_PEM STATE USER NOW K\n");
   return 2;
 }

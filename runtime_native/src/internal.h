@@ -78,6 +78,16 @@ std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::st
 float half_to_float(uint16_t h);
 // What packs are bound to (bundle_codecs.catalog_digest): sha256 hex of the ids joined by "\n".
 std::string catalog_digest(const std::vector<std::string> &item_ids);
+// float -> IEEE binary16 bits, round to nearest even (numpy's astype(float16): overflow is inf)
+uint16_t float_to_half(float f);
+// Python's repr of a float (shortest round-trip digits, '1e+16' / '0.0001' / '881250949.0'), as json.dumps writes it
+std::string py_float_repr(double v);
+
+// A neighbour pack's bytes (runtime_py/neighbors.py NeighborPack.to_bytes / from_bytes): one line of canonical JSON
+// {"at", "catalog", "kind", "m", "n", "version": 1}, a newline, then neighbors.bin's bytes (int32 ids, float16 weights).
+struct NeighborPackHead { double at = 0; std::string catalog, kind; int64_t m = 0, n = 0; };
+Bytes encode_neighbor_pack(const NeighborPackHead &h, const int32_t *ids, const uint16_t *half_weights);
+NeighborTable decode_neighbor_pack(const Bytes &data, NeighborPackHead *head);  // BundleError if malformed
 
 // Trending pack JSON (runtime_py/trending.py): {"at", "counts", "version": 1}; log1p counts per item index.
 struct TrendPack { double at = 0; std::map<std::string, double> counts; };
@@ -109,6 +119,10 @@ class Store {
   void accept_serial(int64_t serial);
   std::optional<std::string> get_trending();
   void put_trending(const std::string &pack);
+  // the neighbour pack in use (store.py's `neighbor_pack` table, the same bytes and row checksum as the Python
+  // runtime's): StateError if the row fails its checksum or is malformed (corrupt)
+  std::optional<Bytes> get_neighbor_pack();
+  void put_neighbor_pack(const Bytes &pack);  // durable (synchronous=FULL) when it returns
 
  private:
   sqlite3 *db_ = nullptr;

@@ -96,9 +96,19 @@ Recommender::Recommender(const std::string &dir, const std::string &state, const
   }
   if (!pack && b_.trending_json) pack = parse_trending(*b_.trending_json);
   set_trend(pack);
-  if (b_.neighbors) {  // the bundle's table, if shipped; never persisted here (docs/native.md): the app sets one
+  if (b_.neighbors) {  // the bundle's table, if shipped, unless a stored pack (mr_set_neighbors) replaces it
     nb_ = std::move(b_.neighbor_table), b_.neighbor_table.reset();
     nb_acc_.assign(size_t(sh.N), 0.0), nb_seen_.assign(size_t(sh.N), 0);
+    if (auto stored = store_->get_neighbor_pack()) {  // a row failing its checksum: StateError, as store.py
+      try {  // as recommender.py: a pack for another catalog, kind or m (another bundle's term) is dropped
+        NeighborPackHead h;
+        NeighborTable t = decode_neighbor_pack(*stored, &h);
+        if (h.catalog == catalog_digest(b_.item_ids) && h.n == sh.N && h.kind == b_.neighbors->kind &&
+            h.m == b_.neighbors->m)
+          nb_ = std::move(t);
+      } catch (const BundleError &) {  // malformed (the disk lied): dropped, the bundle's table stays
+      }
+    }
   }
   store_->accept_serial(b_.serial);  // only once the bundle has proven usable
 }
@@ -445,12 +455,20 @@ void Recommender::set_neighbors(double at, const std::string &kind, int64_t m, i
   if (!std::isfinite(at)) throw InputError("neighbour pack time must be finite");
   NeighborTable t;
   t.ids.assign(ids, ids + n_rows * m), t.weights.assign(weights, weights + n_rows * m);
+  std::vector<uint16_t> half(t.weights.size());
   for (size_t i = 0; i < t.ids.size(); i++) {
     if (t.ids[i] < -1 || t.ids[i] >= n_rows)
       throw InputError("neighbour pack ids must be item indices in [-1, " + std::to_string(n_rows) + ")");
     if (!std::isfinite(t.weights[i]) || t.weights[i] < 0)
       throw InputError("neighbour pack weights must be finite and >= 0");
+    half[i] = float_to_half(t.weights[i]);  // as a NeighborPack holds them: float16, the stored precision
+    t.weights[i] = half_to_float(half[i]);
+    if (!std::isfinite(t.weights[i]))
+      throw InputError("neighbour pack weights must be at most 65504 (float16, the stored precision)");
   }
+  // persisted first (store.py's table and bytes, bound to this catalog): a failed write changes nothing
+  NeighborPackHead h{at, catalog_digest(b_.item_ids), kind, m, n_rows};
+  store_->put_neighbor_pack(encode_neighbor_pack(h, ids, half.data()));
   nb_ = std::move(t);
   nb_version_++, args_version_++;  // every user's term and forward outputs came from the old table
 }

@@ -1,6 +1,7 @@
 // runtime_py/store.py against the system SQLite: the same schema and settings (WAL, synchronous=FULL,
 // secure_delete), so one state file opens in both runtimes; a file of another store schema is a StateError.
 #include <sqlite3.h>
+#include <zlib.h>
 
 #include "internal.h"
 #include "store_schema.h"
@@ -26,6 +27,40 @@ struct Stmt {
     return Bytes(p, p + sqlite3_column_bytes(s, i));
   }
 };
+// store.py's neighbour pack table (created there too; schema 1 has no table for it, store.py does not migrate it:
+// its rows carry their `chk` from the start, so the same table serves a file of either schema)
+const char *kNeighborTable = "CREATE TABLE IF NOT EXISTS neighbor_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                             "pack BLOB NOT NULL, chk INTEGER NOT NULL)";
+
+// store.py `_chk(1, pack)`: CRC-32 of repr((1, pack)) in UTF-8, Python's bytes repr byte for byte (quote ' unless
+// the bytes hold ' and no ", backslash escapes for the quote, \\, \t, \n, \r, \xhh outside printable ASCII)
+int64_t pack_chk(const Bytes &pack) {
+  bool sq = std::find(pack.begin(), pack.end(), uint8_t('\'')) != pack.end();
+  bool dq = std::find(pack.begin(), pack.end(), uint8_t('"')) != pack.end();
+  char quote = sq && !dq ? '"' : '\'';
+  static const char *hex = "0123456789abcdef";
+  std::string r = "(1, b";
+  r.reserve(pack.size() * 4 + 8);
+  r += quote;
+  for (uint8_t c : pack) {
+    if (c == uint8_t(quote) || c == '\\') r += '\\', r += char(c);
+    else if (c == '\t') r += "\\t";
+    else if (c == '\n') r += "\\n";
+    else if (c == '\r') r += "\\r";
+    else if (c < 0x20 || c >= 0x7f) r += "\\x", r += hex[c >> 4], r += hex[c & 15];
+    else r += char(c);
+  }
+  r += quote;
+  r += ')';
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const Bytef *p = reinterpret_cast<const Bytef *>(r.data());
+  for (size_t off = 0; off < r.size();) {  // crc32 takes a uInt length
+    uInt n = uInt(std::min<size_t>(r.size() - off, 1u << 30));
+    crc = crc32(crc, p + off, n);
+    off += n;
+  }
+  return int64_t(crc & 0xffffffffu);
+}
 }  // namespace
 
 void Store::exec(const char *sql) {
@@ -85,6 +120,7 @@ Store::Store(const std::string &path) {
       if (ok != "ok") throw StateError("state database is corrupt: " + ok);
     }
     exec(kSchema);
+    exec(kNeighborTable);
     begin();
     try {
       Stmt s{prep("SELECT value FROM meta WHERE key='store_schema'")};
@@ -243,6 +279,34 @@ void Store::put_trending(const std::string &pack) {
   try {
     Stmt s{prep("INSERT OR REPLACE INTO trending VALUES (1, ?)")};
     s.blob(1, Bytes(pack.begin(), pack.end()));
+    if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
+    commit();
+  } catch (...) {
+    rollback();
+    throw;
+  }
+}
+
+std::optional<Bytes> Store::get_neighbor_pack() {
+  Stmt s{prep("SELECT id, pack, chk FROM neighbor_pack WHERE id=1")};
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+  if (sqlite3_column_type(s.s, 0) != SQLITE_INTEGER || sqlite3_column_type(s.s, 1) != SQLITE_BLOB ||
+      sqlite3_column_type(s.s, 2) != SQLITE_INTEGER)
+    throw StateError("state database holds a malformed neighbour pack row (corrupt)");
+  Bytes pack = s.col_blob(1);
+  if (sqlite3_column_int64(s.s, 0) != 1 || sqlite3_column_int64(s.s, 2) != pack_chk(pack))
+    throw StateError("state database row (1, <neighbour pack>) fails its checksum (corrupt)");
+  return pack;
+}
+
+void Store::put_neighbor_pack(const Bytes &pack) {
+  begin();
+  try {
+    Stmt s{prep("INSERT OR REPLACE INTO neighbor_pack VALUES (1, ?, ?)")};
+    s.blob(1, pack);
+    sqlite3_bind_int64(s.s, 2, pack_chk(pack));
     if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
     commit();
   } catch (...) {

@@ -1,5 +1,8 @@
 """The native library answers what the Python runtime answers: same bundle, same events, same top-k in order;
 and one state file serves both runtimes."""
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -110,3 +113,30 @@ def test_bench_native_suite_runs_one_protocol_in_both_runtimes(exported, keys, t
     md = (tmp_path / "native.md").read_text()
     assert "pytest native" in md and md.count("\n| ") == 12  # header + 11 measures
     assert d["sizes_bytes"]["libmetarec.so"] > 0 and d["sizes_bytes"]["bundle/adapt.pte"] > 0
+
+
+def test_bench_native_installs_the_bundles_first_neighbour_pack(exported, keys, item_ids, tmp_path):
+    """A bundle whose item-item term ships only in packs: the suite installs `<bundle>.neighbors` (export's first
+    pack) in both runtimes' state before timing, so the term is on, and says so; without the pack it says the term
+    is off."""
+    from metarec.bench.bench_native import run_native
+    from metarec.export.bundle import neighbor_pack_path
+    from metarec.runtime.bundle_codecs import catalog_digest
+    from metarec.runtime.neighbors import NeighborPack
+
+    from native_helpers import resign
+
+    b = Path(shutil.copytree(exported[0], tmp_path / "nb" / "bundle"))
+    resign(b, keys / "private.pem",
+           neighbors={"file": "", "m": 4, "last": 3, "decay": 0.5, "weight": 1.0, "kind": "transition"})
+    d = run_native(b, keys / "public.pem", "pytest native", tmp_path, runs=1, users=3, recommends=20, write=False)
+    assert "OFF" in d["neighbor_note"] and d["per_run"]["native"][0]["neighbor_table"] == 0
+    n = len(item_ids)
+    rng = np.random.default_rng(0)
+    ids = np.stack([rng.choice(n, 4, replace=False) for _ in range(n)])
+    NeighborPack(T0, catalog_digest(item_ids), "transition", ids, rng.random((n, 4))).save(
+        neighbor_pack_path(b), keys / "private.pem")
+    d = run_native(b, keys / "public.pem", "pytest native", tmp_path, runs=1, users=3, recommends=20)
+    assert "ON" in d["neighbor_note"] and d["neighbor_pack"] == str(neighbor_pack_path(b))
+    assert d["per_run"]["native"][0]["neighbor_table"] == 1 and d["per_run"]["python"][0]["neighbor_table"] == 1
+    assert "Item-item term: item-item term ON" in (tmp_path / "native.md").read_text()
