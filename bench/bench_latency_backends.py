@@ -304,7 +304,8 @@ def onnx_unrolled_adapt_file(mod, ex, names, steps: int) -> Path:
     def amax_all(x, dim=(), keepdim=False):  # the exporter's aten_amax needs dims: a full reduction is aten.max
         return torch.ops.aten.max.default(x) if not dim and not keepdim else NotImplemented
 
-    gm = make_fx(unrolled, decomposition_table={torch.ops.aten.amax.default: amax_all})(*ex).eval()  # no train-mode warning
+    # eval(): the exporter warns about a module in training mode
+    gm = make_fx(unrolled, decomposition_table={torch.ops.aten.amax.default: amax_all})(*ex).eval()
     path = Path(tempfile.mkdtemp(prefix="metarec-bench-")) / "adapt_unrolled.onnx"
     torch.onnx.export(gm, tuple(ex), str(path), dynamo=True, input_names=list(names), output_names=["head"],
                       opset_version=18, verbose=False)
