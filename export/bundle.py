@@ -365,7 +365,8 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
 
     say("0/5 choose the serving steps, the item-item term and the compression on validation users (HR@10 over "
         "K = 1..10, the checkpoint's validation run)")
-    sel = select(validation, ecfg.accuracy_budget, say)
+    sel = select(validation, ecfg.accuracy_budget, say,
+                 offset_terms=ecfg.rank_method and not ecfg.large_catalog(model.n_items))
     extra["selection"] = sel.report
     best = extra.get("floor", {}).get("best_baseline", "best baseline")
     say(selection_summary(sel.report, best))

@@ -299,8 +299,9 @@ def _with_steps(model, steps: int):
     return m.eval()
 
 
-def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
-    """The decisions above from a checkpoint's `validation` block (sdk/floor.py ValidationRun.to_checkpoint)."""
+def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bool = True) -> Selection:
+    """The decisions above from a checkpoint's `validation` block (sdk/floor.py ValidationRun.to_checkpoint).
+    `offset_terms` False (a large catalog's score.pte has no rank method to add them to): no 2b and 2c."""
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import verdict
     from metarec.sdk.protocol import EventLog, split_users
@@ -329,10 +330,17 @@ def select(validation: dict, budget: float, say=lambda m: None) -> Selection:
 
     # 2. the popularity weight (the prior's own), then 2b. the item-item term (the server's data) on top of it
     rep["popularity"], prior, full = _choose_popularity(prior, tcfg, ds, split, log, full, None, say)
-    memo = _Memo(_recommender(prior, tcfg))
-    rep["neighbors"], nb, best_nb = _choose_neighbors(memo, ds, split, log, full, budget, say)
-    # 2c. weights by history length, over 2 and 2b's
-    rep["by_history"], bh, nb = _choose_by_history(prior, memo, best_nb, nb, ds, split, log, say)
+    nb = bh = None
+    if offset_terms:  # the memo holds an (N,) score vector per validation query: skipped where it cannot ship
+        memo = _Memo(_recommender(prior, tcfg))
+        rep["neighbors"], nb, best_nb = _choose_neighbors(memo, ds, split, log, full, budget, say)
+        # 2c. weights by history length, over 2 and 2b's
+        rep["by_history"], bh, nb = _choose_by_history(prior, memo, best_nb, nb, ds, split, log, say)
+    else:
+        why = "no rank method to add them to (a large catalog's score.pte, or ExportConfig.rank_method false)"
+        say(f"   item-item term and weights by history length: not tried, {why}")
+        rep["neighbors"] = {"grid": [], "best": None, "shipped": False, "reason": why}
+        rep["by_history"] = {"reason": why}
     if nb is not None or bh is not None:
         full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)

@@ -147,3 +147,14 @@ def test_a_prior_below_the_floor_ships_when_the_chosen_bundle_is_not(prior, tmp_
     assert json.loads((out / "manifest.json").read_bytes())["configs"]["selection"]["bundle_floor"]["verdict"] != "below"
     with pytest.raises(ExportError, match="this prior loses"):
         export_bundle(mixed, tmp_path / "c", quant="int8", prune="none", key_path=keys / "private.pem")
+
+
+def test_no_offset_terms_are_tried_where_they_cannot_ship(prior):
+    """A large catalog's score.pte (or one without the rank method) has no offset to add the term or the weights by
+    history length to: selection does not spend a score vector per validation query on them."""
+    from metarec.export.select import select
+
+    sel = select(torch.load(prior[0], weights_only=False)["validation"], 0.02, offset_terms=False)
+    assert sel.neighbors is None and sel.by_history is None
+    assert sel.report["neighbors"]["grid"] == [] and "rank method" in sel.report["by_history"]["reason"]
+    assert sel.report["bundle_floor"]["verdict"] in ("below", "tie", "above")
