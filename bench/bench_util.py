@@ -22,10 +22,13 @@ def pin_threads(n: int = 1) -> dict:
 
     torch.set_num_threads(n)
     out = {"torch": torch.get_num_threads(), "nice": raise_priority()}
-    try:
-        from executorch.extension.pybindings import portable_lib
+    from metarec.runtime.quiet import first_program_load
 
-        portable_lib._unsafe_reset_threadpool(n)
+    try:
+        with first_program_load():  # creating the threadpool runs the C++ cpu probe, which writes to fd 2
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(n)
         out["executorch"] = portable_lib._threadpool_get_thread_count()
     except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - executorch is a dependency
         out["executorch"] = None
