@@ -1,8 +1,9 @@
 """The bundle contract, part 1 of 2: the manifest schema (v2) and every name a bundle's writer and reader share.
 
-Part 2, bundle_codecs.py, holds the byte formats of the files (table, item ids, program codecs, signature). The
-writer is export/bundle.py and the reader is runtime_py/bundle.py (`open_bundle`); nothing else writes or reads a
-bundle, so a schema change is one edit here (docs/bundle-format.md describes the result).
+Part 2, bundle_codecs.py, holds the byte formats of the files (table, item ids, program codecs, signature); the
+`neighbors` and `by_history` blocks and the field checks live in manifest_terms.py, re-exported here. The writer
+is export/bundle.py and the reader is runtime_py/bundle.py (`open_bundle`); nothing else writes or reads a bundle,
+so a schema change is an edit in these modules (docs/bundle-format.md describes the result).
 
 `Manifest.to_json()` gives canonical bytes (sorted keys, no whitespace, ASCII), and those exact bytes are what
 `manifest.sig` signs, so a manifest never needs re-serialising to be verified. `Manifest.from_json()` refuses
@@ -45,6 +46,8 @@ from typing import Any
 
 from .bundle_codecs import PROGRAM_CODECS, TABLE_FORMATS, check_item_ids
 from .errors import BundleError
+from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, HistoryWeights, NeighborSpec, at_length,  # noqa: F401
+                             check as _check, is_int as _is_int, is_number as _is_number)
 from .scene import SceneSpec
 
 # v2: every program entry records its codec (required); v1 let a missing one fall back to the exporter's config
@@ -102,19 +105,6 @@ MAX_SERIAL = 1 << 40  # a serial is an export's unix time or a counter; 2**63-1 
 MAX_SERIAL_AHEAD_SECONDS = 366 * 86400  # a serial may run ahead of the phone's clock by a year (clock skew), no more
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # plain names only: no paths, no traversal
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def check_serial_plausible(serial: int, now: float) -> None:
@@ -254,69 +244,6 @@ class TableSpec:
         _check(bool(self.file) != bool(self.program), "item_table has a file or a program, exactly one")
         if self.format != "float32":
             _check(_is_int(self.group_size) and self.group_size >= 1, "int tables need group_size >= 1")
-
-
-NEIGHBOR_KINDS = ("transition", "cooc")
-
-
-@dataclasses.dataclass(frozen=True)
-class NeighborSpec:
-    """The item-item term (runtime_py/neighbors.py): `file` holds each item's `m` neighbours (int32 indices, -1 =
-    none, then float16 weights, row-major (N, m)), or is "" when the table comes in a neighbour pack only (the
-    server's statistics: `Recommender.set_neighbors`; until one is set the term is off); the last `last` history items add their rows with weight
-    decay**age, and the sum, divided by its standard deviation over the catalog, times `weight` joins the score."""
-
-    file: str
-    m: int
-    last: int
-    decay: float
-    weight: float
-    kind: str
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.file, str), "neighbors.file must be a str ('' = the table comes in a pack)")
-        _check(_is_int(self.m) and 1 <= self.m <= 256, "neighbors.m must be an int in [1, 256]")
-        _check(_is_int(self.last) and 1 <= self.last <= 64, "neighbors.last must be an int in [1, 64]")
-        for name in ("decay", "weight"):
-            v = getattr(self, name)
-            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
-                   f"neighbors.{name} must be a finite number > 0")
-        _check(self.decay <= 1, "neighbors.decay must be <= 1")
-        _check(self.kind in NEIGHBOR_KINDS, f"neighbors.kind {self.kind!r} unknown; known: {NEIGHBOR_KINDS}")
-
-
-MAX_LENGTHS = 16  # history-length buckets a HistoryWeights may hold
-
-
-def at_length(values: tuple, k: int, default: float) -> float:
-    """The entry of `values` for a user with `k` known events: min(max(k, 1), len) - 1 (the last covers every
-    longer history); `default` when `values` is empty. Both runtimes and the sdk's scorer index so."""
-    return float(values[min(max(int(k), 1), len(values)) - 1]) if values else float(default)
-
-
-@dataclasses.dataclass(frozen=True)
-class HistoryWeights:
-    """Weights by the user's history length K (the user's events the catalog knows; entry `at_length`):
-    `term`: the item-item term's weight (replaces neighbors.weight; 0 = off at that length; empty = neighbors.weight
-    at every length); `popularity`: the weight of the catalog's popularity feature (`file`: float16 little-endian
-    (N,), sdk/neighbors.py log_popularity) added to bundle items' scores (empty = none, and `file` is "").
-    Why: a user's first events are a sign-up page's popular items, later ones follow sequences (ML-1M)."""
-
-    term: tuple[float, ...] = ()
-    popularity: tuple[float, ...] = ()
-    file: str = ""
-
-    def __post_init__(self) -> None:
-        for name, lo, hi in (("term", 0.0, 64.0), ("popularity", -64.0, 64.0)):
-            v = getattr(self, name)
-            _check(isinstance(v, (list, tuple)) and len(v) <= MAX_LENGTHS,
-                   f"by_history.{name} must be a list of at most {MAX_LENGTHS} numbers")
-            _check(all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                       and lo <= x <= hi for x in v), f"by_history.{name} values must be finite, in [{lo}, {hi}]")
-            object.__setattr__(self, name, tuple(float(x) for x in v))
-        _check(isinstance(self.file, str), "by_history.file must be a str")
-        _check(bool(self.file) == bool(self.popularity), "by_history.file is set exactly when popularity is")
-        _check(bool(self.term or self.popularity), "by_history holds term or popularity weights (else leave it out)")
 
 
 @dataclasses.dataclass(frozen=True)
