@@ -147,7 +147,7 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
             "model_note": model_note, "shapes": dataclasses.asdict(b.manifest.shapes),
             "bundle_files": {p.name: p.stat().st_size for p in sorted(Path(bundle).iterdir())},
             "score": {}, "adapt": {}, "runtime": {}, "notes": {}, "parity": {},
-            "inner_steps": b.manifest.programs["adapt"].inner_steps}
+            "inner_steps": b.manifest.inner_steps}
     # ---- scorers
     fns, notes = score_backends(b, inp, model)
     keep = {k: v for k, v in fns.items() if k.startswith("_")}
@@ -160,20 +160,26 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
     data["notes"].update({f"score: {k}": v for k, v in notes.items()})
     del keep
     # ---- adaptation
-    afns, anotes = adapt_backends(b, inp, model)
-    akeep = {k: v for k, v in afns.items() if k.startswith("_")}  # loaded programs: alive while timed
-    afns = {k: v for k, v in afns.items() if not k.startswith("_")}
-    aref = np.asarray(afns["adapt.pte (ExecuTorch training runtime)"](), np.float32)
-    for k, f in afns.items():
-        got = np.asarray(f(), np.float32).reshape(-1)
-        data["parity"][f"adapt max |head - adapt.pte head| {k}"] = float(np.abs(got - aref).max())
-    atimes = bu.time_interleaved(afns, runs)
-    data["adapt"] = {k: bu.summarize(v) for k, v in atimes.items()}
-    data["notes"].update({f"adapt: {k}": v for k, v in anotes.items()})
-    # compute-only chain: one adaptation then one score call, back to back (what a stale user costs without I/O)
-    sfn, afn = fns["score.pte (XNNPACK)"], afns["adapt.pte (ExecuTorch training runtime)"]
-    data["adapt"]["adapt.pte + score.pte (chained, no I/O)"] = bu.summarize(
-        bu.time_calls(lambda: (afn(), sfn()), runs))
+    sfn = fns["score.pte (XNNPACK)"]
+    akeep = None
+    if "adapt" in b.manifest.programs:
+        afns, anotes = adapt_backends(b, inp, model)
+        akeep = {k: v for k, v in afns.items() if k.startswith("_")}  # loaded programs: alive while timed
+        afns = {k: v for k, v in afns.items() if not k.startswith("_")}
+        aref = np.asarray(afns["adapt.pte (ExecuTorch training runtime)"](), np.float32)
+        for k, f in afns.items():
+            got = np.asarray(f(), np.float32).reshape(-1)
+            data["parity"][f"adapt max |head - adapt.pte head| {k}"] = float(np.abs(got - aref).max())
+        atimes = bu.time_interleaved(afns, runs)
+        data["adapt"] = {k: bu.summarize(v) for k, v in atimes.items()}
+        data["notes"].update({f"adapt: {k}": v for k, v in anotes.items()})
+        # compute-only chain: one adaptation then one score call, back to back (a stale user's cost without I/O)
+        afn = afns["adapt.pte (ExecuTorch training runtime)"]
+        data["adapt"]["adapt.pte + score.pte (chained, no I/O)"] = bu.summarize(
+            bu.time_calls(lambda: (afn(), sfn()), runs))
+    else:
+        data["notes"]["adapt"] = ("this bundle has no adapt.pte (export found no adaptation step that pays on "
+                                  "validation users): nothing to time; every user is served phi0")
     # ---- the runtime's public API
     try:
         rt = runtime_paths_child(Path(bundle), Path(key), runs)
@@ -199,11 +205,12 @@ def run_latency(bundle: Path, key: Path, runs: int, command: str, out_dir=None, 
             "only with the hour (runtime_py/scene.py). The target is read on the warm-user row, as before.")
     data["targets"] = targets(data)
     data["profile_score"] = bu.cprofile_top(lambda: sfn(), calls=min(runs, 1000), top=6)
-    data["programs"] = {"score.pte": bu.program_profile(b.programs["score"]),
-                        "adapt.pte": bu.program_profile(b.programs["adapt"])}
-    prepare = b.manifest.programs["adapt"].prepare_method
-    if prepare:
-        data["programs"]["adapt.pte prepare"] = bu.program_profile(b.programs["adapt"], prepare)
+    data["programs"] = {"score.pte": bu.program_profile(b.programs["score"])}
+    if "adapt" in b.manifest.programs:
+        data["programs"]["adapt.pte"] = bu.program_profile(b.programs["adapt"])
+        prepare = b.manifest.programs["adapt"].prepare_method
+        if prepare:
+            data["programs"]["adapt.pte prepare"] = bu.program_profile(b.programs["adapt"], prepare)
     data["analysis"] = analysis(data)
     if write:
         from metarec.bench.bench_latency_report import write_latency

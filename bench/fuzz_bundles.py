@@ -199,7 +199,7 @@ def m_signed_bomb(c: Case) -> None:
     size = c.rng.choice([100 << 20, 400 << 20])
     if size not in _BOMB:
         _BOMB[size] = zlib.compress(b"\0" * size, 9)
-    target = c.rng.choice(["score", "adapt", "ids"])
+    target = c.rng.choice(sorted(c.manifest["programs"]) + ["ids"])
     if target == "ids" and c.manifest.get("item_ids_file"):
         c.relist(c.manifest["item_ids_file"], _BOMB[size])
     else:
@@ -223,7 +223,7 @@ def m_signed_shapes(c: Case) -> None:
 
 def m_signed_program_flip(c: Case) -> None:
     """Flipped bytes inside a program, re-encoded and re-signed: what only a key holder can ship."""
-    prog = c.manifest["programs"][c.rng.choice(["score", "adapt"])]
+    prog = c.manifest["programs"][c.rng.choice(sorted(c.manifest["programs"]))]
     stored = (c.root / prog["file"]).read_bytes()
     pte = bytearray(zlib.decompress(stored) if prog["codec"] == "zlib" else stored)
     for _ in range(c.rng.choice([1, 1, 2, 4, 16])):

@@ -153,7 +153,7 @@ def _fp32_reference(model, cfg, shipped):
 
     m = shipped.manifest
     model = copy.deepcopy(model)
-    model.cfg = dataclasses.replace(model.cfg, inner_steps=int(m.programs["adapt"].inner_steps))
+    model.cfg = dataclasses.replace(model.cfg, inner_steps=m.inner_steps)
     delta = float(m.configs.get("selection", {}).get("popularity", {}).get("delta", 0.0))
     if delta:
         with torch.no_grad():

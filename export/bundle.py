@@ -97,13 +97,20 @@ def model_fingerprint(model) -> str:
 
 # ---------------------------------------------------------------------------------------------- steps
 def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quant: str = "none") -> dict:
-    """Step 2: score.pte and adapt.pte from the (compressed) model and the table the phone will decode."""
+    """Step 2: score.pte and (when the phone adapts) adapt.pte from the (compressed) model and the table the phone
+    will decode."""
     t = torch.from_numpy(np.array(table, dtype=np.float32))
     bias_dtype = torch.float32 if quant == "none" else torch.float16
     score = export_score_program(model, model.export_item_bias(), t, ecfg.k_max, bias_dtype, ecfg.rank_method)
     (out / SCORE_FILE).write_bytes(encode_program(score, ecfg.program_codec))
-    (out / ADAPT_FILE).write_bytes(encode_program(export_adapt_program(model, t), ecfg.program_codec))
-    return {"score": SCORE_FILE, "adapt": ADAPT_FILE}
+    write_adapt_program(model, t, out, ecfg)
+
+
+def write_adapt_program(model, table: torch.Tensor, out: Path, ecfg: ExportConfig) -> None:
+    """adapt.pte, only when the model runs steps: a bundle that never adapts does not carry the program
+    (ML-100K: 22 KB of 92)."""
+    if model.inner_steps:
+        (out / ADAPT_FILE).write_bytes(encode_program(export_adapt_program(model, table), ecfg.program_codec))
 
 
 def write_large_programs(model, out: Path, ecfg: ExportConfig, quant: str) -> dict:
@@ -113,8 +120,8 @@ def write_large_programs(model, out: Path, ecfg: ExportConfig, quant: str) -> di
 
     score, edges, (fmt, group) = export_chunked_score_program(model, ecfg.k_max, quant, ecfg.large_chunk_items)
     (out / SCORE_FILE).write_bytes(encode_program(score, ecfg.program_codec))
-    t = model.export_item_table().detach().to(torch.float32)  # adapt.pte's example inputs only: nothing baked
-    (out / ADAPT_FILE).write_bytes(encode_program(export_adapt_program(model, t), ecfg.program_codec))
+    # adapt.pte's example inputs only: nothing baked
+    write_adapt_program(model, model.export_item_table().detach().to(torch.float32), out, ecfg)
     return {"chunks": edges, "format": fmt, "group_size": group}
 
 
@@ -158,16 +165,19 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
                         "item_bias": "float32 (inside score.pte)",
                         "table_in_score_program": "constant; read back by the columns method"}
     else:
-        table = TableSpec(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size)
+        table = TableSpec(file=TABLE_FILE, format=qt.fmt, group_size=qt.group_size, scale_dtype=qt.scale_dtype)
         table_dtypes = {"table": qt.fmt, "item_bias": "float32" if qt.fmt == "float32" else
                         "float16 values stored as float32 (inside score.pte)",
                         "table_in_score_program": "float32 input `table` (N, d)"}
     if rank_method and large is None:
         score.update(outputs=SCORE_OUTPUTS + SCORE_CACHE_OUTPUTS, rank_method=RANK_METHOD, rank_inputs=RANK_INPUTS)
-    adapt = dict(file=ADAPT_FILE, method=ADAPT_METHOD, inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS, codec=codec,
-                 parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
-                 prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
-                 step_inputs=ADAPT_STEP_INPUTS, unrolled_method=ADAPT_UNROLLED_METHOD)
+    programs = {"score": ProgramIO(**score)}
+    if model.inner_steps:
+        programs["adapt"] = ProgramIO(
+            file=ADAPT_FILE, method=ADAPT_METHOD, inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS, codec=codec,
+            parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
+            prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
+            step_inputs=ADAPT_STEP_INPUTS, unrolled_method=ADAPT_UNROLLED_METHOD)
     try:
         return Manifest(
             model_version=model_version, serial=int(serial),
@@ -176,7 +186,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
                           k_max=k_max, S=model.cfg.hist_len, R=int(model.negatives.numel())),
             item_ids_file=IDS_FILE, negatives=[int(i) for i in model.negatives.tolist()],
             scene_spec=SceneSpec().to_dict(), files=files,
-            programs={"score": ProgramIO(**score), "adapt": ProgramIO(**adapt)},
+            programs=programs,
             item_table=table,
             head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes), neighbors=neighbors,
             by_history=by_history,
@@ -275,7 +285,8 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     qt = None
     if not large:
         say(f"2/5 quantize the item table ({ccfg.quant})")
-        qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim))
+        qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim),
+                            ccfg.scale_dtype)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -310,13 +321,14 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
         by_history = HistoryWeights(term=bh_spec["term"], popularity=bh_spec["popularity"],
                                     file=POPULARITY_FILE if bh_spec["popularity"] else "")
     large_io = None
+    adapt_note = " and adapt.pte" if model.inner_steps else " (no adapt.pte: the phone runs no adaptation step)"
     if large:
         say(f"2/5 {model.n_items:,} items >= large_catalog_items={ecfg.large_catalog_items:,}: the large-catalog "
             f"score.pte, table quantized inside it ({ccfg.quant}), chunks of {ecfg.large_chunk_items:,}")
-        say(f"3/5 lower score.pte (top-{ecfg.k_max}, chunked) and adapt.pte to ExecuTorch")
+        say(f"3/5 lower score.pte (top-{ecfg.k_max}, chunked){adapt_note} to ExecuTorch")
         large_io = write_large_programs(model, out, ecfg, ccfg.quant)
     else:
-        say(f"3/5 lower score.pte (top-{ecfg.k_max}) and adapt.pte to ExecuTorch")
+        say(f"3/5 lower score.pte (top-{ecfg.k_max}){adapt_note} to ExecuTorch")
         write_programs(model, qt.dequantized, out, ecfg, ccfg.quant)
     if ecfg.onnx and large:
         say("4/5 no model.onnx: its scorer takes the table as an input, and a large bundle has the table only "

@@ -60,7 +60,7 @@ def check_model_is_bundles(model, bundle) -> None:
         raise ExportError(f"the model has {model.n_items} items of dim {model.cfg.dim}, the bundle {sh.N} of {sh.d}: "
                           "give the model `metarec export --save-model` wrote with this bundle")
     qt = quantize_table(model.export_item_table(), "none" if spec.format == "float32" else spec.format,
-                        spec.group_size)
+                        spec.group_size, spec.scale_dtype)
     head = flatten_head(model, model.head_init()).detach().numpy().astype(np.float32)
     if not (np.array_equal(qt.dequantized, bundle.table) and np.array_equal(head, bundle.head0)):
         raise ExportError("the model is not this bundle's (its quantized item table or phi0 differ): give the model "
@@ -134,16 +134,17 @@ def make_delta(bundle_dir, key_path, out, *, items_csv=None, model=None, retire=
             say(f"note: genre value(s) the model never saw are ignored: {', '.join(unknown[:10])}")
         new = mdl.new_items_model(attrs)
         qt = quantize_table(new.export_item_table(), "none" if spec.format == "float32" else spec.format,
-                            spec.group_size)
+                            spec.group_size, spec.scale_dtype)
         table_bytes = qt.data
-        table = decode_table(qt.data, len(ids), bundle.manifest.shapes.d, spec.format, spec.group_size)
+        table = decode_table(qt.data, len(ids), bundle.manifest.shapes.d, spec.format, spec.group_size,
+                             spec.scale_dtype)
         say(f"3/4 lower the delta's score program ({len(ids)} items)")
         program = delta_program(new, table, torch.float32 if spec.format == "float32" else torch.float16)
     if not ids and not retire:
         raise ExportError("nothing to do: give an items file to add and/or ids to retire")
     data = encode_delta(at=time.time(), bundle_serial=bundle.serial, catalog=catalog_digest(bundle.item_ids),
                         seq=int(seq), items=ids, retire=retire, table=table_bytes, table_format=spec.format,
-                        group_size=spec.group_size, program=program)
+                        group_size=spec.group_size, scale_dtype=spec.scale_dtype, program=program)
     if program is not None and probe:
         try:
             probe_in_child(data, bundle.manifest.shapes.d)

@@ -34,10 +34,13 @@ class QuantizedTable:
     group_size: int
     data: bytes
     dequantized: np.ndarray  # (N, d) float32, == decode_table(data, ...)
+    scale_dtype: str = "float32"
 
 
-def _torchao_quantize(table: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q int8 (N, d) in the `bits` range, scale float32 (N, d / group_size)) from torchao's weight quantizer."""
+def _torchao_quantize(table: torch.Tensor, bits: int, group_size: int, scale_dtype: str = "float32"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 (N, d) in the `bits` range, scale float32 (N, d / group_size), its values `scale_dtype` ones) from
+    torchao's weight quantizer."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerGroup, quantize_
 
     n, d = table.shape
@@ -45,7 +48,8 @@ def _torchao_quantize(table: torch.Tensor, bits: int, group_size: int) -> tuple[
     with torch.no_grad():
         lin.weight.copy_(table)
     cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=getattr(torch, f"int{bits}"),
-                                                weight_granularity=PerGroup(group_size))
+                                                weight_granularity=PerGroup(group_size),
+                                                weight_scale_dtype=getattr(torch, scale_dtype))
     quantize_(lin, cfg)
     w = lin.weight
     q = w.qdata.detach().to(torch.int8).reshape(n, d)
@@ -55,22 +59,24 @@ def _torchao_quantize(table: torch.Tensor, bits: int, group_size: int) -> tuple[
     return q, scale
 
 
-def quantize_table(table: torch.Tensor | np.ndarray, quant: str, group_size: int = 32) -> QuantizedTable:
-    """The item table as a runtime table file: float32 (`quant="none"`), or torchao int8 / int4 per group."""
+def quantize_table(table: torch.Tensor | np.ndarray, quant: str, group_size: int = 32,
+                   scale_dtype: str = "float32") -> QuantizedTable:
+    """The item table as a runtime table file: float32 (`quant="none"`), or torchao int8 / int4 per group with
+    `scale_dtype` scales (float16: 2 bytes a group instead of 4; torchao picks q against the half scale)."""
     t = torch.as_tensor(np.asarray(table, np.float32))
     n, d = t.shape
     if quant == "none":
         data = encode_table(t.numpy(), "float32")
-        return QuantizedTable("float32", 0, data, decode_table(data, n, d, "float32"))
+        return QuantizedTable("float32", 0, data, decode_table(data, n, d, "float32"), "float32")
     if quant not in ("int8", "int4"):
         raise ValueError(f"quant {quant!r} unknown; known: none, int8, int4")
     g = group_size or d
     if d % g:
         raise ValueError(f"group_size {g} does not divide d={d}")
-    q, scale = _torchao_quantize(t, 8 if quant == "int8" else 4, g)
-    data = pack_table(q.numpy(), scale.numpy(), quant)
-    assert len(data) == table_nbytes(n, d, quant, g)
-    return QuantizedTable(quant, g, data, decode_table(data, n, d, quant, g))
+    q, scale = _torchao_quantize(t, 8 if quant == "int8" else 4, g, scale_dtype)
+    data = pack_table(q.numpy(), scale.numpy(), quant, scale_dtype)
+    assert len(data) == table_nbytes(n, d, quant, g, scale_dtype)
+    return QuantizedTable(quant, g, data, decode_table(data, n, d, quant, g, scale_dtype), scale_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- fidelity metrics

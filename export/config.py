@@ -26,9 +26,11 @@ class CompressConfig(VersionedConfig):
     """
 
     VERSION = COMPRESS_CONFIG_VERSION
+    LEGACY: ClassVar[dict] = {"scale_dtype": "float32"}  # configs recorded before session 11 shipped float32 scales
     version: int = COMPRESS_CONFIG_VERSION
     quant: str = "int4"  # (str) item table storage: none (float32) | int8 | int4, symmetric, torchao-quantized
     group_size: int = 32  # (int) columns sharing one scale (capped at d; 0: one scale per row)
+    scale_dtype: str = "float16"  # (str) the scales' storage: float16 | float32 (half the scale bytes, same SNR)
     prune_dim: int | None = None  # (int|None) item/user dimensions kept (by measured importance); None: all
     prune_prototypes: int | None = None  # (int|None) interest prototypes kept (by measured usage); None: all
     finetune_steps: int = 100  # (int) meta-training steps after pruning (from a checkpoint: its data; 0: none)
@@ -38,6 +40,8 @@ class CompressConfig(VersionedConfig):
         super().__post_init__()
         if self.quant not in QUANTS:
             raise ValueError(f"quant {self.quant!r} unknown; known: {list(QUANTS)}")
+        if self.scale_dtype not in ("float16", "float32"):
+            raise ValueError(f"scale_dtype {self.scale_dtype!r} unknown; known: float16, float32")
         if not isinstance(self.group_size, int) or self.group_size < 0:
             raise ValueError(f"group_size must be an int >= 0, got {self.group_size!r}")
         for name in ("prune_dim", "prune_prototypes"):

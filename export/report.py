@@ -94,7 +94,7 @@ def compression_report(checkpoint, out_dir, variants=None, prune: str | dict | N
             model, creport = pruned_cache[key]
         else:
             model, creport = compress_model(base, ccfg)
-        qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
+        qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim), ccfg.scale_dtype)
         with tempfile.TemporaryDirectory() as tmp:
             b = export_bundle(model, Path(tmp) / "b", quant=quant, key_path=keydir / "private.pem",
                               compress_config=CompressConfig(quant=quant),  # already pruned above

@@ -360,7 +360,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
             model = pruned_cache[prune]
         else:
             model = prior
-        qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim))
+        qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim), ccfg.scale_dtype)
         res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb, bh)
         hr, hr_head = _hr(res), _hr(res, HEADLINE_KS)
         p, p_head = _paired(res, full), _paired(res, full, HEADLINE_KS)

@@ -42,7 +42,7 @@ class Bundle:
     table: np.ndarray | None  # (N, d) float32, dequantized once; None when score.pte holds it (item_table.program)
     head0: np.ndarray  # (P,) float32: phi0, the meta-learned initial head
     prototypes: np.ndarray | None  # (M, d) float32, for `because` when a user has no history
-    programs: dict  # {"score": bytes, "adapt": bytes}: the verified program bytes, inflated
+    programs: dict  # {"score": bytes[, "adapt": bytes]}: the verified program bytes, inflated
     trending: TrendingPack | None  # the pack shipped with the bundle, if any
     neighbors: tuple | None = None  # (ids (N, m) int64, weights (N, m) float32) of the item-item term, if shipped
     popularity: np.ndarray | None = None  # (N,) float32: the popularity feature of by_history, if shipped
@@ -165,7 +165,8 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     sh = manifest.shapes
     ts = manifest.item_table
     # a table inside score.pte is read back from the loaded program (runtime_py/programs.py, ChunkedScoreProgram)
-    table = None if ts.program else decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size)
+    table = None if ts.program else decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size,
+                                                 ts.scale_dtype)
     head0 = decode_floats(data[manifest.head.file], (sh.P,), manifest.head.file)
     prototypes = None
     if manifest.prototypes_file is not None:

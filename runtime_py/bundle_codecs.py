@@ -6,8 +6,10 @@ encoder and decoder can never drift apart. Everything here is numpy, zlib and `c
 
 - Item table (`items.bin`), little-endian, row-major, symmetric quantization x ~= q * scale, one scale per
   `group_size` consecutive columns of a row:
-  float32: N*d float32. int8: N*d int8, then N*(d/group_size) float32 scales. int4: N*d/2 bytes (column 2j in
-  the low nibble, 2j+1 in the high nibble, each stored as q+8 with q in [-8, 7]), then the scales.
+  float32: N*d float32. int8: N*d int8, then N*(d/group_size) scales. int4: N*d/2 bytes (column 2j in the low
+  nibble, 2j+1 in the high nibble, each stored as q+8 with q in [-8, 7]), then the scales. Scales are float32, or
+  IEEE half (`scale_dtype` "float16": half the scale bytes, the same dequantized values when the quantizer chose
+  half scales); the phone computes x = q * float32(scale).
 - Float arrays (`head0.bin`, `prototypes.bin`): float32 little-endian, row-major, no header.
 - Item ids (`item_ids.bin`): one zlib stream of the ids joined by "\\n" (so an id never holds a newline).
 - Programs (`score.pte`, `adapt.pte`): stored with the codec the manifest records per program; the sha256 covers
@@ -44,6 +46,13 @@ from .errors import BundleError
 # ---------------------------------------------------------------------------------------------- item table
 _QMAX = {"int8": 127, "int4": 7}
 TABLE_FORMATS = ("float32", *_QMAX)
+SCALE_DTYPES = {"float32": "<f4", "float16": "<f2"}  # scale_dtype -> numpy little-endian dtype
+
+
+def _scale_bytes(scale_dtype: str) -> int:
+    if scale_dtype not in SCALE_DTYPES:
+        raise ValueError(f"scale_dtype {scale_dtype!r} unknown; known: {tuple(SCALE_DTYPES)}")
+    return np.dtype(SCALE_DTYPES[scale_dtype]).itemsize
 
 
 def _groups(d: int, fmt: str, group_size: int) -> int:
@@ -58,18 +67,23 @@ def _groups(d: int, fmt: str, group_size: int) -> int:
     return d // group_size
 
 
-def table_nbytes(n: int, d: int, fmt: str, group_size: int = 0) -> int:
+def table_nbytes(n: int, d: int, fmt: str, group_size: int = 0, scale_dtype: str = "float32") -> int:
     """Exact file size of an (n, d) table in `fmt`."""
     g = _groups(d, fmt, group_size)
     if fmt == "float32":
         return n * d * 4
     data = n * d if fmt == "int8" else n * d // 2
-    return data + n * g * 4
+    return data + n * g * _scale_bytes(scale_dtype)
 
 
-def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str) -> bytes:
-    """File bytes of an already quantized table: q (N, d) ints in `fmt`'s range, scale (N, d / group_size)."""
+def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str, scale_dtype: str = "float32") -> bytes:
+    """File bytes of an already quantized table: q (N, d) ints in `fmt`'s range, scale (N, d / group_size), stored
+    as `scale_dtype` (half scales must already be halves: rounding them here would change the dequantized table)."""
     q, scale = np.asarray(q), np.asarray(scale, np.float32)
+    _scale_bytes(scale_dtype)
+    stored = scale.astype(SCALE_DTYPES[scale_dtype])
+    if not np.all(np.isfinite(stored)) or not np.array_equal(stored.astype(np.float32), scale):
+        raise ValueError(f"scales are not finite and exactly representable as {scale_dtype}")
     n, d = q.shape
     if scale.ndim != 2 or scale.shape[0] != n or scale.shape[1] < 1 or d % scale.shape[1]:
         raise ValueError(f"scale {scale.shape} does not fit a ({n}, {d}) table")
@@ -82,10 +96,10 @@ def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str) -> bytes:
     else:
         u = (q.astype(np.int16) + 8).astype(np.uint8)
         data = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8).tobytes()
-    return data + scale.astype("<f4").tobytes()
+    return data + stored.tobytes()
 
 
-def encode_table(table: np.ndarray, fmt: str, group_size: int = 0) -> bytes:
+def encode_table(table: np.ndarray, fmt: str, group_size: int = 0, scale_dtype: str = "float32") -> bytes:
     """Serialize a float (N, d) table in `fmt`, quantizing symmetrically per group (module docstring)."""
     t = np.asarray(table, dtype=np.float32)
     if t.ndim != 2 or not np.all(np.isfinite(t)):
@@ -97,15 +111,19 @@ def encode_table(table: np.ndarray, fmt: str, group_size: int = 0) -> bytes:
     qmax = _QMAX[fmt]
     grouped = t.reshape(n, g, group_size)
     scale = np.abs(grouped).max(axis=2) / qmax
+    # rounded to the stored dtype first, so q is chosen against the scale the phone reads
+    _scale_bytes(scale_dtype)
+    scale = scale.astype(SCALE_DTYPES[scale_dtype]).astype(np.float32)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.rint(grouped / scale[:, :, None]), -qmax - (fmt == "int4"), qmax).astype(np.int8).reshape(n, d)
-    return pack_table(q, scale, fmt)
+    return pack_table(q, scale, fmt, scale_dtype)
 
 
-def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0) -> np.ndarray:
+def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0, scale_dtype: str = "float32"
+                 ) -> np.ndarray:
     """The (n, d) float32 table from file bytes; `BundleError` if the size or values do not fit the spec."""
     try:
-        expected = table_nbytes(n, d, fmt, group_size)
+        expected = table_nbytes(n, d, fmt, group_size, scale_dtype)
     except ValueError as e:
         raise BundleError(f"item table spec invalid: {e}") from e
     if len(data) != expected:
@@ -115,7 +133,7 @@ def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0) -> 
     else:
         g = d // group_size
         split = n * d if fmt == "int8" else n * d // 2
-        scale = np.frombuffer(data, dtype="<f4", offset=split).reshape(n, g)
+        scale = np.frombuffer(data, dtype=SCALE_DTYPES[scale_dtype], offset=split).reshape(n, g).astype(np.float32)
         if fmt == "int8":
             q = np.frombuffer(data[:split], dtype=np.int8).reshape(n, d).astype(np.float32)
         else:
@@ -322,7 +340,7 @@ _DELTA_FIELDS = {"at", "bundle_serial", "catalog", "items", "program", "retire",
 
 def encode_delta(*, at: float, bundle_serial: int, catalog: str, seq: int, items, retire, table: bytes | None,
                  table_format: str = "", group_size: int = 0, program: bytes | None = None,
-                 codec: str = "zlib") -> bytes:
+                 codec: str = "zlib", scale_dtype: str = "float32") -> bytes:
     """Canonical delta bytes (what its signature covers): `table` are the new items' rows in the item-table layout
     (`encode_table`), `program` their score program as ExecuTorch bytes (stored under `codec`)."""
     d = {"at": float(at), "bundle_serial": int(bundle_serial), "catalog": catalog, "items": list(items),
@@ -330,6 +348,8 @@ def encode_delta(*, at: float, bundle_serial: int, catalog: str, seq: int, items
     if table is not None:
         d["table"] = {"format": table_format, "group_size": int(group_size),
                       "data": base64.b64encode(table).decode("ascii")}
+        if scale_dtype != "float32":  # left out while float32: older deltas stay byte-identical
+            d["table"]["scale_dtype"] = scale_dtype
         d["program"] = {"codec": codec, "data": base64.b64encode(encode_program(program, codec)).decode("ascii")}
     out = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
     decode_delta(out)  # never write a delta the runtime would refuse
@@ -379,10 +399,11 @@ def decode_delta(data: bytes) -> dict:
     out = dict(d)
     if d["table"] is not None:
         t, p = d["table"], d["program"]
-        if not isinstance(t, dict) or set(t) != {"format", "group_size", "data"} or t["format"] not in TABLE_FORMATS \
-                or not isinstance(t["group_size"], int) or isinstance(t["group_size"], bool) \
-                or not isinstance(t["data"], str):
-            raise ValueError("catalog delta `table` must be {format, group_size, data}")
+        if not isinstance(t, dict) or set(t) - {"scale_dtype"} != {"format", "group_size", "data"} \
+                or t["format"] not in TABLE_FORMATS or not isinstance(t["group_size"], int) \
+                or isinstance(t["group_size"], bool) or not isinstance(t["data"], str) \
+                or ("scale_dtype" in t and t["scale_dtype"] != "float16"):  # float32 is written by leaving it out
+            raise ValueError("catalog delta `table` must be {format, group_size, data[, scale_dtype: float16]}")
         if not isinstance(p, dict) or set(p) != {"codec", "data"} or p["codec"] not in PROGRAM_CODECS \
                 or not isinstance(p["data"], str):
             raise ValueError("catalog delta `program` must be {codec, data}")
@@ -392,6 +413,7 @@ def decode_delta(data: bytes) -> dict:
         except (binascii.Error, ValueError) as e:
             raise ValueError(f"catalog delta payload is not base64: {e}") from e
         out["table_format"], out["group_size"] = t["format"], t["group_size"]
+        out["scale_dtype"] = t.get("scale_dtype", "float32")
         try:
             out["program"] = decode_program(stored, p["codec"], "catalog delta program")
         except BundleError as e:

@@ -47,6 +47,7 @@ class CatalogDelta:
     table_bytes: bytes | None
     table_format: str
     group_size: int
+    scale_dtype: str
     program: bytes | None  # inflated ExecuTorch bytes
     raw: bytes
     sig: bytes
@@ -75,14 +76,16 @@ class CatalogDelta:
             raise BundleError(f"invalid catalog delta: {e}") from e
         return cls(bundle_serial=d["bundle_serial"], catalog=d["catalog"], seq=d["seq"], at=float(d["at"]),
                    items=tuple(d["items"]), retire=tuple(d["retire"]), table_bytes=d["table"],
-                   table_format=d.get("table_format", ""), group_size=d.get("group_size", 0), program=d["program"],
+                   table_format=d.get("table_format", ""), group_size=d.get("group_size", 0),
+                   scale_dtype=d.get("scale_dtype", "float32"), program=d["program"],
                    raw=data, sig=sig)
 
     def table(self, d: int) -> np.ndarray:
         """The new items' (n, d) float32 rows, decoded like the bundle's table; `BundleError` if they do not fit."""
         if self.table_bytes is None:
             return np.zeros((0, d), np.float32)
-        return decode_table(self.table_bytes, len(self.items), d, self.table_format, self.group_size)
+        return decode_table(self.table_bytes, len(self.items), d, self.table_format, self.group_size,
+                            self.scale_dtype)
 
 
 class DeltaScorer:

@@ -27,7 +27,7 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
 - adaptation scene (`adapt_scene`): "query" (default; what the sdk's eager model does: adapt and score in the
   scene at `now`, so the runtime re-adapts when the scene changes) or "last_event" (the scene of the user's
   newest event: a head stays valid until the next event). The score program always gets the scene at `now`.
-- adapt.pte holds one parameter (`delta`, (P,)); each `forward_backward` + SGD(lr) is one Meta-SGD step on
+- adapt.pte (left out, with `programs.adapt`, when the bundle never adapts) holds one parameter (`delta`, (P,)); each `forward_backward` + SGD(lr) is one Meta-SGD step on
   theta = theta0 + scale * delta (scale = sqrt of the step sizes, (P,)); the runtime reads the adapted head as
   theta0 + scale * delta. With `prepare_method` set, the program first runs that stateless method ONCE on the
   contract `inputs`; its outputs (`prepare_outputs`, which then include `scale`) feed the training method, whose
@@ -44,7 +44,7 @@ import math
 import re
 from typing import Any
 
-from .bundle_codecs import PROGRAM_CODECS, TABLE_FORMATS, check_item_ids
+from .bundle_codecs import PROGRAM_CODECS, SCALE_DTYPES, TABLE_FORMATS, check_item_ids
 from .errors import BundleError
 from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, HistoryWeights, NeighborSpec, at_length,  # noqa: F401
                              check as _check, is_int as _is_int, is_number as _is_number)
@@ -236,6 +236,7 @@ class TableSpec:
     format: str
     group_size: int = 0
     program: str = ""  # TABLE_PROGRAMS: the table is that program's quantized constant (large catalogs), no file
+    scale_dtype: str = "float32"  # SCALE_DTYPES, int files only; left out of the JSON while float32
 
     def __post_init__(self) -> None:
         _check(self.format in TABLE_FORMATS, f"table format {self.format!r} unknown; known: {TABLE_FORMATS}")
@@ -244,6 +245,10 @@ class TableSpec:
         _check(bool(self.file) != bool(self.program), "item_table has a file or a program, exactly one")
         if self.format != "float32":
             _check(_is_int(self.group_size) and self.group_size >= 1, "int tables need group_size >= 1")
+        _check(isinstance(self.scale_dtype, str) and self.scale_dtype in SCALE_DTYPES,
+               f"item_table.scale_dtype {self.scale_dtype!r} unknown; known: {tuple(SCALE_DTYPES)}")
+        _check(self.scale_dtype == "float32" or (self.format != "float32" and not self.program),
+               "item_table.scale_dtype applies to an int table file only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +281,7 @@ class Manifest:
     negatives: tuple[int, ...]
     scene_spec: dict
     files: dict  # {name: FileEntry}
-    programs: dict  # {"score": ProgramIO, "adapt": ProgramIO}
+    programs: dict  # {"score": ProgramIO} and, when the phone adapts, "adapt": ProgramIO
     item_table: TableSpec
     head: HeadSpec
     # The catalog's ids in index order: inline, or (for catalogs of any size) in `item_ids_file`, a zlib stream of
@@ -326,7 +331,7 @@ class Manifest:
             _check(name not in RESERVED_FILES, f"{name} cannot be listed in files")
             files[name] = e if isinstance(e, FileEntry) else FileEntry(**e)
         object.__setattr__(self, "files", files)
-        _check(set(self.programs) == {"score", "adapt"}, "programs must be exactly 'score' and 'adapt'")
+        _check(set(self.programs) in ({"score"}, {"score", "adapt"}), "programs must be 'score' and optionally 'adapt'")
         score = self.programs["score"]
         if score.chunks:  # the large-catalog program: the table inside it, one input per chunk
             _check(score.chunks[-1] == sh.N, f"score chunks must end at N={sh.N}")
@@ -342,15 +347,16 @@ class Manifest:
             _check(sh.N * sh.d <= MAX_TABLE_VALUES, f"N*d={sh.N * sh.d} > {MAX_TABLE_VALUES}")
             required = tuple(n for n in SCORE_INPUTS if n not in SCORE_OPTIONAL_INPUTS)
             self._check_program(score, required, SCORE_OUTPUTS, SCORE_OPTIONAL_INPUTS)
-        adapt = self.programs["adapt"]
-        self._check_program(adapt, ADAPT_INPUTS, ADAPT_OUTPUTS)
-        _check("scale" in adapt.outputs or "scale" in adapt.prepare_outputs,
-               "adapt must output `scale` (from its training method or its prepare method)")
         _check(not self.programs["score"].prepare_method, "score has no prepare method")
-        _check(not adapt.rank_method, "adapt has no rank method")
         _check(not self.programs["score"].unrolled_method, "score has no unrolled method")
-        _check(len(self.programs["adapt"].parameters) == 1, "adapt must hold exactly one parameter (delta)")
-        _check(not adapt.chunks, "adapt has no chunks")
+        adapt = self.programs.get("adapt")
+        if adapt is not None:  # absent: the bundle never adapts (export leaves it out when no step pays)
+            self._check_program(adapt, ADAPT_INPUTS, ADAPT_OUTPUTS)
+            _check("scale" in adapt.outputs or "scale" in adapt.prepare_outputs,
+                   "adapt must output `scale` (from its training method or its prepare method)")
+            _check(not adapt.rank_method, "adapt has no rank method")
+            _check(len(adapt.parameters) == 1, "adapt must hold exactly one parameter (delta)")
+            _check(not adapt.chunks, "adapt has no chunks")
         if self.by_history is not None and self.by_history.term:
             _check(self.neighbors is not None, "by_history.term needs the item-item term (neighbors)")
         referenced = [self.item_table.file or None, self.head.file, self.prototypes_file, self.trending_file,
@@ -361,6 +367,12 @@ class Manifest:
             _check(name in files, f"{name} is referenced but not listed in files")
         if self.prototypes_file is not None:
             _check(len(self.prototype_labels) >= 1, "prototypes_file needs prototype_labels")
+
+    @property
+    def inner_steps(self) -> int:
+        """Adaptation steps per user: 0 when the bundle has no adapt program (or it runs none)."""
+        adapt = self.programs.get("adapt")
+        return 0 if adapt is None else int(adapt.inner_steps)
 
     @staticmethod
     def _check_program(p: ProgramIO, inputs: tuple, outputs: tuple, optional: tuple = ()) -> None:
@@ -379,6 +391,8 @@ class Manifest:
                     del prog[key]
         if not d["item_table"]["program"]:
             del d["item_table"]["program"]
+        if d["item_table"]["scale_dtype"] == "float32":  # left out: older manifests stay byte-identical
+            del d["item_table"]["scale_dtype"]
         if d["by_history"] is None:  # left out while unused: older manifests stay byte-identical
             del d["by_history"]
         return d

@@ -22,14 +22,14 @@ def smoke_run(bundle_dir: str | Path, manifest_bytes: bytes) -> None:
     """In this process: decode the bundle (no signature needed yet), load both programs through the runtime's own
     path, record one event and recommend once. `BundleError` (or a fault that ends the process) if they do not run."""
     from .bundle import decode_bundle
-    from .programs import AdaptProgram, load_score_program
+    from .programs import load_adapt_program, load_score_program
     from .recommender import Recommender
     from .store import Store
 
     bundle = decode_bundle(Path(bundle_dir), manifest_bytes)
     m = bundle.manifest
     score = load_score_program(bundle.programs["score"], m.programs["score"], m.shapes)
-    adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
+    adapt = load_adapt_program(bundle)
     with tempfile.TemporaryDirectory() as tmp:
         rec = Recommender(bundle, Store(Path(tmp) / "probe.db"), score, adapt)
         try:

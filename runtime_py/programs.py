@@ -236,6 +236,13 @@ def load_score_program(data: bytes, io: ProgramIO, shapes: Shapes):
     return (ChunkedScoreProgram if io.chunks else ScoreProgram)(data, io, shapes)
 
 
+def load_adapt_program(bundle) -> "AdaptProgram | None":
+    """adapt.pte of a verified `Bundle`, or None when the bundle has none (it never adapts: phi0 for everyone)."""
+    m = bundle.manifest
+    io = m.programs.get("adapt")
+    return None if io is None else AdaptProgram(bundle.programs["adapt"], io, m.shapes)
+
+
 def _check_inputs(what: str, meta, names: tuple, expected: dict) -> None:
     if meta.num_inputs() != len(names):
         raise BundleError(f"{what} program takes {meta.num_inputs()} inputs, manifest lists {len(names)}")

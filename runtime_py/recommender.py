@@ -55,7 +55,7 @@ from .catalog_state import CatalogDeltas, CatalogState
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
 from .manifest import at_length
 from .neighbors import NeighborPack, neighbor_term
-from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_score_program
+from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_adapt_program, load_score_program
 from .results import TREND_LABELS, Event, Recommendation  # the result types stay importable from here too
 from .scene import SceneClock, shift_for
 from .store import Store
@@ -72,7 +72,8 @@ class Recommender:
 
     _MAX_CACHED_USERS = 32  # each cached user holds an (N,) float32 exclude mask and (N,) bytes of `because`
 
-    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram | ChunkedScoreProgram, adapt: AdaptProgram,
+    def __init__(self, bundle: Bundle, store: Store, score: ScoreProgram | ChunkedScoreProgram,
+                 adapt: AdaptProgram | None,
                  trusted_key=None):
         self._bundle, self._store, self._score, self._adapt = bundle, store, score, adapt
         m = bundle.manifest
@@ -139,7 +140,7 @@ class Recommender:
             bundle = open_bundle(bundle_dir, trusted_key)
             m = bundle.manifest
             score = load_score_program(bundle.programs["score"], m.programs["score"], m.shapes)
-            adapt = AdaptProgram(bundle.programs["adapt"], m.programs["adapt"], m.shapes)
+            adapt = load_adapt_program(bundle)
         except MetaRecRuntimeError:
             raise
         except Exception as e:  # nothing bare escapes: whatever broke, it broke while reading the bundle
@@ -445,7 +446,8 @@ class Recommender:
         u.rank_key = scene_key
 
     def _adapt_user(self, user_id: str, u: UserState) -> None:
-        """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`); the head goes to the store
+        """Adapt phi0 on the user's events with adapt.pte (scene per `adapt_scene`; phi0 itself when the bundle has
+        no adapt program); the head goes to the store
         with the serial, deferred (`_pending_heads`): heads are a cache, so a crash before the next event or
         `close` only costs one re-adaptation, while a write here cost a SQLite transaction per stale user."""
         scene = self._adapt_scene_np
@@ -462,7 +464,7 @@ class Recommender:
         inputs = {"theta0": self._head0_t, "hist_vecs": u.hist_vecs, "hist_mask": u.hist_mask,
                   "scene": self._adapt_scene_t, "target_vecs": target, "target_mask": tmask, "neg_vecs": self._neg_t}
         try:
-            head = self._adapt.adapt(inputs)
+            head = self._bundle.head0.copy() if self._adapt is None else self._adapt.adapt(inputs)
         except Exception as e:
             raise BundleError(f"adapt program failed: {e}") from e
         if not np.all(np.isfinite(head)):  # a diverged step must not poison the store; phi0 is a safe answer
