@@ -98,7 +98,7 @@ const Fields kManifestOptional = {"item_ids", "item_ids_file", "prototype_labels
                                   "neighbors", "by_history", "dtypes", "configs", "adapt_scene", "history_align",
                                   "schema_version"};
 const Fields kShapesRequired = {"N", "d", "L", "F", "P", "k_max", "S", "R"};
-const Fields kTableRequired = {"file", "format"}, kTableOptional = {"group_size", "program"};
+const Fields kTableRequired = {"file", "format"}, kTableOptional = {"group_size", "program", "scale_dtype"};
 const Fields kHeadRequired = {"file", "param_names", "param_shapes"};
 const Fields kNeighborsRequired = {"file", "m", "last", "decay", "weight", "kind"};
 const Fields kHistoryOptional = {"term", "popularity", "file"};
@@ -213,6 +213,19 @@ HistoryWeights history_weights(const json &o) {
   if (w.term.empty() && w.popularity.empty())
     throw BundleError("invalid manifest: by_history holds term or popularity weights (else leave it out)");
   return w;
+}
+// manifest.py TableSpec.scale_dtype: absent or "float32" (float32 scales), or "float16" (IEEE half scales) for an
+// int table file only; true for half scales. Anything else is refused, as Python refuses it.
+bool table_scale_dtype(const json &t) {
+  auto it = t.find("scale_dtype");
+  if (it == t.end()) return false;
+  if (!it->is_string() || (*it != "float32" && *it != "float16"))
+    throw BundleError("invalid manifest: item_table.scale_dtype " + it->dump() + " unknown; known: float32, float16");
+  if (*it == "float32") return false;
+  auto fmt = t.find("format"), prog = t.find("program");
+  if ((fmt != t.end() && *fmt == "float32") || (prog != t.end() && !(prog->is_string() && prog->get<std::string>().empty())))
+    throw BundleError("invalid manifest: item_table.scale_dtype applies to an int table file only");
+  return true;
 }
 }  // namespace
 
@@ -377,18 +390,26 @@ Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &wh
   return out;
 }
 
-std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t gs) {
+std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t gs,
+                                bool half_scales) {
   std::vector<float> out(size_t(n * d));
   if (fmt == "float32") {
     if (int64_t(data.size()) != n * d * 4) throw BundleError("item table has the wrong size");
     std::memcpy(out.data(), data.data(), data.size());  // little-endian hosts only (every phone and x86)
   } else if (fmt == "int8" || fmt == "int4") {
     if (gs < 1 || d % gs || (fmt == "int4" && d % 2)) throw BundleError("item table spec invalid");
-    int64_t g = d / gs, split = fmt == "int8" ? n * d : n * d / 2;
-    if (int64_t(data.size()) != split + n * g * 4) throw BundleError("item table has the wrong size");
-    const float *scale = reinterpret_cast<const float *>(data.data() + split);
+    int64_t g = d / gs, split = fmt == "int8" ? n * d : n * d / 2, scale_bytes = half_scales ? 2 : 4;
+    if (int64_t(data.size()) != split + n * g * scale_bytes) throw BundleError("item table has the wrong size");
     std::vector<float> sc(size_t(n * g));
-    std::memcpy(sc.data(), scale, sc.size() * 4);
+    if (half_scales) {  // IEEE half, little-endian: float32(half) is exact, then one float32 multiply, as numpy
+      for (size_t i = 0; i < sc.size(); i++) {
+        uint16_t h;
+        std::memcpy(&h, data.data() + split + 2 * int64_t(i), 2);
+        sc[i] = half_to_float(h);
+      }
+    } else {
+      std::memcpy(sc.data(), data.data() + split, sc.size() * 4);  // float32 little-endian
+    }
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < d; j++) {
         float q;
@@ -442,6 +463,7 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   check_fields(m, "manifest", kManifestRequired, kManifestOptional);
   check_fields(m["shapes"], "shapes", kShapesRequired, {});
   check_fields(m["item_table"], "item_table", kTableRequired, kTableOptional);
+  bool half_scales = table_scale_dtype(m["item_table"]);
   check_fields(m["head"], "head", kHeadRequired, {});
   if (!m["programs"].is_object()) throw BundleError("invalid manifest: programs must be an object");
   for (auto it = m["programs"].begin(); it != m["programs"].end(); ++it) {
@@ -525,7 +547,8 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
     return it->second;
   };
   const json &ts = field(m, "item_table");
-  b.table = decode_table(need(str(ts, "file")), b.sh.N, b.sh.d, str(ts, "format"), ts.value("group_size", int64_t(0)));
+  b.table = decode_table(need(str(ts, "file")), b.sh.N, b.sh.d, str(ts, "format"), ts.value("group_size", int64_t(0)),
+                         half_scales);
   b.head0 = floats(need(str(field(m, "head"), "file")), size_t(b.sh.P), "head");
   if (m.contains("item_ids_file") && !m["item_ids_file"].is_null()) {
     const Bytes &z = need(m["item_ids_file"].get<std::string>());

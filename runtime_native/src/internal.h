@@ -71,7 +71,9 @@ struct Bundle {
 Bundle open_bundle(const std::string &dir, const std::string &public_key_pem);
 
 // The codecs of runtime_py/bundle_codecs.py.
-std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t group);
+// half_scales: the int formats' scales are IEEE half (item_table.scale_dtype "float16"), else float32
+std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t group,
+                                bool half_scales = false);
 Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what);
 NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const std::string &name);
 std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::string &name);

@@ -152,7 +152,10 @@ def test_half_float_popularity_decodes_as_numpy_reads_it(exported, keys, item_id
     assert _native(b, keys, lib, tmp_path, users, "h") == want
     plain = _python(exported[0], keys, tmp_path, users, "plain")
     assert sum(want[key][1] != plain[key][1] for key in want) == len(want)  # every score moved, not only ranks
-    assert _moved(want, plain) >= (2 if lo == 1 else 20)
+    # subnormals x 64 add at most 0.004: too little to reorder this bundle's top-10s (float16 table scales since
+    # session 11); the exact score equality above is what catches a decoder flushing them to 0
+    if lo != 1:
+        assert _moved(want, plain) >= 20
 
 
 GOOD = {"term": [1.0, 2.0], "popularity": [1.0], "file": "popularity.bin"}
@@ -217,8 +220,8 @@ def test_a_chunked_score_program_refuses_them(exported, keys, item_ids, lib, tmp
     n, man = len(item_ids), json.loads((exported[0] / "manifest.json").read_bytes())
     score = {**man["programs"]["score"], "rank_method": "", "rank_inputs": [], "chunks": [0, n],
              "columns_method": "columns", "inputs": ["head", "hist_vecs", "hist_mask", "scene", "t0"]}
-    large = {"programs": {**man["programs"], "score": score}, "item_table": {**man["item_table"], "file": "",
-                                                                             "program": "score"}}
+    table = {k: v for k, v in man["item_table"].items() if k != "scale_dtype"}  # scales apply to a table file only
+    large = {"programs": {**man["programs"], "score": score}, "item_table": {**table, "file": "", "program": "score"}}
     bh = {"popularity": [1.0], "file": "popularity.bin"}
     b = _variant(exported[0], tmp_path / "b", keys / "private.pem", bh, pop=_feature(n), **large)
     _expect_refusal(b, keys, lib, tmp_path, "chunked score program has no rank method to add")
