@@ -466,11 +466,14 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   bool half_scales = table_scale_dtype(m["item_table"]);
   check_fields(m["head"], "head", kHeadRequired, {});
   if (!m["programs"].is_object()) throw BundleError("invalid manifest: programs must be an object");
+  // manifest.py: {"score"} or {"score", "adapt"} (export leaves adapt out when the bundle never adapts)
   for (auto it = m["programs"].begin(); it != m["programs"].end(); ++it) {
     if (it.key() != "score" && it.key() != "adapt")
-      throw BundleError("invalid manifest: programs must be exactly 'score' and 'adapt', not '" + it.key() + "'");
+      throw BundleError("invalid manifest: programs must be 'score' and optionally 'adapt', not '" + it.key() + "'");
     check_fields(*it, "programs." + it.key(), kProgramRequired, kProgramOptional);
   }
+  if (!m["programs"].contains("score"))
+    throw BundleError("invalid manifest: programs must be 'score' and optionally 'adapt'");
   if (!m["files"].is_object()) throw BundleError("invalid manifest: files must be an object");
   for (auto it = m["files"].begin(); it != m["files"].end(); ++it)
     check_fields(*it, "files." + it.key(), kFileRequired, {});
@@ -495,14 +498,17 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
                       "does not serve it yet; use the Python runtime or export with --large-catalog-items above N");
   b.score = program(field(progs, "score"), "programs.score",
                     {"head", "hist_vecs", "hist_mask", "scene", "trend", "exclude"}, {"table"});
-  b.adapt = program(field(progs, "adapt"), "programs.adapt",
-                    {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
-                     "target_mask", "neg_vecs"}, {});
-  if (b.adapt.prepare_method.empty() || b.adapt.unrolled_method.empty() || b.adapt.step_inputs.size() != 1)
-    throw BundleError("adapt program has no stateless unrolled method (re-export the bundle: the native runtime "
-                      "has no training extension)");
-  if (b.adapt.step_inputs[0] != "packed" || b.adapt.prepare_outputs.size() != 2)
-    throw BundleError("adapt program's prepare must output (packed, scale) feeding the step");
+  b.has_adapt = progs.contains("adapt");  // absent: no adapt.pte, every user's head is phi0 (inner_steps 0)
+  if (b.has_adapt) {
+    b.adapt = program(field(progs, "adapt"), "programs.adapt",
+                      {"theta0", "hist_vecs", "hist_mask", "scene", "target_vecs",
+                       "target_mask", "neg_vecs"}, {});
+    if (b.adapt.prepare_method.empty() || b.adapt.unrolled_method.empty() || b.adapt.step_inputs.size() != 1)
+      throw BundleError("adapt program has no stateless unrolled method (re-export the bundle: the native runtime "
+                        "has no training extension)");
+    if (b.adapt.step_inputs[0] != "packed" || b.adapt.prepare_outputs.size() != 2)
+      throw BundleError("adapt program's prepare must output (packed, scale) feeding the step");
+  }
   for (auto &n : {"topk_scores", "topk_ids"})
     if (std::find(b.score.outputs.begin(), b.score.outputs.end(), n) == b.score.outputs.end())
       throw BundleError(std::string("score program must output ") + n);
@@ -591,7 +597,7 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
     parse_trending(*b.trending_json);  // malformed: BundleError now, not at first use
   }
   b.score_pte = decode_program(need(b.score.file), b.score.codec, b.score.file);
-  b.adapt_pte = decode_program(need(b.adapt.file), b.adapt.codec, b.adapt.file);
+  if (b.has_adapt) b.adapt_pte = decode_program(need(b.adapt.file), b.adapt.codec, b.adapt.file);
   return b;
 }
 

@@ -52,13 +52,15 @@ struct SceneSpec { double utc_offset_hours = -6.0; int64_t holiday_window_days =
 struct Bundle {
   int64_t serial = 0;
   Shapes sh{};
-  ProgramIO score, adapt;
+  ProgramIO score, adapt;  // adapt: default (inner_steps 0) when the bundle has no adapt program
+  bool has_adapt = true;  // false: manifest programs = {"score"}, no adapt.pte (every head is phi0)
   SceneSpec scene;
   std::vector<int64_t> negatives;
   std::vector<std::string> item_ids;
   std::vector<float> table;  // (N, d) dequantized once
   std::vector<float> head0;  // (P,)
-  Bytes score_pte, adapt_pte;  // inflated program bytes (ExecuTorch reads constants from them: keep alive)
+  Bytes score_pte, adapt_pte;  // inflated program bytes (ExecuTorch reads constants from them: keep alive);
+                               // adapt_pte empty without an adapt program
   bool query_scene = true, right_aligned = true;
   std::optional<std::string> trending_json;  // the pack shipped with the bundle, if any
   std::optional<NeighborSpec> neighbors;     // the item-item term, if the export chose one

@@ -77,11 +77,13 @@ Recommender::Recommender(const std::string &dir, const std::string &state, const
                       std::to_string(store_->max_serial()) + ", already seen by this state (rollback)");
   const Shapes &sh = b_.sh;
   score_prog_ = std::make_unique<EtProgram>(b_.score_pte, "score");
-  adapt_prog_ = std::make_unique<EtProgram>(b_.adapt_pte, "adapt");
   fwd_ = std::make_unique<EtMethod>(*score_prog_, b_.score.method);
   if (!b_.score.rank_method.empty()) rank_ = std::make_unique<EtMethod>(*score_prog_, b_.score.rank_method);
-  prepare_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.prepare_method);
-  unrolled_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.unrolled_method);
+  if (b_.has_adapt) {  // no adapt program: nothing loaded, adapt_user serves phi0 as with inner_steps 0
+    adapt_prog_ = std::make_unique<EtProgram>(b_.adapt_pte, "adapt");
+    prepare_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.prepare_method);
+    unrolled_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.unrolled_method);
+  }
   check_programs();
   for (size_t i = 0; i < b_.item_ids.size(); i++) index_[b_.item_ids[i]] = int64_t(i);
   for (int64_t j : b_.negatives)
@@ -151,6 +153,7 @@ void Recommender::check_programs() {
     if (rank_->num_outputs() != 2 || rank_->output_sizes(1) != std::vector<int32_t>{int32_t(sh.k_max)})
       throw BundleError("rank method must return (topk_scores, topk_ids) of size k_max");
   }
+  if (!prepare_) return;  // the bundle has no adapt program
   check(*prepare_, b_.adapt.inputs, "adapt", adapt_in_);
   o_packed_ = slot_of(b_.adapt.prepare_outputs, "packed");
   if (o_packed_ < 0 || prepare_->num_outputs() != b_.adapt.prepare_outputs.size() || unrolled_->num_inputs() != 1 ||
@@ -261,7 +264,7 @@ void Recommender::adapt_user(const std::string &user, User &u) {
     key.assign(tag, tag + std::strlen(tag));
   }
   std::vector<float> &head = u.head;  // written in place: no allocation per adaptation
-  if (b_.adapt.inner_steps == 0) {
+  if (!prepare_ || b_.adapt.inner_steps == 0) {  // no adapt program, or one that runs no step: phi0
     head = b_.head0;
   } else {
     std::vector<float> tv, tm;
