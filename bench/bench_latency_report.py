@@ -37,7 +37,7 @@ def targets(d: dict) -> dict:
 def analysis(d: dict) -> str:
     """Plain-text account of each missed target: by how much, and what dominates (from the profiles above)."""
     t, out = d["targets"], []
-    sp, ap = d["programs"]["score.pte"], d["programs"]["adapt.pte"]
+    sp, ap = d["programs"]["score.pte"], d["programs"].get("adapt.pte")  # no adapt.pte: nothing adapts
     la = d["loadavg_before_after"][0][0]
 
     def miss(name):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -171,9 +172,9 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
                         "table_in_score_program": "float32 input `table` (N, d)"}
     if rank_method and large is None:
         score.update(outputs=SCORE_OUTPUTS + SCORE_CACHE_OUTPUTS, rank_method=RANK_METHOD, rank_inputs=RANK_INPUTS)
-    programs = {"score": ProgramIO(**score)}
-    if model.inner_steps:
-        programs["adapt"] = ProgramIO(
+    programs = {"score": score}
+    if model.inner_steps:  # a bundle that never adapts has no adapt program (write_adapt_program)
+        programs["adapt"] = dict(
             file=ADAPT_FILE, method=ADAPT_METHOD, inputs=ADAPT_INPUTS, outputs=ADAPT_OUTPUTS, codec=codec,
             parameters=(ADAPT_PARAMETER,), inner_steps=int(model.inner_steps), lr=1.0,
             prepare_method=ADAPT_PREPARE_METHOD, prepare_outputs=ADAPT_PREPARE_OUTPUTS,
@@ -186,7 +187,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
                           k_max=k_max, S=model.cfg.hist_len, R=int(model.negatives.numel())),
             item_ids_file=IDS_FILE, negatives=[int(i) for i in model.negatives.tolist()],
             scene_spec=SceneSpec().to_dict(), files=files,
-            programs=programs,
+            programs={k: ProgramIO(**v) for k, v in programs.items()},
             item_table=table,
             head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes), neighbors=neighbors,
             by_history=by_history,
@@ -336,6 +337,11 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     elif ecfg.onnx:
         say("4/5 write model.onnx")
         write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)
+    selection = extra.pop("selection", None)
+    if selection is not None:
+        from .select import manifest_record
+
+        extra["selection"] = manifest_record(selection)
     configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
                "compress_report": creport, **extra,
                "layout": {"hist": "right: slot L-1 newest", "trend": "log1p counts", "exclude": "1=out, score -inf",
@@ -355,10 +361,26 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
         raise ExportError(f"the runtime cannot run this bundle, not signed: {e}") from e
     say(f"5/5 sign the manifest (serial {serial})")
     sign_bundle(out, manifest, key_path)
+    path = selection_report_path(out)
+    if selection is not None:
+        path.write_text(json.dumps(selection, indent=1, sort_keys=True, default=_jsonable))
+        say(f"   the whole selection report (every weight grid): {path}")
+    elif path.exists():  # a previous export's report would describe choices this bundle did not make
+        path.unlink()
     if model_out is not None:
         save_exported_model(model, model_out, extra.get("train"), ids, creport,
                             source=None if isinstance(checkpoint_or_model, torch.nn.Module) else checkpoint_or_model)
     return out
+
+
+def selection_report_path(bundle_dir) -> Path:
+    """Where export writes the whole selection report (the manifest records its summary)."""
+    out = Path(bundle_dir)
+    return out.with_name(out.name + ".selection.json")
+
+
+def _jsonable(o):
+    return o.to_dict() if hasattr(o, "to_dict") else o.tolist() if hasattr(o, "tolist") else str(o)
 
 
 def neighbor_pack_path(bundle_dir) -> Path:
@@ -379,7 +401,7 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
         "K = 1..10, the checkpoint's validation run)")
     sel = select(validation, ecfg.accuracy_budget, say,
                  offset_terms=ecfg.rank_method and not ecfg.large_catalog(model.n_items))
-    extra["selection"] = sel.report
+    extra["selection"] = sel.report  # the whole report, written beside the bundle; the manifest keeps a summary
     best = extra.get("floor", {}).get("best_baseline", "best baseline")
     say(selection_summary(sel.report, best))
     if sel.report["bundle_floor"]["verdict"] == "below" and not force:

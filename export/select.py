@@ -401,6 +401,20 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     return Selection(steps, pick["compress"], rep, shipped, rep["popularity"]["delta"], bh)
 
 
+def manifest_record(rep: dict) -> dict:
+    """The selection report as the manifest records it: the choices and their paired figures, without the weight
+    grids and the candidates' full configs (4-9 KB of a 64 KB bundle). Export writes the whole report beside the
+    bundle (`<bundle>.selection.json`)."""
+    out = dict(rep)
+    for key in ("neighbors", "popularity"):
+        if isinstance(rep.get(key), dict) and "grid" in rep[key]:
+            out[key] = {k: v for k, v in rep[key].items() if k != "grid"}
+            out[key]["grid_size"] = len(rep[key]["grid"])
+    if "compression" in rep:
+        out["compression"] = [{k: v for k, v in row.items() if k != "compress"} for row in rep["compression"]]
+    return out
+
+
 def selection_summary(rep: dict, best_baseline: str) -> str:
     """One console line: the chosen form against the best baseline on the validation users."""
     f = rep["bundle_floor"]

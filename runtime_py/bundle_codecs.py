@@ -81,7 +81,8 @@ def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str, scale_dtype: str = "f
     as `scale_dtype` (half scales must already be halves: rounding them here would change the dequantized table)."""
     q, scale = np.asarray(q), np.asarray(scale, np.float32)
     _scale_bytes(scale_dtype)
-    stored = scale.astype(SCALE_DTYPES[scale_dtype])
+    with np.errstate(over="ignore"):  # an overflow is refused just below, with its reason
+        stored = scale.astype(SCALE_DTYPES[scale_dtype])
     if not np.all(np.isfinite(stored)) or not np.array_equal(stored.astype(np.float32), scale):
         raise ValueError(f"scales are not finite and exactly representable as {scale_dtype}")
     n, d = q.shape
@@ -113,7 +114,8 @@ def encode_table(table: np.ndarray, fmt: str, group_size: int = 0, scale_dtype: 
     scale = np.abs(grouped).max(axis=2) / qmax
     # rounded to the stored dtype first, so q is chosen against the scale the phone reads
     _scale_bytes(scale_dtype)
-    scale = scale.astype(SCALE_DTYPES[scale_dtype]).astype(np.float32)
+    with np.errstate(over="ignore"):  # pack_table refuses a scale beyond the stored dtype
+        scale = scale.astype(SCALE_DTYPES[scale_dtype]).astype(np.float32)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.rint(grouped / scale[:, :, None]), -qmax - (fmt == "int4"), qmax).astype(np.int8).reshape(n, d)
     return pack_table(q, scale, fmt, scale_dtype)

@@ -27,14 +27,15 @@ Layout conventions the programs must follow (the runtime builds their inputs thi
 - adaptation scene (`adapt_scene`): "query" (default; what the sdk's eager model does: adapt and score in the
   scene at `now`, so the runtime re-adapts when the scene changes) or "last_event" (the scene of the user's
   newest event: a head stays valid until the next event). The score program always gets the scene at `now`.
-- adapt.pte (left out, with `programs.adapt`, when the bundle never adapts) holds one parameter (`delta`, (P,)); each `forward_backward` + SGD(lr) is one Meta-SGD step on
-  theta = theta0 + scale * delta (scale = sqrt of the step sizes, (P,)); the runtime reads the adapted head as
-  theta0 + scale * delta. With `prepare_method` set, the program first runs that stateless method ONCE on the
-  contract `inputs`; its outputs (`prepare_outputs`, which then include `scale`) feed the training method, whose
-  inputs are `step_inputs` (names from `inputs` and `prepare_outputs`). Without it the training method takes
-  `inputs` directly and outputs `scale` itself. With `unrolled_method` also set, that stateless method takes
-  `step_inputs` and returns the adapted head theta (P,) after all `inner_steps` (the same steps, unrolled), so a
-  runtime without the training extension (runtime_native/) adapts with a plain method call.
+- adapt.pte (left out, with `programs.adapt`, when the bundle never adapts) holds one parameter (`delta`, (P,));
+  each `forward_backward` + SGD(lr) is one Meta-SGD step on theta = theta0 + scale * delta (scale = sqrt of the step
+  sizes, (P,)); the runtime reads the adapted head as theta0 + scale * delta. With `prepare_method` set, the program
+  first runs that stateless method ONCE on the contract `inputs`; its outputs (`prepare_outputs`, which then include
+  `scale`) feed the training method, whose inputs are `step_inputs` (names from `inputs` and `prepare_outputs`).
+  Without it the training method takes `inputs` directly and outputs `scale` itself. With `unrolled_method` also
+  set, that stateless method takes `step_inputs` and returns the adapted head theta (P,) after all `inner_steps`
+  (the same steps, unrolled), so a runtime without the training extension (runtime_native/) adapts with a plain
+  method call.
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ def test_files_hashes_and_signature(bundle, keys):
     assert m["serial"] == 7 and m["schema_version"] == 2 and m["created_at"].endswith("Z")
     sh = m["shapes"]
     assert (sh["N"], sh["d"], sh["k_max"], sh["F"]) == (96, 32, 10, 15)
-    assert m["item_table"] == {"file": "items.bin", "format": "int4", "group_size": 32}
+    assert m["item_table"] == {"file": "items.bin", "format": "int4", "group_size": 32, "scale_dtype": "float16"}
+    assert m["files"]["items.bin"]["bytes"] == 96 * 32 // 2 + 96 * 2  # int4 nibbles, then one half scale a row
     assert m["programs"]["score"]["inputs"][-1] == "table" and m["programs"]["adapt"]["parameters"] == ["delta"]
     assert set(m["configs"]) >= {"model", "compress", "export", "layout"}
 
@@ -120,7 +121,8 @@ def test_bundle_opens_with_the_runtime_reader(bundle, keys, model):
 
     b = open_bundle(bundle, keys / "public.pem")
     assert {p.codec for p in b.manifest.programs.values()} == {FAST.program_codec}
-    qt = quantize_table(model.export_item_table(), "int4", b.manifest.item_table.group_size)
+    qt = quantize_table(model.export_item_table(), "int4", b.manifest.item_table.group_size,
+                        b.manifest.item_table.scale_dtype)
     np.testing.assert_array_equal(b.table, qt.dequantized)
     assert b.read_file("items.bin") == qt.data
 

@@ -7,7 +7,8 @@ import torch
 
 from metarec.export import export_bundle, generate_keypair
 from metarec.export.errors import ExportError
-from metarec.export.select import CANDIDATES
+from metarec.export.bundle import selection_report_path
+from metarec.export.select import CANDIDATES, manifest_record
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,10 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     assert {"state_dict", "train_config", "baseline"} <= set(saved["validation"])
     out = export_bundle(ck, tmp_path / "b", key_path=keys / "private.pem", export_config=None)
     man = json.loads((out / "manifest.json").read_bytes())
-    sel = man["configs"]["selection"]
+    sel = json.loads(selection_report_path(out).read_text())  # the whole report, grids included
+    # the manifest keeps the choices and their figures, not the grids (bytes of the bundle)
+    assert man["configs"]["selection"] == json.loads(json.dumps(manifest_record(sel)))
+    assert "grid" not in man["configs"]["selection"]["neighbors"]
     names = [r["name"] for r in sel["compression"]]
     assert sel["chosen"] in names and set(names) <= {c[0] for c in CANDIDATES}
     # smallest first; the chosen one is the first within the budget (or the most accurate when none is)
@@ -54,7 +58,10 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     steps = sel["steps"]
     assert steps["kept"] == (steps["paired"]["ci"][0] > 0)
     want = steps["trained"] if steps["kept"] else 0
-    assert man["programs"]["adapt"]["inner_steps"] == want
+    if want:
+        assert man["programs"]["adapt"]["inner_steps"] == want
+    else:  # a bundle that never adapts carries no adapt program
+        assert "adapt" not in man["programs"] and not (out / "adapt.pte").exists()
     assert sel["bundle_floor"]["verdict"] in ("below", "tie", "above")
     assert "validation" not in man["configs"]  # the validation prior stays in the checkpoint
     # the item-item term: chosen among the candidates that do not cost the first three queries
@@ -79,6 +86,9 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     assert man.get("by_history") == (None if shipped is None else
                                      {"term": shipped["term"], "popularity": shipped["popularity"],
                                       "file": "popularity.bin" if shipped["popularity"] else ""})
+    # an export that chooses nothing (a given --quant) leaves no report of choices it did not make
+    export_bundle(ck, tmp_path / "b", quant="int8", prune="none", key_path=keys / "private.pem")
+    assert not selection_report_path(out).exists()
 
 
 def test_the_length_grid_ranks_as_the_served_scorer(prior):

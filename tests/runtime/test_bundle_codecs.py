@@ -99,3 +99,38 @@ def test_item_ids_and_float_files_round_trip_exactly():
         decode_floats(encode_floats(a)[:-4], (3, 4), "x.bin")
     with pytest.raises(BundleError, match="non-finite"):
         decode_floats(encode_floats(np.full(2, np.nan)), (2,), "x.bin")
+
+
+@pytest.mark.parametrize("fmt, lo, hi", [("int8", -128, 127), ("int4", -8, 7)])
+def test_half_scales_decode_like_the_same_values_stored_as_float32(fmt, lo, hi):
+    """scale_dtype float16: 2 bytes a group instead of 4, and the table the phone decodes is unchanged when the
+    scales are halves; scales a half cannot hold exactly (or at all) are refused, not rounded silently."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(lo, hi + 1, size=(6, 8)).astype(np.int8)
+    scale = rng.uniform(0.01, 2.0, size=(6, 2)).astype(np.float16).astype(np.float32)
+    half, full = pack_table(q, scale, fmt, "float16"), pack_table(q, scale, fmt, "float32")
+    assert len(full) - len(half) == 6 * 2 * 2 == table_nbytes(6, 8, fmt, 4) - table_nbytes(6, 8, fmt, 4, "float16")
+    np.testing.assert_array_equal(decode_table(half, 6, 8, fmt, 4, "float16"), decode_table(full, 6, 8, fmt, 4))
+    for wrong in ((half, "float32"), (full, "float16")):  # the other dtype's length
+        with pytest.raises(BundleError, match="bytes"):
+            decode_table(wrong[0], 6, 8, fmt, 4, wrong[1])
+    with pytest.raises(ValueError, match="exactly representable"):
+        pack_table(q, scale + 1e-4, fmt, "float16")
+    with pytest.raises(ValueError, match="finite"):
+        pack_table(q, np.full((6, 2), 1e6, np.float32), fmt, "float16")  # beyond a half's 65504
+    with pytest.raises(ValueError, match="scale_dtype"):
+        pack_table(q, scale, fmt, "bfloat16")
+    # a stored half that decodes to inf (0x7C00) is refused by the reader
+    bad = bytearray(half)
+    bad[-2:] = np.array([np.inf], "<f2").tobytes()
+    with pytest.raises(BundleError, match="non-finite"):
+        decode_table(bytes(bad), 6, 8, fmt, 4, "float16")
+
+
+def test_the_encoder_picks_q_against_the_half_scale():
+    """encode_table with half scales quantizes against the rounded scale: decode(encode(t)) is a fixed point."""
+    t = np.random.default_rng(4).normal(size=(9, 8)).astype(np.float32)
+    data = encode_table(t, "int4", 4, "float16")
+    back = decode_table(data, 9, 8, "int4", 4, "float16")
+    assert encode_table(back, "int4", 4, "float16") == data
+    assert np.abs(back - t).max() <= np.abs(t).max() / 7

@@ -197,11 +197,14 @@ def _entry(data: bytes) -> FileEntry:
 def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private_pem: bytes, serial: int = 1,
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
                  adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None,
-                 rank: bool = False, neighbors: tuple | None = None, by_history: tuple | None = None) -> Path:
-    """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig."""
+                 rank: bool = False, neighbors: tuple | None = None, by_history: tuple | None = None,
+                 with_adapt: bool = True, table: tuple | None = None) -> Path:
+    """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig.
+    `with_adapt` False: no adapt program (a bundle that never adapts); `table`: (items.bin bytes, scale_dtype)."""
     out.mkdir(parents=True, exist_ok=True)
     store = lambda b: encode_program(b, codec)  # noqa: E731
-    blobs = {"score.pte": store(programs[0]), "adapt.pte": store(programs[1]), "items.bin": m.table_bytes,
+    table_bytes, scale_dtype = table if table is not None else (m.table_bytes, "float32")
+    blobs = {"score.pte": store(programs[0]), "adapt.pte": store(programs[1]), "items.bin": table_bytes,
              "head_init.bin": m.phi0.numpy().astype("<f4").tobytes(),
              "prototypes.bin": m.prototypes.numpy().astype("<f4").tobytes()}
     if trending is not None:
@@ -212,8 +215,12 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         blobs["neighbors.bin"] = encode_neighbors(neighbors[0], neighbors[1])
     if by_history is not None and by_history[1]:  # (term, popularity, (N,) feature as float16 values)
         blobs["popularity.bin"] = encode_popularity(by_history[2])
+    if not with_adapt:
+        del blobs["adapt.pte"]
     for name, data in blobs.items():
         (out / name).write_bytes(data)
+    adapt = ProgramIO("adapt.pte", "forward", ADAPT_INPUTS, ["loss", "scale"], codec=codec, parameters=["delta"],
+                      inner_steps=inner_steps, lr=1.0)
     manifest = Manifest(
         model_version="tiny-1", serial=serial, created_at="2026-11-28T00:00:00Z",
         shapes=Shapes(N=N, d=D, L=L, F=FD, P=P, k_max=K_MAX, S=S, R=R), item_ids=ITEM_IDS if ids_file is None else (),
@@ -223,9 +230,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
         programs={"score": ProgramIO("score.pte", "forward", RANK_SCORE_INPUTS, RANK_SCORE_OUTPUTS, codec=codec,
                                      rank_method="rank", rank_inputs=RANK_INPUTS) if rank else
                   ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
-                  "adapt": ProgramIO("adapt.pte", "forward", ADAPT_INPUTS, ["loss", "scale"], codec=codec, parameters=["delta"],
-                                     inner_steps=inner_steps, lr=1.0)},
-        item_table=TableSpec("items.bin", "int8", 4),
+                  **({"adapt": adapt} if with_adapt else {})},
+        item_table=TableSpec("items.bin", "int8", 4, scale_dtype=scale_dtype),
         head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",
         trending_file="trending.json" if trending is not None else None,
