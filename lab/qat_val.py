@@ -16,14 +16,10 @@ import numpy as np
 import torch
 
 from metarec.export.compress import quantize_table, sdk_finetune
-from metarec.runtime.bundle import open_bundle
-from metarec.sdk.coldstart_diagnostics import paired_difference
-from metarec.sdk.data import load_dataset
-from metarec.sdk.protocol import EventLog, evaluate_users, split_users
-from metarec.sdk.train import TrainConfig, load_checkpoint, model_from_state
+from metarec.sdk.protocol import evaluate_users
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_variants import KS, serve  # noqa: E402
+from quant_variants import KS, paired_row, row_text, serve, setup  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -61,15 +57,8 @@ def run(model, tcfg, shipped, ds, users, fit, log, delta, steps, ft_steps):
         if q:
             table = quantize_table(table, "int4", 32, "float16").dequantized
         res = evaluate_users(serve(m, tcfg, shipped, table, delta, steps), ds, users, log, ks=KS)
-        row = {}
-        for tag, ks in (("k1_3", (1, 2, 3)), ("k1_10", KS)):
-            p = paired_difference(res, ref, ks)
-            row[f"hr10_{tag}"] = float(np.mean(res["hr"][np.isin(res["k"], ks)]))
-            row[f"diff_{tag}"] = [p["hr10_diff"], *map(float, p["hr10_diff_ci"])]
-        out[name] = row
-        print(f"  {name:18s} K1-3 {row['hr10_k1_3']:.3f} {row['diff_k1_3'][0]:+.4f} [{row['diff_k1_3'][1]:+.4f},"
-              f"{row['diff_k1_3'][2]:+.4f}]  K1-10 {row['hr10_k1_10']:.3f} {row['diff_k1_10'][0]:+.4f} "
-              f"[{row['diff_k1_10'][1]:+.4f},{row['diff_k1_10'][2]:+.4f}]", flush=True)
+        out[name] = paired_row(res, ref)
+        print(f"  {name:18s} {row_text(out[name])}", flush=True)
     out["fp32"] = {"hr10_k1_3": float(np.mean(ref["hr"][ref["k"] <= 3])), "hr10_k1_10": float(np.mean(ref["hr"]))}
     print(f"  fp32 K1-3 {out['fp32']['hr10_k1_3']:.3f} K1-10 {out['fp32']['hr10_k1_10']:.3f}", flush=True)
     return out
@@ -81,21 +70,15 @@ def main():
     ap.add_argument("--key", default="artifacts/keys/public.pem")
     ap.add_argument("--steps", type=int, default=100)
     a = ap.parse_args()
-    shipped = open_bundle(a.bundle, a.key)
-    m = shipped.manifest
-    delta = float(m.configs.get("selection", {}).get("popularity", {}).get("delta", 0.0))
-    prior, tcfg, ck = load_checkpoint(a.checkpoint)
-    val = ck["validation"]
-    vcfg = TrainConfig.from_dict(val["train_config"])
-    ds = load_dataset(vcfg.dataset)
-    split, log = split_users(ds), EventLog(ds)
-    vprior = model_from_state(vcfg, int(val["n_items"]), val["state_dict"], "validation prior")
+    c = setup(a.checkpoint, a.bundle, a.key)
+    ds, split, log = c["ds"], c["split"], c["log"]
     out = {"checkpoint": a.checkpoint, "dataset": ds.name, "finetune_steps": a.steps}
     print(f"{ds.name}: validation users ({len(split.val)})")
-    out["validation"] = run(vprior, vcfg, shipped, ds, split.val, split.train, log, delta, m.inner_steps, a.steps)
+    out["validation"] = run(c["vprior"], c["vcfg"], c["shipped"], ds, split.val, split.train, log, c["delta"],
+                            c["steps"], a.steps)
     print(f"{ds.name}: test users ({len(split.test)})")
-    out["test"] = run(prior, tcfg, shipped, ds, split.test, np.r_[split.train, split.val], log, delta,
-                      m.inner_steps, a.steps)
+    out["test"] = run(c["prior"], c["tcfg"], c["shipped"], ds, split.test, np.r_[split.train, split.val], log,
+                      c["delta"], c["steps"], a.steps)
     json.dump(out, open(a.out, "w"), indent=1)
 
 

@@ -110,16 +110,38 @@ def run(model, tcfg, shipped, ds, users, log, delta, steps, train_users):
         err = deq - ref_table
         snr = 10 * np.log10((ref_table ** 2).sum() / (err ** 2).sum())
         res = evaluate_users(serve(model, tcfg, shipped, deq, delta, steps), ds, users, log, ks=KS)
-        row = {"bytes": int(nb), "snr_db": float(snr)}
-        for tag, ks in (("k1_3", (1, 2, 3)), ("k1_10", KS)):
-            p = paired_difference(res, ref, ks)
-            row[f"hr10_{tag}"] = float(np.mean(res["hr"][np.isin(res["k"], ks)]))
-            row[f"diff_{tag}"] = [p["hr10_diff"], *map(float, p["hr10_diff_ci"])]
-        out[name] = row
-        print(f"  {name:30s} {nb / 1024:6.1f} KB snr {snr:5.1f} dB  K1-3 {row['hr10_k1_3']:.3f} "
-              f"{row['diff_k1_3'][0]:+.4f} [{row['diff_k1_3'][1]:+.4f},{row['diff_k1_3'][2]:+.4f}]  K1-10 "
-              f"{row['diff_k1_10'][0]:+.4f} [{row['diff_k1_10'][1]:+.4f},{row['diff_k1_10'][2]:+.4f}]", flush=True)
+        out[name] = {"bytes": int(nb), "snr_db": float(snr), **paired_row(res, ref)}
+        print(f"  {name:30s} {nb / 1024:6.1f} KB snr {snr:5.1f} dB  {row_text(out[name])}", flush=True)
     return out
+
+
+def paired_row(res: dict, ref: dict) -> dict:
+    """HR@10 of `res` and its paired difference to `ref` (same queries), over K = 1..3 and K = 1..10."""
+    row = {}
+    for tag, ks in (("k1_3", (1, 2, 3)), ("k1_10", KS)):
+        p = paired_difference(res, ref, ks)
+        row[f"hr10_{tag}"] = float(np.mean(res["hr"][np.isin(res["k"], ks)]))
+        row[f"diff_{tag}"] = [p["hr10_diff"], *map(float, p["hr10_diff_ci"])]
+    return row
+
+
+def row_text(row: dict) -> str:
+    return "  ".join(f"{name} {row[f'hr10_{tag}']:.3f} {row[f'diff_{tag}'][0]:+.4f} [{row[f'diff_{tag}'][1]:+.4f},"
+                     f"{row[f'diff_{tag}'][2]:+.4f}]" for name, tag in (("K1-3", "k1_3"), ("K1-10", "k1_10")))
+
+
+def setup(checkpoint, bundle, key):
+    """What both lab scripts read: the bundle's serving choices, the shipped and validation priors, the data."""
+    shipped = open_bundle(bundle, key)
+    m = shipped.manifest
+    delta = float(m.configs.get("selection", {}).get("popularity", {}).get("delta", 0.0))
+    prior, tcfg, ck = load_checkpoint(checkpoint)
+    val = ck["validation"]
+    vcfg = TrainConfig.from_dict(val["train_config"])
+    ds = load_dataset(vcfg.dataset)
+    vprior = model_from_state(vcfg, int(val["n_items"]), val["state_dict"], "validation prior")
+    return dict(shipped=shipped, steps=m.inner_steps, delta=delta, prior=prior, tcfg=tcfg, vprior=vprior,
+                vcfg=vcfg, ds=ds, split=split_users(ds), log=EventLog(ds))
 
 
 def main():
@@ -127,21 +149,14 @@ def main():
     ap.add_argument("checkpoint"), ap.add_argument("bundle"), ap.add_argument("out")
     ap.add_argument("--key", default="artifacts/keys/public.pem")
     a = ap.parse_args()
-    shipped = open_bundle(a.bundle, a.key)
-    m = shipped.manifest
-    steps = int(m.programs["adapt"].inner_steps)
-    delta = float(m.configs.get("selection", {}).get("popularity", {}).get("delta", 0.0))
-    prior, tcfg, ck = load_checkpoint(a.checkpoint)
-    val = ck["validation"]
-    vcfg = TrainConfig.from_dict(val["train_config"])
-    ds = load_dataset(vcfg.dataset)
-    split, log = split_users(ds), EventLog(ds)
+    c = setup(a.checkpoint, a.bundle, a.key)
+    ds, split, log = c["ds"], c["split"], c["log"]
     out = {"checkpoint": a.checkpoint, "bundle": a.bundle, "dataset": ds.name}
-    vprior = model_from_state(vcfg, int(val["n_items"]), val["state_dict"], "validation prior")
     print(f"{ds.name}: validation users ({len(split.val)}), validation prior")
-    out["validation"] = run(vprior, vcfg, shipped, ds, split.val, log, delta, steps, split.train)
+    out["validation"] = run(c["vprior"], c["vcfg"], c["shipped"], ds, split.val, log, c["delta"], c["steps"],
+                            split.train)
     print(f"{ds.name}: test users ({len(split.test)}), shipped prior")
-    out["test"] = run(prior, tcfg, shipped, ds, split.test, log, delta, steps, split.train)
+    out["test"] = run(c["prior"], c["tcfg"], c["shipped"], ds, split.test, log, c["delta"], c["steps"], split.train)
     json.dump(out, open(a.out, "w"), indent=1)
 
 

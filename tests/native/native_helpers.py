@@ -16,3 +16,17 @@ def resign(bundle: Path, private_pem: Path, **changes) -> None:
     raw = json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     (bundle / "manifest.json").write_bytes(raw)
     (bundle / "manifest.sig").write_bytes(sign_manifest(raw, private_pem))
+
+
+def python_and_native(bundle: Path, keys: Path, lib, tmp_path: Path, users, tag: str, drive):
+    """(Python's answers, native's answers, native's adaptation count): `drive(rec, users)` on each runtime, each
+    with a fresh state file."""
+    from metarec.runtime import Recommender
+    from metarec.runtime.native import NativeRecommender
+
+    with Recommender.open(bundle, tmp_path / f"py-{tag}.db", trusted_key=keys / "public.pem") as py:
+        want = drive(py, users)
+    with NativeRecommender.open(bundle, tmp_path / f"nat-{tag}.db", keys / "public.pem", lib=lib) as nat:
+        got = drive(nat, users)
+        adaptations = nat.stats()[0]
+    return want, got, adaptations

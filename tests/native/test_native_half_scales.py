@@ -15,7 +15,7 @@ from metarec.runtime.bundle_codecs import encode_table, pack_table
 from metarec.runtime.errors import BundleError
 from metarec.runtime.native import NativeRecommender
 
-from native_helpers import resign
+from native_helpers import python_and_native, resign
 from test_native_by_history import _drive, _users
 
 GROUP = 4  # d = 16: four scales per row, so a scale indexed by the wrong group shows
@@ -40,11 +40,7 @@ def _variant(exported, dst, pem, data: bytes, **table_spec):
 
 
 def _answers(bundle, keys, lib, tmp_path, users, tag):
-    with Recommender.open(bundle, tmp_path / f"py-{tag}.db", trusted_key=keys / "public.pem") as py:
-        want = _drive(py, users)
-    with NativeRecommender.open(bundle, tmp_path / f"nat-{tag}.db", keys / "public.pem", lib=lib) as nat:
-        got = _drive(nat, users)
-    return want, got
+    return python_and_native(bundle, keys, lib, tmp_path, users, tag, _drive)[:2]
 
 
 def _refused(bundle, keys, lib, tmp_path, match):

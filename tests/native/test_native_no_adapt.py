@@ -12,7 +12,7 @@ from metarec.runtime import Recommender
 from metarec.runtime.errors import BundleError
 from metarec.runtime.native import NativeRecommender
 
-from native_helpers import resign
+from native_helpers import python_and_native, resign
 from test_native_by_history import KMAX, _drive, _users
 
 
@@ -50,12 +50,7 @@ def _zero_steps(src, dst, pem):
 
 def _both(bundle, keys, lib, tmp_path, users, tag):
     """(Python's answers, native's answers, native's adaptation count) for the same events at K = 0 .. KMAX."""
-    with Recommender.open(bundle, tmp_path / f"py-{tag}.db", trusted_key=keys / "public.pem") as py:
-        want = _drive(py, users)
-    with NativeRecommender.open(bundle, tmp_path / f"nat-{tag}.db", keys / "public.pem", lib=lib) as nat:
-        got = _drive(nat, users)
-        adaptations = nat.stats()[0]
-    return want, got, adaptations
+    return python_and_native(bundle, keys, lib, tmp_path, users, tag, _drive)
 
 
 @pytest.fixture(scope="module")
