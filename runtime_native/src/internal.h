@@ -86,6 +86,8 @@ std::string catalog_digest(const std::vector<std::string> &item_ids);
 uint16_t float_to_half(float f);
 // Python's repr of a float (shortest round-trip digits, '1e+16' / '0.0001' / '881250949.0'), as json.dumps writes it
 std::string py_float_repr(double v);
+// strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as Python decodes a str
+bool valid_utf8(const std::string &v);
 
 // A neighbour pack's bytes (runtime_py/neighbors.py NeighborPack.to_bytes / from_bytes): one line of canonical JSON
 // {"at", "catalog", "kind", "m", "n", "version": 1}, a newline, then neighbors.bin's bytes (int32 ids, float16 weights).
@@ -94,7 +96,8 @@ Bytes encode_neighbor_pack(const NeighborPackHead &h, const int32_t *ids, const 
 NeighborTable decode_neighbor_pack(const Bytes &data, NeighborPackHead *head);  // BundleError if malformed
 
 // Trending pack JSON (runtime_py/trending.py): {"at", "counts", "version": 1}; log1p counts per item index.
-struct TrendPack { double at = 0; std::map<std::string, double> counts; };
+// `catalog`: version 2 packs (what the Python runtime stores) are bound to a catalog digest; "" for version 1
+struct TrendPack { double at = 0; std::map<std::string, double> counts; std::string catalog; };
 TrendPack parse_trending(const std::string &json);  // BundleError if malformed
 std::string trending_to_json(const TrendPack &p);   // canonical bytes as Python writes them
 
@@ -123,6 +126,7 @@ class Store {
   void accept_serial(int64_t serial);
   std::optional<std::string> get_trending();
   void put_trending(const std::string &pack);
+  int64_t count_deltas(int64_t serial);  // catalog delta rows stored for bundle `serial` (Python-only, store.py)
   // the neighbour pack in use (store.py's `neighbor_pack` table, the same bytes and row checksum as the Python
   // runtime's): StateError if the row fails its checksum or is malformed (corrupt)
   std::optional<Bytes> get_neighbor_pack();
@@ -141,6 +145,7 @@ class Store {
   void commit();
   void rollback();
   void write_heads(const std::map<std::string, PendingHead> &heads);
+  void migrate_1_to_2();
 };
 
 }  // namespace mr

@@ -44,6 +44,8 @@ void check_time(double t, const char *what) {
 
 void check_id(const std::string &v, const char *what) {
   if (v.empty()) throw InputError(std::string(what) + " must be a non-empty string");
+  if (!valid_utf8(v))  // the store keeps text as Python does (a str), and checksums its repr
+    throw InputError(std::string(what) + " is not valid UTF-8 text");
 }
 
 // numpy's float64 sum (pairwise, 8 accumulators, blocks of 128): the term's std is the Python runtime's to the bit
@@ -72,6 +74,10 @@ double pairwise_sum(const double *a, size_t n) {
 Recommender::Recommender(const std::string &dir, const std::string &state, const std::string &pem) {
   store_ = std::make_unique<Store>(state);
   b_ = open_bundle(dir, pem);
+  if (int64_t n = store_->count_deltas(b_.serial))  // rows of older serials: deleted by accept_serial, as store.py
+    throw StateError("state database holds catalog deltas (" + std::to_string(n) + ") for bundle serial " +
+                     std::to_string(b_.serial) + ", which the native runtime does not serve; open it with the "
+                     "Python runtime or export a new bundle");
   if (b_.serial < store_->max_serial())
     throw BundleError("bundle serial " + std::to_string(b_.serial) + " is older than " +
                       std::to_string(store_->max_serial()) + ", already seen by this state (rollback)");
@@ -93,6 +99,8 @@ Recommender::Recommender(const std::string &dir, const std::string &state, const
   if (auto stored = store_->get_trending()) {
     try {
       pack = parse_trending(*stored);
+      if (!pack->catalog.empty() && pack->catalog != catalog_digest(b_.item_ids))
+        pack.reset();  // as recommender.py _initial_pack: a pack for an older catalog is dropped
     } catch (const BundleError &) {  // a pack we wrote cannot be malformed unless the disk lied: drop it
     }
   }

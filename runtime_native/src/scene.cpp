@@ -84,9 +84,18 @@ TrendPack parse_trending(const std::string &text) {
   TrendPack p;
   try {
     json d = json::parse(text);
-    if (!d.is_object() || d.size() != 3 || !d.contains("at") || !d.contains("counts") || !d.contains("version"))
-      throw BundleError("a trending pack has exactly the fields at, counts, version");
-    if (d["version"] != 1) throw BundleError("trending pack version unsupported (this runtime reads 1)");
+    // bundle_codecs.py decode_pack: version 1 has exactly at, counts, version; version 2 adds catalog (a digest)
+    if (!d.is_object() || !d.contains("version") || !d["version"].is_number_integer() ||
+        (d["version"] != 1 && d["version"] != 2))
+      throw BundleError("trending pack version unsupported (this runtime reads 1 and 2)");
+    size_t fields = d["version"] == 2 ? 4 : 3;
+    if (d.size() != fields || !d.contains("at") || !d.contains("counts") || (fields == 4 && !d.contains("catalog")))
+      throw BundleError("a trending pack has exactly the fields at, counts, version (and catalog in version 2)");
+    if (fields == 4) {
+      if (!d["catalog"].is_string()) throw BundleError("trending pack catalog must be a string");
+      p.catalog = d["catalog"].get<std::string>();
+      if (!p.catalog.empty() && p.catalog.size() != 64) throw BundleError("trending pack catalog is not a digest");
+    }
     if (!d["at"].is_number() || !std::isfinite(d["at"].get<double>())) throw BundleError("trending pack time");
     p.at = d["at"].get<double>();
     if (!d["counts"].is_object()) throw BundleError("trending counts must be an object");

@@ -4,11 +4,15 @@
 #include <zlib.h>
 
 #include "internal.h"
+#include "py_printable.h"
 #include "store_schema.h"
+
+#include <cmath>
+#include <set>
 
 namespace mr {
 namespace {
-constexpr int64_t kStoreSchema = 1;
+constexpr int64_t kStoreSchema = 2;  // store.py STORE_SCHEMA
 const char *kSchema = kStoreSchemaSql;  // runtime_py/store_schema.sql, embedded by CMake (store_schema.h)
 
 // One prepared statement: finalized on scope exit (a throw mid-step must not leak it), or, for one of the store's
@@ -27,41 +31,176 @@ struct Stmt {
     return Bytes(p, p + sqlite3_column_bytes(s, i));
   }
 };
-// store.py's neighbour pack table (created there too; schema 1 has no table for it, store.py does not migrate it:
-// its rows carry their `chk` from the start, so the same table serves a file of either schema)
+// store.py's tables beside schema 1's (created there too): the neighbour pack (its rows carry `chk` from the start)
+// and the catalog deltas, which only the Python runtime serves (a file holding deltas for the bundle being opened
+// is refused: Recommender's constructor)
 const char *kNeighborTable = "CREATE TABLE IF NOT EXISTS neighbor_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
                              "pack BLOB NOT NULL, chk INTEGER NOT NULL)";
+const char *kDeltaTable = "CREATE TABLE IF NOT EXISTS catalog_deltas (serial INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                          "delta BLOB NOT NULL, sig BLOB NOT NULL, chk INTEGER NOT NULL, PRIMARY KEY (serial, seq))";
+const std::set<std::string> kTables = {"meta",          "events",          "heads",        "trending",
+                                       "sqlite_sequence", "catalog_deltas", "neighbor_pack"};
+// store.py `_CHECKED`: the columns each table's chk covers, in order (the schema 1 -> 2 migration fills them)
+const std::pair<const char *, const char *> kChecked[] = {{"meta", "key, value"},
+                                                          {"events", "event_id, user_id, item_id, ts"},
+                                                          {"heads", "user_id, serial, event_seq, scene, head"},
+                                                          {"trending", "id, pack"}};
 
-// store.py `_chk(1, pack)`: CRC-32 of repr((1, pack)) in UTF-8, Python's bytes repr byte for byte (quote ' unless
-// the bytes hold ' and no ", backslash escapes for the quote, \\, \t, \n, \r, \xhh outside printable ASCII)
-int64_t pack_chk(const Bytes &pack) {
-  bool sq = std::find(pack.begin(), pack.end(), uint8_t('\'')) != pack.end();
-  bool dq = std::find(pack.begin(), pack.end(), uint8_t('"')) != pack.end();
-  char quote = sq && !dq ? '"' : '\'';
-  static const char *hex = "0123456789abcdef";
-  std::string r = "(1, b";
-  r.reserve(pack.size() * 4 + 8);
-  r += quote;
-  for (uint8_t c : pack) {
-    if (c == uint8_t(quote) || c == '\\') r += '\\', r += char(c);
-    else if (c == '\t') r += "\\t";
-    else if (c == '\n') r += "\\n";
-    else if (c == '\r') r += "\\r";
-    else if (c < 0x20 || c >= 0x7f) r += "\\x", r += hex[c >> 4], r += hex[c & 15];
-    else r += char(c);
+bool non_printable(uint32_t c) {  // Python's not str.isprintable(), for c >= 0x80 (py_printable.h)
+  size_t lo = 0, hi = sizeof kPyNonPrintable / sizeof kPyNonPrintable[0];
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (kPyNonPrintable[mid][1] < c) lo = mid + 1;
+    else hi = mid;
   }
-  r += quote;
-  r += ')';
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const Bytef *p = reinterpret_cast<const Bytef *>(r.data());
-  for (size_t off = 0; off < r.size();) {  // crc32 takes a uInt length
-    uInt n = uInt(std::min<size_t>(r.size() - off, 1u << 30));
-    crc = crc32(crc, p + off, n);
-    off += n;
+  return lo < sizeof kPyNonPrintable / sizeof kPyNonPrintable[0] && kPyNonPrintable[lo][0] <= c;
+}
+
+// Decodes strict UTF-8 (no overlong forms, surrogates or code points past 0x10FFFF, as Python's decoder); false if
+// `v` is not valid UTF-8 (Python cannot read such a text column either)
+bool utf8_decode(const std::string &v, std::vector<uint32_t> *out) {
+  const auto *p = reinterpret_cast<const uint8_t *>(v.data());
+  size_t n = v.size();
+  for (size_t i = 0; i < n;) {
+    uint8_t c = p[i];
+    uint32_t cp;
+    size_t len;
+    if (c < 0x80) cp = c, len = 1;
+    else if (c >= 0xc2 && c <= 0xdf) cp = c & 0x1fu, len = 2;
+    else if (c >= 0xe0 && c <= 0xef) cp = c & 0x0fu, len = 3;
+    else if (c >= 0xf0 && c <= 0xf4) cp = c & 0x07u, len = 4;
+    else return false;
+    if (i + len > n) return false;
+    for (size_t j = 1; j < len; j++) {
+      if ((p[i + j] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + j] & 0x3fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    out->push_back(cp);
+    i += len;
   }
-  return int64_t(crc & 0xffffffffu);
+  return true;
+}
+
+void put_utf8(std::string &r, uint32_t c) {
+  if (c < 0x80) r += char(c);
+  else if (c < 0x800) r += char(0xc0 | (c >> 6)), r += char(0x80 | (c & 0x3f));
+  else if (c < 0x10000)
+    r += char(0xe0 | (c >> 12)), r += char(0x80 | ((c >> 6) & 0x3f)), r += char(0x80 | (c & 0x3f));
+  else
+    r += char(0xf0 | (c >> 18)), r += char(0x80 | ((c >> 12) & 0x3f)), r += char(0x80 | ((c >> 6) & 0x3f)),
+        r += char(0x80 | (c & 0x3f));
+}
+
+const char *kHex = "0123456789abcdef";
+
+// store.py `_chk(*values)`: CRC-32 of repr(values) in UTF-8. Python's repr of a tuple of at least two values is
+// "(" + ", ".join(repr(v)) + ")"; of an int its decimal digits; of a float its shortest round-trip form
+// (py_float_repr); of a str and of bytes, the quoted and escaped forms below, byte for byte.
+struct Repr {
+  std::string r = "(";
+  void sep() {
+    if (r.size() > 1) r += ", ";
+  }
+  Repr &i(int64_t v) {
+    sep(), r += std::to_string(v);
+    return *this;
+  }
+  Repr &f(double v) {
+    sep(), r += py_float_repr(v);
+    return *this;
+  }
+  // str: quote ' unless the text holds ' and no "; escapes for the quote, \\, \t, \n, \r, \xhh below 0x20 and 0x7f,
+  // and, above, \xhh / \uhhhh / \Uhhhhhhhh for what str.isprintable() rejects; everything else as is (UTF-8).
+  // StateError if `v` is not UTF-8 (a row Python cannot read either)
+  Repr &s(const std::string &v) {
+    std::vector<uint32_t> cps;
+    if (!utf8_decode(v, &cps)) throw StateError("state database holds a text value that is not UTF-8 (corrupt)");
+    sep();
+    bool sq = v.find('\'') != std::string::npos, dq = v.find('"') != std::string::npos;
+    char quote = sq && !dq ? '"' : '\'';
+    r += quote;
+    for (uint32_t c : cps) {
+      if (c == uint32_t(quote) || c == '\\') r += '\\', r += char(c);
+      else if (c == '\t') r += "\\t";
+      else if (c == '\n') r += "\\n";
+      else if (c == '\r') r += "\\r";
+      else if (c < 0x20 || c == 0x7f || (c >= 0x80 && non_printable(c))) {
+        int digits = c < 0x100 ? 2 : c < 0x10000 ? 4 : 8;
+        r += digits == 2 ? "\\x" : digits == 4 ? "\\u" : "\\U";
+        for (int k = digits - 1; k >= 0; k--) r += kHex[(c >> (4 * k)) & 15];
+      } else put_utf8(r, c);
+    }
+    r += quote;
+    return *this;
+  }
+  // bytes: b + the same quoting; escapes for the quote, \\, \t, \n, \r, \xhh outside printable ASCII
+  Repr &b(const uint8_t *p, size_t n) {
+    sep();
+    bool sq = std::find(p, p + n, uint8_t('\'')) != p + n, dq = std::find(p, p + n, uint8_t('"')) != p + n;
+    char quote = sq && !dq ? '"' : '\'';
+    r.reserve(r.size() + n * 4 + 8);
+    r += 'b', r += quote;
+    for (size_t k = 0; k < n; k++) {
+      uint8_t c = p[k];
+      if (c == uint8_t(quote) || c == '\\') r += '\\', r += char(c);
+      else if (c == '\t') r += "\\t";
+      else if (c == '\n') r += "\\n";
+      else if (c == '\r') r += "\\r";
+      else if (c < 0x20 || c >= 0x7f) r += "\\x", r += kHex[c >> 4], r += kHex[c & 15];
+      else r += char(c);
+    }
+    r += quote;
+    return *this;
+  }
+  Repr &b(const Bytes &v) { return b(v.data(), v.size()); }
+  Repr &none() {
+    sep(), r += "None";
+    return *this;
+  }
+  int64_t crc() {
+    r += ')';
+    uLong c = crc32(0L, Z_NULL, 0);
+    const Bytef *p = reinterpret_cast<const Bytef *>(r.data());
+    for (size_t off = 0; off < r.size();) {  // crc32 takes a uInt length
+      uInt n = uInt(std::min<size_t>(r.size() - off, 1u << 30));
+      c = crc32(c, p + off, n);
+      off += n;
+    }
+    return int64_t(c & 0xffffffffu);
+  }
+};
+
+// store.py `_chk(1, pack)`: the trending and neighbour pack rows
+int64_t pack_chk(const Bytes &pack) { return Repr().i(1).b(pack).crc(); }
+
+std::string col_text(sqlite3_stmt *s, int i) {
+  const auto *p = reinterpret_cast<const char *>(sqlite3_column_text(s, i));
+  return p ? std::string(p, size_t(sqlite3_column_bytes(s, i))) : std::string();
+}
+
+// store.py `_query(..., types)`: every column of a row read back holds the type store.py writes (i: INTEGER,
+// f: REAL, t: TEXT, b: BLOB), else the file is corrupt
+void check_types(sqlite3_stmt *s, const char *types) {
+  for (int i = 0; types[i]; i++) {
+    char t = types[i];
+    int kind = t == 'b' ? SQLITE_BLOB : t == 'f' ? SQLITE_FLOAT : t == 'i' ? SQLITE_INTEGER : SQLITE_TEXT;
+    if (sqlite3_column_type(s, i) != kind)
+      throw StateError("state database holds a malformed row (corrupt)");
+  }
+}
+
+// store.py `_verify`: the row's last checked column is followed by its chk
+void verify(int64_t want, int64_t got, const std::string &what) {
+  if (want != got) throw StateError("state database row " + what + " fails its checksum (corrupt)");
 }
 }  // namespace
+
+bool valid_utf8(const std::string &v) {
+  std::vector<uint32_t> cps;
+  return utf8_decode(v, &cps);
+}
 
 void Store::exec(const char *sql) {
   char *err = nullptr;
@@ -119,17 +258,36 @@ Store::Store(const std::string &path) {
       std::string ok = sqlite3_step(s.s) == SQLITE_ROW ? (const char *)sqlite3_column_text(s.s, 0) : "";
       if (ok != "ok") throw StateError("state database is corrupt: " + ok);
     }
-    exec(kSchema);
-    exec(kNeighborTable);
-    begin();
+    {  // store.py: a table of neither runtime is refused, not ignored
+      Stmt s{prep("SELECT name FROM sqlite_master WHERE type='table'")};
+      int rc;
+      while ((rc = sqlite3_step(s.s)) == SQLITE_ROW)
+        if (!kTables.count(col_text(s.s, 0)))
+          throw StateError("state database has unknown table '" + col_text(s.s, 0) + "'");
+      if (rc != SQLITE_DONE) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+    }
+    begin();  // as store.py: schema, migration and version in one transaction (a crash leaves the old or the new)
     try {
-      Stmt s{prep("SELECT value FROM meta WHERE key='store_schema'")};
-      if (sqlite3_step(s.s) == SQLITE_ROW) {
-        int64_t v = sqlite3_column_int64(s.s, 0);
-        if (v != kStoreSchema) throw StateError("state database schema " + std::to_string(v) + " is not 1");
-      } else {
-        exec("INSERT INTO meta VALUES ('store_schema', 1)");
+      exec(kSchema);
+      exec(kDeltaTable);
+      exec(kNeighborTable);
+      std::optional<int64_t> v;
+      {
+        Stmt s{prep("SELECT value FROM meta WHERE key='store_schema'")};
+        if (sqlite3_step(s.s) == SQLITE_ROW) {
+          if (sqlite3_column_type(s.s, 0) != SQLITE_INTEGER)
+            throw StateError("state database schema is not " + std::to_string(kStoreSchema) + " (malformed)");
+          v = sqlite3_column_int64(s.s, 0);
+        }
       }
+      if (!v || *v == 1) migrate_1_to_2();  // a new file too: schema 1's tables, then chk added, as store.py
+      else if (*v != kStoreSchema)
+        throw StateError("state database schema " + std::to_string(*v) + " is not " + std::to_string(kStoreSchema));
+      Stmt s{prep("INSERT OR REPLACE INTO meta (key, value, chk) VALUES ('store_schema', ?, ?)")};
+      sqlite3_bind_int64(s.s, 1, kStoreSchema);
+      sqlite3_bind_int64(s.s, 2, Repr().s("store_schema").i(kStoreSchema).crc());
+      if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
+      max_serial();  // as store.py, a corrupt mark row is refused at open; here before the commit: nothing written
       commit();
     } catch (...) {
       rollback();
@@ -144,6 +302,47 @@ Store::Store(const std::string &path) {
   }
 }
 
+// store.py `_migrate_1_to_2`, inside the caller's transaction: add `chk` to every checked table that lacks it and
+// fill it from the row's values as SQLite holds them (a value's storage class picks its repr, as sqlite3 returns it)
+void Store::migrate_1_to_2() {
+  for (auto &[table, cols] : kChecked) {
+    bool have = false;
+    {
+      Stmt s{prep((std::string("PRAGMA table_info(") + table + ")").c_str())};
+      while (sqlite3_step(s.s) == SQLITE_ROW) have = have || col_text(s.s, 1) == "chk";
+    }
+    if (!have) exec((std::string("ALTER TABLE ") + table + " ADD COLUMN chk INTEGER NOT NULL DEFAULT 0").c_str());
+    std::vector<std::pair<int64_t, int64_t>> chks;  // (rowid, chk)
+    {
+      Stmt s{prep((std::string("SELECT rowid, ") + cols + " FROM " + table).c_str())};
+      int rc, n = sqlite3_column_count(s.s);
+      while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+        Repr r;
+        for (int i = 1; i < n; i++) switch (sqlite3_column_type(s.s, i)) {
+            case SQLITE_INTEGER: r.i(sqlite3_column_int64(s.s, i)); break;
+            case SQLITE_FLOAT: r.f(sqlite3_column_double(s.s, i)); break;
+            case SQLITE_TEXT: r.s(col_text(s.s, i)); break;
+            case SQLITE_BLOB: {
+              const auto *p = static_cast<const uint8_t *>(sqlite3_column_blob(s.s, i));
+              r.b(p, size_t(sqlite3_column_bytes(s.s, i)));
+              break;
+            }
+            default: r.none();
+          }
+        chks.emplace_back(sqlite3_column_int64(s.s, 0), r.crc());
+      }
+      if (rc != SQLITE_DONE) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+    }
+    Stmt u{prep((std::string("UPDATE ") + table + " SET chk=? WHERE rowid=?").c_str())};
+    for (auto &[rowid, chk] : chks) {
+      sqlite3_reset(u.s);
+      sqlite3_bind_int64(u.s, 1, chk);
+      sqlite3_bind_int64(u.s, 2, rowid);
+      if (sqlite3_step(u.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
+    }
+  }
+}
+
 Store::~Store() {
   for (auto &[sql, s] : cache_) sqlite3_finalize(s);  // sqlite3_close refuses a connection with live statements
   sqlite3_close(db_);
@@ -151,7 +350,8 @@ Store::~Store() {
 
 void Store::write_heads(const std::map<std::string, PendingHead> &heads) {
   if (heads.empty()) return;
-  Stmt s{cached("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)"), true};
+  Stmt s{cached("INSERT OR REPLACE INTO heads (user_id, serial, event_seq, scene, head, chk) VALUES (?, ?, ?, ?, ?, ?)"),
+         true};
   for (auto &[user, h] : heads) {
     sqlite3_reset(s.s);
     s.text(1, user);
@@ -159,19 +359,22 @@ void Store::write_heads(const std::map<std::string, PendingHead> &heads) {
     sqlite3_bind_int64(s.s, 3, h.event_seq);
     s.blob(4, h.scene);
     s.blob(5, h.head);
+    sqlite3_bind_int64(s.s, 6, Repr().s(user).i(h.serial).i(h.event_seq).b(h.scene).b(h.head).crc());
     if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
   }
 }
 
 bool Store::add_event(const std::string &eid, const std::string &user, const std::string &item, double ts,
                       const std::map<std::string, PendingHead> &heads, int64_t *seq_out) {
+  int64_t chk = Repr().s(eid).s(user).s(item).f(ts).crc();  // before BEGIN: a text that is not UTF-8 writes nothing
   begin();
   try {
     bool added;
     {
-      Stmt s{cached("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts) VALUES (?, ?, ?, ?)"), true};
+      Stmt s{cached("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, chk) VALUES (?, ?, ?, ?, ?)"), true};
       s.text(1, eid), s.text(2, user), s.text(3, item);
       sqlite3_bind_double(s.s, 4, ts);
+      sqlite3_bind_int64(s.s, 5, chk);
       if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
       added = sqlite3_changes(db_) == 1;
       if (added && seq_out) *seq_out = sqlite3_last_insert_rowid(db_);  // seq is the INTEGER PRIMARY KEY
@@ -186,13 +389,19 @@ bool Store::add_event(const std::string &eid, const std::string &user, const std
 }
 
 std::vector<Event> Store::events(const std::string &user) {
-  Stmt s{cached("SELECT event_id, item_id, ts, seq FROM events WHERE user_id=? ORDER BY ts, seq"), true};
+  Stmt s{cached("SELECT event_id, user_id, item_id, ts, chk, seq FROM events WHERE user_id=? ORDER BY ts, seq"), true};
   s.text(1, user);
   std::vector<Event> out;
   int rc;
-  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW)
-    out.push_back({(const char *)sqlite3_column_text(s.s, 0), (const char *)sqlite3_column_text(s.s, 1),
-                   sqlite3_column_double(s.s, 2), sqlite3_column_int64(s.s, 3)});
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+    check_types(s.s, "tttfii");
+    std::string eid = col_text(s.s, 0), u = col_text(s.s, 1), item = col_text(s.s, 2);
+    double ts = sqlite3_column_double(s.s, 3);
+    verify(Repr().s(eid).s(u).s(item).f(ts).crc(), sqlite3_column_int64(s.s, 4), "(" + eid + ", <event>)");
+    if (!std::isfinite(ts))
+      throw StateError("state database holds a non-finite timestamp for user " + user + " (corrupt)");
+    out.push_back({std::move(eid), std::move(item), ts, sqlite3_column_int64(s.s, 5)});
+  }
   if (rc != SQLITE_DONE) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
   return out;
 }
@@ -221,10 +430,16 @@ void Store::forget(const std::string &user) {
 }
 
 std::optional<HeadRow> Store::get_head(const std::string &user) {
-  Stmt s{cached("SELECT serial, event_seq, scene, head FROM heads WHERE user_id=?"), true};
+  Stmt s{cached("SELECT user_id, serial, event_seq, scene, head, chk FROM heads WHERE user_id=?"), true};
   s.text(1, user);
-  if (sqlite3_step(s.s) != SQLITE_ROW) return std::nullopt;
-  return HeadRow{sqlite3_column_int64(s.s, 0), sqlite3_column_int64(s.s, 1), s.col_blob(2), s.col_blob(3)};
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+  check_types(s.s, "tiibbi");
+  HeadRow h{sqlite3_column_int64(s.s, 1), sqlite3_column_int64(s.s, 2), s.col_blob(3), s.col_blob(4)};
+  verify(Repr().s(col_text(s.s, 0)).i(h.serial).i(h.event_seq).b(h.scene).b(h.head).crc(),
+         sqlite3_column_int64(s.s, 5), "(" + user + ", <head>)");
+  return h;
 }
 
 void Store::put_heads(const std::map<std::string, PendingHead> &heads) {
@@ -247,8 +462,14 @@ void Store::put_heads(const std::map<std::string, PendingHead> &heads) {
 }
 
 int64_t Store::max_serial() {
-  Stmt s{prep("SELECT value FROM meta WHERE key='max_serial'")};
-  return sqlite3_step(s.s) == SQLITE_ROW ? sqlite3_column_int64(s.s, 0) : 0;
+  Stmt s{prep("SELECT key, value, chk FROM meta WHERE key='max_serial'")};
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return 0;
+  if (rc != SQLITE_ROW) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+  check_types(s.s, "tii");
+  int64_t v = sqlite3_column_int64(s.s, 1);
+  verify(Repr().s(col_text(s.s, 0)).i(v).crc(), sqlite3_column_int64(s.s, 2), "('max_serial', " + std::to_string(v) + ")");
+  return v;
 }
 
 void Store::accept_serial(int64_t serial) {
@@ -257,9 +478,13 @@ void Store::accept_serial(int64_t serial) {
     int64_t seen = max_serial();
     if (serial < seen) throw BundleError("bundle serial " + std::to_string(serial) + " is older than " +
                                          std::to_string(seen) + ", already seen here (rollback)");
-    Stmt s{prep("INSERT OR REPLACE INTO meta VALUES ('max_serial', ?)")};
+    Stmt s{prep("INSERT OR REPLACE INTO meta (key, value, chk) VALUES ('max_serial', ?, ?)")};
     sqlite3_bind_int64(s.s, 1, serial);
+    sqlite3_bind_int64(s.s, 2, Repr().s("max_serial").i(serial).crc());
     if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
+    Stmt d{prep("DELETE FROM catalog_deltas WHERE serial < ?")};  // as store.py: a newer bundle folds them in
+    sqlite3_bind_int64(d.s, 1, serial);
+    if (sqlite3_step(d.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
     commit();
   } catch (...) {
     rollback();
@@ -267,18 +492,31 @@ void Store::accept_serial(int64_t serial) {
   }
 }
 
+int64_t Store::count_deltas(int64_t serial) {
+  Stmt s{prep("SELECT COUNT(*) FROM catalog_deltas WHERE serial=?")};
+  sqlite3_bind_int64(s.s, 1, serial);
+  if (sqlite3_step(s.s) != SQLITE_ROW) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+  return sqlite3_column_int64(s.s, 0);
+}
+
 std::optional<std::string> Store::get_trending() {
-  Stmt s{prep("SELECT pack FROM trending WHERE id=1")};
-  if (sqlite3_step(s.s) != SQLITE_ROW) return std::nullopt;
-  Bytes b = s.col_blob(0);
+  Stmt s{prep("SELECT id, pack, chk FROM trending WHERE id=1")};
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
+  check_types(s.s, "ibi");
+  Bytes b = s.col_blob(1);
+  verify(Repr().i(sqlite3_column_int64(s.s, 0)).b(b).crc(), sqlite3_column_int64(s.s, 2), "(1, <trending pack>)");
   return std::string(b.begin(), b.end());
 }
 
 void Store::put_trending(const std::string &pack) {
   begin();
   try {
-    Stmt s{prep("INSERT OR REPLACE INTO trending VALUES (1, ?)")};
-    s.blob(1, Bytes(pack.begin(), pack.end()));
+    Bytes b(pack.begin(), pack.end());
+    Stmt s{prep("INSERT OR REPLACE INTO trending (id, pack, chk) VALUES (1, ?, ?)")};
+    s.blob(1, b);
+    sqlite3_bind_int64(s.s, 2, pack_chk(b));
     if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
     commit();
   } catch (...) {

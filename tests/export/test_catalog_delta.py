@@ -308,8 +308,8 @@ def test_trending_cli_pack_is_verified_on_the_device_and_refused_stale_or_future
 
 
 def test_native_runtime_refuses_a_state_with_deltas(world, deltas, tmp_path):
-    """A state file with catalog deltas is Python's store schema 2: the native runtime refuses it (MR_STATE_ERROR)
-    rather than serving the catalog without its deltas (docs/native.md)."""
+    """A state file with catalog deltas for the bundle's serial: the native runtime refuses it (MR_STATE_ERROR)
+    rather than serving the catalog without its deltas (docs/native.md), and changes nothing."""
     import os
     from pathlib import Path
 
@@ -323,8 +323,10 @@ def test_native_runtime_refuses_a_state_with_deltas(world, deltas, tmp_path):
     rec = _open(world, state)
     rec.add_items(deltas[0])
     rec.close()
-    with pytest.raises(StateError, match="schema"):
+    before = state.read_bytes()
+    with pytest.raises(StateError, match="holds catalog deltas .* which the native runtime does not serve"):
         NativeRecommender.open(world["bundle"], state, world["keys"] / "public.pem", lib=load_library(path))
+    assert state.read_bytes() == before
 
 
 def test_eval_bundle_pairs_the_bundle_with_its_fp32_prior_and_reports_scene_retention(world):
