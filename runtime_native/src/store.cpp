@@ -283,10 +283,23 @@ Store::Store(const std::string &path) {
       if (!v || *v == 1) migrate_1_to_2();  // a new file too: schema 1's tables, then chk added, as store.py
       else if (*v != kStoreSchema)
         throw StateError("state database schema " + std::to_string(*v) + " is not " + std::to_string(kStoreSchema));
-      Stmt s{prep("INSERT OR REPLACE INTO meta (key, value, chk) VALUES ('store_schema', ?, ?)")};
-      sqlite3_bind_int64(s.s, 1, kStoreSchema);
-      sqlite3_bind_int64(s.s, 2, Repr().s("store_schema").i(kStoreSchema).crc());
-      if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
+      // store.py writes ('store_schema', 2, chk) on every open; here only when it is not already that row, so an
+      // open that is refused later (catalog deltas, rollback) leaves a schema-2 file byte for byte as it was
+      int64_t chk = Repr().s("store_schema").i(kStoreSchema).crc();
+      bool current = false;
+      {
+        Stmt s{prep("SELECT value, chk FROM meta WHERE key='store_schema'")};
+        current = sqlite3_step(s.s) == SQLITE_ROW && sqlite3_column_type(s.s, 0) == SQLITE_INTEGER &&
+                  sqlite3_column_type(s.s, 1) == SQLITE_INTEGER && sqlite3_column_int64(s.s, 0) == kStoreSchema &&
+                  sqlite3_column_int64(s.s, 1) == chk;
+      }
+      if (!current) {
+        Stmt s{prep("INSERT OR REPLACE INTO meta (key, value, chk) VALUES ('store_schema', ?, ?)")};
+        sqlite3_bind_int64(s.s, 1, kStoreSchema);
+        sqlite3_bind_int64(s.s, 2, chk);
+        if (sqlite3_step(s.s) != SQLITE_DONE)
+          throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
+      }
       max_serial();  // as store.py, a corrupt mark row is refused at open; here before the commit: nothing written
       commit();
     } catch (...) {

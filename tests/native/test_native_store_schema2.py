@@ -81,6 +81,12 @@ def _dump(state):
         db.close()
 
 
+def _raw(state):
+    """The database file's bytes (and the WAL's, if any): a refused open must not even rewrite a row as it was."""
+    wal = state.with_name(state.name + "-wal")
+    return state.read_bytes(), wal.read_bytes() if wal.exists() else b""
+
+
 def _python_file(bundle, state, keys, item_ids, pack, events):  # noqa: F811
     with _py(bundle, state, keys) as py:
         _record(py, events, stop=3)
@@ -211,10 +217,10 @@ def test_a_changed_meta_row_is_refused_at_native_open(exported, keys, lib, tmp_p
     state = tmp_path / "s.db"
     _py(exported[0], state, keys).close()
     _flip(state, "UPDATE meta SET value=9 WHERE key='max_serial'")  # below the bundle's 10: a rollback if believed
-    before = _dump(state)
+    before = _raw(state)
     with pytest.raises(StateError, match="checksum"):
         _nat(exported[0], state, keys, lib)
-    assert _dump(state) == before
+    assert _raw(state) == before
 
 
 def test_catalog_deltas_for_the_open_serial_are_refused_and_older_ones_dropped(exported, keys, lib, tmp_path):
@@ -226,11 +232,11 @@ def test_catalog_deltas_for_the_open_serial_are_refused_and_older_ones_dropped(e
     s = Store(state)
     s.add_delta(10, 1, b'{"items": []}', b"\x00sig")
     s.close()
-    before = _dump(state)
+    before = _raw(state)
     with pytest.raises(StateError, match="holds catalog deltas .* which the native runtime does not serve; open it "
                                          "with the Python runtime or export a new bundle"):
         _nat(exported[0], state, keys, lib)
-    assert _dump(state) == before
+    assert _raw(state) == before
     shutil.copy(state, tmp_path / "old.db")
     db = sqlite3.connect(tmp_path / "old.db")
     db.execute("UPDATE catalog_deltas SET serial=9, chk=?", (_chk(9, 1, b'{"items": []}', b"\x00sig"),))
@@ -239,4 +245,20 @@ def test_catalog_deltas_for_the_open_serial_are_refused_and_older_ones_dropped(e
     _nat(exported[0], tmp_path / "old.db", keys, lib).close()
     db = sqlite3.connect(tmp_path / "old.db")
     assert db.execute("SELECT COUNT(*) FROM catalog_deltas").fetchone() == (0,)
+    db.close()
+
+
+@pytest.mark.parametrize("bad", [b"bad\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"cut\xe6\x9d"])
+def test_an_id_that_is_not_utf8_is_an_input_error_natively_and_nothing_is_stored(exported, keys, lib, tmp_path,
+                                                                                  item_ids, bad):
+    """Python keeps ids as str (and checksums their repr): bytes that are not strict UTF-8 (invalid, overlong, a
+    surrogate, past U+10FFFF, truncated) cannot be stored natively either."""
+    from metarec.runtime.errors import InputError
+
+    with _nat(exported[0], tmp_path / "s.db", keys, lib) as nat:
+        for args in ((bad, item_ids[0].encode(), T0, None), (b"u", item_ids[0].encode(), T0, bad)):
+            with pytest.raises(InputError, match="UTF-8"):
+                nat._check(nat._lib.mr_record(nat._h, *args))
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
     db.close()
