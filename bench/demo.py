@@ -47,7 +47,9 @@ def run_demo(fast: bool = False) -> int:
     print("  " + "  ".join(f"{k} {v / 1024:.1f} KB" for k, v in sizes.items()))
     print(f"phone bundle (all but ONNX): {phone / 1024:.1f} KB ({time.perf_counter() - t0:.0f} s)")
 
-    t0 = _step("4/5 test users through the on-device runtime (record -> adapt via adapt.pte -> score.pte top-10)")
+    adapts = (Path(bundle) / "adapt.pte").exists()  # export leaves it out when no step pays on validation users
+    t0 = _step("4/5 test users through the on-device runtime (record -> "
+               + ("adapt via adapt.pte" if adapts else "phi0, no adaptation step paid") + " -> score.pte top-10)")
     rt = runtime_next_item(bundle, keys / "public.pem", ds)
     print(f"({time.perf_counter() - t0:.1f} s)")
 
