@@ -18,6 +18,8 @@ def main(bundle_dir, key):
 
     torch.set_num_threads(1)
     b = open_bundle(bundle_dir, key)
+    if "adapt" not in b.manifest.programs:
+        raise SystemExit(f"{bundle_dir} has no adapt program (export found no step that pays): nothing to time")
     io, sh = b.manifest.programs["adapt"], b.manifest.shapes
     shapes = {"theta0": (sh.P,), "hist_vecs": (sh.L, sh.d), "hist_mask": (sh.L,), "scene": (sh.F,),
               "target_vecs": (sh.S, sh.d), "target_mask": (sh.S,), "neg_vecs": (sh.R, sh.d)}
