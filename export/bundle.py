@@ -97,7 +97,7 @@ def model_fingerprint(model) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quant: str = "none") -> dict:
+def write_programs(model, table: np.ndarray, out: Path, ecfg: ExportConfig, quant: str = "none") -> None:
     """Step 2: score.pte and (when the phone adapts) adapt.pte from the (compressed) model and the table the phone
     will decode."""
     t = torch.from_numpy(np.array(table, dtype=np.float32))
