@@ -141,6 +141,7 @@ class Store {
   sqlite3_stmt *prep(const char *sql);
   sqlite3_stmt *cached(const char *sql);  // `sql` must be a string literal (the key is its address)
   void step_done(const char *sql);
+  void put_pack_row(const char *sql, const Bytes &pack);  // (1, pack, chk) in its own transaction
   void begin();
   void commit();
   void rollback();

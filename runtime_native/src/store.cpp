@@ -524,12 +524,16 @@ std::optional<std::string> Store::get_trending() {
 }
 
 void Store::put_trending(const std::string &pack) {
+  put_pack_row("INSERT OR REPLACE INTO trending (id, pack, chk) VALUES (1, ?, ?)", Bytes(pack.begin(), pack.end()));
+}
+
+// one (1, pack, chk) row in its own durable transaction: the trending and neighbour-pack tables share the layout
+void Store::put_pack_row(const char *sql, const Bytes &pack) {
   begin();
   try {
-    Bytes b(pack.begin(), pack.end());
-    Stmt s{prep("INSERT OR REPLACE INTO trending (id, pack, chk) VALUES (1, ?, ?)")};
-    s.blob(1, b);
-    sqlite3_bind_int64(s.s, 2, pack_chk(b));
+    Stmt s{prep(sql)};
+    s.blob(1, pack);
+    sqlite3_bind_int64(s.s, 2, pack_chk(pack));
     if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
     commit();
   } catch (...) {
@@ -553,16 +557,6 @@ std::optional<Bytes> Store::get_neighbor_pack() {
 }
 
 void Store::put_neighbor_pack(const Bytes &pack) {
-  begin();
-  try {
-    Stmt s{prep("INSERT OR REPLACE INTO neighbor_pack VALUES (1, ?, ?)")};
-    s.blob(1, pack);
-    sqlite3_bind_int64(s.s, 2, pack_chk(pack));
-    if (sqlite3_step(s.s) != SQLITE_DONE) throw StateError(std::string("state write failed: ") + sqlite3_errmsg(db_));
-    commit();
-  } catch (...) {
-    rollback();
-    throw;
-  }
+  put_pack_row("INSERT OR REPLACE INTO neighbor_pack VALUES (1, ?, ?)", pack);
 }
 }  // namespace mr
