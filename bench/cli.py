@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="compress and export a checkpoint as a signed bundle")
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True)
-    s.add_argument("--quant", choices=["auto", "none", "int8", "int4"], default="auto",
+    s.add_argument("--quant", choices=["auto", "none", "int8", "int4", "mixed"], default="auto",
                    help="item table storage; auto (default): the smallest form within the accuracy budget on the "
                         "checkpoint's validation users, with the pruning and the serving steps (export/select.py)")
     s.add_argument("--prune", default=None, help="pruning spec, e.g. dim=24,prototypes=6, or none (default: chosen "

@@ -35,7 +35,7 @@ from metarec.runtime.errors import BundleError
 from metarec.runtime.probe import probe_in_child
 from metarec.runtime.scene import SceneSpec
 
-from .compress import compress_model, early_histories, quantize_table, sdk_finetune
+from .compress import compress_model, early_histories, sdk_finetune, table_of
 from .config import CompressConfig, ExportConfig, parse_prune
 from .errors import ExportError
 from .programs import check_lowerable, export_adapt_program, export_score_program, flatten_head, head_layout
@@ -147,11 +147,11 @@ def file_entries(out: Path) -> dict:
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
                    k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False,
-                   large: dict | None = None, neighbors=None, by_history=None) -> bytes:
+                   large: dict | None = None, neighbors=None, by_history=None, head_dtype: str = "float32") -> bytes:
     """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract.
     `large`: `write_large_programs`' result (the chunked score.pte holds the table; `qt` is then unused).
     `neighbors`: the item-item term's NeighborSpec, `by_history`: HistoryWeights (both need the rank method, so
-    never with `large`)."""
+    never with `large`). `head_dtype`: how head0.bin stores phi0."""
     if large is not None and (neighbors is not None or by_history is not None):
         raise ExportError("the item-item term needs score.pte's rank method, which the large-catalog program lacks")
     names, shapes = head_layout(model)
@@ -189,9 +189,9 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
             scene_spec=SceneSpec().to_dict(), files=files,
             programs={k: ProgramIO(**v) for k, v in programs.items()},
             item_table=table,
-            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes), neighbors=neighbors,
-            by_history=by_history,
-            dtypes={**table_dtypes, "head": "float32", "topk_ids": "int64", "program_inputs": "float32"},
+            head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes, dtype=head_dtype),
+            neighbors=neighbors, by_history=by_history,
+            dtypes={**table_dtypes, "head": head_dtype, "topk_ids": "int64", "program_inputs": "float32"},
             configs=configs).to_json()
     except ValueError as e:  # never write a manifest the runtime would refuse
         raise ExportError(f"the bundle breaks the manifest contract: {e}") from e
@@ -284,10 +284,13 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     model, creport = compress_model(model, ccfg, hist_samples, finetune)
     large = ecfg.large_catalog(model.n_items)  # the large-catalog score.pte holds the table itself
     qt = None
+    if large and ccfg.quant == "mixed":
+        raise ExportError(f"a mixed table is a file; {model.n_items:,} items get the large-catalog score.pte, whose "
+                          "table constant has one format: use int8 or int4")
     if not large:
-        say(f"2/5 quantize the item table ({ccfg.quant})")
-        qt = quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim),
-                            ccfg.scale_dtype)
+        share = f", the most used {ccfg.int8_share:.0%} int8" if ccfg.quant == "mixed" else ""
+        say(f"2/5 quantize the item table ({ccfg.quant}{share})")
+        qt = table_of(model, ccfg)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +300,8 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     if qt is not None:
         (out / TABLE_FILE).write_bytes(qt.data)
     (out / IDS_FILE).write_bytes(encode_item_ids(ids))  # a file, not inline JSON (manifest.py)
-    (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy()))
+    (out / HEAD_FILE).write_bytes(encode_floats(flatten_head(model, model.head_init()).detach().numpy(),
+                                                ccfg.head_dtype))  # compress_model rounded phi0 to it
     neighbors = None
     if nb_spec is not None:  # the table from every fit user's events: in the bundle, or a first pack beside it
         ds, fit_users, _ = _training_data(extra["train"])
@@ -354,7 +358,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec, rank_method=ecfg.rank_method, large=large_io,
-                              neighbors=neighbors, by_history=by_history)
+                              neighbors=neighbors, by_history=by_history, head_dtype=ccfg.head_dtype)
     try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
         probe_in_child(out, manifest)
     except BundleError as e:
@@ -400,7 +404,8 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
     say("0/5 choose the serving steps, the item-item term and the compression on validation users (HR@10 over "
         "K = 1..10, the checkpoint's validation run)")
     sel = select(validation, ecfg.accuracy_budget, say,
-                 offset_terms=ecfg.rank_method and not ecfg.large_catalog(model.n_items))
+                 offset_terms=ecfg.rank_method and not ecfg.large_catalog(model.n_items),
+                 mixed_table=not ecfg.large_catalog(model.n_items))
     extra["selection"] = sel.report  # the whole report, written beside the bundle; the manifest keeps a summary
     best = extra.get("floor", {}).get("best_baseline", "best baseline")
     say(selection_summary(sel.report, best))

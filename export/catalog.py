@@ -59,10 +59,16 @@ def check_model_is_bundles(model, bundle) -> None:
     if model.n_items != sh.N or model.cfg.dim != sh.d:
         raise ExportError(f"the model has {model.n_items} items of dim {model.cfg.dim}, the bundle {sh.N} of {sh.d}: "
                           "give the model `metarec export --save-model` wrote with this bundle")
-    qt = quantize_table(model.export_item_table(), "none" if spec.format == "float32" else spec.format,
-                        spec.group_size, spec.scale_dtype)
+    table = model.export_item_table()
+    if spec.format == "mixed":  # each row is its int8 or its int4 form (the row mask is the file's, not the model's)
+        rows = [quantize_table(table, f, spec.group_size, spec.scale_dtype).dequantized for f in ("int8", "int4")]
+        same = bool(np.all((rows[0] == bundle.table).all(1) | (rows[1] == bundle.table).all(1)))
+    else:
+        qt = quantize_table(table, "none" if spec.format == "float32" else spec.format, spec.group_size,
+                            spec.scale_dtype)
+        same = np.array_equal(qt.dequantized, bundle.table)
     head = flatten_head(model, model.head_init()).detach().numpy().astype(np.float32)
-    if not (np.array_equal(qt.dequantized, bundle.table) and np.array_equal(head, bundle.head0)):
+    if not (same and np.array_equal(head, bundle.head0)):
         raise ExportError("the model is not this bundle's (its quantized item table or phi0 differ): give the model "
                           "`metarec export --save-model` wrote with this bundle")
 
@@ -119,6 +125,7 @@ def make_delta(bundle_dir, key_path, out, *, items_csv=None, model=None, retire=
         say(f"note: {len(unknown_retire)} retired id(s) are not in the bundle (e.g. {unknown_retire[0]!r}); a phone "
             "accepts them only if an earlier delta added them")
     ids, table_bytes, program, unknown, spec = [], None, None, [], bundle.manifest.item_table
+    fmt = "int8" if spec.format == "mixed" else spec.format  # new items in a mixed bundle: few rows, use unknown
     if items_csv is not None:
         from .bundle import load_model
 
@@ -133,17 +140,16 @@ def make_delta(bundle_dir, key_path, out, *, items_csv=None, model=None, retire=
         if unknown:
             say(f"note: genre value(s) the model never saw are ignored: {', '.join(unknown[:10])}")
         new = mdl.new_items_model(attrs)
-        qt = quantize_table(new.export_item_table(), "none" if spec.format == "float32" else spec.format,
-                            spec.group_size, spec.scale_dtype)
+        qt = quantize_table(new.export_item_table(), "none" if fmt == "float32" else fmt, spec.group_size,
+                            spec.scale_dtype)
         table_bytes = qt.data
-        table = decode_table(qt.data, len(ids), bundle.manifest.shapes.d, spec.format, spec.group_size,
-                             spec.scale_dtype)
+        table = decode_table(qt.data, len(ids), bundle.manifest.shapes.d, fmt, spec.group_size, spec.scale_dtype)
         say(f"3/4 lower the delta's score program ({len(ids)} items)")
-        program = delta_program(new, table, torch.float32 if spec.format == "float32" else torch.float16)
+        program = delta_program(new, table, torch.float32 if fmt == "float32" else torch.float16)
     if not ids and not retire:
         raise ExportError("nothing to do: give an items file to add and/or ids to retire")
     data = encode_delta(at=time.time(), bundle_serial=bundle.serial, catalog=catalog_digest(bundle.item_ids),
-                        seq=int(seq), items=ids, retire=retire, table=table_bytes, table_format=spec.format,
+                        seq=int(seq), items=ids, retire=retire, table=table_bytes, table_format=fmt,
                         group_size=spec.group_size, scale_dtype=spec.scale_dtype, program=program)
     if program is not None and probe:
         try:

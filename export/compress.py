@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarec.runtime.bundle_codecs import decode_table, encode_table, pack_table, table_nbytes
+from metarec.runtime.bundle_codecs import MIXED, decode_table, encode_table, pack_mixed, pack_table, table_nbytes
 
 from .config import CompressConfig
 
@@ -30,7 +30,7 @@ from .config import CompressConfig
 class QuantizedTable:
     """An item table as shipped: the file bytes and the float32 table the phone decodes from them."""
 
-    fmt: str  # runtime table format: float32 | int8 | int4
+    fmt: str  # runtime table format: float32 | int8 | int4 | mixed
     group_size: int
     data: bytes
     dequantized: np.ndarray  # (N, d) float32, == decode_table(data, ...)
@@ -60,23 +60,55 @@ def _torchao_quantize(table: torch.Tensor, bits: int, group_size: int, scale_dty
 
 
 def quantize_table(table: torch.Tensor | np.ndarray, quant: str, group_size: int = 32,
-                   scale_dtype: str = "float32") -> QuantizedTable:
+                   scale_dtype: str = "float32", wide: np.ndarray | None = None) -> QuantizedTable:
     """The item table as a runtime table file: float32 (`quant="none"`), or torchao int8 / int4 per group with
-    `scale_dtype` scales (float16: 2 bytes a group instead of 4; torchao picks q against the half scale)."""
+    `scale_dtype` scales (float16: 2 bytes a group instead of 4; torchao picks q against the half scale), or
+    `mixed`: int8 for the rows where `wide` (N,) bool is set, int4 for the others."""
     t = torch.as_tensor(np.asarray(table, np.float32))
     n, d = t.shape
     if quant == "none":
         data = encode_table(t.numpy(), "float32")
         return QuantizedTable("float32", 0, data, decode_table(data, n, d, "float32"), "float32")
-    if quant not in ("int8", "int4"):
-        raise ValueError(f"quant {quant!r} unknown; known: none, int8, int4")
+    if quant not in ("int8", "int4", MIXED):
+        raise ValueError(f"quant {quant!r} unknown; known: none, int8, int4, {MIXED}")
+    if (quant == MIXED) != (wide is not None):
+        raise ValueError("a row mask goes with the mixed table, and only with it")
     g = group_size or d
     if d % g:
         raise ValueError(f"group_size {g} does not divide d={d}")
-    q, scale = _torchao_quantize(t, 8 if quant == "int8" else 4, g, scale_dtype)
-    data = pack_table(q.numpy(), scale.numpy(), quant, scale_dtype)
-    assert len(data) == table_nbytes(n, d, quant, g, scale_dtype)
+
+    def packed(rows: torch.Tensor, fmt: str) -> bytes:
+        if not len(rows):  # torchao needs a row; an empty part is empty bytes
+            return b""
+        q, scale = _torchao_quantize(rows, 8 if fmt == "int8" else 4, g, scale_dtype)
+        return pack_table(q.numpy(), scale.numpy(), fmt, scale_dtype)
+
+    if quant == MIXED:
+        wide = np.asarray(wide, bool)
+        data = pack_mixed(wide, packed(t[torch.from_numpy(wide)], "int8"), packed(t[torch.from_numpy(~wide)], "int4"))
+        assert len(data) == table_nbytes(n, d, quant, g, scale_dtype, int(wide.sum()))
+    else:
+        data = packed(t, quant)
+        assert len(data) == table_nbytes(n, d, quant, g, scale_dtype)
     return QuantizedTable(quant, g, data, decode_table(data, n, d, quant, g, scale_dtype), scale_dtype)
+
+
+def wide_rows(model, share: float) -> np.ndarray:
+    """(N,) bool: the `share` of items whose rows a mixed table stores as int8, the ones fit users used most (the
+    model's log_pop; without it, the item bias): they are in most top-10 lists, so their rounding costs most."""
+    use = model.log_pop if getattr(model.cfg, "pop_prior", False) else model.export_item_bias()
+    use = np.asarray(use.detach().float().numpy(), np.float64)
+    k = int(round(share * len(use)))
+    out = np.zeros(len(use), bool)
+    out[np.argsort(-use, kind="stable")[:k]] = True
+    return out
+
+
+def table_of(model, ccfg: CompressConfig) -> QuantizedTable:
+    """The item table file `ccfg` makes of `model` (its group size, scale dtype and, when mixed, row mask)."""
+    wide = wide_rows(model, ccfg.int8_share) if ccfg.quant == MIXED else None
+    return quantize_table(model.export_item_table(), ccfg.quant, ccfg.table_group_size(model.cfg.dim),
+                          ccfg.scale_dtype, wide)
 
 
 # ---------------------------------------------------------------------------------------------- fidelity metrics
@@ -212,9 +244,21 @@ def prune_model(model, keep_dims: np.ndarray, keep_protos: np.ndarray):
     return new.eval()
 
 
+@torch.no_grad()
+def round_head(model, dtype: str):
+    """`model` with phi0 (its head0 parameters) rounded to `dtype`, as head0.bin stores it (a copy; float32: as is)."""
+    if dtype == "float32":
+        return model
+    out = copy.deepcopy(model)
+    for p in out.head0.parameters():
+        p.copy_(p.to(getattr(torch, dtype)).float())
+    return out
+
+
 def compress_model(model, cfg: CompressConfig, hist_samples: np.ndarray | None = None, finetune=None):
-    """Step 1 of export: prune by measured importance (then `finetune(model, steps)` if given), return
-    (model, report dict). Quantization of the table happens when the bundle is written (`quantize_table`)."""
+    """Step 1 of export: prune by measured importance (then `finetune(model, steps)` if given) and round phi0 to
+    `cfg.head_dtype`; return (model, report dict). Quantization of the table happens when the bundle is written
+    (`table_of`)."""
     model = copy.deepcopy(model).eval()
     report: dict = {"d_before": model.cfg.dim, "prototypes_before": model.cfg.n_prototypes}
     if cfg.prunes:
@@ -229,4 +273,4 @@ def compress_model(model, cfg: CompressConfig, hist_samples: np.ndarray | None =
             model = finetune(model, cfg.finetune_steps).eval()
             report["finetune_steps"] = cfg.finetune_steps
     report.update(d_after=model.cfg.dim, prototypes_after=model.cfg.n_prototypes)
-    return model, report
+    return round_head(model, cfg.head_dtype), report

@@ -12,7 +12,7 @@ from metarec.runtime.config import VersionedConfig
 
 COMPRESS_CONFIG_VERSION = 1
 EXPORT_CONFIG_VERSION = 1
-QUANTS = ("none", "int8", "int4")
+QUANTS = ("none", "int8", "int4", "mixed")
 TABLE_MODES = ("input",)  # the small program's (programs.py); large catalogs: `large_catalog_items`
 ADAPT_MODES = ("training",)
 
@@ -26,11 +26,14 @@ class CompressConfig(VersionedConfig):
     """
 
     VERSION = COMPRESS_CONFIG_VERSION
-    LEGACY: ClassVar[dict] = {"scale_dtype": "float32"}  # configs recorded before session 11 shipped float32 scales
+    # configs recorded before session 11 shipped float32 scales, before session 12 a float32 phi0
+    LEGACY: ClassVar[dict] = {"scale_dtype": "float32", "head_dtype": "float32"}
     version: int = COMPRESS_CONFIG_VERSION
-    quant: str = "int4"  # (str) item table storage: none (float32) | int8 | int4, symmetric, torchao-quantized
+    quant: str = "int4"  # (str) item table storage: none (float32) | int8 | int4 | mixed, symmetric, torchao-quantized
+    int8_share: float = 0.1  # (float) quant mixed: share of rows (the items fit users used most) kept int8, rest int4
     group_size: int = 32  # (int) columns sharing one scale (capped at d; 0: one scale per row)
     scale_dtype: str = "float16"  # (str) the scales' storage: float16 | float32 (half the scale bytes, same SNR)
+    head_dtype: str = "float16"  # (str) phi0's storage (head0.bin): float16 | float32; rounded at export, so measured
     prune_dim: int | None = None  # (int|None) item/user dimensions kept (by measured importance); None: all
     prune_prototypes: int | None = None  # (int|None) interest prototypes kept (by measured usage); None: all
     finetune_steps: int = 100  # (int) meta-training steps after pruning (from a checkpoint: its data; 0: none)
@@ -40,8 +43,12 @@ class CompressConfig(VersionedConfig):
         super().__post_init__()
         if self.quant not in QUANTS:
             raise ValueError(f"quant {self.quant!r} unknown; known: {list(QUANTS)}")
-        if self.scale_dtype not in ("float16", "float32"):
-            raise ValueError(f"scale_dtype {self.scale_dtype!r} unknown; known: float16, float32")
+        for name in ("scale_dtype", "head_dtype"):
+            if getattr(self, name) not in ("float16", "float32"):
+                raise ValueError(f"{name} {getattr(self, name)!r} unknown; known: float16, float32")
+        if isinstance(self.int8_share, bool) or not isinstance(self.int8_share, (int, float)) \
+                or not 0.0 <= self.int8_share <= 1.0:
+            raise ValueError(f"int8_share must be a number in [0, 1], got {self.int8_share!r}")
         if not isinstance(self.group_size, int) or self.group_size < 0:
             raise ValueError(f"group_size must be an int >= 0, got {self.group_size!r}")
         for name in ("prune_dim", "prune_prototypes"):

@@ -16,7 +16,8 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
    the item-item term's weight and an extra popularity weight move away from 2 and 2b's only where the best pair
    of the grid gains on that bucket's queries with a paired interval above 0 (a sign-up page's popular items at
    K = 1, sequences later);
-3. compression: candidates from the smallest bundle up (pruned + int4 ... float32), each applied to the
+3. compression: candidates from the smallest bundle up (pruned + int4 ... mixed int4/int8 ... float32; a mixed table
+   keeps the rows of the items fit users used most in int8), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
    that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
    prior and measurably below it (paired interval under 0) is chosen, else the most accurate;
@@ -28,7 +29,7 @@ import dataclasses
 
 import numpy as np
 
-from .compress import compress_model, early_histories, quantize_table, sdk_finetune
+from .compress import compress_model, early_histories, round_head, sdk_finetune, table_of
 from .config import CompressConfig, parse_prune
 
 HEADLINE_KS = (1, 2, 3)
@@ -41,9 +42,12 @@ POP_DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)  # added to the learned pop_w (a log-cou
 LENGTH_BUCKETS = ((1,), (2,), (3,), tuple(range(4, 11)))
 POP_EXTRAS = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
 NEIGHBOR_MS = (20, 50)  # neighbours per item a pack holds: N x m x 6 bytes (9,125 items, m=50: 2.7 MB)
-# (name, prune spec or None, quant), the phone profile first; ordered by table bytes at selection time
-CANDIDATES = (("pruned+int4", "dim=16,prototypes=4", "int4"), ("pruned+int8", "dim=16,prototypes=4", "int8"),
-              ("int4", None, "int4"), ("int8", None, "int8"), ("fp32", None, "none"))
+# (name, prune spec or None, quant, int8 share of a mixed table), the phone profile first; ordered by table bytes at
+# selection time. The mixed shares: int8 for the most used 10% kept int8's accuracy on ML-100K's validation users
+# at 58% of its bytes (lab/mixed_precision.py); 30% is the next step before int8's bytes
+CANDIDATES = (("pruned+int4", "dim=16,prototypes=4", "int4", 0.0), ("pruned+int8", "dim=16,prototypes=4", "int8", 0.0),
+              ("int4", None, "int4", 0.0), ("mixed 10%", None, "mixed", 0.1), ("mixed 30%", None, "mixed", 0.3),
+              ("int8", None, "int8", 0.0), ("fp32", None, "none", 0.0))
 
 
 @dataclasses.dataclass
@@ -299,9 +303,11 @@ def _with_steps(model, steps: int):
     return m.eval()
 
 
-def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bool = True) -> Selection:
+def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bool = True,
+           mixed_table: bool = True) -> Selection:
     """The decisions above from a checkpoint's `validation` block (sdk/floor.py ValidationRun.to_checkpoint).
-    `offset_terms` False (a large catalog's score.pte has no rank method to add them to): no 2b and 2c."""
+    `offset_terms` False (a large catalog's score.pte has no rank method to add them to): no 2b and 2c.
+    `mixed_table` False (a large catalog's table is score.pte's constant, one format): no mixed candidates."""
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import verdict
     from metarec.sdk.protocol import EventLog, split_users
@@ -350,8 +356,11 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     finetune = sdk_finetune(ds, split.train, tcfg)
     pruned_cache: dict = {}
     rows = []
-    for name, prune, quant in CANDIDATES:
-        ccfg = CompressConfig(quant=quant, **parse_prune(prune)).for_model(prior.cfg.dim, prior.cfg.n_prototypes)
+    for name, prune, quant, share in CANDIDATES:
+        if quant == "mixed" and not mixed_table:
+            continue
+        ccfg = CompressConfig(quant=quant, int8_share=share or CompressConfig.int8_share,
+                              **parse_prune(prune)).for_model(prior.cfg.dim, prior.cfg.n_prototypes)
         if prune and not ccfg.prunes:
             continue  # the prior is already within the prune targets: the unpruned row is the same model
         if ccfg.prunes:
@@ -360,7 +369,8 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
             model = pruned_cache[prune]
         else:
             model = prior
-        qt = quantize_table(model.export_item_table(), quant, ccfg.table_group_size(model.cfg.dim), ccfg.scale_dtype)
+        model = round_head(model, ccfg.head_dtype)  # phi0 as the bundle stores it
+        qt = table_of(model, ccfg)
         res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb, bh)
         hr, hr_head = _hr(res), _hr(res, HEADLINE_KS)
         p, p_head = _paired(res, full), _paired(res, full, HEADLINE_KS)

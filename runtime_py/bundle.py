@@ -167,7 +167,7 @@ def decode_bundle(root: Path, manifest_bytes: bytes) -> Bundle:
     # a table inside score.pte is read back from the loaded program (runtime_py/programs.py, ChunkedScoreProgram)
     table = None if ts.program else decode_table(data[ts.file], sh.N, sh.d, ts.format, ts.group_size,
                                                  ts.scale_dtype)
-    head0 = decode_floats(data[manifest.head.file], (sh.P,), manifest.head.file)
+    head0 = decode_floats(data[manifest.head.file], (sh.P,), manifest.head.file, manifest.head.dtype)
     prototypes = None
     if manifest.prototypes_file is not None:
         prototypes = decode_floats(data[manifest.prototypes_file], (len(manifest.prototype_labels), sh.d),

@@ -10,7 +10,12 @@ encoder and decoder can never drift apart. Everything here is numpy, zlib and `c
   nibble, 2j+1 in the high nibble, each stored as q+8 with q in [-8, 7]), then the scales. Scales are float32, or
   IEEE half (`scale_dtype` "float16": half the scale bytes, the same dequantized values when the quantizer chose
   half scales); the phone computes x = q * float32(scale).
-- Float arrays (`head0.bin`, `prototypes.bin`): float32 little-endian, row-major, no header.
+  mixed: int8 rows for some items (export: the most used ones) and int4 rows for the rest, both with
+  `group_size` and `scale_dtype`: a row mask of ceil(N/8) bytes (bit i = byte i // 8, bit i % 8, LSB first; 1 =
+  row i is int8; the padding bits are 0), then the R int8 rows in index order as an (R, d) int8 table, then the
+  N - R int4 rows in index order as an (N - R, d) int4 table.
+- Float arrays (`head0.bin`, `prototypes.bin`): float32 little-endian, row-major, no header; `head0.bin` may be
+  IEEE half instead (`head.dtype` "float16"), widened to float32 on read.
 - Item ids (`item_ids.bin`): one zlib stream of the ids joined by "\\n" (so an id never holds a newline).
 - Programs (`score.pte`, `adapt.pte`): stored with the codec the manifest records per program; the sha256 covers
   the stored bytes. "zlib" (one zlib stream) exists because an ExecuTorch flatbuffer is mostly padding and repeated
@@ -45,7 +50,8 @@ from .errors import BundleError
 
 # ---------------------------------------------------------------------------------------------- item table
 _QMAX = {"int8": 127, "int4": 7}
-TABLE_FORMATS = ("float32", *_QMAX)
+MIXED = "mixed"  # int8 rows where the row mask says so, int4 rows elsewhere
+TABLE_FORMATS = ("float32", *_QMAX, MIXED)
 SCALE_DTYPES = {"float32": "<f4", "float16": "<f2"}  # scale_dtype -> numpy little-endian dtype
 
 
@@ -58,6 +64,8 @@ def _scale_bytes(scale_dtype: str) -> int:
 def _groups(d: int, fmt: str, group_size: int) -> int:
     if fmt == "float32":
         return 0
+    if fmt == MIXED:
+        fmt = "int4"  # its int4 rows set the rules (even d); its int8 rows share the groups
     if fmt not in _QMAX:
         raise ValueError(f"table format {fmt!r} unknown; known: {TABLE_FORMATS}")
     if group_size < 1 or d % group_size:
@@ -67,13 +75,32 @@ def _groups(d: int, fmt: str, group_size: int) -> int:
     return d // group_size
 
 
-def table_nbytes(n: int, d: int, fmt: str, group_size: int = 0, scale_dtype: str = "float32") -> int:
-    """Exact file size of an (n, d) table in `fmt`."""
+def table_nbytes(n: int, d: int, fmt: str, group_size: int = 0, scale_dtype: str = "float32", wide: int = 0
+                 ) -> int:
+    """Exact file size of an (n, d) table in `fmt` (`mixed`: `wide` of its rows int8)."""
     g = _groups(d, fmt, group_size)
+    if fmt == MIXED:
+        if not 0 <= wide <= n:
+            raise ValueError(f"a mixed table of {n} rows cannot hold {wide} int8 rows")
+        return (_mask_bytes(n) + table_nbytes(wide, d, "int8", group_size, scale_dtype)
+                + table_nbytes(n - wide, d, "int4", group_size, scale_dtype))
     if fmt == "float32":
         return n * d * 4
     data = n * d if fmt == "int8" else n * d // 2
     return data + n * g * _scale_bytes(scale_dtype)
+
+
+def _mask_bytes(n: int) -> int:
+    return (n + 7) // 8
+
+
+def pack_mixed(wide: np.ndarray, int8_part: bytes, int4_part: bytes) -> bytes:
+    """File bytes of a mixed table: the row mask `wide` (N,) bool, then the int8 rows' and the int4 rows' tables
+    (each already in the layout above, rows in index order)."""
+    wide = np.asarray(wide)
+    if wide.ndim != 1 or wide.dtype != np.bool_:
+        raise ValueError("the row mask must be a 1-D bool array")
+    return np.packbits(wide, bitorder="little").tobytes() + int8_part + int4_part
 
 
 def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str, scale_dtype: str = "float32") -> bytes:
@@ -100,12 +127,23 @@ def pack_table(q: np.ndarray, scale: np.ndarray, fmt: str, scale_dtype: str = "f
     return data + stored.tobytes()
 
 
-def encode_table(table: np.ndarray, fmt: str, group_size: int = 0, scale_dtype: str = "float32") -> bytes:
-    """Serialize a float (N, d) table in `fmt`, quantizing symmetrically per group (module docstring)."""
+def encode_table(table: np.ndarray, fmt: str, group_size: int = 0, scale_dtype: str = "float32",
+                 wide: np.ndarray | None = None) -> bytes:
+    """Serialize a float (N, d) table in `fmt`, quantizing symmetrically per group (module docstring); `mixed`
+    stores the rows where `wide` (N,) bool is set as int8, the others as int4."""
     t = np.asarray(table, dtype=np.float32)
     if t.ndim != 2 or not np.all(np.isfinite(t)):
         raise ValueError("table must be a finite 2-D array")
     n, d = t.shape
+    if (fmt == MIXED) != (wide is not None):
+        raise ValueError("a row mask goes with the mixed format, and only with it")
+    if fmt == MIXED:
+        wide = np.asarray(wide)
+        if wide.shape != (n,) or wide.dtype != np.bool_:
+            raise ValueError(f"the row mask must be a ({n},) bool array")
+        _groups(d, fmt, group_size)
+        return pack_mixed(wide, encode_table(t[wide], "int8", group_size, scale_dtype),
+                          encode_table(t[~wide], "int4", group_size, scale_dtype))
     if fmt == "float32":
         return t.astype("<f4").tobytes()
     g = _groups(d, fmt, group_size)
@@ -124,6 +162,8 @@ def encode_table(table: np.ndarray, fmt: str, group_size: int = 0, scale_dtype: 
 def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0, scale_dtype: str = "float32"
                  ) -> np.ndarray:
     """The (n, d) float32 table from file bytes; `BundleError` if the size or values do not fit the spec."""
+    if fmt == MIXED:
+        return _decode_mixed(data, n, d, group_size, scale_dtype)
     try:
         expected = table_nbytes(n, d, fmt, group_size, scale_dtype)
     except ValueError as e:
@@ -149,18 +189,54 @@ def decode_table(data: bytes, n: int, d: int, fmt: str, group_size: int = 0, sca
     return out  # writable on purpose: torch.from_numpy shares it with score.pte's `table` input without a copy
 
 
-# ---------------------------------------------------------------------------------------------- float arrays
-def encode_floats(arr) -> bytes:
-    """File bytes of a float32 array (head0.bin, prototypes.bin)."""
-    return np.asarray(arr, dtype=np.float32).astype("<f4").tobytes()
-
-
-def decode_floats(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """A read-only float32 array of `shape`; `BundleError` on a size mismatch or non-finite values."""
-    expected = int(np.prod(shape)) * 4
+def _decode_mixed(data: bytes, n: int, d: int, group_size: int, scale_dtype: str) -> np.ndarray:
+    try:
+        _groups(d, MIXED, group_size)
+        _scale_bytes(scale_dtype)
+    except ValueError as e:
+        raise BundleError(f"item table spec invalid: {e}") from e
+    mb = _mask_bytes(n)
+    if len(data) < mb:
+        raise BundleError(f"item table has {len(data)} bytes, shorter than the {mb}-byte row mask of {n} rows")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8, count=mb), bitorder="little")
+    if bits[n:].any():
+        raise BundleError("item table row mask sets padding bits past the last row")
+    wide = bits[:n].astype(bool)
+    r = int(wide.sum())
+    expected = table_nbytes(n, d, MIXED, group_size, scale_dtype, r)
     if len(data) != expected:
-        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for float32 {shape}")
-    arr = np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
+        raise BundleError(f"item table has {len(data)} bytes, expected {expected} for ({n}, {d}) mixed with "
+                          f"{r} int8 rows")
+    split = mb + table_nbytes(r, d, "int8", group_size, scale_dtype)
+    out = np.empty((n, d), np.float32)
+    out[wide] = decode_table(data[mb:split], r, d, "int8", group_size, scale_dtype)
+    out[~wide] = decode_table(data[split:], n - r, d, "int4", group_size, scale_dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- float arrays
+FLOAT_DTYPES = {"float32": "<f4", "float16": "<f2"}  # a float file's stored dtype (head.dtype) -> numpy
+
+
+def encode_floats(arr, dtype: str = "float32") -> bytes:
+    """File bytes of a float array (head0.bin, prototypes.bin); a float16 file needs values that are halves."""
+    a = np.asarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow is refused just below
+        stored = a.astype(FLOAT_DTYPES[dtype])
+    if not np.all(np.isfinite(stored)) or not np.array_equal(stored.astype(np.float32), a):
+        raise ValueError(f"values are not finite and exactly representable as {dtype}")
+    return stored.tobytes()
+
+
+def decode_floats(data: bytes, shape: tuple[int, ...], name: str, dtype: str = "float32") -> np.ndarray:
+    """A read-only float32 array of `shape` from `dtype` bytes; `BundleError` on a size mismatch or non-finite
+    values."""
+    if dtype not in FLOAT_DTYPES:
+        raise BundleError(f"{name}: float dtype {dtype!r} unknown; known: {tuple(FLOAT_DTYPES)}")
+    expected = int(np.prod(shape)) * np.dtype(FLOAT_DTYPES[dtype]).itemsize
+    if len(data) != expected:
+        raise BundleError(f"{name} has {len(data)} bytes, expected {expected} for {dtype} {shape}")
+    arr = np.frombuffer(data, dtype=FLOAT_DTYPES[dtype]).reshape(shape).astype(np.float32)
     if not np.all(np.isfinite(arr)):
         raise BundleError(f"{name} holds non-finite values")
     arr.setflags(write=False)

@@ -45,7 +45,7 @@ import math
 import re
 from typing import Any
 
-from .bundle_codecs import PROGRAM_CODECS, SCALE_DTYPES, TABLE_FORMATS, check_item_ids
+from .bundle_codecs import FLOAT_DTYPES, MIXED, PROGRAM_CODECS, SCALE_DTYPES, TABLE_FORMATS, check_item_ids
 from .errors import BundleError
 from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, HistoryWeights, NeighborSpec, at_length,  # noqa: F401
                              check as _check, is_int as _is_int, is_number as _is_number)
@@ -250,17 +250,22 @@ class TableSpec:
                f"item_table.scale_dtype {self.scale_dtype!r} unknown; known: {tuple(SCALE_DTYPES)}")
         _check(self.scale_dtype == "float32" or (self.format != "float32" and not self.program),
                "item_table.scale_dtype applies to an int table file only")
+        _check(self.format != MIXED or not self.program, "a mixed table is a file, never a program's constant")
 
 
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:
-    """phi0, flat float32 little-endian (P,) in `file`, in `param_names` order with `param_shapes`."""
+    """phi0, flat (P,) little-endian `dtype` (widened to float32 on read) in `file`, in `param_names` order with
+    `param_shapes`."""
 
     file: str
     param_names: tuple[str, ...]
     param_shapes: tuple[tuple[int, ...], ...]
+    dtype: str = "float32"  # FLOAT_DTYPES; left out of the JSON while float32
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.dtype, str) and self.dtype in FLOAT_DTYPES,
+               f"head.dtype {self.dtype!r} unknown; known: {tuple(FLOAT_DTYPES)}")
         object.__setattr__(self, "param_names", tuple(self.param_names))
         object.__setattr__(self, "param_shapes", tuple(tuple(s) for s in self.param_shapes))
         _check(len(self.param_names) == len(self.param_shapes), "param_names and param_shapes differ in length")
@@ -394,6 +399,8 @@ class Manifest:
             del d["item_table"]["program"]
         if d["item_table"]["scale_dtype"] == "float32":  # left out: older manifests stay byte-identical
             del d["item_table"]["scale_dtype"]
+        if d["head"]["dtype"] == "float32":  # left out: older manifests stay byte-identical
+            del d["head"]["dtype"]
         if d["by_history"] is None:  # left out while unused: older manifests stay byte-identical
             del d["by_history"]
         return d

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.export.compress import (compress_model, measure_importance, prune_model, quantize_table, snr_db,
-                                     topk_overlap)
+from metarec.export.compress import (compress_model, measure_importance, prune_model, quantize_table, round_head,
+                                     snr_db, table_of, topk_overlap, wide_rows)
 from metarec.export.config import CompressConfig
 from metarec.runtime.bundle_codecs import decode_table
 
@@ -87,3 +87,34 @@ def test_importance_and_compress_report(model):
     kept = np.array(rep["kept_dims"])
     assert rep["dim_importance_kept"] == pytest.approx(float(imp["dim"][kept].sum()), rel=1e-5)
     assert rep["dim_importance_kept"] >= float(np.sort(imp["dim"])[:16].sum())  # the most important half
+
+
+def test_wide_rows_are_the_most_used_items(model):
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.log_pop.copy_(torch.arange(m.n_items, dtype=torch.float32))  # item N-1 used most
+    wide = wide_rows(m, 0.1)
+    k = round(0.1 * m.n_items)
+    assert wide.sum() == k and wide[-k:].all() and not wide[:-k].any()
+    assert not wide_rows(m, 0.0).any() and wide_rows(m, 1.0).all()
+
+
+def test_mixed_table_of_a_model_beats_int4_fidelity_at_fewer_bytes_than_int8(model):
+    table = model.export_item_table().numpy()
+    forms = {q: table_of(model, CompressConfig(quant=q, int8_share=0.5)) for q in ("int4", "mixed", "int8")}
+    assert len(forms["int4"].data) < len(forms["mixed"].data) < len(forms["int8"].data)
+    snr = {q: snr_db(table, f.dequantized) for q, f in forms.items()}
+    assert snr["int4"] < snr["mixed"] < snr["int8"], snr
+    with pytest.raises(ValueError, match="row mask"):
+        quantize_table(table, "mixed", 32)
+
+
+def test_round_head_rounds_phi0_only_and_compress_model_applies_it(model):
+    half = round_head(model, "float16")
+    for name, p in half.head0.items():
+        assert torch.equal(p, p.half().float())
+    assert any(not torch.equal(p, model.head0[n]) for n, p in half.head0.items())  # so the check can fail
+    assert torch.equal(half.item_emb, model.item_emb)
+    assert round_head(model, "float32") is model
+    out, _ = compress_model(model, CompressConfig(quant="int8"))
+    assert all(torch.equal(p, p.half().float()) for p in out.head0.values())

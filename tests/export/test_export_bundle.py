@@ -110,7 +110,8 @@ def test_saved_model_is_the_shipped_one_after_refinetune(model, keys, tmp_path):
     assert not (out / "b.model.pt").exists()  # outside the bundle
     saved, _, _ = load_checkpoint(tmp_path / "b.model.pt")
     assert (saved.cfg.dim, saved.cfg.n_prototypes) == (16, 2)
-    head0 = np.frombuffer((out / "head0.bin").read_bytes(), "<f4")
+    head0 = np.frombuffer((out / "head0.bin").read_bytes(), "<f2").astype(np.float32)  # default: phi0 in halves
+    assert json.loads((out / "manifest.json").read_bytes())["head"]["dtype"] == "float16"
     np.testing.assert_array_equal(flatten_head(saved, saved.head_init()).detach().numpy(), head0)
 
 
@@ -130,8 +131,9 @@ def test_bundle_opens_with_the_runtime_reader(bundle, keys, model):
 def test_manifest_contract_failure_raises_export_error_and_writes_nothing(model, keys, tmp_path, monkeypatch):
     """No hand-written fallback: a manifest the contract refuses stops the export before anything is signed."""
     import metarec.export.bundle as writer
+    from metarec.export.compress import quantize_table
 
-    qt = writer.quantize_table(model.export_item_table(), "none")
+    qt = quantize_table(model.export_item_table(), "none")
     with pytest.raises(ExportError, match="not listed in files"):
         build_manifest(model, qt, {}, serial=1, model_version="m", configs={}, k_max=10, codec="zlib")
     with pytest.raises(ExportError, match="program codec"):
@@ -160,3 +162,27 @@ def test_a_bundle_whose_programs_fail_the_smoke_run_is_never_signed(model, keys,
         export_bundle(model, out, quant="none", prune="none", key_path=keys / "private.pem", serial=3,
                       export_config=FAST)
     assert seen == [3] and not (out / "manifest.sig").exists() and not (out / "manifest.json").exists()
+
+
+def test_mixed_bundle_keeps_the_most_used_rows_int8_and_serves_them(model, keys, tmp_path):
+    """--quant mixed: the runtime decodes the table export quantized (int8 rows for the share of items the model's
+    popularity ranks first, int4 for the rest), and the saved model's phi0 is the half-precision one shipped."""
+    from metarec.export.compress import quantize_table, wide_rows
+    from metarec.export.config import CompressConfig
+    from metarec.runtime.bundle import open_bundle
+
+    ccfg = CompressConfig(quant="mixed", int8_share=0.25)
+    out = export_bundle(model, tmp_path / "b", key_path=keys / "private.pem", export_config=FAST,
+                        compress_config=ccfg, model_out=tmp_path / "b.model.pt")
+    b = open_bundle(out, keys / "public.pem")
+    spec = b.manifest.item_table
+    assert (spec.format, b.manifest.head.dtype) == ("mixed", "float16")
+    wide = wide_rows(model, 0.25)
+    assert wide.sum() == round(0.25 * model.n_items)
+    table = model.export_item_table()
+    rows = {f: quantize_table(table, f, spec.group_size, spec.scale_dtype).dequantized for f in ("int8", "int4")}
+    np.testing.assert_array_equal(b.table[wide], rows["int8"][wide])
+    np.testing.assert_array_equal(b.table[~wide], rows["int4"][~wide])
+    assert not np.array_equal(rows["int8"][~wide], rows["int4"][~wide])  # so the check above can fail
+    assert len(b.read_file("items.bin")) < len(quantize_table(table, "int8", spec.group_size,
+                                                              spec.scale_dtype).data)

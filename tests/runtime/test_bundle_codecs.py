@@ -65,7 +65,7 @@ def test_packed_quantized_table_decodes_to_q_times_scale(fmt, lo, hi):
         pack_table(np.full((5, 8), hi + 1), scale, fmt)
     with pytest.raises(ValueError, match="does not fit"):
         pack_table(q, scale[:, :1][:4], fmt)
-    assert set(TABLE_FORMATS) == {"float32", "int8", "int4"}
+    assert set(TABLE_FORMATS) == {"float32", "int8", "int4", "mixed"}
 
 
 @pytest.mark.parametrize("codec", PROGRAM_CODECS)
@@ -98,7 +98,9 @@ def test_item_ids_and_float_files_round_trip_exactly():
     with pytest.raises(BundleError, match="bytes"):
         decode_floats(encode_floats(a)[:-4], (3, 4), "x.bin")
     with pytest.raises(BundleError, match="non-finite"):
-        decode_floats(encode_floats(np.full(2, np.nan)), (2,), "x.bin")
+        decode_floats(np.full(2, np.nan, "<f4").tobytes(), (2,), "x.bin")
+    with pytest.raises(ValueError, match="finite"):
+        encode_floats(np.full(2, np.nan))
 
 
 @pytest.mark.parametrize("fmt, lo, hi", [("int8", -128, 127), ("int4", -8, 7)])
