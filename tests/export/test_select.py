@@ -41,6 +41,13 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     # the manifest keeps the choices and their figures, not the grids (bytes of the bundle)
     assert man["configs"]["selection"] == json.loads(json.dumps(manifest_record(sel)))
     assert "grid" not in man["configs"]["selection"]["neighbors"]
+    assert not {"pop_extras", "term_weights"} & set(man["configs"]["selection"].get("by_history", {}))
+
+    def floats(o):
+        return [o] if isinstance(o, float) else [f for v in (o.values() if isinstance(o, dict) else o) for f in
+                                                  floats(v)] if isinstance(o, (dict, list)) else []
+    assert all(f == round(f, 4) for f in floats(man["configs"]["selection"]))  # 4 decimals in the manifest
+    assert any(f != round(f, 4) for f in floats(sel))  # and the full figures beside it, so the check can fail
     names = [r["name"] for r in sel["compression"]]
     assert sel["chosen"] in names and set(names) <= {c[0] for c in CANDIDATES}
     # smallest first; the chosen one is the first within the budget (or the most accurate when none is)
