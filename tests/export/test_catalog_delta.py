@@ -53,6 +53,7 @@ def _model(ds):
 def world(tmp_path_factory):
     from metarec.export import ExportConfig, export_bundle, generate_keypair
     from metarec.export.bundle import save_exported_model
+    from metarec.export.compress import round_head
     from metarec.sdk.data import load_dataset
     from metarec.sdk.train import TrainConfig
 
@@ -60,7 +61,7 @@ def world(tmp_path_factory):
     data = tmp / "shop"
     _write_dataset(data)
     ds = load_dataset(str(data))
-    model = _model(ds)
+    model = round_head(_model(ds), "float16")  # the bundle's model: export stores phi0 in halves
     keys, other = generate_keypair(tmp / "keys"), generate_keypair(tmp / "other")
     bundle = export_bundle(model, tmp / "bundle", quant="none", prune="none", key_path=keys / "private.pem",
                            serial=1_000, export_config=ExportConfig(k_max=10, onnx=False),
@@ -275,6 +276,50 @@ def test_catalog_add_refuses_a_model_that_is_not_the_bundles(world, tmp_path):
     with pytest.raises(ExportError, match="does not verify"):  # a key that did not sign the bundle
         make_delta(world["bundle"], world["other"] / "private.pem", tmp_path / "d", retire=["1"])
     assert not (tmp_path / "d").exists()
+
+
+def test_a_mixed_bundle_takes_int8_rows_for_new_items_and_checks_its_model_row_by_row(world, tmp_path):
+    """A mixed table's rows are each int8 or int4: `catalog add` recognises the bundle's model by them, refuses a
+    model one int4 row away, and ships the new items' rows in int8."""
+    from metarec.export import CompressConfig, ExportConfig, export_bundle
+    from metarec.export.bundle import save_exported_model
+    from metarec.export.catalog import make_delta
+    from metarec.export.errors import ExportError
+    from metarec.runtime.bundle_codecs import decode_delta
+    from metarec.sdk.train import TrainConfig
+
+    m = round_head_of(world)
+    out = export_bundle(m, tmp_path / "mixed", key_path=world["keys"] / "private.pem", serial=2_000,
+                        export_config=ExportConfig(k_max=10, onnx=False), item_ids=world["ds"].item_ids.tolist(),
+                        compress_config=CompressConfig(quant="mixed", int8_share=0.2, group_size=0))
+    tcfg = TrainConfig.from_dict({"dataset": str(world["data"]), "model": m.cfg.to_dict()}).to_dict()
+    ids = world["ds"].item_ids.tolist()
+    good = save_exported_model(m, tmp_path / "good.pt", tcfg, ids, {})
+    items = _items_csv(tmp_path / "i.csv", [("z1", "Z (1995)", "Action")])
+    make_delta(out, world["keys"] / "private.pem", tmp_path / "d", items_csv=items, model=good)
+    d = decode_delta((tmp_path / "d").read_bytes())
+    assert d["table_format"] == "int8" and len(d["table"]) == m.cfg.dim + 2  # one int8 row, one half scale
+    from metarec.export.compress import wide_rows
+
+    from metarec.export.catalog import check_model_is_bundles
+    from metarec.runtime.bundle import open_bundle
+
+    bundle = open_bundle(out, world["keys"] / "public.pem")
+    check_model_is_bundles(m, bundle)
+    table = m.export_item_table().clone()
+    for wide in (True, False):  # one row of either kind moved by a third of its range: no form of it matches
+        moved = table.clone()
+        row = int(np.flatnonzero(wide_rows(m, 0.2) == wide)[0])
+        moved[row] += moved[row].abs().max() / 3
+        m.export_item_table = lambda t=moved: t
+        with pytest.raises(ExportError, match="not this bundle's"):
+            check_model_is_bundles(m, bundle)
+
+
+def round_head_of(world):
+    from metarec.export.compress import round_head
+
+    return round_head(_model(world["ds"]), "float16")
 
 
 # ---------------------------------------------------------------------------------------------- part 3
