@@ -403,9 +403,12 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
 
     say("0/5 choose the serving steps, the item-item term and the compression on validation users (HR@10 over "
         "K = 1..10, the checkpoint's validation run)")
+    from metarec.sdk.train import TrainConfig
+
     sel = select(validation, ecfg.accuracy_budget, say,
                  offset_terms=ecfg.rank_method and not ecfg.large_catalog(model.n_items),
-                 mixed_table=not ecfg.large_catalog(model.n_items))
+                 mixed_table=not ecfg.large_catalog(model.n_items),
+                 shipped=(model, TrainConfig.from_dict(extra["train"])) if "train" in extra else None)
     extra["selection"] = sel.report  # the whole report, written beside the bundle; the manifest keeps a summary
     best = extra.get("floor", {}).get("best_baseline", "best baseline")
     say(selection_summary(sel.report, best))

@@ -58,7 +58,15 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
         assert r["within_budget"] == ((r["rel_loss"] <= sel["budget"] or r["paired"]["ci"][1] >= 0)
                                       and (h["rel_loss"] <= sel["budget"] or h["paired"]["ci"][1] >= 0))
     ok = [r for r in sel["compression"] if r["within_budget"]]
-    assert sel["chosen"] == (ok[0]["name"] if ok else max(sel["compression"], key=lambda r: r["hr10"])["name"])
+    # 3b: checked on the shipped prior from the first within the budget up; the first that keeps its point
+    # estimates within the budget there ships
+    checked = [r for r in ok if "shipped" in r]
+    assert checked and checked[0] is ok[0] and sel["shipped_check"]
+    assert [r["shipped"]["ok"] for r in checked] == [False] * (len(checked) - 1) + [True]
+    for r in checked:
+        assert r["shipped"]["ok"] == (r["shipped"]["rel_loss"] <= sel["budget"]
+                                      and r["shipped"]["headline_rel_loss"] <= sel["budget"])
+    assert sel["chosen"] == checked[-1]["name"]
     chosen = next(r for r in sel["compression"] if r["name"] == sel["chosen"])
     assert man["configs"]["compress"]["quant"] == chosen["compress"]["quant"]
     # the steps ship only when they measurably pay on the validation users
@@ -175,3 +183,35 @@ def test_no_offset_terms_are_tried_where_they_cannot_ship(prior):
     assert sel.neighbors is None and sel.by_history is None
     assert sel.report["neighbors"]["grid"] == [] and "rank method" in sel.report["by_history"]["reason"]
     assert sel.report["bundle_floor"]["verdict"] in ("below", "tie", "above")
+
+
+def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(model, monkeypatch):
+    """3b: a form within the budget on the validation prior but beyond it on the shipped prior is passed over for
+    the next one up (by bytes) that keeps it; forms outside the validation budget are never checked."""
+    import types
+
+    import metarec.export.select as S
+    from metarec.export.config import CompressConfig
+
+    k = np.tile(np.arange(1, 11), 20)
+    full = (np.arange(len(k)) % 2 == 0).astype(float)  # every other query a hit
+
+    def fake_evaluate(m, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None):
+        hr = full.copy()
+        if quant == "int4":  # a fifth of the hits lost: -20%
+            hr[np.flatnonzero(full)[::5]] = 0.0
+        return {"hr": hr, "k": k}
+
+    monkeypatch.setattr(S, "_evaluate", fake_evaluate)
+    rows = [{"name": n, "compress": CompressConfig(quant=q), "within_budget": w}
+            for n, q, w in (("int4", "int4", True), ("pruned-ish", "int8", False), ("mixed 10%", "mixed", True),
+                            ("int8", "int8", True))]
+    split = types.SimpleNamespace(train=np.arange(5), val=np.arange(5, 10))
+    monkeypatch.setattr("metarec.sdk.train.fit_users_for", lambda cfg, ds: np.arange(10))
+    say = []
+    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, None, None, None, split, None, 0.02,
+                                 say.append)
+    assert pick["name"] == "mixed 10%"
+    assert rows[0]["shipped"]["ok"] is False and rows[2]["shipped"]["ok"] is True
+    assert "shipped" not in rows[1] and "shipped" not in rows[3]  # outside the budget / above the pick
+    assert len(say) == 2 and "next" in say[0] and "kept" in say[1]
