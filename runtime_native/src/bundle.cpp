@@ -99,7 +99,7 @@ const Fields kManifestOptional = {"item_ids", "item_ids_file", "prototype_labels
                                   "schema_version"};
 const Fields kShapesRequired = {"N", "d", "L", "F", "P", "k_max", "S", "R"};
 const Fields kTableRequired = {"file", "format"}, kTableOptional = {"group_size", "program", "scale_dtype"};
-const Fields kHeadRequired = {"file", "param_names", "param_shapes"};
+const Fields kHeadRequired = {"file", "param_names", "param_shapes"}, kHeadOptional = {"dtype"};
 const Fields kNeighborsRequired = {"file", "m", "last", "decay", "weight", "kind"};
 const Fields kHistoryOptional = {"term", "popularity", "file"};
 const Fields kProgramRequired = {"file", "method", "inputs", "outputs", "codec"};
@@ -227,6 +227,15 @@ bool table_scale_dtype(const json &t) {
     throw BundleError("invalid manifest: item_table.scale_dtype applies to an int table file only");
   return true;
 }
+// manifest.py HeadSpec.dtype: absent or "float32" (a float32 head0.bin), or "float16" (IEEE halves widened on
+// read); true for halves. Anything else is refused, as Python refuses it.
+bool head_dtype_half(const json &h) {
+  auto it = h.find("dtype");
+  if (it == h.end()) return false;
+  if (!it->is_string() || (*it != "float32" && *it != "float16"))
+    throw BundleError("invalid manifest: head.dtype " + it->dump() + " unknown; known: float32, float16");
+  return *it == "float16";
+}
 }  // namespace
 
 // IEEE binary16 -> float, exact for every value (normals, subnormals, zeros, inf, NaN)
@@ -349,18 +358,28 @@ NeighborTable decode_neighbor_pack(const Bytes &data, NeighborPackHead *head) {
   return t;
 }
 
-std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::string &name) {
-  if (int64_t(data.size()) != 2 * n)
-    throw BundleError(name + " has " + std::to_string(data.size()) + " bytes, expected " + std::to_string(2 * n) +
-                      " for float16 (" + std::to_string(n) + ",)");
-  std::vector<float> out(static_cast<size_t>(n));
-  for (size_t i = 0; i < out.size(); i++) {
-    uint16_t h;
-    std::memcpy(&h, data.data() + 2 * i, 2);  // little-endian: every phone and x86
-    out[i] = half_to_float(h);
-    if (!std::isfinite(out[i])) throw BundleError(name + " holds non-finite values");
+// bundle_codecs.decode_floats: n float32, or n IEEE halves (head.dtype "float16") widened exactly to float32
+static std::vector<float> decode_floats(const Bytes &b, size_t n, const std::string &name, bool half = false) {
+  size_t want = n * (half ? 2 : 4);
+  if (b.size() != want)
+    throw BundleError(name + " has " + std::to_string(b.size()) + " bytes, expected " + std::to_string(want) +
+                      " for " + (half ? "float16" : "float32") + " (" + std::to_string(n) + ",)");
+  std::vector<float> v(n);
+  if (half) {
+    for (size_t i = 0; i < n; i++) {
+      uint16_t h;
+      std::memcpy(&h, b.data() + 2 * i, 2);  // little-endian: every phone and x86
+      v[i] = half_to_float(h);
+    }
+  } else if (n) {
+    std::memcpy(v.data(), b.data(), b.size());
   }
-  return out;
+  for (float x : v) if (!std::isfinite(x)) throw BundleError(name + " holds non-finite values");
+  return v;
+}
+
+std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::string &name) {
+  return decode_floats(data, size_t(n), name, true);  // popularity.bin: (N,) float16, as a half head0.bin
 }
 
 std::string catalog_digest(const std::vector<std::string> &item_ids) {
@@ -390,50 +409,85 @@ Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &wh
   return out;
 }
 
+namespace {
+// table_nbytes's int8 / int4 case: the q bytes, then n * (d / gs) scales of 2 (half) or 4 bytes
+int64_t int_table_bytes(int64_t n, int64_t d, bool int8, int64_t gs, bool half_scales) {
+  return (int8 ? n * d : n * d / 2) + n * (d / gs) * (half_scales ? 2 : 4);
+}
+
+// The one int8 / int4 decoder: an (n, d) table in its file layout at `p` (int_table_bytes long, checked by the
+// caller); its row i becomes out's row rows[i] (rows nullptr: row i), so a mixed table's parts land in place.
+void decode_int_rows(const uint8_t *p, int64_t n, int64_t d, bool int8, int64_t gs, bool half_scales,
+                     const int64_t *rows, float *out) {
+  int64_t g = d / gs, split = int8 ? n * d : n * d / 2;
+  std::vector<float> sc(size_t(n * g));
+  if (half_scales) {  // IEEE half, little-endian: float32(half) is exact, then one float32 multiply, as numpy
+    for (size_t i = 0; i < sc.size(); i++) {
+      uint16_t h;
+      std::memcpy(&h, p + split + 2 * int64_t(i), 2);
+      sc[i] = half_to_float(h);
+    }
+  } else if (!sc.empty()) {
+    std::memcpy(sc.data(), p + split, sc.size() * 4);  // float32 little-endian
+  }
+  for (int64_t i = 0; i < n; i++) {
+    float *row = out + (rows ? rows[i] : i) * d;
+    for (int64_t j = 0; j < d; j++) {
+      float q;
+      if (int8) {
+        q = float(int8_t(p[i * d + j]));
+      } else {
+        uint8_t u = p[(i * d + j) / 2];
+        q = float(int((j % 2) ? (u >> 4) : (u & 15)) - 8);
+      }
+      row[j] = q * sc[size_t(i * g + j / gs)];
+    }
+  }
+}
+
+std::string table_size_error(size_t got, int64_t want, int64_t n, int64_t d, const std::string &what) {
+  return "item table has " + std::to_string(got) + " bytes, expected " + std::to_string(want) + " for (" +
+         std::to_string(n) + ", " + std::to_string(d) + ") " + what;
+}
+}  // namespace
+
 std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t gs,
                                 bool half_scales) {
   std::vector<float> out(size_t(n * d));
+  bool mixed = fmt == "mixed";
   if (fmt == "float32") {
-    if (int64_t(data.size()) != n * d * 4) throw BundleError("item table has the wrong size");
+    if (int64_t(data.size()) != n * d * 4) throw BundleError(table_size_error(data.size(), n * d * 4, n, d, fmt));
     std::memcpy(out.data(), data.data(), data.size());  // little-endian hosts only (every phone and x86)
-  } else if (fmt == "int8" || fmt == "int4") {
-    if (gs < 1 || d % gs || (fmt == "int4" && d % 2)) throw BundleError("item table spec invalid");
-    int64_t g = d / gs, split = fmt == "int8" ? n * d : n * d / 2, scale_bytes = half_scales ? 2 : 4;
-    if (int64_t(data.size()) != split + n * g * scale_bytes) throw BundleError("item table has the wrong size");
-    std::vector<float> sc(size_t(n * g));
-    if (half_scales) {  // IEEE half, little-endian: float32(half) is exact, then one float32 multiply, as numpy
-      for (size_t i = 0; i < sc.size(); i++) {
-        uint16_t h;
-        std::memcpy(&h, data.data() + split + 2 * int64_t(i), 2);
-        sc[i] = half_to_float(h);
-      }
-    } else {
-      std::memcpy(sc.data(), data.data() + split, sc.size() * 4);  // float32 little-endian
+  } else if (fmt == "int8" || fmt == "int4" || mixed) {
+    if (gs < 1 || d % gs) throw BundleError("item table spec invalid: group_size " + std::to_string(gs) +
+                                            " must divide d=" + std::to_string(d));
+    if (fmt != "int8" && d % 2) throw BundleError("item table spec invalid: int4 rows need an even d");  // mixed too
+    if (!mixed) {
+      int64_t want = int_table_bytes(n, d, fmt == "int8", gs, half_scales);
+      if (int64_t(data.size()) != want) throw BundleError(table_size_error(data.size(), want, n, d, fmt));
+      decode_int_rows(data.data(), n, d, fmt == "int8", gs, half_scales, nullptr, out.data());
+    } else {  // bundle_codecs._decode_mixed: row mask (LSB first), the int8 rows' table, the int4 rows' table
+      int64_t mb = (n + 7) / 8;
+      if (int64_t(data.size()) < mb)
+        throw BundleError("item table has " + std::to_string(data.size()) + " bytes, shorter than the " +
+                          std::to_string(mb) + "-byte row mask of " + std::to_string(n) + " rows");
+      auto bit = [&](int64_t i) { return (data[size_t(i / 8)] >> (i % 8)) & 1; };
+      for (int64_t i = n; i < 8 * mb; i++)
+        if (bit(i)) throw BundleError("item table row mask sets padding bits past the last row");
+      std::vector<int64_t> wide, narrow;  // each part's rows, in index order
+      for (int64_t i = 0; i < n; i++) (bit(i) ? wide : narrow).push_back(i);
+      int64_t r = int64_t(wide.size()), a = int_table_bytes(r, d, true, gs, half_scales);
+      int64_t want = mb + a + int_table_bytes(n - r, d, false, gs, half_scales);
+      if (int64_t(data.size()) != want)
+        throw BundleError(table_size_error(data.size(), want, n, d, "mixed with " + std::to_string(r) + " int8 rows"));
+      decode_int_rows(data.data() + mb, r, d, true, gs, half_scales, wide.data(), out.data());
+      decode_int_rows(data.data() + mb + a, n - r, d, false, gs, half_scales, narrow.data(), out.data());
     }
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t j = 0; j < d; j++) {
-        float q;
-        if (fmt == "int8") {
-          q = float(int8_t(data[size_t(i * d + j)]));
-        } else {
-          uint8_t u = data[size_t((i * d + j) / 2)];
-          q = float(int((j % 2) ? (u >> 4) : (u & 15)) - 8);
-        }
-        out[size_t(i * d + j)] = q * sc[size_t(i * g + j / gs)];
-      }
   } else {
     throw BundleError("table format " + fmt + " unknown");
   }
   for (float v : out) if (!std::isfinite(v)) throw BundleError("item table holds non-finite values");
   return out;
-}
-
-static std::vector<float> floats(const Bytes &b, size_t n, const std::string &name) {
-  if (b.size() != n * 4) throw BundleError(name + " has the wrong size");
-  std::vector<float> v(n);
-  std::memcpy(v.data(), b.data(), b.size());
-  for (float x : v) if (!std::isfinite(x)) throw BundleError(name + " holds non-finite values");
-  return v;
 }
 
 static Bytes decode_program(const Bytes &stored, const std::string &codec, const std::string &name) {
@@ -464,7 +518,10 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   check_fields(m["shapes"], "shapes", kShapesRequired, {});
   check_fields(m["item_table"], "item_table", kTableRequired, kTableOptional);
   bool half_scales = table_scale_dtype(m["item_table"]);
-  check_fields(m["head"], "head", kHeadRequired, {});
+  if (str(m["item_table"], "format") == "mixed" && !str(m["item_table"], "program").empty())  // TableSpec's check
+    throw BundleError("invalid manifest: a mixed table is a file, never a program's constant");
+  check_fields(m["head"], "head", kHeadRequired, kHeadOptional);
+  bool half_head = head_dtype_half(m["head"]);
   if (!m["programs"].is_object()) throw BundleError("invalid manifest: programs must be an object");
   // manifest.py: {"score"} or {"score", "adapt"} (export leaves adapt out when the bundle never adapts)
   for (auto it = m["programs"].begin(); it != m["programs"].end(); ++it) {
@@ -555,7 +612,8 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   const json &ts = field(m, "item_table");
   b.table = decode_table(need(str(ts, "file")), b.sh.N, b.sh.d, str(ts, "format"), ts.value("group_size", int64_t(0)),
                          half_scales);
-  b.head0 = floats(need(str(field(m, "head"), "file")), size_t(b.sh.P), "head");
+  const json &hs = field(m, "head");
+  b.head0 = decode_floats(need(str(hs, "file")), size_t(b.sh.P), str(hs, "file"), half_head);
   if (m.contains("item_ids_file") && !m["item_ids_file"].is_null()) {
     const Bytes &z = need(m["item_ids_file"].get<std::string>());
     Bytes raw_ids = inflate(z.data(), z.size(), size_t(64 * (b.sh.N + 1) + 1024), "item_ids_file");

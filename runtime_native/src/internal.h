@@ -73,7 +73,8 @@ struct Bundle {
 Bundle open_bundle(const std::string &dir, const std::string &public_key_pem);
 
 // The codecs of runtime_py/bundle_codecs.py.
-// half_scales: the int formats' scales are IEEE half (item_table.scale_dtype "float16"), else float32
+// fmt float32 / int8 / int4 / mixed (row mask, int8 rows, int4 rows); half_scales: the int formats' scales are IEEE
+// half (item_table.scale_dtype "float16"), else float32
 std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const std::string &fmt, int64_t group,
                                 bool half_scales = false);
 Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what);

@@ -6,7 +6,7 @@ import torch
 N_ITEMS = 96
 
 
-def make_model(dim: int = 32, seed: int = 0, **cfg):
+def make_model(dim: int = 32, seed: int = 0, n_items: int = N_ITEMS, **cfg):
     from metarec.sdk.model import MetaRecModel, ModelConfig
 
     torch.manual_seed(seed)  # MetaRecModel draws its own init from the global generator
@@ -14,7 +14,7 @@ def make_model(dim: int = 32, seed: int = 0, **cfg):
     rng = np.random.default_rng(seed)
     cfg.setdefault("inner_steps", 3)  # the programs' multi-step path (the default model takes 1 step)
     c = ModelConfig(dim=dim, n_prototypes=4, scene_hidden=4, head_hidden=4, hist_len=5, n_negatives=6, **cfg)
-    m = MetaRecModel(c, N_ITEMS, (rng.random((N_ITEMS, 6)) < 0.3).astype(np.float32))
+    m = MetaRecModel(c, n_items, (rng.random((n_items, 6)) < 0.3).astype(np.float32))
     with torch.no_grad():  # an untrained model has zero id embeddings and a zero W2: give every path a signal
         for p in m.parameters():
             if p.dim() >= 1:

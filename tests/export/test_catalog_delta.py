@@ -54,6 +54,7 @@ def world(tmp_path_factory):
     from metarec.export import ExportConfig, export_bundle, generate_keypair
     from metarec.export.bundle import save_exported_model
     from metarec.export.compress import round_head
+    from metarec.export.config import CompressConfig
     from metarec.sdk.data import load_dataset
     from metarec.sdk.train import TrainConfig
 
@@ -61,13 +62,15 @@ def world(tmp_path_factory):
     data = tmp / "shop"
     _write_dataset(data)
     ds = load_dataset(str(data))
-    model = round_head(_model(ds), "float16")  # the bundle's model: export stores phi0 in halves
+    model = _model(ds)
     keys, other = generate_keypair(tmp / "keys"), generate_keypair(tmp / "other")
     bundle = export_bundle(model, tmp / "bundle", quant="none", prune="none", key_path=keys / "private.pem",
                            serial=1_000, export_config=ExportConfig(k_max=10, onnx=False),
                            item_ids=ds.item_ids.tolist())
     tcfg = TrainConfig.from_dict({"dataset": str(data), "model": model.cfg.to_dict()})
-    save_exported_model(model, str(bundle) + ".model.pt", tcfg.to_dict(), ds.item_ids.tolist(), {})
+    # the model export shipped: its phi0 rounded to CompressConfig's head_dtype (export/compress.py compress_model)
+    shipped = round_head(model, CompressConfig().head_dtype)
+    save_exported_model(shipped, str(bundle) + ".model.pt", tcfg.to_dict(), ds.item_ids.tolist(), {})
     return dict(tmp=tmp, data=data, ds=ds, keys=keys, other=other, bundle=bundle)
 
 
@@ -262,6 +265,8 @@ def test_a_stored_delta_that_no_longer_verifies_is_a_state_error(world, deltas, 
 def test_catalog_add_refuses_a_model_that_is_not_the_bundles(world, tmp_path):
     from metarec.export.bundle import save_exported_model
     from metarec.export.catalog import make_delta
+    from metarec.export.compress import round_head
+    from metarec.export.config import CompressConfig
     from metarec.export.errors import ExportError
     from metarec.sdk.train import TrainConfig
 
@@ -269,6 +274,7 @@ def test_catalog_add_refuses_a_model_that_is_not_the_bundles(world, tmp_path):
     with torch.no_grad():
         m.attr_enc.weight[0, 0] = 3.0
     tcfg = TrainConfig.from_dict({"dataset": str(world["data"]), "model": m.cfg.to_dict()})
+    m = round_head(m, CompressConfig().head_dtype)  # phi0 as the bundle's: only the attribute encoder differs
     path = save_exported_model(m, tmp_path / "other.pt", tcfg.to_dict(), world["ds"].item_ids.tolist(), {})
     items = _items_csv(tmp_path / "i.csv", [("z1", "Z (1995)", "Action")])
     with pytest.raises(ExportError, match="not this bundle's"):
@@ -318,8 +324,9 @@ def test_a_mixed_bundle_takes_int8_rows_for_new_items_and_checks_its_model_row_b
 
 def round_head_of(world):
     from metarec.export.compress import round_head
+    from metarec.export.config import CompressConfig
 
-    return round_head(_model(world["ds"]), "float16")
+    return round_head(_model(world["ds"]), CompressConfig().head_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- part 3

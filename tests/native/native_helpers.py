@@ -30,3 +30,14 @@ def python_and_native(bundle: Path, keys: Path, lib, tmp_path: Path, users, tag:
         got = drive(nat, users)
         adaptations = nat.stats()[0]
     return want, got, adaptations
+
+
+def module_of_tests(relpath: str, name: str):
+    """A module of tests/ by path (e.g. "runtime/tiny_bundle.py"), under `name`: a plain `import` would pick
+    another directory's module of that name, or none when only tests/native is collected."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / relpath)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from metarec.runtime.manifest import (FileEntry, HeadSpec, HistoryWeights, Manifest, NeighborSpec, ProgramIO, Shapes,
                                       TableSpec)
 from metarec.runtime.scene import SceneSpec, scene_features
-from metarec.runtime.bundle_codecs import (decode_table, encode_neighbors, encode_popularity, encode_program,
-                                           encode_table, sign_manifest)
+from metarec.runtime.bundle_codecs import (decode_table, encode_floats, encode_neighbors, encode_popularity,
+                                           encode_program, encode_table, sign_manifest)
 from metarec.runtime.trending import TrendingPack
 
 N, D, L, FD, S, R, K_MAX = 40, 8, 4, 15, 4, 6, 20
@@ -198,14 +198,16 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
                  trending: TrendingPack | None = None, inner_steps: int = INNER_STEPS,
                  adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None,
                  rank: bool = False, neighbors: tuple | None = None, by_history: tuple | None = None,
-                 with_adapt: bool = True, table: tuple | None = None) -> Path:
+                 with_adapt: bool = True, table: tuple | None = None, table_format: str = "int8",
+                 head_dtype: str = "float32") -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig.
-    `with_adapt` False: no adapt program (a bundle that never adapts); `table`: (items.bin bytes, scale_dtype)."""
+    `with_adapt` False: no adapt program (a bundle that never adapts); `table`: (items.bin bytes, scale_dtype) in
+    `table_format` (group size 4); `head_dtype`: head_init.bin's storage (m.phi0 must hold values of that dtype)."""
     out.mkdir(parents=True, exist_ok=True)
     store = lambda b: encode_program(b, codec)  # noqa: E731
     table_bytes, scale_dtype = table if table is not None else (m.table_bytes, "float32")
     blobs = {"score.pte": store(programs[0]), "adapt.pte": store(programs[1]), "items.bin": table_bytes,
-             "head_init.bin": m.phi0.numpy().astype("<f4").tobytes(),
+             "head_init.bin": encode_floats(m.phi0.numpy(), head_dtype),
              "prototypes.bin": m.prototypes.numpy().astype("<f4").tobytes()}
     if trending is not None:
         blobs["trending.json"] = trending.to_json()
@@ -231,8 +233,8 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
                                      rank_method="rank", rank_inputs=RANK_INPUTS) if rank else
                   ProgramIO("score.pte", "forward", SCORE_INPUTS, SCORE_OUTPUTS, codec=codec),
                   **({"adapt": adapt} if with_adapt else {})},
-        item_table=TableSpec("items.bin", "int8", 4, scale_dtype=scale_dtype),
-        head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]]),
+        item_table=TableSpec("items.bin", table_format, 4, scale_dtype=scale_dtype),
+        head=HeadSpec("head_init.bin", ["W", "b"], [[D, D + FD], [D]], dtype=head_dtype),
         prototype_labels=["action fan", "drama fan", "comedy fan"], prototypes_file="prototypes.bin",
         trending_file="trending.json" if trending is not None else None,
         # (None, m, spec): the term with no table in the bundle (it comes in a NeighborPack)
@@ -241,7 +243,7 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
             m=int(neighbors[0].shape[1]) if neighbors[0] is not None else int(neighbors[1]), **neighbors[2]),
         by_history=None if by_history is None else HistoryWeights(
             term=by_history[0], popularity=by_history[1], file="popularity.bin" if by_history[1] else ""),
-        dtypes={"table": "int8", "head": "float32"}, configs={"tiny": {"version": 1, "seed": 0}},
+        dtypes={"table": table_format, "head": head_dtype}, configs={"tiny": {"version": 1, "seed": 0}},
         adapt_scene=adapt_scene, history_align="right")
     data = manifest.to_json()
     (out / "manifest.json").write_bytes(data)
