@@ -390,3 +390,23 @@ def test_catalog_deltas_are_refused_on_a_large_bundle(bundles, tmp_path):
     db = sqlite3.connect(root / f"delta_{tmp_path.name}.db")
     assert db.execute("SELECT COUNT(*) FROM catalog_deltas").fetchone()[0] == 0
     db.close()
+
+
+def test_a_mixed_table_is_refused_for_the_large_program(bundles, tmp_path):
+    """The large program's table is one torchao constant of one format: a mixed table (a file layout) is an
+    ExportError before anything is written, and the same model below the threshold exports it."""
+    from metarec.export import CompressConfig, export_bundle
+    from metarec.export.errors import ExportError
+
+    _, _, root = bundles
+    m = _model(1200)
+    key = root / "keys" / "private.pem"
+    ccfg = CompressConfig(quant="mixed", prune_dim=None, prune_prototypes=None)
+    with pytest.raises(ExportError, match="mixed"):
+        export_bundle(m, tmp_path / "large", key_path=key, compress_config=ccfg,
+                      export_config=ExportConfig(k_max=20, onnx=False, large_catalog_items=1000,
+                                                 large_chunk_items=CHUNK))
+    assert not (tmp_path / "large" / "manifest.json").exists()
+    out = export_bundle(m, tmp_path / "small", key_path=key, compress_config=ccfg,
+                        export_config=ExportConfig(k_max=20, onnx=False, large_catalog_items=0))
+    assert json.loads((out / "manifest.json").read_bytes())["item_table"]["format"] == "mixed"
