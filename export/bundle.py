@@ -408,7 +408,7 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
     sel = select(validation, ecfg.accuracy_budget, say,
                  offset_terms=ecfg.rank_method and not ecfg.large_catalog(model.n_items),
                  mixed_table=not ecfg.large_catalog(model.n_items),
-                 shipped=(model, TrainConfig.from_dict(extra["train"])) if "train" in extra else None)
+                 shipped_prior=(model, TrainConfig.from_dict(extra["train"])) if "train" in extra else None)
     extra["selection"] = sel.report  # the whole report, written beside the bundle; the manifest keeps a summary
     best = extra.get("floor", {}).get("best_baseline", "best baseline")
     say(selection_summary(sel.report, best))

@@ -306,11 +306,11 @@ def _with_steps(model, steps: int):
 
 
 def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bool = True,
-           mixed_table: bool = True, shipped=None) -> Selection:
+           mixed_table: bool = True, shipped_prior=None) -> Selection:
     """The decisions above from a checkpoint's `validation` block (sdk/floor.py ValidationRun.to_checkpoint).
     `offset_terms` False (a large catalog's score.pte has no rank method to add them to): no 2b and 2c.
     `mixed_table` False (a large catalog's table is score.pte's constant, one format): no mixed candidates.
-    `shipped`: (the prior that ships, its TrainConfig): 3b checks the chosen compression on it too."""
+    `shipped_prior`: (the prior that ships, its TrainConfig): 3b checks the chosen compression on it too."""
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import verdict
     from metarec.sdk.protocol import EventLog, split_users
@@ -389,8 +389,8 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     rows.sort(key=lambda r: r["table_bytes"])
     ok = [r for r in rows if r["within_budget"]]
     pick = ok[0] if ok else max(rows, key=lambda r: r["hr10"])
-    if shipped is not None and ok:  # 3b. the same budget on the prior that ships
-        pick = _confirm_on_shipped(shipped, rows, pick, steps, rep["popularity"]["delta"], nb, bh, ds, split,
+    if shipped_prior is not None and ok:  # 3b. the same budget on the prior that ships
+        pick = _confirm_on_shipped(shipped_prior, rows, pick, steps, rep["popularity"]["delta"], nb, bh, ds, split,
                                    log, budget, say)
     for r in rows:
         lo, hi = r["paired"]["ci"]
@@ -401,7 +401,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
             f"{'  <- chosen' if r is pick else ''}")
     rep["compression"] = [{k: (v.to_dict() if k == "compress" else v) for k, v in r.items() if k != "res"}
                           for r in rows]
-    if shipped is not None:
+    if shipped_prior is not None:
         rep["shipped_check"] = "shipped prior on the validation users (in-sample), point estimates within the budget"
     rep["uncompressed_hr10"] = ref
     rep["chosen"] = pick["name"]
@@ -423,19 +423,20 @@ def _confirm_on_shipped(shipped, rows, pick, steps, delta, nb, bh, ds, split, lo
     """3b: the first candidate from `pick` up (by bytes, within the budget on validation users) whose point estimates
     on the shipped prior, served as it ships, lose at most `budget` on the validation users' queries (K = 1..10 and
     K = 1..3). Those users are in the shipped prior's fit set, so this under-states a loss rather than inventing one:
-    ML-1M's int4 cost nothing on the validation prior, -3.5% here at K = 1..3 and -3.9% on test users; ML-100K's
+    ML-1M's int4 cost nothing on the validation prior, -3.6% here at K = 1..3 and -3.9% on test users; ML-100K's
     int4 cost 0.0% here and -2.2% on test (lab/mixed_precision.py --forms export, bench/results/selection/s12)."""
+    from metarec.sdk.train import fit_users_for
+
     model0, stcfg = shipped
     model0 = _with_steps(with_pop_delta(model0, delta) if delta else model0, steps)
     full = _evaluate(model0, stcfg, ds, split.val, log, nb=nb, bh=bh)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)
-    from metarec.sdk.train import fit_users_for
-
     fit = fit_users_for(stcfg, ds)
     tools = None
     for r in rows[rows.index(pick):]:
         if not r["within_budget"]:
             continue
+        pick = r
         ccfg = r["compress"]
         if ccfg.prunes:  # pruned and re-fine-tuned as export will: on every fit user
             tools = tools or (early_histories(ds, fit, model0.cfg.hist_len), sdk_finetune(ds, fit, stcfg))
@@ -451,7 +452,7 @@ def _confirm_on_shipped(shipped, rows, pick, steps, delta, nb, bh, ds, split, lo
             f"{-100 * rel_head:+.1f}% over K = 1..3 -> {'kept' if ok else 'beyond the budget, next'}")
         if ok:
             return r
-    return pick  # not reached: the float32 table equals the shipped prior's
+    return pick  # none kept it: the largest checked (the float32 table, phi0 in halves aside)
 
 
 def manifest_record(rep: dict) -> dict:

@@ -196,9 +196,11 @@ def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(mo
     k = np.tile(np.arange(1, 11), 20)
     full = (np.arange(len(k)) % 2 == 0).astype(float)  # every other query a hit
 
+    losing = {"int4"}
+
     def fake_evaluate(m, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None):
         hr = full.copy()
-        if quant == "int4":  # a fifth of the hits lost: -20%
+        if quant in losing:  # a fifth of the hits lost: -20%
             hr[np.flatnonzero(full)[::5]] = 0.0
         return {"hr": hr, "k": k}
 
@@ -215,3 +217,7 @@ def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(mo
     assert rows[0]["shipped"]["ok"] is False and rows[2]["shipped"]["ok"] is True
     assert "shipped" not in rows[1] and "shipped" not in rows[3]  # outside the budget / above the pick
     assert len(say) == 2 and "next" in say[0] and "kept" in say[1]
+    losing.update({"mixed", "int8"})  # none keeps it: the largest form checked ships
+    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, None, None, None, split, None, 0.02,
+                                 say.append)
+    assert pick["name"] == "int8" and not any(r["shipped"]["ok"] for r in rows if "shipped" in r)
