@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from metarec.runtime.bundle import open_bundle
-from metarec.runtime.bundle_codecs import catalog_digest, decode_table, encode_delta, sign_manifest
+from metarec.runtime.bundle_codecs import catalog_digest, encode_delta, sign_manifest
+from metarec.runtime.table_codec import decode_table
 from metarec.runtime.catalog import probe_in_child
 from metarec.runtime.errors import BundleError
 

@@ -8,7 +8,7 @@ so the item table file, the head file and both programs shrink with it. Importan
 
 Quantization uses torchao's `Int8DynamicActivationIntxWeightConfig` weight quantizer on a Linear that holds the
 table (symmetric, one scale per `group_size` columns), then stores the integers and scales in the runtime's table
-layout (runtime_py/bundle_codecs.py pack_table), so what the phone dequantizes is exactly torchao's dequantized table.
+layout (runtime_py/table_codec.py pack_table), so what the phone dequantizes is exactly torchao's dequantized table.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarec.runtime.bundle_codecs import MIXED, decode_table, encode_table, pack_mixed, pack_table, table_nbytes
+from metarec.runtime.table_codec import MIXED, decode_table, encode_table, pack_mixed, pack_table, table_nbytes
 
 from .config import CompressConfig
 

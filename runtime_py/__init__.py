@@ -40,7 +40,7 @@ _LAZY = {
     "ProgramIO": ".manifest", "Shapes": ".manifest", "TableSpec": ".manifest",
     "SceneClock": ".scene", "SceneSpec": ".scene", "scene_features": ".scene", "scene_labels": ".scene",
     "generate_keypair": ".bundle_codecs", "sign_manifest": ".bundle_codecs", "verify_signature": ".bundle_codecs",
-    "decode_table": ".bundle_codecs", "encode_table": ".bundle_codecs", "TrendingPack": ".trending",
+    "decode_table": ".table_codec", "encode_table": ".table_codec", "TrendingPack": ".trending",
     "NeighborPack": ".neighbors",
     "Recommender": ".recommender", "Recommendation": ".results", "Event": ".results",
     "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store", "CatalogDelta": ".catalog",

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from .bundle_codecs import decode_floats, decode_item_ids, decode_neighbors, decode_popularity, decode_program, \
-    decode_table, load_public_key, verify_signature
+    load_public_key, verify_signature
 from .errors import BundleError
 from .manifest import MANIFEST_FILE, MAX_FILE_BYTES, SIGNATURE_FILE, Manifest, check_serial_plausible
 from .scene import SceneSpec
 from .store import Store
+from .table_codec import decode_table
 from .trending import TrendingPack
 
 _MAX_MANIFEST_BYTES = 16 << 20  # 10^6 inline ids fit (~8 MB); parsing more JSON than this could exhaust memory

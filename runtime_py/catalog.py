@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle_codecs import decode_delta, decode_table, verify_signature
+from .bundle_codecs import decode_delta, verify_signature
+from .table_codec import decode_table
 from .errors import BundleError, MetaRecRuntimeError
 from .manifest import DELTA_INPUTS, DELTA_METHOD, DELTA_OUTPUTS, Shapes
 from .programs import _FLOAT, _check_inputs

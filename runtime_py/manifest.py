@@ -1,9 +1,10 @@
 """The bundle contract, part 1 of 2: the manifest schema (v2) and every name a bundle's writer and reader share.
 
-Part 2, bundle_codecs.py, holds the byte formats of the files (table, item ids, program codecs, signature); the
-`neighbors` and `by_history` blocks and the field checks live in manifest_terms.py, re-exported here. The writer
-is export/bundle.py and the reader is runtime_py/bundle.py (`open_bundle`); nothing else writes or reads a bundle,
-so a schema change is an edit in these modules (docs/bundle-format.md describes the result).
+Part 2, bundle_codecs.py (with table_codec.py for the item table), holds the byte formats of the files (item ids,
+program codecs, signature); the `neighbors` and `by_history` blocks and the field checks live in manifest_terms.py,
+re-exported here. The writer is export/bundle.py and the reader is runtime_py/bundle.py (`open_bundle`); nothing
+else writes or reads a bundle, so a schema change is an edit in these modules (docs/bundle-format.md describes
+the result).
 
 `Manifest.to_json()` gives canonical bytes (sorted keys, no whitespace, ASCII), and those exact bytes are what
 `manifest.sig` signs, so a manifest never needs re-serialising to be verified. `Manifest.from_json()` refuses
@@ -45,7 +46,8 @@ import math
 import re
 from typing import Any
 
-from .bundle_codecs import FLOAT_DTYPES, MIXED, PROGRAM_CODECS, SCALE_DTYPES, TABLE_FORMATS, check_item_ids
+from .bundle_codecs import FLOAT_DTYPES, PROGRAM_CODECS, check_item_ids
+from .table_codec import MIXED, SCALE_DTYPES, TABLE_FORMATS
 from .errors import BundleError
 from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, HistoryWeights, NeighborSpec, at_length,  # noqa: F401
                              check as _check, is_int as _is_int, is_number as _is_number)

@@ -466,7 +466,7 @@ std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const s
       int64_t want = int_table_bytes(n, d, fmt == "int8", gs, half_scales);
       if (int64_t(data.size()) != want) throw BundleError(table_size_error(data.size(), want, n, d, fmt));
       decode_int_rows(data.data(), n, d, fmt == "int8", gs, half_scales, nullptr, out.data());
-    } else {  // bundle_codecs._decode_mixed: row mask (LSB first), the int8 rows' table, the int4 rows' table
+    } else {  // table_codec._decode_mixed: row mask (LSB first), the int8 rows' table, the int4 rows' table
       int64_t mb = (n + 7) / 8;
       if (int64_t(data.size()) < mb)
         throw BundleError("item table has " + std::to_string(data.size()) + " bytes, shorter than the " +

@@ -7,7 +7,7 @@ import torch
 from metarec.export.compress import (compress_model, measure_importance, prune_model, quantize_table, round_head,
                                      snr_db, table_of, topk_overlap, wide_rows)
 from metarec.export.config import CompressConfig
-from metarec.runtime.bundle_codecs import decode_table
+from metarec.runtime.table_codec import decode_table
 
 
 

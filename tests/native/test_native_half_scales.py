@@ -11,7 +11,7 @@ import pytest
 
 from metarec.runtime import Recommender
 from metarec.runtime.bundle import open_bundle
-from metarec.runtime.bundle_codecs import encode_table, pack_table
+from metarec.runtime.table_codec import encode_table, pack_table
 from metarec.runtime.errors import BundleError
 from metarec.runtime.native import NativeRecommender
 

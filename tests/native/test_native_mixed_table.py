@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from metarec.runtime import Recommender
-from metarec.runtime.bundle_codecs import encode_table
+from metarec.runtime.table_codec import encode_table
 from metarec.runtime.errors import BundleError
 from metarec.runtime.native import NativeRecommender
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from metarec.runtime import BundleError
-from metarec.runtime.bundle_codecs import (PROGRAM_CODECS, TABLE_FORMATS, decode_floats, decode_item_ids,
-                                           decode_program, decode_table, encode_floats, encode_item_ids,
-                                           encode_program, encode_table, generate_keypair, pack_table, sign_manifest,
-                                           table_nbytes, verify_signature)
+from metarec.runtime.bundle_codecs import (PROGRAM_CODECS, decode_floats, decode_item_ids, decode_program,
+                                           encode_floats, encode_item_ids, encode_program, generate_keypair,
+                                           sign_manifest, verify_signature)
+from metarec.runtime.table_codec import TABLE_FORMATS, decode_table, encode_table, pack_table, table_nbytes
 
 PTE = b"\x3c\x00\x00\x00ET12" + bytes(range(256)) * 4  # the flatbuffer magic, then arbitrary bytes
 

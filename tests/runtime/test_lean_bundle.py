@@ -5,7 +5,7 @@ import pytest
 
 from metarec.runtime import BundleError, Recommender
 from metarec.runtime.bundle import open_bundle
-from metarec.runtime.bundle_codecs import decode_table, encode_table, pack_table
+from metarec.runtime.table_codec import decode_table, encode_table, pack_table
 
 from tiny_bundle import D, ITEM_IDS, N
 

@@ -3,8 +3,8 @@ byte layout, round trips and refusals (runtime_py/bundle_codecs.py)."""
 import numpy as np
 import pytest
 
-from metarec.runtime.bundle_codecs import (MIXED, decode_floats, decode_table, encode_floats, encode_table,
-                                           table_nbytes)
+from metarec.runtime.bundle_codecs import decode_floats, encode_floats
+from metarec.runtime.table_codec import MIXED, decode_table, encode_table, table_nbytes
 from metarec.runtime.errors import BundleError
 from metarec.runtime.manifest import HeadSpec, TableSpec
 

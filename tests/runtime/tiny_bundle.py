@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from metarec.runtime.manifest import (FileEntry, HeadSpec, HistoryWeights, Manifest, NeighborSpec, ProgramIO, Shapes,
                                       TableSpec)
 from metarec.runtime.scene import SceneSpec, scene_features
-from metarec.runtime.bundle_codecs import (decode_table, encode_floats, encode_neighbors, encode_popularity,
-                                           encode_program, encode_table, sign_manifest)
+from metarec.runtime.bundle_codecs import (encode_floats, encode_neighbors, encode_popularity, encode_program,
+                                           sign_manifest)
+from metarec.runtime.table_codec import decode_table, encode_table
 from metarec.runtime.trending import TrendingPack
 
 N, D, L, FD, S, R, K_MAX = 40, 8, 4, 15, 4, 6, 20
