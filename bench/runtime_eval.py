@@ -16,8 +16,10 @@ from tqdm.auto import tqdm
 
 from metarec.runtime import Recommender, TrendingPack
 from metarec.runtime.neighbors import NeighborPack
+from metarec.runtime.onboarding import OnboardingPack
 from metarec.runtime.scene import scene_features, scene_labels
 from metarec.sdk.data import Dataset
+from metarec.sdk.onboarding import pack_rows
 from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make_query, split_users
 
 
@@ -36,6 +38,7 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
         state_path = Path(tmp.name) / "state.db"
     rec = opener(bundle_dir, state_path, trusted_key=trusted_key)
     spec = rec.neighbor_spec  # both runtimes: the item-item term's kind, m, last, decay, weight, or None
+    ob = rec.onboarding_spec  # both runtimes: the onboarding term's weight, span, window_days, or None
     live = None
     if spec is not None:
         from metarec.sdk.neighbors import LiveNeighbors
@@ -62,6 +65,9 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                 if live is not None:
                     ids, w = live.table(log, ds.item[rows[:k]], t, u, spec.last)
                     rec.set_neighbors(NeighborPack(t, rec.catalog, spec.kind, ids, w), now=t, allow_older=True)
+                if ob is not None:  # the server's pack of that moment, without this user's own events
+                    rec.set_onboarding(OnboardingPack.from_rows(t, pack_rows(log, t, u, ob, ds.item_ids), rec.catalog),
+                                       now=t, allow_older=True)
                 top = [r.item_id for r in rec.recommend(uid, now=t, k=10)]
                 target = str(ds.item_ids[ds.item[rows[k]]])
                 pos = top.index(target) + 1 if target in top else 0
@@ -164,7 +170,7 @@ def _fp32_reference(model, cfg, shipped):
 
 def _serve_as(rec, shipped):
     """`rec` (the sdk's eager scorer) with the bundle's item-item term, its rows from the neighbour pack of each
-    query's moment, and its weights by history length, as the runtimes serve them."""
+    query's moment, its weights by history length and its onboarding term, as the runtimes serve them."""
     from metarec.sdk.neighbors import LiveNeighbors
 
     nb, bh = shipped.manifest.neighbors, shipped.manifest.by_history
@@ -172,7 +178,7 @@ def _serve_as(rec, shipped):
         rec.set_neighbors(LiveNeighbors(nb.kind, nb.m), nb.last, nb.decay, nb.weight)
     if bh is not None:
         rec.set_by_history(bh.term, bh.popularity, shipped.popularity)
-    return rec
+    return rec.set_onboarding(shipped.manifest.onboarding)
 
 
 def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", baselines=None,

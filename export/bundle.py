@@ -147,12 +147,13 @@ def file_entries(out: Path) -> dict:
 
 def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, configs: dict,
                    k_max: int, created_at: str | None = None, codec: str = "none", rank_method: bool = False,
-                   large: dict | None = None, neighbors=None, by_history=None, head_dtype: str = "float32") -> bytes:
+                   large: dict | None = None, neighbors=None, by_history=None, head_dtype: str = "float32",
+                   onboarding=None) -> bytes:
     """Step 4: canonical manifest bytes for a written bundle directory; ExportError if they break the contract.
     `large`: `write_large_programs`' result (the chunked score.pte holds the table; `qt` is then unused).
     `neighbors`: the item-item term's NeighborSpec, `by_history`: HistoryWeights (both need the rank method, so
-    never with `large`). `head_dtype`: how head0.bin stores phi0."""
-    if large is not None and (neighbors is not None or by_history is not None):
+    never with `large`; nor is `onboarding`, the OnboardingSpec). `head_dtype`: how head0.bin stores phi0."""
+    if large is not None and (neighbors is not None or by_history is not None or onboarding is not None):
         raise ExportError("the item-item term needs score.pte's rank method, which the large-catalog program lacks")
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
@@ -190,7 +191,7 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
             programs={k: ProgramIO(**v) for k, v in programs.items()},
             item_table=table,
             head=HeadSpec(file=HEAD_FILE, param_names=names, param_shapes=shapes, dtype=head_dtype),
-            neighbors=neighbors, by_history=by_history,
+            neighbors=neighbors, by_history=by_history, onboarding=onboarding,
             dtypes={**table_dtypes, "head": head_dtype, "topk_ids": "int64", "program_inputs": "float32"},
             configs=configs).to_json()
     except ValueError as e:  # never write a manifest the runtime would refuse
@@ -249,16 +250,18 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
 
         raise ExportError(f"{floor_summary(extra['floor'])}: this prior loses to a simple baseline on validation "
                           "users; ship the baseline, or export anyway with force=True (--force)")
-    nb_spec = bh_spec = None
+    nb_spec = bh_spec = ob_spec = None
     if auto and validation is not None:
-        model, compress_config, nb_spec, bh_spec = _choose(model, validation, extra, ecfg, force, say)
-        if (nb_spec is not None or bh_spec is not None) and ecfg.large_catalog(model.n_items):
+        model, compress_config, nb_spec, bh_spec, ob_spec = _choose(model, validation, extra, ecfg, force, say)
+        if (nb_spec is not None or bh_spec is not None or ob_spec is not None) and ecfg.large_catalog(model.n_items):
             # the large-catalog score.pte has no rank method (no cached offset to add them to): ship without them
-            say(f"the item-item term and weights by history length the selection chose are not shipped: "
-                f"{model.n_items:,} items get the large-catalog score.pte, which has no rank method to add them to")
+            say(f"the item-item term, weights by history length and onboarding term the selection chose are not "
+                f"shipped: {model.n_items:,} items get the large-catalog score.pte, which has no rank method to add "
+                "them to")
             extra["selection"]["neighbors"]["shipped"] = False
-            extra["selection"]["shipped_neighbors"] = extra["selection"]["shipped_by_history"] = None
-            nb_spec = bh_spec = None
+            sel = extra["selection"]
+            sel["shipped_neighbors"] = sel["shipped_by_history"] = sel["shipped_onboarding"] = None
+            nb_spec = bh_spec = ob_spec = None
     elif auto:
         say("no validation run in the checkpoint (a model, or trained with --no-floor): int4 and the phone profile, "
             "not checked against the baselines")
@@ -325,6 +328,22 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
             (out / POPULARITY_FILE).write_bytes(encode_popularity(model.log_pop.detach().numpy()))
         by_history = HistoryWeights(term=bh_spec["term"], popularity=bh_spec["popularity"],
                                     file=POPULARITY_FILE if bh_spec["popularity"] else "")
+    if ob_spec is not None:  # a first pack beside the bundle; the server sends fresh ones (`metarec onboarding`)
+        from metarec.runtime.bundle_codecs import catalog_digest
+        from metarec.runtime.onboarding import OnboardingPack
+        from metarec.sdk.onboarding import pack_rows
+        from metarec.sdk.protocol import EventLog
+
+        ds, _, _ = _training_data(extra["train"])
+        at = float(ds.ts.max()) + 1.0
+        pack = onboarding_pack_path(out)
+        OnboardingPack.from_rows(at, pack_rows(EventLog(ds), at, -1, ob_spec, ids), catalog_digest(ids)).save(
+            pack, key_path)
+        say(f"   first onboarding pack ({pack.stat().st_size / 1024:.0f} KB): {pack} (+ .sig); the server sends "
+            "fresh ones: `metarec onboarding`")
+    else:  # a previous export's pack would belong to a term this bundle does not have
+        for stale in (onboarding_pack_path(out), Path(str(onboarding_pack_path(out)) + ".sig")):
+            stale.unlink(missing_ok=True)
     large_io = None
     adapt_note = " and adapt.pte" if model.inner_steps else " (no adapt.pte: the phone runs no adaptation step)"
     if large:
@@ -358,7 +377,8 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
     manifest = build_manifest(model, qt, file_entries(out), serial=serial,
                               model_version=model_version, configs=configs, k_max=ecfg.k_max,
                               codec=ecfg.program_codec, rank_method=ecfg.rank_method, large=large_io,
-                              neighbors=neighbors, by_history=by_history, head_dtype=ccfg.head_dtype)
+                              neighbors=neighbors, by_history=by_history, head_dtype=ccfg.head_dtype,
+                              onboarding=ob_spec)
     try:  # a bundle whose programs fault inside ExecuTorch is never signed (docs/decisions/program-trust.md)
         probe_in_child(out, manifest)
     except BundleError as e:
@@ -385,6 +405,12 @@ def selection_report_path(bundle_dir) -> Path:
 
 def _jsonable(o):
     return o.to_dict() if hasattr(o, "to_dict") else o.tolist() if hasattr(o, "tolist") else str(o)
+
+
+def onboarding_pack_path(bundle_dir) -> Path:
+    """Where export writes the first onboarding pack of a bundle with the onboarding term."""
+    out = Path(bundle_dir)
+    return out.with_name(out.name + ".onboarding")
 
 
 def neighbor_pack_path(bundle_dir) -> Path:
@@ -424,7 +450,7 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
     if sel.inner_steps != model.cfg.inner_steps:
         model = copy.deepcopy(model)
         model.cfg = dataclasses.replace(model.cfg, inner_steps=sel.inner_steps)
-    return model, sel.compress, sel.neighbors, sel.by_history
+    return model, sel.compress, sel.neighbors, sel.by_history, sel.onboarding
 
 
 def save_exported_model(model, path, train_cfg: dict | None, item_ids, compress_report: dict,

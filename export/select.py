@@ -33,6 +33,7 @@ import numpy as np
 
 from .compress import compress_model, early_histories, round_head, sdk_finetune, table_of
 from .config import CompressConfig, parse_prune
+from .select_onboarding import choose_onboarding
 
 HEADLINE_KS = (1, 2, 3)
 # the choices read every support size up to 10: three queries a user are too few to place a weight (a 9,125-item
@@ -62,12 +63,13 @@ class Selection:
     neighbors: dict | None = None  # {"kind", "weight", "last", "decay", "m"} when the item-item term ships
     pop_delta: float = 0.0  # added to the shipped prior's pop_w
     by_history: dict | None = None  # {"term": [...], "popularity": [...]} per LENGTH_BUCKETS, when any moved
+    onboarding: object = None  # the manifest OnboardingSpec, when the onboarding term ships
 
 
-def _recommender(model, tcfg, table=None, quant="none", nb=None, bh=None):
+def _recommender(model, tcfg, table=None, quant="none", nb=None, bh=None, ob=None):
     """The eager scorer of `model` served with its own inner steps, on the table the phone decodes, with the
-    item-item term `nb` ((LiveNeighbors, last, decay, weight)) and the weights by history length `bh`
-    ({"term", "popularity"}) when given."""
+    item-item term `nb` ((LiveNeighbors, last, decay, weight)), the weights by history length `bh`
+    ({"term", "popularity"}) and the onboarding term `ob` (OnboardingSpec) when given."""
     from .report import compressed_recommender
 
     table = model.export_item_table().numpy() if table is None else table
@@ -77,7 +79,7 @@ def _recommender(model, tcfg, table=None, quant="none", nb=None, bh=None):
         rec.set_neighbors(*nb)
     if bh is not None:
         rec.set_by_history(bh["term"], bh["popularity"], popularity_feature(model))
-    return rec
+    return rec.set_onboarding(ob)
 
 
 def popularity_feature(model) -> np.ndarray:
@@ -85,10 +87,10 @@ def popularity_feature(model) -> np.ndarray:
     return model.log_pop.detach().numpy().astype(np.float16).astype(np.float32)
 
 
-def _evaluate(model, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None) -> dict:
+def _evaluate(model, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None, ob=None) -> dict:
     from metarec.sdk.protocol import evaluate_users
 
-    return evaluate_users(_recommender(model, tcfg, table, quant, nb, bh), ds, users, log, ks=SELECT_KS)
+    return evaluate_users(_recommender(model, tcfg, table, quant, nb, bh, ob), ds, users, log, ks=SELECT_KS)
 
 
 class _Memo:
@@ -350,8 +352,12 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
         say(f"   item-item term and weights by history length: not tried, {why}")
         rep["neighbors"] = {"grid": [], "best": None, "shipped": False, "reason": why}
         rep["by_history"] = {"reason": why}
-    if nb is not None or bh is not None:
-        full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh)
+    ob = None
+    if offset_terms:  # 2d. the onboarding term, over everything above
+        rep["onboarding"], ob = choose_onboarding(_recommender(prior, tcfg, nb=nb, bh=bh), ds, split, log,
+                                                  LENGTH_BUCKETS, _paired, say)
+    if nb is not None or bh is not None or ob is not None:
+        full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh, ob=ob)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)
 
     # 3. the smallest compression within the budget
@@ -374,7 +380,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
             model = prior
         model = round_head(model, ccfg.head_dtype)  # phi0 as the bundle stores it
         qt = table_of(model, ccfg)
-        res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb, bh)
+        res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb, bh, ob)
         hr, hr_head = _hr(res), _hr(res, HEADLINE_KS)
         p, p_head = _paired(res, full), _paired(res, full, HEADLINE_KS)
         rel = (ref - hr) / ref if ref > 0 else 0.0
@@ -390,8 +396,8 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     ok = [r for r in rows if r["within_budget"]]
     pick = ok[0] if ok else max(rows, key=lambda r: r["hr10"])
     if shipped_prior is not None and ok:  # 3b. the same budget on the prior that ships
-        pick = _confirm_on_shipped(shipped_prior, rows, pick, steps, rep["popularity"]["delta"], nb, bh, ds, split,
-                                   log, budget, say)
+        pick = _confirm_on_shipped(shipped_prior, rows, pick, steps, rep["popularity"]["delta"], (nb, bh, ob), ds,
+                                   split, log, budget, say)
     for r in rows:
         lo, hi = r["paired"]["ci"]
         h = r["headline"]
@@ -416,10 +422,12 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
         live, last, decay, weight = nb
         shipped = {"kind": live.kind, "weight": weight, "last": last, "decay": decay, "m": live.m}
     rep["shipped_neighbors"], rep["shipped_by_history"] = shipped, bh
-    return Selection(steps, pick["compress"], rep, shipped, rep["popularity"]["delta"], bh)
+    rep["shipped_onboarding"] = None if ob is None else {"weight": list(ob.weight), "span": ob.span,
+                                                         "window_days": ob.window_days}
+    return Selection(steps, pick["compress"], rep, shipped, rep["popularity"]["delta"], bh, ob)
 
 
-def _confirm_on_shipped(shipped, rows, pick, steps, delta, nb, bh, ds, split, log, budget, say):
+def _confirm_on_shipped(shipped, rows, pick, steps, delta, terms, ds, split, log, budget, say):
     """3b: the first candidate from `pick` up (by bytes, within the budget on validation users) whose point estimates
     on the shipped prior, served as it ships, lose at most `budget` on the validation users' queries (K = 1..10 and
     K = 1..3). Those users are in the shipped prior's fit set, so this under-states a loss rather than inventing one:
@@ -429,7 +437,7 @@ def _confirm_on_shipped(shipped, rows, pick, steps, delta, nb, bh, ds, split, lo
 
     model0, stcfg = shipped
     model0 = _with_steps(with_pop_delta(model0, delta) if delta else model0, steps)
-    full = _evaluate(model0, stcfg, ds, split.val, log, nb=nb, bh=bh)
+    full = _evaluate(model0, stcfg, ds, split.val, log, None, "none", *terms)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)
     fit = fit_users_for(stcfg, ds)
     tools = None
@@ -443,7 +451,7 @@ def _confirm_on_shipped(shipped, rows, pick, steps, delta, nb, bh, ds, split, lo
             model = compress_model(model0, ccfg, *tools)[0]
         else:
             model = round_head(model0, ccfg.head_dtype)
-        res = _evaluate(model, stcfg, ds, split.val, log, table_of(model, ccfg).dequantized, ccfg.quant, nb, bh)
+        res = _evaluate(model, stcfg, ds, split.val, log, table_of(model, ccfg).dequantized, ccfg.quant, *terms)
         rel = (ref - _hr(res)) / ref if ref > 0 else 0.0
         rel_head = (ref_head - _hr(res, HEADLINE_KS)) / ref_head if ref_head > 0 else 0.0
         ok = rel <= budget and rel_head <= budget

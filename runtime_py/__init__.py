@@ -15,10 +15,11 @@ Public API:
 - `Recommender.open(bundle_dir, state_path, trusted_key, tz=None)`; `record(user, item, timestamp,
   event_id=None)`; `recommend(user, now, k=10, tz=None)` -> [`Recommendation`(item_id, score, because,
   because_kind)]; `set_trending(TrendingPack)`; `set_neighbors(NeighborPack)` (bundles with an item-item term;
-  `neighbor_spec`); `history(user)` -> [`Event`]; `forget(user)`; `close()`;
+  `neighbor_spec`); `set_onboarding(OnboardingPack)` (bundles with an onboarding term; `onboarding_spec`); `history(user)` -> [`Event`]; `forget(user)`; `close()`;
   `serial`; `item_ids`. A new bundle: close, then open the new folder with the same state path.
 - `TrendingPack.from_counts(at, counts)`, `.save(path, private_key)` (server), `.load(path, trusted_key)` (phone);
-  `NeighborPack(at, catalog, kind, ids, weights)` the same way (`metarec neighbors` writes one).
+  `NeighborPack(at, catalog, kind, ids, weights)` the same way (`metarec neighbors` writes one);
+  `OnboardingPack.from_rows(at, rows, catalog)` too (`metarec onboarding` writes one).
 - Errors, all `MetaRecRuntimeError`: `BundleError` (untrusted or unusable bundle or pack, older serial),
   `InputError` (a bad argument: unknown item, k out of range, bad time zone), `StateError` (state database).
 - The bundle contract (docs/bundle-format.md): `open_bundle`, `Bundle`, `Manifest`, `Shapes`, `SceneSpec`, ...
@@ -41,7 +42,7 @@ _LAZY = {
     "SceneClock": ".scene", "SceneSpec": ".scene", "scene_features": ".scene", "scene_labels": ".scene",
     "generate_keypair": ".bundle_codecs", "sign_manifest": ".bundle_codecs", "verify_signature": ".bundle_codecs",
     "decode_table": ".table_codec", "encode_table": ".table_codec", "TrendingPack": ".trending",
-    "NeighborPack": ".neighbors",
+    "NeighborPack": ".neighbors", "OnboardingPack": ".onboarding",
     "Recommender": ".recommender", "Recommendation": ".results", "Event": ".results",
     "Bundle": ".bundle", "open_bundle": ".bundle", "Store": ".store", "CatalogDelta": ".catalog",
 }

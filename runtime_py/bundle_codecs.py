@@ -230,6 +230,39 @@ def check_pack_time(at: float, now: float, current_at: float | None, what: str =
         raise ValueError(f"{what} from {at} is older than the pack in use ({current_at}): a replay")
 
 
+ONBOARDING_PACK_VERSION = 1
+
+
+def encode_onboarding(at: float, rows: list, catalog: str) -> bytes:
+    """Canonical onboarding pack bytes (runtime_py/onboarding.py; sorted keys, compact, ASCII): what its signature
+    covers."""
+    return json.dumps({"at": at, "catalog": catalog, "kind": "onboarding", "rows": rows,
+                       "version": ONBOARDING_PACK_VERSION}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def decode_onboarding(data: bytes, n_rows: int) -> tuple[float, list, str]:
+    """(at, rows, catalog) of onboarding pack bytes, shape-checked only (each row's values: as a trending pack's
+    counts); ValueError if malformed, of an unknown version, unbound or without exactly `n_rows` rows."""
+    if len(data) > _MAX_PACK_BYTES:
+        raise ValueError(f"onboarding pack larger than {_MAX_PACK_BYTES} bytes")
+    try:
+        d = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError as e:
+        raise ValueError("onboarding pack nests too deeply") from e
+    if not isinstance(d, dict) or set(d) != {"at", "catalog", "kind", "rows", "version"}:
+        raise ValueError("an onboarding pack has exactly the fields at, catalog, kind, rows, version")
+    if d["version"] != ONBOARDING_PACK_VERSION or isinstance(d["version"], bool) or d["kind"] != "onboarding":
+        raise ValueError(f"onboarding pack version {d['version']!r} / kind {d['kind']!r} unsupported (this runtime "
+                         f"reads version {ONBOARDING_PACK_VERSION}, kind 'onboarding')")
+    if not isinstance(d["catalog"], str) or len(d["catalog"]) != 64:
+        raise ValueError("onboarding pack is not bound to a catalog (`catalog`: 64 hex)")
+    rows = d["rows"]
+    if not isinstance(rows, list) or len(rows) != n_rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"onboarding pack rows must be a list of {n_rows} objects")
+    return d["at"], rows, d["catalog"]
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON here")
 

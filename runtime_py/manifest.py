@@ -49,7 +49,8 @@ from typing import Any
 from .bundle_codecs import FLOAT_DTYPES, PROGRAM_CODECS, check_item_ids
 from .table_codec import MIXED, SCALE_DTYPES, TABLE_FORMATS
 from .errors import BundleError
-from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, HistoryWeights, NeighborSpec, at_length,  # noqa: F401
+from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, ONBOARDING_ROWS, HistoryWeights, NeighborSpec,  # noqa: F401
+                             OnboardingSpec, at_length, onboarding_row,
                              check as _check, is_int as _is_int, is_number as _is_number)
 from .scene import SceneSpec
 
@@ -302,6 +303,7 @@ class Manifest:
     trending_file: str | None = None  # an initial TrendingPack (JSON, covered by this manifest's hash)
     neighbors: NeighborSpec | None = None  # the item-item term, when export chose one on validation users
     by_history: HistoryWeights | None = None  # weights by history length, when export chose them
+    onboarding: OnboardingSpec | None = None  # the onboarding term (its counts come in packs), when export chose it
     dtypes: dict = dataclasses.field(default_factory=dict)  # informational: {"table": "int8", "head": "float32"}
     configs: dict = dataclasses.field(default_factory=dict)  # every stage's config, opaque to the runtime
     adapt_scene: str = "query"
@@ -346,8 +348,9 @@ class Manifest:
             _check(all(b - a >= sh.k_max for a, b in zip(score.chunks, score.chunks[1:])),
                    f"every score chunk must hold at least k_max={sh.k_max} items")
             _check(self.item_table.program == "score", "a chunked score program holds the table (item_table.program)")
-            _check(self.neighbors is None and self.by_history is None, "a chunked score program has no rank method "
-                   "to add the item-item term (neighbors) or weights by history length (by_history) to")
+            _check(self.neighbors is None and self.by_history is None and self.onboarding is None,
+                   "a chunked score program has no rank method to add the item-item term (neighbors), weights by "
+                   "history length (by_history) or the onboarding term to")
             self._check_program(score, CHUNKED_SCORE_INPUTS + chunk_input_names(len(score.chunks) - 1),
                                 SCORE_OUTPUTS)
         else:
@@ -403,8 +406,9 @@ class Manifest:
             del d["item_table"]["scale_dtype"]
         if d["head"]["dtype"] == "float32":  # left out: older manifests stay byte-identical
             del d["head"]["dtype"]
-        if d["by_history"] is None:  # left out while unused: older manifests stay byte-identical
-            del d["by_history"]
+        for key in ("by_history", "onboarding"):
+            if d[key] is None:  # left out while unused: older manifests stay byte-identical
+                del d[key]
         return d
 
     def to_json(self) -> bytes:
@@ -431,6 +435,8 @@ class Manifest:
                 d["neighbors"] = _sub(NeighborSpec, d["neighbors"], "neighbors")
             if "by_history" in d:  # present means used: null is not canonical
                 d["by_history"] = _sub(HistoryWeights, d["by_history"], "by_history")
+            if "onboarding" in d:
+                d["onboarding"] = _sub(OnboardingSpec, d["onboarding"], "onboarding")
             progs = d.get("programs")
             if not isinstance(progs, dict):
                 raise ValueError("programs must be an object")

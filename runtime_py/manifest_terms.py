@@ -1,6 +1,6 @@
 """The bundle contract, manifest part 1b: the field checks every manifest block uses, and the optional terms the
 runtimes add to score.pte's cached offset before `rank` (the item-item term, `neighbors`; weights by history
-length, `by_history`). manifest.py holds the manifest and re-exports these names, so a reader imports them there.
+length, `by_history`; the onboarding term, `onboarding`). manifest.py holds the manifest and re-exports these names, so a reader imports them there.
 """
 from __future__ import annotations
 
@@ -83,3 +83,36 @@ class HistoryWeights:
         check(isinstance(self.file, str), "by_history.file must be a str")
         check(bool(self.file) == bool(self.popularity), "by_history.file is set exactly when popularity is")
         check(bool(self.term or self.popularity), "by_history holds term or popularity weights (else leave it out)")
+
+
+ONBOARDING_ROWS = 11  # an onboarding pack's rows: history lengths K = 0..10, the last one also for longer histories
+
+
+def onboarding_row(k: int) -> int:
+    """The onboarding pack row a user with `k` known events reads (both runtimes and the sdk's scorer)."""
+    return min(max(int(k), 0), ONBOARDING_ROWS - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnboardingSpec:
+    """The onboarding term (runtime_py/onboarding.py): an onboarding pack holds, per history length K (row
+    `onboarding_row(K)`), the server's counts of items other users took as their event number K - span .. K + span
+    (0-based) in the `window_days` before the pack's time; weight(K) * log1p(count) joins bundle items' scores.
+    `weight` is indexed by `at_length` (0 = off at that length). Until the app sets a pack the term is off.
+    Why: a new user's first events follow the app's sign-up flow, and the users who signed up lately show it."""
+
+    weight: tuple[float, ...]
+    span: int
+    window_days: float
+
+    def __post_init__(self) -> None:
+        v = self.weight
+        check(isinstance(v, (list, tuple)) and 1 <= len(v) <= MAX_LENGTHS,
+              f"onboarding.weight must be a list of 1..{MAX_LENGTHS} numbers")
+        check(all(is_number(x) and math.isfinite(x) and 0.0 <= x <= 64.0 for x in v),
+              "onboarding.weight values must be finite, in [0, 64]")
+        check(any(x > 0 for x in v), "onboarding.weight is 0 at every length (leave the block out)")
+        object.__setattr__(self, "weight", tuple(float(x) for x in v))
+        check(is_int(self.span) and 0 <= self.span <= 64, "onboarding.span must be an int in [0, 64]")
+        check(is_number(self.window_days) and math.isfinite(self.window_days) and 0 < self.window_days <= 366,
+              "onboarding.window_days must be a number in (0, 366]")

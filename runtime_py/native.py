@@ -81,6 +81,7 @@ class NativeRecommender:
                                          C.byref(weight), None))
         self.neighbor_spec = NativeNeighborSpec(kind.value.decode(), m.value, last.value, decay.value,
                                                 weight.value) if m.value else None
+        self.onboarding_spec = None  # the native library refuses a bundle with an onboarding term (unknown field)
 
     @classmethod
     def open(cls, bundle_dir, state_path, trusted_key, lib: C.CDLL | None = None) -> "NativeRecommender":

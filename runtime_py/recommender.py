@@ -53,8 +53,9 @@ from .bundle import Bundle, open_bundle
 from .bundle_codecs import catalog_digest
 from .catalog_state import CatalogDeltas, CatalogState
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
-from .manifest import at_length
+from .manifest import at_length, onboarding_row
 from .neighbors import NeighborPack, neighbor_term
+from .onboarding import OnboardingPack
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_adapt_program, load_score_program
 from .results import TREND_LABELS, Event, Recommendation  # the result types stay importable from here too
 from .scene import SceneClock, shift_for
@@ -99,9 +100,11 @@ class Recommender:
         self._table_t = None if self._chunked else torch.from_numpy(self._table)
         self._nb = m.neighbors  # the item-item term joins forward's cached offset, then `rank` ranks
         self._by_k, self._pop = m.by_history, bundle.popularity  # so do the weights by history length
-        if (self._nb is not None or self._by_k is not None) and (self._chunked or not score.has_rank):
-            raise BundleError("the bundle's item-item term (neighbors) or weights by history length (by_history) "
-                              "need score.pte's rank method"
+        self._ob, self._ob_pack, self._ob_rows = m.onboarding, None, None  # and the onboarding term, once a pack is set
+        if (self._nb is not None or self._by_k is not None or self._ob is not None) \
+                and (self._chunked or not score.has_rank):
+            raise BundleError("the bundle's item-item term (neighbors), weights by history length (by_history) or "
+                              "onboarding term need score.pte's rank method"
                               + (", which a large-catalog (chunked) score.pte lacks" if self._chunked else ""))
         self._clock = SceneClock(bundle.scene_spec)
         self._scene_np = np.zeros(self.shapes.F, dtype=np.float32)
@@ -262,6 +265,28 @@ class Recommender:
             self._nb_pack, self._nb_table = pack, (pack.ids, pack.weights)
             self._users.clear()  # each cached user's term came from the old table: rebuilt on the next call
 
+    @property
+    def onboarding_spec(self):
+        """The bundle's onboarding term (manifest OnboardingSpec: weight, span, window_days), or None."""
+        return self._ob
+
+    def set_onboarding(self, pack: OnboardingPack, now: float | None = None, allow_older: bool = False) -> None:
+        """Use `pack` (from `OnboardingPack.load(path, trusted_key)`, `metarec onboarding`) for the onboarding term
+        from now on (kept in memory only: set it again after `open`). `InputError` (nothing changed) when the bundle
+        has no such term, for a pack of another catalog, stale or from the future at `now`, or older than the pack in
+        use (`allow_older`: replays of history only, as for `set_trending`)."""
+        if not isinstance(pack, OnboardingPack):
+            raise InputError(f"set_onboarding takes an OnboardingPack, got {type(pack).__name__}")
+        with self._lock:
+            self._check_open()
+            if self._ob is None:
+                raise InputError("this bundle has no onboarding term (its export chose none on validation users)")
+            now_t = time.time() if now is None else _check_time(now, "now")
+            current = None if allow_older or self._ob_pack is None else self._ob_pack.at
+            _check_pack(pack, self.catalog, now_t, current, "onboarding pack")
+            self._ob_pack, self._ob_rows = pack, pack.log_rows(self._cat.index, self.shapes.N)
+            self._users.clear()  # each cached user's offset holds the old counts: rebuilt on the next call
+
     def recommend(self, user_id: str, now: float, k: int = 10, tz=None) -> list[Recommendation]:
         """Top-k items for `user_id` in the scene at `now` (unix seconds), excluding what the user recorded.
 
@@ -302,7 +327,7 @@ class Recommender:
                     scores_t, ids_t = out[0], out[1]
                     if len(out) == 4:
                         self._keep_rank_inputs(u, out[2], out[3], scene_key)
-                        if self._nb is not None or self._by_k is not None:  # forward's top-k lacks them
+                        if self._nb is not None or self._by_k is not None or self._ob is not None:  # forward's top-k lacks them
                             scores_t, ids_t = self._score.rank_bound(u.rank_args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e
@@ -416,6 +441,8 @@ class Recommender:
                 u.neighbor = neighbor_term(*self._nb_table, idx, nb.last, nb.decay, w, sh.N)
         if self._pop is not None:
             u.pop_w = at_length(bk.popularity, len(idx), 0.0)
+        if self._ob_rows is not None:
+            u.onboard = (at_length(self._ob.weight, len(idx), 0.0), onboarding_row(len(idx)))
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
         else:
@@ -443,6 +470,8 @@ class Recommender:
             u.offset_np[u.neighbor[0]] += u.neighbor[1]
         if u.pop_w:
             u.offset_np[:len(self._pop)] += u.pop_w * self._pop
+        if u.onboard is not None and u.onboard[0]:
+            u.offset_np += u.onboard[0] * self._ob_rows[u.onboard[1]]
         u.rank_key = scene_key
 
     def _adapt_user(self, user_id: str, u: UserState) -> None:

@@ -1,5 +1,5 @@
 """One user's entry in the Recommender's per-user cache (recommender.py drops it when the user's events, the catalog
-or the neighbour pack change): everything `recommend` needs for the user. Fields built for one head, trend tensor or
+the neighbour or onboarding pack change): everything `recommend` needs for the user. Fields built for one head, trend tensor or
 scene record what they were built for, and `recommend` rebuilds them when that changed.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ class UserState:
     __slots__ = ("seq", "stored_seq", "idx", "last_ts", "head", "head_scene", "hist_np", "mask_np", "hist_vecs",
                  "hist_mask", "exclude", "excluded", "because_code", "because_labels", "args", "args_head",
                  "args_trend", "recent_unit_t", "because_of", "rank_key", "rank_args", "vec_np", "offset_np",
-                 "neighbor", "pop_w", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
+                 "neighbor", "pop_w", "onboard", "delta_exclude", "delta_scores", "delta_args", "delta_scene")
 
     def __init__(self, seq, idx, last_ts, hist_np, mask_np, exclude, because_code, because_labels):
         self.seq, self.idx, self.last_ts = seq, idx, last_ts  # newest arrival seq; item indices in time order
@@ -34,5 +34,6 @@ class UserState:
         self.rank_key, self.rank_args, self.vec_np, self.offset_np = None, None, None, None
         self.neighbor = None  # (item indices, values) of the item-item term for this history (neighbors.py)
         self.pop_w = 0.0  # the popularity feature's weight at this history length (manifest HistoryWeights)
+        self.onboard = None  # (weight, pack row) of the onboarding term at this history length, once a pack is set
         # catalog deltas: each delta program's exclude view, and their scores for `args` in scene `delta_scene`
         self.delta_exclude, self.delta_scores, self.delta_args, self.delta_scene = (), None, None, None

@@ -69,13 +69,14 @@ def check_path(value, what: str) -> str:
     return path
 
 
-def check_pack(pack, catalog: str, now: float, current_at: float | None) -> None:
-    """`InputError` unless `pack` (a TrendingPack) counts this `catalog` (or is unbound: the app's own), is fresh at
-    `now` and is not older than the pack in use (`current_at`; None: no replay check)."""
+def check_pack(pack, catalog: str, now: float, current_at: float | None, what: str = "trending pack") -> None:
+    """`InputError` unless `pack` (a TrendingPack or OnboardingPack) counts this `catalog` (or is unbound: the app's
+    own trending pack), is fresh at `now` and is not older than the pack in use (`current_at`; None: no replay
+    check)."""
     if pack.catalog and pack.catalog != catalog:
-        raise InputError("trending pack was made for another catalog (its `catalog` differs from this bundle's)")
+        raise InputError(f"{what} was made for another catalog (its `catalog` differs from this bundle's)")
     try:
-        check_pack_time(pack.at, now, current_at)
+        check_pack_time(pack.at, now, current_at, what)
     except ValueError as e:
         raise InputError(str(e)) from e
 

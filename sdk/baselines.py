@@ -43,6 +43,22 @@ class Trending:
         return q.trending * (q.popularity.max() + 1.0) + q.popularity
 
 
+class Onboarding:
+    """Per-item count of other users' events in [t - 7 days, t) at the query's history position (K +- 3, sdk.protocol
+    `EventLog.onboarding_counts`): what users with as many events as this one took lately. Ties by the 7-day
+    count, then popularity."""
+
+    name = "onboarding"
+
+    def fit(self, ds: Dataset, fit_users: np.ndarray, log: EventLog) -> "Onboarding":
+        return self
+
+    def score(self, q: Query) -> np.ndarray:
+        c = q.log.onboarding_counts(q.t, q.user, len(q.support_items))
+        m = q.popularity.max() + 1.0
+        return (c * (q.trending.max() + 1.0) + q.trending) * m + q.popularity
+
+
 # ---------------------------------------------------------------------------------------------- item-kNN
 class _FirstTouches:
     """Rows of a log where a user touches an item for the first time: the binary user-item sets, in time order."""
@@ -388,6 +404,9 @@ BASELINES: dict[str, Callable[..., Recommender]] = {
                                                [lambda: ItemKNN(pool="fit"), Trending]),
     "als+trending": lambda seed=0: Blend("als+trending", [lambda: ALS(seed=seed), Trending]),
     "transition3+trending": lambda: Blend("transition3+trending", [lambda: Transition(last=3), Trending]),
+    "onboarding": Onboarding,
+    "item_knn+onboarding": lambda: Blend("item_knn+onboarding", [ItemKNN, Onboarding]),
+    "transition3+onboarding": lambda: Blend("transition3+onboarding", [lambda: Transition(last=3), Onboarding]),
     # sequential (sdk/baselines_seq.py): torch models fit on the fit users' sequences, ~1 min each on ML-100K
     "sasrec": lambda seed=0: SeqRec("sasrec", seed=seed),
     "gru4rec": lambda seed=0: SeqRec("gru4rec", seed=seed),

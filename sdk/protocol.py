@@ -6,6 +6,7 @@ Nothing else in the project computes HR@10 / NDCG@10 / Recall@10: baselines and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Iterable, Protocol as _TypingProtocol
 
 import numpy as np
@@ -20,6 +21,7 @@ KS = (0, 1, 2, 3, 5, 10)
 HEADLINE_KS = (1, 2, 3)
 TOPN = 10
 WEEK = 7 * 86400.0
+ONBOARDING_SPAN = 3  # history positions k-3..k+3 count as "at k": one position alone is too few events a week
 
 
 # ---------------------------------------------------------------------------------------------- split
@@ -94,6 +96,23 @@ class EventLog:
         if len(own):
             c -= np.bincount(self.item[own], minlength=self.n_items)
         return c
+
+    @functools.cached_property
+    def position(self) -> np.ndarray:
+        """(n_events,) each event's 0-based index among its user's events (time order)."""
+        pos = np.empty(len(self.user), np.int64)
+        starts = self._user_bounds[:-1]
+        pos[self._by_user] = np.arange(len(self.user)) - np.repeat(starts, np.diff(self._user_bounds))
+        return pos
+
+    def onboarding_counts(self, t: float, exclude_user: int, k: int, span: int = ONBOARDING_SPAN,
+                          window: float = WEEK) -> np.ndarray:
+        """Per-item counts of other users' events in [t - window, t) that were their user's event number k - span
+        .. k + span (0-based): what users at a history of k events took lately (a sign-up flow's items)."""
+        hi = self.cut(t)
+        lo = int(np.searchsorted(self.ts, t - window, side="left"))
+        m = (self.user[lo:hi] != exclude_user) & (np.abs(self.position[lo:hi] - int(k)) <= span)
+        return np.bincount(self.item[lo:hi][m], minlength=self.n_items).astype(np.float64)
 
     def visible(self, t: float, exclude_user: int) -> np.ndarray:
         """Row indices of events other users made strictly before t."""

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from metarec.runtime.manifest import at_length
+from metarec.runtime.manifest import at_length, onboarding_row
 from metarec.runtime.neighbors import add_neighbor_term
 from metarec.sdk.train import TrainConfig, data_fingerprint, fit_model, load_checkpoint
 
@@ -31,6 +31,7 @@ class MetaRecRecommender:
         self.stats: dict = {}
         self.neighbors = None  # (LiveNeighbors, last, decay, weight): the item-item term, from the pack of q.t
         self.by_history = None  # (term weights, popularity weights, (N,) popularity feature): manifest HistoryWeights
+        self.onboarding = None  # manifest OnboardingSpec: the onboarding term, its counts those of the pack of q.t
 
     def fit(self, ds, fit_users: np.ndarray, log=None) -> "MetaRecRecommender":
         fit_users = np.asarray(fit_users, np.int64)
@@ -78,6 +79,12 @@ class MetaRecRecommender:
         self.by_history = (tuple(term), tuple(popularity), feature) if term or popularity else None
         return self
 
+    def set_onboarding(self, spec) -> "MetaRecRecommender":
+        """Add the onboarding term (manifest OnboardingSpec) to every score, its counts those of the server's
+        onboarding pack at the query's time (sdk/onboarding.py), as the runtimes add it; None removes it."""
+        self.onboarding = spec
+        return self
+
     def history_items(self, support_items: np.ndarray) -> torch.Tensor:
         """(L,) item indices of the right-aligned last-L history (padding rows: item 0, masked)."""
         items = np.asarray(support_items, np.int64)[-self.L:]
@@ -123,4 +130,10 @@ class MetaRecRecommender:
                 add_neighbor_term(s, ids, w, local, last, decay, weight)
         if pop:
             s[:len(feature)] += at_length(pop, k, 0.0) * feature
+        if self.onboarding is not None:
+            from metarec.sdk.onboarding import onboarding_feature
+
+            w = at_length(self.onboarding.weight, k, 0.0)
+            if w:
+                s += w * onboarding_feature(q.log, q.t, q.user, k, self.onboarding)
         return s

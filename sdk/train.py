@@ -66,10 +66,12 @@ class TrainConfig(VersionedConfig):
     holdout_trend: bool = False  # (bool) trend weights learn on held-out users only (docs/decisions/meta-holdout.md)
     rate_lr_mult: float = 1.0  # (float) rate multiplier of the Meta-SGD step sizes (docs/decisions/rate-lr-mult.md)
     scene_lr_mult: float = 1.0  # (float) Adam rate multiplier of the scene pathway (docs/decisions/scene-lr-mult.md)
+    average_last: float = 0.0  # (float) share of the last steps whose weights are averaged (0: the last step's)
 
     # fields added after version 1 shipped, with the value that reproduces a model trained before them
     LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
-                              "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0, "holdout_trend": False}
+                              "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0, "holdout_trend": False,
+                              "average_last": 0.0}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -106,6 +108,8 @@ class TrainConfig(VersionedConfig):
             raise ValueError("need topk_weight >= 0, topk_temp > 0 and later_start >= 0")
         if self.ckpt_every < 0:
             raise ValueError("ckpt_every must be >= 0")
+        if not 0 <= self.average_last < 1:
+            raise ValueError("average_last must be in [0, 1)")
 
     def learner_obj(self) -> MetaLearner:
         return MetaLearner(self.learner, self.model.inner_steps, self.finetune_lr)
@@ -318,12 +322,15 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
         groups.append({"params": scene, "lr": cfg.lr * cfg.dense_lr_mult * cfg.scene_lr_mult})
     opt = torch.optim.Adam(groups, lr=cfg.lr)
     start = 0
+    avg = WeightAverage(model, cfg.steps - int(round(cfg.average_last * cfg.steps))) if cfg.average_last else None
     if ckpt_path is not None and resume and Path(ckpt_path).is_file():
         ck = torch.load(ckpt_path, weights_only=False)
         if ck["train_config"] == cfg.to_dict() and ck["step"] < cfg.steps:
             model.load_state_dict(ck["state_dict"])
             opt.load_state_dict(ck["optimizer"])
             start = ck["step"]
+            if avg is not None:
+                avg.load(ck.get("weight_average"))
     bank = TaskBank(ds, fit_users, cfg.model.hist_len)
     held_users = meta_holdout_users(cfg, fit_users) if cfg.meta_holdout_frac > 0 else None
     per = cfg.batch_size // world
@@ -350,18 +357,54 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
             dist.all_reduce(lt)
             loss = lt
         opt.step()
+        if avg is not None:
+            avg.update(model, step)
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         if ckpt_path is not None and rank == 0 and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 \
                 and step + 1 < cfg.steps:
-            save_checkpoint(ckpt_path, model, cfg, opt, step + 1, ds, fit_users)
+            save_checkpoint(ckpt_path, model, cfg, opt, step + 1, ds, fit_users,
+                            extra=None if avg is None else {"weight_average": avg.state()})
+    if avg is not None:
+        avg.apply(model)
     stats = {"train_seconds": time.perf_counter() - t0, "steps_run": cfg.steps - start, "world_size": world,
              "first_loss": float(np.mean(losses[:5])) if losses else float("nan"),
              "final_loss": float(np.mean(losses[-5:])) if losses else float("nan")}
     if ckpt_path is not None and rank == 0:
         save_checkpoint(ckpt_path, model, cfg, opt, cfg.steps, ds, fit_users, stats, ckpt_extra)
     return model, stats
+
+
+class WeightAverage:
+    """Uniform average of the parameters over steps `first`.. (Polyak tail averaging): the last Adam iterate
+    wanders around the optimum by the step noise; the tail mean sits nearer it at no serving cost."""
+
+    def __init__(self, model: MetaRecModel, first: int):
+        self.first = int(first)
+        self.n = 0
+        self.sum = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: MetaRecModel, step: int) -> None:
+        if step >= self.first:
+            for n, p in model.named_parameters():
+                self.sum[n].add_(p.detach())
+            self.n += 1
+
+    @torch.no_grad()
+    def apply(self, model: MetaRecModel) -> None:
+        if self.n:
+            for n, p in model.named_parameters():
+                p.copy_(self.sum[n] / self.n)
+
+    def state(self) -> dict:
+        return {"first": self.first, "n": self.n, "sum": {k: v.clone() for k, v in self.sum.items()}}
+
+    def load(self, st: dict | None) -> None:
+        if st is None or st["first"] != self.first or set(st["sum"]) != set(self.sum):
+            raise ValueError("the checkpoint's weight average does not match this config; delete it to restart")
+        self.n, self.sum = int(st["n"]), st["sum"]
 
 
 def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int, ds, fit_users, stats=None,
