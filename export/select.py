@@ -355,7 +355,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     ob = None
     if offset_terms:  # 2d. the onboarding term, over everything above
         rep["onboarding"], ob = choose_onboarding(_recommender(prior, tcfg, nb=nb, bh=bh), ds, split, log,
-                                                  LENGTH_BUCKETS, _paired, say)
+                                                  _paired, say)
     if nb is not None or bh is not None or ob is not None:
         full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh, ob=ob)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)
@@ -474,6 +474,9 @@ def manifest_record(rep: dict) -> dict:
             out[key]["grid_size"] = len(rep[key]["grid"])
     if isinstance(rep.get("by_history"), dict):
         out["by_history"] = {k: v for k, v in rep["by_history"].items() if k not in ("pop_extras", "term_weights")}
+    if isinstance(rep.get("onboarding"), dict) and "buckets" in rep["onboarding"]:
+        out["onboarding"] = {"buckets": [{k: v for k, v in b.items() if k != "grid"}
+                                         for b in rep["onboarding"]["buckets"]]}
     if "compression" in rep:
         out["compression"] = [{k: v for k, v in row.items() if k != "compress"} for row in rep["compression"]]
     return _rounded(out)

@@ -1,16 +1,21 @@
 """Export selection step 2d (export/select.py; docs/decisions/onboarding.md): the onboarding term's weight per
 history-length bucket, on the validation users, on top of everything 1-2c chose.
 
-Per bucket (select.LENGTH_BUCKETS) each weight of the grid is added to the shipped scorer's scores; the weights
-whose paired gain over none lies above 0 are candidates, and the smallest candidate the validation users cannot tell
-from the best one (paired interval of best minus it reaching 0) ships: on ML-100K every weight from 1 to 8 scored
-within 0.004 of the best at K = 1..3 on validation users, and the largest lost 0.045 on test users.
+Per bucket (ONBOARDING_BUCKETS) each weight of the grid is added to the shipped scorer's scores; the weights
+whose paired gain over none lies above 0 are candidates, and the smallest candidate within one standard error of the
+best one ships (the one-standard-error rule; the error of the paired difference best minus it, from its 95%
+bootstrap interval): a flat top is common (ML-100K, K = 1..3: weights 1 to 8 within 0.004 of each other on
+validation users) and the smallest weight on it moves the prior least. A whole 95% interval instead (not below the
+best) took 0.25 there, worth a third of weight 1's gain.
 """
 from __future__ import annotations
 
 import numpy as np
 
 ONBOARDING_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # of log1p(count), beside the prior's raw scores
+# the first three lengths together: one length of ~94 validation users is too few queries to measure a weight
+# (ML-100K, K = 3 alone: none measurable); later lengths apart, where a sign-up flow no longer leads
+ONBOARDING_BUCKETS = ((1, 2, 3), tuple(range(4, 11)))
 ONBOARDING_WINDOW_DAYS = 7.0  # the trending pack's window: what users at that step took this week
 
 
@@ -40,9 +45,14 @@ class _OnboardingQueries:
         return {"user": self.user[sel], "k": self.k[sel], "hr": hr}
 
 
-def choose_onboarding(scorer, ds, split, log, buckets, paired, say) -> tuple[dict, object]:
-    """(report, the manifest OnboardingSpec or None): per bucket, the smallest weight that gains measurably and that
-    the validation users cannot tell from the best. `scorer` scores as the bundle will without the term;
+def _within_one_se(p: dict) -> bool:
+    """The paired difference best minus a weight is at most one standard error (its 95% interval / 3.92)."""
+    return p["diff"] <= (p["ci"][1] - p["ci"][0]) / 3.92
+
+
+def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BUCKETS) -> tuple[dict, object]:
+    """(report, the manifest OnboardingSpec or None): per bucket, the smallest weight that gains measurably and lies
+    within one standard error of the best. `scorer` scores as the bundle will without the term;
     `paired(a, b, ks)` is select.py's paired difference."""
     from metarec.runtime.manifest import OnboardingSpec
     from metarec.sdk.protocol import ONBOARDING_SPAN
@@ -58,8 +68,8 @@ def choose_onboarding(scorer, ds, split, log, buckets, paired, say) -> tuple[dic
         w = 0.0
         if cands:
             best = max(cands, key=lambda x: gains[x]["diff"])
-            w = next(x for x in cands if x == best or paired(res[best], res[x], ks)["ci"][0] <= 0)
-        weights.append(w)
+            w = next(x for x in cands if x == best or _within_one_se(paired(res[best], res[x], ks)))
+        weights += [w] * (1 if ks is buckets[-1] else len(ks))  # at_length: one entry a length, the last for longer
         rows.append({"ks": list(ks), "weight": w, "hr10_without": float(np.mean(base["hr"])),
                      "paired": gains[w] if w else None,
                      "grid": {str(x): {"hr10": float(np.mean(r["hr"])), "paired": gains[x]} for x, r in res.items()}})

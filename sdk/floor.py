@@ -20,7 +20,8 @@ from metarec.sdk.baselines import Blend, make_baseline
 from metarec.sdk.coldstart_diagnostics import paired_difference
 from metarec.sdk.protocol import HEADLINE_KS, EventLog, evaluate_users, split_users, summarize_next_item
 
-FLOOR_BASELINES = ("popularity", "trending", "item_knn", "transition3", "item_knn+trending", "transition3+trending")
+FLOOR_BASELINES = ("popularity", "trending", "item_knn", "transition3", "item_knn+trending", "transition3+trending",
+                   "onboarding", "item_knn+onboarding", "transition3+onboarding")
 INNER_VAL_SHARE = 1 / 6  # of the train users: where a blend picks its weight, so validation users only judge
 
 

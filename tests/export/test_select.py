@@ -7,7 +7,7 @@ import torch
 
 from metarec.export import export_bundle, generate_keypair
 from metarec.export.errors import ExportError
-from metarec.export.bundle import selection_report_path
+from metarec.export.bundle import onboarding_pack_path, selection_report_path
 from metarec.export.select import CANDIDATES, manifest_record
 
 
@@ -101,6 +101,20 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     assert man.get("by_history") == (None if shipped is None else
                                      {"term": shipped["term"], "popularity": shipped["popularity"],
                                       "file": "popularity.bin" if shipped["popularity"] else ""})
+    # the onboarding term: per bucket a weight whose gain is measurable, or off; the manifest ships the choice, and a
+    # first signed pack lies beside the bundle exactly when it does
+    ob, shipped = sel["onboarding"], sel["shipped_onboarding"]
+    for b in ob["buckets"]:
+        w = b["weight"]
+        assert w == 0.0 or b["grid"][str(w)]["paired"]["ci"][0] > 0
+        assert (w == 0.0) == all(g["paired"]["ci"][0] <= 0 for g in b["grid"].values())
+    assert man.get("onboarding") == shipped
+    pack = onboarding_pack_path(out)
+    assert pack.exists() == (shipped is not None)
+    if shipped is not None:
+        from metarec.runtime import OnboardingPack
+
+        assert len(OnboardingPack.load(pack, keys / "public.pem").rows) == 11
     # an export that chooses nothing (a given --quant) leaves no report of choices it did not make
     export_bundle(ck, tmp_path / "b", quant="int8", prune="none", key_path=keys / "private.pem")
     assert not selection_report_path(out).exists()
@@ -180,8 +194,9 @@ def test_no_offset_terms_are_tried_where_they_cannot_ship(prior):
     from metarec.export.select import select
 
     sel = select(torch.load(prior[0], weights_only=False)["validation"], 0.02, offset_terms=False)
-    assert sel.neighbors is None and sel.by_history is None
+    assert sel.neighbors is None and sel.by_history is None and sel.onboarding is None
     assert sel.report["neighbors"]["grid"] == [] and "rank method" in sel.report["by_history"]["reason"]
+    assert "onboarding" not in sel.report
     assert sel.report["bundle_floor"]["verdict"] in ("below", "tie", "above")
 
 
@@ -198,7 +213,7 @@ def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(mo
 
     losing = {"int4"}
 
-    def fake_evaluate(m, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None):
+    def fake_evaluate(m, tcfg, ds, users, log, table=None, quant="none", nb=None, bh=None, ob=None):
         hr = full.copy()
         if quant in losing:  # a fifth of the hits lost: -20%
             hr[np.flatnonzero(full)[::5]] = 0.0
@@ -211,13 +226,46 @@ def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(mo
     split = types.SimpleNamespace(train=np.arange(5), val=np.arange(5, 10))
     monkeypatch.setattr("metarec.sdk.train.fit_users_for", lambda cfg, ds: np.arange(10))
     say = []
-    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, None, None, None, split, None, 0.02,
+    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, (None, None, None), None, split, None, 0.02,
                                  say.append)
     assert pick["name"] == "mixed 10%"
     assert rows[0]["shipped"]["ok"] is False and rows[2]["shipped"]["ok"] is True
     assert "shipped" not in rows[1] and "shipped" not in rows[3]  # outside the budget / above the pick
     assert len(say) == 2 and "next" in say[0] and "kept" in say[1]
     losing.update({"mixed", "int8"})  # none keeps it: the largest form checked ships
-    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, None, None, None, split, None, 0.02,
+    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, (None, None, None), None, split, None, 0.02,
                                  say.append)
     assert pick["name"] == "int8" and not any(r["shipped"]["ok"] for r in rows if "shipped" in r)
+
+
+def test_the_onboarding_weight_is_the_smallest_within_one_standard_error_of_the_best(monkeypatch):
+    """2d's rule on a flat top: weights 1..8 gain alike, 0.25 less; the smallest on the top ships, never one whose
+    gain is not measurable, and a bucket where nothing gains stays off."""
+    import types
+
+    import metarec.export.select_onboarding as O
+
+    gains = {0.125: 0.0, 0.25: 0.02, 0.5: 0.03, 1.0: 0.05, 2.0: 0.05, 4.0: 0.05, 8.0: 0.052}
+
+    class FakeQueries:
+        def __init__(self, *a):
+            pass
+
+        def results(self, ks, w):
+            return {"w": w, "ks": ks, "hr": np.zeros(3)}
+
+    def paired(a, b, ks):  # a minus b: the gain of a's weight over b's, +-0.01 (one error 0.0051) or +-0.03
+        if ks[0] > 3:
+            return {"diff": -0.01, "ci": [-0.03, 0.01]}
+        d = gains.get(a["w"], 0.0) - gains.get(b["w"], 0.0)
+        half = 0.03 if b["w"] == 0.0 else 0.01
+        return {"diff": d, "ci": [d - half, d + half]}
+
+    monkeypatch.setattr(O, "_OnboardingQueries", FakeQueries)
+    split = types.SimpleNamespace(val=None)
+    rep, spec = O.choose_onboarding(None, None, split, None, paired, lambda m: None)
+    # measurable: 0.5 .. 8 (gain - 0.03 > 0); best 8; 0.5 is 0.022 below it (> one error), 1 is 0.002 below
+    assert spec.weight == (1.0, 1.0, 1.0, 0.0)
+    assert [b["weight"] for b in rep["buckets"]] == [1.0, 0.0]
+    gains.update({w: 0.0 for w in gains})
+    assert O.choose_onboarding(None, None, split, None, paired, lambda m: None)[1] is None

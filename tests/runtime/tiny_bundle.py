@@ -94,10 +94,11 @@ class TinyModel:
             theta = theta - self.alpha(scene) * grad
         return theta.detach()
 
-    def topk(self, events, now, counts=None, k=10, adapt_at=None, neighbors=None, by_history=None):
+    def topk(self, events, now, counts=None, k=10, adapt_at=None, neighbors=None, by_history=None, onboarding=None):
         """events: [(item_id, ts)] in recording order. The eager top-k item ids; the head is adapted in the
         scene at `adapt_at` (default: `now`). `by_history`: (term weights, popularity weights, (N,) feature) by
-        history length (entry min(max(K, 1), len) - 1), written out here rather than imported."""
+        history length (entry min(max(K, 1), len) - 1), written out here rather than imported. `onboarding`:
+        (weights by history length, (11, N) pack counts): + weight * log1p(count of row min(K, 10))."""
         ordered = sorted(range(len(events)), key=lambda j: (events[j][1], j))
         idx = [ITEM_IDS.index(events[j][0]) for j in ordered]
         head = self.adapted_head(idx, now if adapt_at is None else adapt_at)
@@ -119,6 +120,9 @@ class TinyModel:
             s = s + torch.from_numpy((term[at] if term else spec["weight"]) * c / c.std()).float()
         if pop:
             s = s + torch.from_numpy(pop[at] * feature.astype(np.float64)).float()
+        if onboarding is not None:
+            w, rows = onboarding
+            s = s + torch.from_numpy(w[min(max(len(idx), 1), len(w)) - 1] * np.log1p(rows[min(len(idx), 10)])).float()
         return [ITEM_IDS[i] for i in torch.topk(s, k).indices.tolist()]
 
 
@@ -200,10 +204,11 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
                  adapt_scene: str = "query", codec: str = "none", ids_file: bytes | None = None,
                  rank: bool = False, neighbors: tuple | None = None, by_history: tuple | None = None,
                  with_adapt: bool = True, table: tuple | None = None, table_format: str = "int8",
-                 head_dtype: str = "float32") -> Path:
+                 head_dtype: str = "float32", onboarding=None) -> Path:
     """Write a signed bundle dir the way export must: files, canonical manifest.json, manifest.sig.
     `with_adapt` False: no adapt program (a bundle that never adapts); `table`: (items.bin bytes, scale_dtype) in
-    `table_format` (group size 4); `head_dtype`: head_init.bin's storage (m.phi0 must hold values of that dtype)."""
+    `table_format` (group size 4); `head_dtype`: head_init.bin's storage (m.phi0 must hold values of that dtype);
+    `onboarding`: the manifest's OnboardingSpec."""
     out.mkdir(parents=True, exist_ok=True)
     store = lambda b: encode_program(b, codec)  # noqa: E731
     table_bytes, scale_dtype = table if table is not None else (m.table_bytes, "float32")
@@ -244,6 +249,7 @@ def write_bundle(out: Path, m: TinyModel, programs: tuple[bytes, bytes], private
             m=int(neighbors[0].shape[1]) if neighbors[0] is not None else int(neighbors[1]), **neighbors[2]),
         by_history=None if by_history is None else HistoryWeights(
             term=by_history[0], popularity=by_history[1], file="popularity.bin" if by_history[1] else ""),
+        onboarding=onboarding,
         dtypes={"table": table_format, "head": head_dtype}, configs={"tiny": {"version": 1, "seed": 0}},
         adapt_scene=adapt_scene, history_align="right")
     data = manifest.to_json()
