@@ -467,7 +467,9 @@ def manifest_record(rep: dict) -> dict:
     """The selection report as the manifest records it: the choices and their paired figures, without the weight
     grids and the candidates' full configs (4-9 KB of a 64 KB bundle). Export writes the whole report beside the
     bundle (`<bundle>.selection.json`)."""
-    out = dict(rep)
+    # what the manifest holds in its own blocks (neighbors, by_history, onboarding) and a fixed sentence are left out
+    out = {k: v for k, v in rep.items() if k not in ("shipped_neighbors", "shipped_by_history", "shipped_onboarding",
+                                                    "shipped_check")}
     for key in ("neighbors", "popularity"):
         if isinstance(rep.get(key), dict) and "grid" in rep[key]:
             out[key] = {k: v for k, v in rep[key].items() if k != "grid"}

@@ -41,7 +41,6 @@ One `Recommender` owns its state database: all writes go through it, so the per-
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -55,20 +54,20 @@ from .catalog_state import CatalogDeltas, CatalogState
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
 from .manifest import at_length, onboarding_row
 from .neighbors import NeighborPack, neighbor_term
-from .onboarding import OnboardingPack
+from .packs import PackSetters
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_adapt_program, load_score_program
 from .results import TREND_LABELS, Event, Recommendation  # the result types stay importable from here too
 from .scene import SceneClock, shift_for
 from .store import Store
 from .trending import TrendingPack
 from .user_state import UserState
-from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, check_pack as _check_pack, \
+from .validate import MAX_TIME, MIN_TIME, check_id as _check_id, \
     check_neighbor_pack as _check_nb_pack, check_path as _check_path, check_time as _check_time  # every public argument is checked in validate.py
 
 _TIME_RANGE = (MIN_TIME, MAX_TIME)
 
 
-class Recommender:
+class Recommender(PackSetters):
     """An app's recommender over one verified bundle and one state database. Not for concurrent processes."""
 
     _MAX_CACHED_USERS = 32  # each cached user holds an (N,) float32 exclude mask and (N,) bytes of `because`
@@ -229,63 +228,6 @@ class Recommender:
         with self._lock:
             self._check_open()
             self._install_catalog(self._deltas.add(delta_path, self._store))
-
-    def set_trending(self, pack: TrendingPack, now: float | None = None, allow_older: bool = False) -> None:
-        """Use `pack` (e.g. from `TrendingPack.load(path, trusted_key)`) from now on; it is persisted. `InputError`
-        (nothing changed) for a pack of another catalog, stale or from the future at `now` (default: this device's
-        clock), or older than the pack in use; `allow_older` is for replays of history (an evaluation), never for
-        packs from the network."""
-        if not isinstance(pack, TrendingPack):
-            raise InputError(f"set_trending takes a TrendingPack, got {type(pack).__name__}")
-        with self._lock:
-            self._check_open()
-            now_t = time.time() if now is None else _check_time(now, "now")
-            _check_pack(pack, self.catalog, now_t, None if allow_older or self._pack is None else self._pack.at)
-            self._store.put_trending(pack.to_json())
-            self._set_trend(pack)
-
-    @property
-    def neighbor_spec(self):
-        """The bundle's item-item term (manifest NeighborSpec: kind, m, last, decay, weight), or None."""
-        return self._nb
-
-    def set_neighbors(self, pack: NeighborPack, now: float | None = None, allow_older: bool = False) -> None:
-        """Use `pack` (from `NeighborPack.load(path, trusted_key)`, `metarec neighbors`) as the item-item term's
-        table from now on; it is persisted. `InputError` (nothing changed) when the bundle has no such term, for a
-        pack of another catalog, kind or m, stale or from the future at `now`, or older than the pack in use
-        (`allow_older`: replays of history only, as for `set_trending`)."""
-        if not isinstance(pack, NeighborPack):
-            raise InputError(f"set_neighbors takes a NeighborPack, got {type(pack).__name__}")
-        with self._lock:
-            self._check_open()
-            now_t = time.time() if now is None else _check_time(now, "now")
-            current = None if allow_older or self._nb_pack is None else self._nb_pack.at
-            _check_nb_pack(pack, self._nb, self.catalog, self.shapes.N, now_t, current)
-            self._store.put_neighbor_pack(pack.to_bytes())
-            self._nb_pack, self._nb_table = pack, (pack.ids, pack.weights)
-            self._users.clear()  # each cached user's term came from the old table: rebuilt on the next call
-
-    @property
-    def onboarding_spec(self):
-        """The bundle's onboarding term (manifest OnboardingSpec: weight, span, window_days), or None."""
-        return self._ob
-
-    def set_onboarding(self, pack: OnboardingPack, now: float | None = None, allow_older: bool = False) -> None:
-        """Use `pack` (from `OnboardingPack.load(path, trusted_key)`, `metarec onboarding`) for the onboarding term
-        from now on (kept in memory only: set it again after `open`). `InputError` (nothing changed) when the bundle
-        has no such term, for a pack of another catalog, stale or from the future at `now`, or older than the pack in
-        use (`allow_older`: replays of history only, as for `set_trending`)."""
-        if not isinstance(pack, OnboardingPack):
-            raise InputError(f"set_onboarding takes an OnboardingPack, got {type(pack).__name__}")
-        with self._lock:
-            self._check_open()
-            if self._ob is None:
-                raise InputError("this bundle has no onboarding term (its export chose none on validation users)")
-            now_t = time.time() if now is None else _check_time(now, "now")
-            current = None if allow_older or self._ob_pack is None else self._ob_pack.at
-            _check_pack(pack, self.catalog, now_t, current, "onboarding pack")
-            self._ob_pack, self._ob_rows = pack, pack.log_rows(self._cat.index, self.shapes.N)
-            self._users.clear()  # each cached user's offset holds the old counts: rebuilt on the next call
 
     def recommend(self, user_id: str, now: float, k: int = 10, tz=None) -> list[Recommendation]:
         """Top-k items for `user_id` in the scene at `now` (unix seconds), excluding what the user recorded.
