@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -139,8 +140,31 @@ def test_config_is_versioned(tmp_path):
     cfg = TrainConfig(model=ModelConfig(dim=16), steps=7)
     (tmp_path / "t.json").write_text(cfg.to_json())
     assert TrainConfig.load(tmp_path / "t.json") == cfg and TrainConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.to_json().startswith('{\n "batch_size"')  # indent 1, sorted: the form checkpoints were written in
+    text = cfg.to_json()  # indent 1, sorted: the form checkpoints were written in
+    assert text.startswith('{\n "') and list(json.loads(text)) == sorted(json.loads(text))
     with pytest.raises(ValueError, match="TrainConfig version 0 unknown"):
         TrainConfig.from_dict({**cfg.to_dict(), "version": 0})
     with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['step'\]; known"):
         TrainConfig.from_dict({"step": 3})
+
+
+def test_the_tail_weight_average_is_the_mean_of_the_last_steps_iterates():
+    """TrainConfig.average_last: the parameters after training are the mean of the iterates of the last steps."""
+    import torch
+
+    from metarec.sdk.train import WeightAverage
+
+    m = torch.nn.Linear(2, 1)
+    avg = WeightAverage(m, first=2)
+    for step, v in enumerate((1.0, 2.0, 3.0, 4.0)):
+        with torch.no_grad():
+            m.weight.fill_(v)
+        avg.update(m, step)
+    avg.apply(m)
+    assert torch.allclose(m.weight, torch.full_like(m.weight, 3.5))  # steps 2 and 3 only
+    st = avg.state()
+    other = WeightAverage(m, first=3)
+    with pytest.raises(ValueError, match="weight average"):
+        other.load(st)  # a checkpoint averaged from another step is not resumed into this run
+    with pytest.raises(ValueError, match="average_last"):
+        TrainConfig(average_last=1.0)
