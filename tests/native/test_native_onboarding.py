@@ -72,8 +72,8 @@ def _top(rec, u, now):
 
 def _drive(rec, users, packs=()):
     """Each user's first K events recorded, then top-10 per user with each pack of `packs` set in turn (none: the
-    term off), then the user's last event (K + 1: another weight entry and pack row, in the same scene hour: the
-    cached offset must be rebuilt for the event alone) under the last pack."""
+    term off), then the user's last event (K + 1: another weight entry and pack row) under the last pack. All in
+    one scene hour: a new pack or event alone must drop the user's cached offset (else `rank` reuses it)."""
     for u, events in users.items():
         for j, (item, ts) in enumerate(events[:-1]):
             rec.record(u, item, ts, event_id=f"{u}:{j}")
@@ -82,11 +82,10 @@ def _drive(rec, users, packs=()):
         if pack is not None:
             rec.set_onboarding(pack, now=NOW, allow_older=True)
         for u in users:
-            out[(u, p)] = _top(rec, u, NOW + 3600.0 * p)
-    last = NOW + 3600.0 * (max(len(packs), 1) - 1)
+            out[(u, p)] = _top(rec, u, NOW)
     for u, events in users.items():
         rec.record(u, *events[-1], event_id=f"{u}:last")
-        out[(u, "last")] = _top(rec, u, last)
+        out[(u, "last")] = _top(rec, u, NOW)
     return out
 
 
