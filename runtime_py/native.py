@@ -1,7 +1,7 @@
 """ctypes binding of the native runtime (runtime_native/, `make native` -> build/native/libmetarec.so).
 
-`NativeRecommender` mirrors `Recommender`'s calls (open, record, set_trending, set_neighbors, recommend, forget,
-close) and raises the same typed errors from the C API's return codes, so the Python runtime's tests and the parity
+`NativeRecommender` mirrors `Recommender`'s calls (open, record, set_trending, set_neighbors, set_onboarding,
+recommend, forget, close) and raises the same typed errors from the C API's return codes, so the Python runtime's tests and the parity
 runs drive both the same way. Standard library only: the native process needs no numpy, torch or executorch import
 (set_neighbors reads a NeighborPack's numpy arrays, so numpy is already there when it is called).
 The library is `$METAREC_NATIVE_LIB` when set, else build/native/libmetarec.so beside this checkout.
@@ -35,6 +35,14 @@ class NativeNeighborSpec(NamedTuple):
     weight: float
 
 
+class NativeOnboardingSpec(NamedTuple):
+    """The bundle's onboarding term as the library read it (manifest_terms.py OnboardingSpec)."""
+
+    weight: tuple
+    span: int
+    window_days: float
+
+
 def load_library(path: str | os.PathLike | None = None) -> C.CDLL:
     """The C API with its argument types declared (ctypes would otherwise pass doubles as ints)."""
     lib = C.CDLL(str(path or os.environ.get("METAREC_NATIVE_LIB") or DEFAULT_LIB))
@@ -54,6 +62,8 @@ def load_library(path: str | os.PathLike | None = None) -> C.CDLL:
         "mr_neighbor_spec": (I, [P, C.c_char_p, C.c_size_t, C.POINTER(I), C.POINTER(I), C.POINTER(D), C.POINTER(D),
                                  C.POINTER(I)]),
         "mr_catalog": (I, [P, C.c_char_p, C.c_size_t]),
+        "mr_set_onboarding": (I, [P, D, C.c_size_t, C.POINTER(C.c_size_t), C.POINTER(S), C.POINTER(D)]),
+        "mr_onboarding_spec": (I, [P, C.POINTER(D), C.c_size_t, C.POINTER(C.c_size_t), C.POINTER(I), C.POINTER(D)]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -81,7 +91,10 @@ class NativeRecommender:
                                          C.byref(weight), None))
         self.neighbor_spec = NativeNeighborSpec(kind.value.decode(), m.value, last.value, decay.value,
                                                 weight.value) if m.value else None
-        self.onboarding_spec = None  # the native library refuses a bundle with an onboarding term (unknown field)
+        weights, n_w, span, window = (C.c_double * 16)(), C.c_size_t(), C.c_int(), C.c_double()
+        self._check(lib.mr_onboarding_spec(self._h, weights, 16, C.byref(n_w), C.byref(span), C.byref(window)))
+        self.onboarding_spec = NativeOnboardingSpec(tuple(weights[:n_w.value]), span.value,
+                                                    window.value) if n_w.value else None
 
     @classmethod
     def open(cls, bundle_dir, state_path, trusted_key, lib: C.CDLL | None = None) -> "NativeRecommender":
@@ -141,6 +154,24 @@ class NativeRecommender:
             raise InputError(f"neighbour pack ids {ids.shape} and weights {w.shape} differ in shape")
         self._check(self._lib.mr_set_neighbors(self._h, float(pack.at), _b(pack.kind), int(ids.shape[1]),
                                                int(ids.shape[0]), ids.ctypes.data, w.ctypes.data))
+
+    def set_onboarding(self, pack, now: float | None = None, allow_older: bool = False) -> None:
+        """An `OnboardingPack` (runtime_py/onboarding.py: `at`, `rows`, `catalog`) for the onboarding term, as
+        `Recommender.set_onboarding`: kept in memory only (set it again after open). `InputError`, nothing changed,
+        when the bundle has no term, for a pack of another catalog, other than 11 rows or a negative or non-finite
+        count; `now` / `allow_older` mirror the Python signature, freshness is not checked (as set_trending)."""
+        self._live()
+        if self.onboarding_spec is not None and pack.catalog != self.catalog:
+            raise InputError("onboarding pack was made for another catalog (its `catalog` differs from this bundle's)")
+        try:
+            at, rows = float(pack.at), [list(r.items()) for r in pack.rows]
+            entries = [(_b(i), float(c)) for r in rows for i, c in r]
+        except (AttributeError, TypeError, ValueError) as e:
+            raise InputError(f"an onboarding pack has a time and rows mapping item ids (str) to counts: {e}") from e
+        lengths = (C.c_size_t * max(1, len(rows)))(*[len(r) for r in rows])
+        ids = (C.c_char_p * max(1, len(entries)))(*[i for i, _ in entries])
+        counts = (C.c_double * max(1, len(entries)))(*[c for _, c in entries])
+        self._check(self._lib.mr_set_onboarding(self._h, at, len(rows), lengths, ids, counts))
 
     def recommend(self, user_id: str, now: float, k: int = 10) -> list[NativeRecommendation]:
         self._live()

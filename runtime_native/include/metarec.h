@@ -53,6 +53,23 @@ MR_API int mr_set_neighbors(mr_recommender *r, double at, const char *kind, int 
  * than kind_out may be NULL. MR_OK, or MR_INPUT_ERROR for a bad argument. */
 MR_API int mr_neighbor_spec(const mr_recommender *r, char *kind_out, size_t kind_cap, int *m_out, int *last_out,
                             double *decay_out, double *weight_out, int *has_table_out);
+/* Set the onboarding term's counts (runtime_py/onboarding.py, an OnboardingPack's content): n_rows rows, one per
+ * history length K = 0..10 (n_rows must be 11; the last row also serves longer histories), row r holding
+ * row_lengths[r] (item id, count) entries; the entries of all rows are concatenated in item_ids / counts. Unknown
+ * ids are ignored (a repeated id within a row: its last count). For a user with K known events,
+ * weight(K) * log1p(count in row min(K, 10)) joins each item's score (weight: mr_onboarding_spec, indexed as
+ * by_history). Kept in memory only, as the Python runtime does: after mr_open the term is off until a pack is set.
+ * MR_INPUT_ERROR, nothing changed, when the bundle has no onboarding term, n_rows is not 11, `at` is not finite, an
+ * id is NULL or empty, or a count is negative or not finite. Neither freshness nor the pack's catalog is checked
+ * here (as for mr_set_trending: the app's to check, NativeRecommender.set_onboarding checks the catalog). Every
+ * user's next recommend uses it. */
+MR_API int mr_set_onboarding(mr_recommender *r, double at, size_t n_rows, const size_t *row_lengths,
+                             const char *const *item_ids, const double *counts);
+/* The bundle's onboarding term: *n_weights_out = its weights' count (0: the bundle has none; at most 16), the first
+ * min(count, cap) weights into weights_out (NULL allowed when cap is 0), span and window_days (0 without a term).
+ * span_out / window_days_out may be NULL. MR_OK, or MR_INPUT_ERROR for a bad argument. */
+MR_API int mr_onboarding_spec(const mr_recommender *r, double *weights_out, size_t cap, size_t *n_weights_out,
+                              int *span_out, double *window_days_out);
 /* The catalog digest packs are bound to: sha256 hex of the item ids joined by "\n" (64 chars + NUL, cap >= 65). */
 MR_API int mr_catalog(const mr_recommender *r, char *out, size_t cap);
 /* Top-k (1 <= k <= k_max) items for user_id in the scene at `now`, best first, excluding what the user recorded.

@@ -95,13 +95,14 @@ void check_fields(const json &o, const std::string &where, const Fields &require
 const Fields kManifestRequired = {"model_version", "serial", "created_at", "shapes", "negatives", "scene_spec",
                                   "files", "programs", "item_table", "head"};
 const Fields kManifestOptional = {"item_ids", "item_ids_file", "prototype_labels", "prototypes_file", "trending_file",
-                                  "neighbors", "by_history", "dtypes", "configs", "adapt_scene", "history_align",
+                                  "neighbors", "by_history", "onboarding", "dtypes", "configs", "adapt_scene", "history_align",
                                   "schema_version"};
 const Fields kShapesRequired = {"N", "d", "L", "F", "P", "k_max", "S", "R"};
 const Fields kTableRequired = {"file", "format"}, kTableOptional = {"group_size", "program", "scale_dtype"};
 const Fields kHeadRequired = {"file", "param_names", "param_shapes"}, kHeadOptional = {"dtype"};
 const Fields kNeighborsRequired = {"file", "m", "last", "decay", "weight", "kind"};
 const Fields kHistoryOptional = {"term", "popularity", "file"};
+const Fields kOnboardingRequired = {"weight", "span", "window_days"};
 const Fields kProgramRequired = {"file", "method", "inputs", "outputs", "codec"};
 const Fields kProgramOptional = {"parameters", "inner_steps", "lr", "prepare_method", "prepare_outputs",
                                  "step_inputs", "unrolled_method", "rank_method", "rank_inputs", "chunks",
@@ -214,6 +215,35 @@ HistoryWeights history_weights(const json &o) {
     throw BundleError("invalid manifest: by_history holds term or popularity weights (else leave it out)");
   return w;
 }
+// manifest_terms.py's OnboardingSpec: exactly its three fields, all required, each in its range, at least one
+// weight > 0 (an all-zero term is left out by the exporter, never shipped), unknown ones refused
+OnboardingSpec onboarding_spec(const json &o) {
+  check_fields(o, "onboarding", kOnboardingRequired, {});
+  OnboardingSpec s;
+  const json &w = o["weight"];
+  if (!w.is_array() || w.empty() || w.size() > 16)
+    throw BundleError("invalid manifest: onboarding.weight must be a list of 1..16 numbers");
+  bool any = false;
+  for (const json &v : w) {
+    double x = v.is_number() ? v.get<double>() : NAN;  // a bool is not a number here, as in Python
+    if (!std::isfinite(x) || x < 0.0 || x > 64.0)
+      throw BundleError("invalid manifest: onboarding.weight values must be finite, in [0, 64]");
+    any = any || x > 0;
+    s.weight.push_back(x);
+  }
+  if (!any) throw BundleError("invalid manifest: onboarding.weight is 0 at every length (leave the block out)");
+  const json &span = o["span"];
+  if (!span.is_number_integer() || span.get<int64_t>() < 0 || span.get<int64_t>() > 64 ||
+      (span.is_number_unsigned() && span.get<uint64_t>() > 64))
+    throw BundleError("invalid manifest: onboarding.span must be an int in [0, 64]");
+  s.span = span.get<int64_t>();
+  const json &wd = o["window_days"];
+  s.window_days = wd.is_number() ? wd.get<double>() : NAN;
+  if (!std::isfinite(s.window_days) || !(s.window_days > 0) || s.window_days > 366)
+    throw BundleError("invalid manifest: onboarding.window_days must be a number in (0, 366]");
+  return s;
+}
+
 // manifest.py TableSpec.scale_dtype: absent or "float32" (float32 scales), or "float16" (IEEE half scales) for an
 // int table file only; true for half scales. Anything else is refused, as Python refuses it.
 bool table_scale_dtype(const json &t) {
@@ -545,11 +575,12 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
   const json &progs = field(m, "programs");
   const json &score_io = field(progs, "score");
   bool has_nb = m.contains("neighbors") && !m["neighbors"].is_null(), has_bh = m.contains("by_history");
+  bool has_ob = m.contains("onboarding");  // present means used: null is refused (not an object), as manifest.py
   bool chunked = score_io.is_object() && score_io.contains("chunks") && score_io["chunks"].is_array() &&
                  !score_io["chunks"].empty();
-  if (chunked && (has_nb || has_bh))  // Python's manifest refusal, named before the large-catalog one below
+  if (chunked && (has_nb || has_bh || has_ob))  // Python's manifest refusal, named before the large-catalog one
     throw BundleError("invalid manifest: a chunked score program has no rank method to add the item-item term "
-                      "(neighbors) or weights by history length (by_history) to");
+                      "(neighbors), weights by history length (by_history) or the onboarding term to");
   if (chunked)
     throw BundleError("large-catalog bundle (chunked score program, table inside score.pte): the native runtime "
                       "does not serve it yet; use the Python runtime or export with --large-catalog-items above N");
@@ -648,6 +679,12 @@ Bundle open_bundle(const std::string &dir, const std::string &pem) {
       throw BundleError("the bundle's weights by history length (by_history) need score.pte's rank method");
     if (!b.by_history->file.empty())
       b.popularity = decode_popularity(need(b.by_history->file), b.sh.N, b.by_history->file);
+  }
+  // the onboarding term (runtime_py/onboarding.py): weight(K) * log1p(a pack's row K count) joins forward's offset
+  if (has_ob) {
+    b.onboarding = onboarding_spec(m["onboarding"]);
+    if (b.score.rank_method.empty())
+      throw BundleError("the bundle's onboarding term needs score.pte's rank method");
   }
   if (m.contains("trending_file") && !m["trending_file"].is_null()) {
     const Bytes &t = need(m["trending_file"].get<std::string>());

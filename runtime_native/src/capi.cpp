@@ -108,6 +108,35 @@ int mr_neighbor_spec(const mr_recommender *r, char *kind_out, size_t kind_cap, i
   return MR_OK;
 }
 
+int mr_set_onboarding(mr_recommender *r, double at, size_t n_rows, const size_t *row_lengths,
+                      const char *const *item_ids, const double *counts) {
+  if (!ready(r)) return r ? (r->error = "recommender is not open", MR_STATE_ERROR) : MR_INPUT_ERROR;
+  // the bundle's term and the row count first: no other argument is read for a pack that cannot be used
+  if (!r->rec->bundle().onboarding)
+    return input_error(r, "this bundle has no onboarding term (its export chose none on validation users)");
+  if (n_rows != size_t(mr::kOnboardingRows))
+    return input_error(r, "an onboarding pack has exactly 11 rows (history lengths 0..10)");
+  if (!row_lengths) return input_error(r, "row_lengths must not be NULL");
+  size_t total = 0;
+  for (size_t i = 0; i < n_rows; i++)
+    if (row_lengths[i] > (size_t(1) << 26) || (total += row_lengths[i]) > (size_t(1) << 26))
+      return input_error(r, "too many onboarding entries");
+  if (total > 0 && (!item_ids || !counts)) return input_error(r, "item_ids and counts must not be NULL");
+  return guarded(r, [&] { r->rec->set_onboarding(at, n_rows, row_lengths, item_ids, counts); });
+}
+
+int mr_onboarding_spec(const mr_recommender *r, double *weights_out, size_t cap, size_t *n_weights_out,
+                       int *span_out, double *window_days_out) {
+  if (!r || !r->rec || !n_weights_out || (cap > 0 && !weights_out)) return MR_INPUT_ERROR;
+  const auto &ob = r->rec->bundle().onboarding;  // fixed at open: no lock needed
+  size_t n = ob ? ob->weight.size() : 0;
+  for (size_t i = 0; i < n && i < cap; i++) weights_out[i] = ob->weight[i];
+  *n_weights_out = n;
+  if (span_out) *span_out = ob ? int(ob->span) : 0;
+  if (window_days_out) *window_days_out = ob ? ob->window_days : 0.0;
+  return MR_OK;
+}
+
 int mr_catalog(const mr_recommender *r, char *out, size_t cap) {
   if (!r || !r->rec || !out || cap < 65) return MR_INPUT_ERROR;
   std::string d = mr::catalog_digest(r->rec->bundle().item_ids);

@@ -46,6 +46,14 @@ inline double at_length(const std::vector<double> &v, size_t k, double dflt) {
   return v.empty() ? dflt : v[std::min(std::max<size_t>(k, 1), v.size()) - 1];
 }
 
+// The onboarding term (manifest.py OnboardingSpec): weight by history length (at_length; 1..16 entries in [0, 64],
+// one > 0), span and window_days (how the server counts its packs: informational here). The counts come in packs
+// (mr_set_onboarding), kept in memory only: until one is set the term is off.
+struct OnboardingSpec { std::vector<double> weight; int64_t span = 0; double window_days = 0; };
+constexpr int64_t kOnboardingRows = 11;  // a pack's rows: history lengths K = 0..10, the last also for longer ones
+// manifest.py onboarding_row: the pack row a user with k known events reads
+inline size_t onboarding_row(size_t k) { return std::min<size_t>(k, size_t(kOnboardingRows - 1)); }
+
 struct SceneSpec { double utc_offset_hours = -6.0; int64_t holiday_window_days = 3, hour_resolution_minutes = 60; };
 
 // A verified, decoded bundle (runtime_py/bundle.py's Bundle): nothing is read from disk after open.
@@ -67,6 +75,7 @@ struct Bundle {
   std::optional<NeighborTable> neighbor_table;  // its neighbors.bin, when shipped (padding: id 0, weight 0)
   std::optional<HistoryWeights> by_history;     // weights by history length, if the export chose them
   std::vector<float> popularity;                // (N,) popularity.bin when by_history.popularity is set, else empty
+  std::optional<OnboardingSpec> onboarding;     // the onboarding term, if the export chose one (its counts: packs)
 };
 
 // Verify and decode (signature over the raw manifest, canonical form, schema, every file's size + sha256).

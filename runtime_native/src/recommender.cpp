@@ -381,7 +381,7 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
       const float *v = fwd_->out_f(size_t(o_vec_)), *o = fwd_->out_f(size_t(o_off_));
       u.vec.assign(v, v + b_.sh.d), u.offset.assign(o, o + b_.sh.N);
       u.rank_key.assign(sk, sk + b_.sh.F * 4), u.rank_valid = true, u.args_version = version;
-      if (b_.neighbors || b_.by_history) {  // forward's top-k lacks these terms: they join the offset, `rank` ranks
+      if (b_.neighbors || b_.by_history || b_.onboarding) {  // forward's top-k lacks these: they join the offset
         if (b_.neighbors) {  // cached per (table, history): a new event resets nb_version (add_to_user)
           if (u.nb_version != nb_version_) neighbor_term(u);
           for (size_t j = 0; j < u.nb_idx.size(); j++) u.offset[size_t(u.nb_idx[j])] += u.nb_val[j];
@@ -391,6 +391,12 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
           float w = float(at_length(b_.by_history->popularity, u.idx.size(), 0.0));
           if (w != 0.f)  // no fused multiply-add here: CMakeLists builds with -ffp-contract=off
             for (size_t j = 0; j < b_.popularity.size(); j++) u.offset[j] += w * b_.popularity[j];
+        }
+        if (!ob_rows_.empty()) {  // the onboarding term, once a pack is set: as numpy, weight rounded to float32
+          float w = float(at_length(b_.onboarding->weight, u.idx.size(), 0.0));
+          const float *row = &ob_rows_[onboarding_row(u.idx.size()) * size_t(b_.sh.N)];
+          if (w != 0.f)
+            for (size_t j = 0; j < size_t(b_.sh.N); j++) u.offset[j] += w * row[j];
         }
         run_rank(u);
         m = rank_.get(), oi = 1, os = 0;
@@ -482,6 +488,32 @@ void Recommender::set_neighbors(double at, const std::string &kind, int64_t m, i
   store_->put_neighbor_pack(encode_neighbor_pack(h, ids, half.data()));
   nb_ = std::move(t);
   nb_version_++, args_version_++;  // every user's term and forward outputs came from the old table
+}
+
+void Recommender::set_onboarding(double at, size_t n_rows, const size_t *row_lengths, const char *const *item_ids,
+                                 const double *counts) {
+  if (closed_) throw StateError("this Recommender is closed");
+  if (!b_.onboarding)
+    throw InputError("this bundle has no onboarding term (its export chose none on validation users)");
+  if (n_rows != size_t(kOnboardingRows))
+    throw InputError("an onboarding pack has exactly " + std::to_string(kOnboardingRows) + " rows (history lengths 0.." +
+                     std::to_string(kOnboardingRows - 1) + "), got " + std::to_string(n_rows));
+  // freshness is the app's to check (as for trending packs): a time is only required to be finite
+  if (!std::isfinite(at)) throw InputError("onboarding pack time must be finite");
+  const size_t n = size_t(b_.sh.N);
+  std::vector<double> raw(size_t(kOnboardingRows) * n, 0.0);  // built whole before anything changes
+  size_t e = 0;
+  for (size_t r = 0; r < n_rows; r++)
+    for (size_t j = 0; j < row_lengths[r]; j++, e++) {
+      if (!item_ids[e] || !*item_ids[e]) throw InputError("onboarding item ids must be non-empty strings");
+      if (!std::isfinite(counts[e]) || counts[e] < 0) throw InputError("onboarding counts must be finite and >= 0");
+      auto it = index_.find(item_ids[e]);
+      if (it != index_.end()) raw[r * n + size_t(it->second)] = counts[e];  // items not in the catalog are ignored
+    }
+  std::vector<float> rows(raw.size());
+  for (size_t i = 0; i < raw.size(); i++) rows[i] = float(std::log1p(raw[i]));  // as numpy: float64 log1p, then f32
+  ob_rows_ = std::move(rows);
+  args_version_++;  // every user's cached offset holds the old counts (or none): forward runs again
 }
 
 void Recommender::forget(const std::string &user) {

@@ -39,6 +39,12 @@ class Recommender {
   void set_neighbors(double at, const std::string &kind, int64_t m, int64_t n_rows, const int32_t *ids,
                      const float *weights);
   bool has_neighbor_table() const { return nb_.has_value(); }
+  // the onboarding term's counts (runtime_py/onboarding.py OnboardingPack): n_rows (must be kOnboardingRows) rows
+  // of row_lengths[r] (item id, count) entries, concatenated; unknown ids ignored (a repeated id: the last count).
+  // Kept in memory only. InputError, nothing changed, without a term, for another row count or a bad count.
+  void set_onboarding(double at, size_t n_rows, const size_t *row_lengths, const char *const *item_ids,
+                      const double *counts);
+  bool has_onboarding_pack() const { return !ob_rows_.empty(); }
   // top-k (indices, scores) into out vectors
   void recommend(const std::string &user, double now, int k, std::vector<int64_t> &ids, std::vector<float> &scores);
   void forget(const std::string &user);
@@ -63,6 +69,7 @@ class Recommender {
   std::vector<double> nb_acc_;  // (N,) scratch of neighbor_term, zero between calls
   std::vector<uint8_t> nb_seen_;
   std::vector<int32_t> nb_touched_;
+  std::vector<float> ob_rows_;  // (kOnboardingRows, N) float32 log1p(count) of the onboarding pack; empty: none set
   int64_t scene_day_ = INT64_MIN, scene_slot_ = INT64_MIN;
   std::map<std::string, PendingHead> pending_;
   std::list<std::pair<std::string, std::unique_ptr<User>>> lru_;  // most recent first
