@@ -61,6 +61,7 @@ class PackSetters:
         use (`allow_older`: replays of history only, as for `set_trending`)."""
         if not isinstance(pack, OnboardingPack):
             raise InputError(f"set_onboarding takes an OnboardingPack, got {type(pack).__name__}")
+        pack = OnboardingPack.from_rows(pack.at, pack.rows, pack.catalog)  # one built directly skipped the checks
         with self._lock:
             self._check_open()
             if self._ob is None:

@@ -76,6 +76,8 @@ def test_the_pack_is_refused_without_the_term_for_another_catalog_stale_or_repla
             rec.set_onboarding(_pack(_rows(), at=NOW + 5 * 86400), now=NOW)
         with pytest.raises(InputError, match="OnboardingPack"):
             rec.set_onboarding({"rows": []}, now=NOW)
+        with pytest.raises(InputError, match="finite"):  # built directly, past from_rows' checks
+            rec.set_onboarding(OnboardingPack(NOW, ({ITEM_IDS[0]: float("nan")},) + ({},) * 10, CATALOG), now=NOW)
         assert [r.item_id for r in rec.recommend("u", NOW, k=10)] == before  # nothing changed
         rec.set_onboarding(_pack(_rows()), now=NOW)
         with pytest.raises(InputError, match="replay"):
