@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 ONBOARDING_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # of log1p(count), beside the prior's raw scores
-# the first three lengths together: one length of ~94 validation users is too few queries to measure a weight
-# (ML-100K, K = 3 alone: none measurable); later lengths apart, where a sign-up flow no longer leads
-ONBOARDING_BUCKETS = ((1, 2, 3), tuple(range(4, 11)))
+# a new user (K = 0) apart: no choice is made on queries it was not measured on; the first three lengths together:
+# one length of ~94 validation users is too few queries to measure a weight (ML-100K, K = 3 alone: none
+# measurable); later lengths apart, where a sign-up flow no longer leads
+ONBOARDING_BUCKETS = ((0,), (1, 2, 3), tuple(range(4, 11)))
 ONBOARDING_WINDOW_DAYS = 7.0  # the trending pack's window: what users at that step took this week
 
 
@@ -69,7 +70,7 @@ def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BU
         if cands:
             best = max(cands, key=lambda x: gains[x]["diff"])
             w = next(x for x in cands if x == best or _within_one_se(paired(res[best], res[x], ks)))
-        weights += [w] * (1 if ks is buckets[-1] else len(ks))  # at_length: one entry a length, the last for longer
+        weights += [w] * (1 if ks is buckets[-1] else len(ks))  # onboarding_weight: K = 0, 1, ... the last for longer
         rows.append({"ks": list(ks), "weight": w, "hr10_without": float(np.mean(base["hr"])),
                      "paired": gains[w] if w else None,
                      "grid": {str(x): {"hr10": float(np.mean(r["hr"])), "paired": gains[x]} for x, r in res.items()}})

@@ -50,7 +50,7 @@ from .bundle_codecs import FLOAT_DTYPES, PROGRAM_CODECS, check_item_ids
 from .table_codec import MIXED, SCALE_DTYPES, TABLE_FORMATS
 from .errors import BundleError
 from .manifest_terms import (MAX_LENGTHS, NEIGHBOR_KINDS, ONBOARDING_ROWS, HistoryWeights, NeighborSpec,  # noqa: F401
-                             OnboardingSpec, at_length, onboarding_row,
+                             OnboardingSpec, at_length, onboarding_row, onboarding_weight,
                              check as _check, is_int as _is_int, is_number as _is_number)
 from .scene import SceneSpec
 

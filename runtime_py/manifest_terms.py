@@ -88,6 +88,12 @@ class HistoryWeights:
 ONBOARDING_ROWS = 11  # an onboarding pack's rows: history lengths K = 0..10, the last one also for longer histories
 
 
+def onboarding_weight(weights: tuple, k: int) -> float:
+    """The onboarding term's weight for a user with `k` known events: entry min(k, len - 1), K = 0 first (a new user
+    has its own entry: the term reads the sign-up flow's first step there). Both runtimes and the sdk index so."""
+    return float(weights[min(max(int(k), 0), len(weights) - 1)]) if weights else 0.0
+
+
 def onboarding_row(k: int) -> int:
     """The onboarding pack row a user with `k` known events reads (both runtimes and the sdk's scorer)."""
     return min(max(int(k), 0), ONBOARDING_ROWS - 1)
@@ -98,7 +104,7 @@ class OnboardingSpec:
     """The onboarding term (runtime_py/onboarding.py): an onboarding pack holds, per history length K (row
     `onboarding_row(K)`), the server's counts of items other users took as their event number K - span .. K + span
     (0-based) in the `window_days` before the pack's time; weight(K) * log1p(count) joins bundle items' scores.
-    `weight` is indexed by `at_length` (0 = off at that length). Until the app sets a pack the term is off.
+    `weight` is indexed by `onboarding_weight` (entry min(K, len - 1), K = 0 first; 0 = off at that length). Until the app sets a pack the term is off.
     Why: a new user's first events follow the app's sign-up flow, and the users who signed up lately show it."""
 
     weight: tuple[float, ...]

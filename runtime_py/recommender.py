@@ -52,7 +52,7 @@ from .bundle import Bundle, open_bundle
 from .bundle_codecs import catalog_digest
 from .catalog_state import CatalogDeltas, CatalogState
 from .errors import BundleError, InputError, MetaRecRuntimeError, StateError
-from .manifest import at_length, onboarding_row
+from .manifest import at_length, onboarding_row, onboarding_weight
 from .neighbors import NeighborPack, neighbor_term
 from .packs import PackSetters
 from .programs import AdaptProgram, ChunkedScoreProgram, ScoreProgram, load_adapt_program, load_score_program
@@ -384,7 +384,7 @@ class Recommender(PackSetters):
         if self._pop is not None:
             u.pop_w = at_length(bk.popularity, len(idx), 0.0)
         if self._ob_rows is not None:
-            u.onboard = (at_length(self._ob.weight, len(idx), 0.0), onboarding_row(len(idx)))
+            u.onboard = (onboarding_weight(self._ob.weight, len(idx)), onboarding_row(len(idx)))
         if len(idx) == 0:  # nothing to adapt on: phi0 in every scene
             u.head, u.head_scene = torch.from_numpy(b.head0.copy()), b""
         else:

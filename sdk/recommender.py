@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from metarec.runtime.manifest import at_length, onboarding_row
+from metarec.runtime.manifest import at_length, onboarding_weight
 from metarec.runtime.neighbors import add_neighbor_term
 from metarec.sdk.train import TrainConfig, data_fingerprint, fit_model, load_checkpoint
 
@@ -133,7 +133,7 @@ class MetaRecRecommender:
         if self.onboarding is not None:
             from metarec.sdk.onboarding import onboarding_feature
 
-            w = at_length(self.onboarding.weight, k, 0.0)
+            w = onboarding_weight(self.onboarding.weight, k)
             if w:
                 s += w * onboarding_feature(q.log, q.t, q.user, k, self.onboarding)
         return s

@@ -53,6 +53,10 @@ struct OnboardingSpec { std::vector<double> weight; int64_t span = 0; double win
 constexpr int64_t kOnboardingRows = 11;  // a pack's rows: history lengths K = 0..10, the last also for longer ones
 // manifest.py onboarding_row: the pack row a user with k known events reads
 inline size_t onboarding_row(size_t k) { return std::min<size_t>(k, size_t(kOnboardingRows - 1)); }
+// manifest_terms.py onboarding_weight: entry min(k, len - 1) of the weights, K = 0 first (0 when empty)
+inline double onboarding_weight(const std::vector<double> &v, size_t k) {
+  return v.empty() ? 0.0 : v[std::min<size_t>(k, v.size() - 1)];
+}
 
 struct SceneSpec { double utc_offset_hours = -6.0; int64_t holiday_window_days = 3, hour_resolution_minutes = 60; };
 

@@ -393,7 +393,7 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
             for (size_t j = 0; j < b_.popularity.size(); j++) u.offset[j] += w * b_.popularity[j];
         }
         if (!ob_rows_.empty()) {  // the onboarding term, once a pack is set: as numpy, weight rounded to float32
-          float w = float(at_length(b_.onboarding->weight, u.idx.size(), 0.0));
+          float w = float(onboarding_weight(b_.onboarding->weight, u.idx.size()));
           const float *row = &ob_rows_[onboarding_row(u.idx.size()) * size_t(b_.sh.N)];
           if (w != 0.f)
             for (size_t j = 0; j < size_t(b_.sh.N); j++) u.offset[j] += w * row[j];

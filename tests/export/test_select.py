@@ -255,7 +255,7 @@ def test_the_onboarding_weight_is_the_smallest_within_one_standard_error_of_the_
             return {"w": w, "ks": ks, "hr": np.zeros(3)}
 
     def paired(a, b, ks):  # a minus b: the gain of a's weight over b's, +-0.01 (one error 0.0051) or +-0.03
-        if ks[0] > 3:
+        if ks[0] > 3 or ks[0] == 0:  # a new user and the later lengths: nothing gains
             return {"diff": -0.01, "ci": [-0.03, 0.01]}
         d = gains.get(a["w"], 0.0) - gains.get(b["w"], 0.0)
         half = 0.03 if b["w"] == 0.0 else 0.01
@@ -265,7 +265,7 @@ def test_the_onboarding_weight_is_the_smallest_within_one_standard_error_of_the_
     split = types.SimpleNamespace(val=None)
     rep, spec = O.choose_onboarding(None, None, split, None, paired, lambda m: None)
     # measurable: 0.5 .. 8 (gain - 0.03 > 0); best 8; 0.5 is 0.022 below it (> one error), 1 is 0.002 below
-    assert spec.weight == (1.0, 1.0, 1.0, 0.0)
-    assert [b["weight"] for b in rep["buckets"]] == [1.0, 0.0]
+    assert spec.weight == (0.0, 1.0, 1.0, 1.0, 0.0)  # entries K = 0, 1, 2, 3, then 4 and longer
+    assert [b["weight"] for b in rep["buckets"]] == [0.0, 1.0, 0.0]
     gains.update({w: 0.0 for w in gains})
     assert O.choose_onboarding(None, None, split, None, paired, lambda m: None)[1] is None

@@ -11,9 +11,9 @@ from tiny_bundle import ITEM_IDS, N, write_bundle
 from metarec.runtime import OnboardingPack, Recommender, TrendingPack
 from metarec.runtime.bundle_codecs import catalog_digest, generate_keypair
 from metarec.runtime.errors import BundleError, InputError
-from metarec.runtime.manifest import ONBOARDING_ROWS, Manifest, OnboardingSpec, onboarding_row
+from metarec.runtime.manifest import ONBOARDING_ROWS, Manifest, OnboardingSpec, onboarding_row, onboarding_weight
 
-SPEC = OnboardingSpec(weight=(3.0, 0.0, 1.5, 6.0), span=3, window_days=7.0)  # K = 2: off
+SPEC = OnboardingSpec(weight=(3.0, 0.0, 1.5, 6.0), span=3, window_days=7.0)  # K = 1: off; K >= 3: 6
 CATALOG = catalog_digest(ITEM_IDS)
 NOW = T0 + 4e5
 
@@ -28,8 +28,9 @@ def _pack(counts: np.ndarray, at=NOW, catalog=CATALOG) -> OnboardingPack:
     return OnboardingPack.from_rows(at, [{ITEM_IDS[i]: int(c[i]) for i in np.flatnonzero(c)} for c in counts], catalog)
 
 
-def test_the_row_of_a_history_length():
+def test_the_row_and_weight_of_a_history_length():
     assert [onboarding_row(k) for k in (0, 1, 10, 11, 500)] == [0, 1, 10, 10, 10]
+    assert [onboarding_weight(SPEC.weight, k) for k in (0, 1, 2, 3, 4, 50)] == [3.0, 0.0, 1.5, 6.0, 6.0, 6.0]
 
 
 def test_runtime_top_k_equals_the_eager_model_at_every_history_length(tmp_path, tiny, keys, tiny_rank_programs):
@@ -54,7 +55,7 @@ def test_runtime_top_k_equals_the_eager_model_at_every_history_length(tmp_path, 
                 rec.set_onboarding(_pack(np.zeros_like(counts)), now=NOW, allow_older=True)  # no counts: no term
                 events.append((ITEM_IDS[item], T0 + float(rng.uniform(0, 3e5))))
                 rec.record(f"u{u}", *events[-1])
-    assert 2 not in moved and {0, 1, 3, 11} <= moved  # off where the weight is 0, on elsewhere
+    assert 1 not in moved and {0, 2, 3, 11} <= moved  # off where the weight is 0, on elsewhere
 
 
 def test_the_pack_is_refused_without_the_term_for_another_catalog_stale_or_replayed(tmp_path, tiny, keys,
@@ -67,6 +68,7 @@ def test_the_pack_is_refused_without_the_term_for_another_catalog_stale_or_repla
     b = write_bundle(tmp_path / "b", tiny[0], tiny_rank_programs, keys[0], rank=True, onboarding=SPEC)
     with Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1]) as rec:
         rec.record("u", ITEM_IDS[1], T0)
+        rec.record("u", ITEM_IDS[2], T0 + 1)  # K = 2: weight 1.5
         before = [r.item_id for r in rec.recommend("u", NOW, k=10)]
         with pytest.raises(InputError, match="another catalog"):
             rec.set_onboarding(_pack(_rows(), catalog="f" * 64), now=NOW)

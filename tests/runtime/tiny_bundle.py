@@ -122,7 +122,7 @@ class TinyModel:
             s = s + torch.from_numpy(pop[at] * feature.astype(np.float64)).float()
         if onboarding is not None:
             w, rows = onboarding
-            s = s + torch.from_numpy(w[min(max(len(idx), 1), len(w)) - 1] * np.log1p(rows[min(len(idx), 10)])).float()
+            s = s + torch.from_numpy(w[min(len(idx), len(w) - 1)] * np.log1p(rows[min(len(idx), 10)])).float()
         return [ITEM_IDS[i] for i in torch.topk(s, k).indices.tolist()]
 
 
