@@ -16,6 +16,9 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
    the item-item term's weight and an extra popularity weight move away from 2 and 2b's only where the best pair
    of the grid gains on that bucket's queries with a paired interval above 0 (a sign-up page's popular items at
    K = 1, sequences later);
+2d. the onboarding term (export/select_onboarding.py): what other users took at the same history length in the last
+   week, a weight per bucket (K = 0; 1..3; 4..10), the smallest within one standard error of the best among those
+   whose gain has a paired interval above 0;
 3. compression: candidates from the smallest bundle up (pruned + int4 ... mixed int4/int8 ... float32; a mixed table
    keeps the rows of the items fit users used most in int8), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first

@@ -143,7 +143,7 @@ SESSION_6 = _pinned({**PRE_S6_SHAPE, **PRE_CALIBRATION}, {
 
 ABLATIONS: dict[str, tuple[dict, dict]] = {**ISSUE, **WT_ML3, **WT_ML4, **SESSION_6}
 
-# Session 13, validation users (bench/results/weight_average/README.md). Q: does averaging the weights of the last
+# Session 13, validation users (bench/results/selection/README.md "Session 13"; lab/weight_average.py). Q: does averaging the weights of the last
 # steps (Polyak tail) lift the prior on every dataset, at no byte or serving cost?
 SESSION_13 = {
     "tail average 25%": ({"average_last": 0.25}, {}),
