@@ -31,25 +31,34 @@ def cmd_trending(a, argv) -> int:
     return 0
 
 
-def cmd_neighbors(a, argv) -> int:
+def _term_of(a, field: str, term: str, pack: str):
+    """(the verified bundle, its manifest block `field` or None (an error printed), the output path, its folder
+    made)."""
     from metarec.export.catalog import public_pem
     from metarec.runtime.bundle import open_bundle
+
+    bundle = open_bundle(a.bundle, public_pem(a.key))  # the term's settings and the catalog, verified
+    spec = getattr(bundle.manifest, field)
+    if spec is None:
+        print(f"error: bundle {a.bundle} has no {term} (its export chose none): no {pack} to make", file=sys.stderr)
+        return bundle, None, None
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return bundle, spec, out
+
+
+def cmd_neighbors(a, argv) -> int:
     from metarec.runtime.bundle_codecs import catalog_digest
     from metarec.runtime.neighbors import NeighborPack
     from metarec.sdk.data import load_dataset
     from metarec.sdk.neighbors import pack_table
 
     at = parse_time(a.at)
-    bundle = open_bundle(a.bundle, public_pem(a.key))  # the term's kind and m, and the catalog, verified
-    spec = bundle.manifest.neighbors
+    bundle, spec, out = _term_of(a, "neighbors", "item-item term", "neighbour pack")
     if spec is None:
-        print(f"error: bundle {a.bundle} has no item-item term (its export chose none): no neighbour pack to make",
-              file=sys.stderr)
         return 2
     ds = load_dataset(_dataset_arg(a.events))
     ids, w = pack_table(ds, at, spec.kind, spec.m, bundle.item_ids)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     NeighborPack(at, catalog_digest(bundle.item_ids), spec.kind, ids, w).save(out, Path(a.key))
     print(f"wrote {out.resolve()} (+ .sig): {spec.kind} neighbours, m={spec.m}, {int((ids >= 0).any(1).sum())} of "
           f"{len(ids)} items with a row, {int((ds.ts < at).sum())} events before at={at:.0f}, "
@@ -58,8 +67,6 @@ def cmd_neighbors(a, argv) -> int:
 
 
 def cmd_onboarding(a, argv) -> int:
-    from metarec.export.catalog import public_pem
-    from metarec.runtime.bundle import open_bundle
     from metarec.runtime.bundle_codecs import catalog_digest
     from metarec.runtime.onboarding import OnboardingPack
     from metarec.sdk.data import load_dataset
@@ -67,16 +74,11 @@ def cmd_onboarding(a, argv) -> int:
     from metarec.sdk.protocol import EventLog
 
     at = parse_time(a.at)
-    bundle = open_bundle(a.bundle, public_pem(a.key))  # the term's span and window, and the catalog, verified
-    spec = bundle.manifest.onboarding
+    bundle, spec, out = _term_of(a, "onboarding", "onboarding term", "onboarding pack")
     if spec is None:
-        print(f"error: bundle {a.bundle} has no onboarding term (its export chose none): no onboarding pack to make",
-              file=sys.stderr)
         return 2
     ds = load_dataset(_dataset_arg(a.events))
     rows = pack_rows(EventLog(ds), at, -1, spec, ds.item_ids)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     OnboardingPack.from_rows(at, rows, catalog_digest(bundle.item_ids)).save(out, Path(a.key))
     print(f"wrote {out.resolve()} (+ .sig): per history length 0..{len(rows) - 1}, items other users took as their "
           f"event number K - {spec.span} .. K + {spec.span} in the {spec.window_days:g} days before at={at:.0f} "

@@ -186,6 +186,17 @@ PACK_MAX_AHEAD_SECONDS = 86400  # server/phone clock skew; a pack further in the
 _MAX_PACK_BYTES = 32 << 20
 
 
+def _load_json(data: bytes, limit: int, what: str):
+    """Parsed JSON of untrusted bytes (a pack or a delta); ValueError when larger than `limit`, not UTF-8 JSON, with
+    NaN / Infinity, or nested too deeply."""
+    if len(data) > limit:
+        raise ValueError(f"{what} larger than {limit} bytes")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError as e:  # deeply nested JSON
+        raise ValueError(f"{what} nests too deeply") from e
+
+
 def catalog_digest(item_ids) -> str:
     """What a pack is bound to: sha256 of the catalog's ids in index order, joined by "\n" (64 hex)."""
     return hashlib.sha256("\n".join(item_ids).encode("utf-8")).hexdigest()
@@ -200,12 +211,7 @@ def encode_pack(at: float, counts: dict, catalog: str) -> bytes:
 def decode_pack(data: bytes, require_catalog: bool = True) -> tuple[float, dict, str]:
     """(at, counts, catalog) of pack bytes, shape-checked only (values: TrendingPack.from_counts); ValueError if
     malformed, of an unknown version, or (with `require_catalog`) not bound to a catalog."""
-    if len(data) > _MAX_PACK_BYTES:
-        raise ValueError(f"trending pack larger than {_MAX_PACK_BYTES} bytes")
-    try:
-        d = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError as e:  # deeply nested JSON
-        raise ValueError("trending pack nests too deeply") from e
+    d = _load_json(data, _MAX_PACK_BYTES, "trending pack")
     if not isinstance(d, dict) or d.get("version") not in (1, PACK_VERSION) or isinstance(d.get("version"), bool):
         raise ValueError(f"trending pack version {d.get('version') if isinstance(d, dict) else None!r} unsupported "
                          f"(this runtime reads {PACK_VERSION})")
@@ -244,12 +250,7 @@ def encode_onboarding(at: float, rows: list, catalog: str) -> bytes:
 def decode_onboarding(data: bytes, n_rows: int) -> tuple[float, list, str]:
     """(at, rows, catalog) of onboarding pack bytes, shape-checked only (each row's values: as a trending pack's
     counts); ValueError if malformed, of an unknown version, unbound or without exactly `n_rows` rows."""
-    if len(data) > _MAX_PACK_BYTES:
-        raise ValueError(f"onboarding pack larger than {_MAX_PACK_BYTES} bytes")
-    try:
-        d = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError as e:
-        raise ValueError("onboarding pack nests too deeply") from e
+    d = _load_json(data, _MAX_PACK_BYTES, "onboarding pack")
     if not isinstance(d, dict) or set(d) != {"at", "catalog", "kind", "rows", "version"}:
         raise ValueError("an onboarding pack has exactly the fields at, catalog, kind, rows, version")
     if d["version"] != ONBOARDING_PACK_VERSION or isinstance(d["version"], bool) or d["kind"] != "onboarding":
@@ -296,12 +297,7 @@ def encode_delta(*, at: float, bundle_serial: int, catalog: str, seq: int, items
 def decode_delta(data: bytes) -> dict:
     """The fields of delta bytes, shape- and type-checked, with `table` / `program` as raw bytes (the program
     inflated and magic-checked; the table is sized against the bundle by the runtime); ValueError if malformed."""
-    if len(data) > MAX_DELTA_BYTES:
-        raise ValueError(f"catalog delta larger than {MAX_DELTA_BYTES} bytes")
-    try:
-        d = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError as e:
-        raise ValueError("catalog delta nests too deeply") from e
+    d = _load_json(data, MAX_DELTA_BYTES, "catalog delta")
     if not isinstance(d, dict) or set(d) != _DELTA_FIELDS:
         raise ValueError(f"a catalog delta has exactly the fields {sorted(_DELTA_FIELDS)}")
     if d["version"] != DELTA_VERSION or isinstance(d["version"], bool):

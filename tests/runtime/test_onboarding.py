@@ -146,3 +146,29 @@ def test_the_term_without_the_rank_method_is_refused(tmp_path, tiny, keys):
     b = write_bundle(tmp_path / "b", tiny[0], tiny[1], keys[0], rank=False, onboarding=SPEC)
     with pytest.raises(BundleError, match="rank method"):
         Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1])
+
+
+def test_the_onboarding_cli_writes_a_pack_the_device_takes(tmp_path, tiny, keys, tiny_rank_programs):
+    from metarec.bench.cli import main
+
+    b = write_bundle(tmp_path / "b", tiny[0], tiny_rank_programs, keys[0], rank=True, onboarding=SPEC)
+    (tmp_path / "private.pem").write_bytes(keys[0])
+    events = tmp_path / "events.csv"
+    seq = [ITEM_IDS[i] for i in (1, 2, 3, 4)]  # six users take 1, 2, 3, 4 in order; one more after the pack time
+    rows = ["user_id,item_id,timestamp"] + [f"u{j},{it},{int(T0) + 10 * j + k}" for j in range(6)
+                                            for k, it in enumerate(seq)]
+    rows += [f"late,{ITEM_IDS[7]},{int(T0) + 1000}"]
+    events.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ob.pack"
+    assert main(["onboarding", str(events), "--bundle", str(b), "--at", str(int(T0) + 500),
+                 "--key", str(tmp_path / "private.pem"), "--out", str(out)]) == 0
+    pack = OnboardingPack.load(out, keys[1])
+    assert pack.at == T0 + 500 and pack.catalog == CATALOG
+    # span 3: row 0 (positions 0..3) holds all four items, 6 users each; row 6 (3..9) the fourth only; row 7 none
+    assert pack.rows[0] == {ITEM_IDS[i]: 6.0 for i in (1, 2, 3, 4)}
+    assert pack.rows[6] == {ITEM_IDS[4]: 6.0} and pack.rows[7] == {} and ITEM_IDS[7] not in pack.rows[0]
+    with Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1]) as rec:
+        rec.set_onboarding(pack, now=T0 + 600)
+    plain = write_bundle(tmp_path / "plain", tiny[0], tiny_rank_programs, keys[0], rank=True)
+    assert main(["onboarding", str(events), "--bundle", str(plain), "--at", str(int(T0) + 500),
+                 "--key", str(tmp_path / "private.pem"), "--out", str(tmp_path / "x.pack")]) == 2  # no term
