@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--key", required=True, help="trusted Ed25519 public key PEM")
     s.add_argument("--dataset", default="ml-100k", help=ds_help + " (default: %(default)s)")
-    s.add_argument("--baselines", default=None, help="comma-separated (default: the floor's six)")
+    s.add_argument("--baselines", default=None, help="comma-separated (default: the floor's, sdk/floor.py FLOOR_BASELINES)")
     s.add_argument("--json", default=None, help="also write the result as JSON here")
     s.add_argument("--checkpoint", default=None, help="also pair the bundle with this checkpoint's fp32 prior, "
                                                       "served with the bundle's steps and term")

@@ -154,7 +154,8 @@ def build_manifest(model, qt, files: dict, *, serial: int, model_version: str, c
     `neighbors`: the item-item term's NeighborSpec, `by_history`: HistoryWeights (both need the rank method, so
     never with `large`; nor is `onboarding`, the OnboardingSpec). `head_dtype`: how head0.bin stores phi0."""
     if large is not None and (neighbors is not None or by_history is not None or onboarding is not None):
-        raise ExportError("the item-item term needs score.pte's rank method, which the large-catalog program lacks")
+        raise ExportError("the item-item term, weights by history length and the onboarding term need score.pte's "
+                          "rank method, which the large-catalog program lacks")
     names, shapes = head_layout(model)
     n, d = model.n_items, model.cfg.dim
     score = dict(file=SCORE_FILE, method=SCORE_METHOD, inputs=SCORE_INPUTS, outputs=SCORE_OUTPUTS, codec=codec)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from metarec.export import ExportConfig
+from metarec.runtime.manifest import OnboardingSpec
 from metarec.sdk import kernel
 
 N, CHUNK, D = 3000, 1024, 32  # 3 chunks: 1024, 1024, 952 items
@@ -322,8 +323,9 @@ def test_runtime_refuses_a_large_bundle_with_the_item_item_term(bundles, tmp_pat
 
 
 def test_export_ships_no_item_item_term_with_the_large_program(bundles, tmp_path, monkeypatch):
-    """When the selection (on eager models) chose an item-item term and weights by history length but the catalog gets
-    the large program, export leaves both out and records it; build_manifest refuses either pair outright."""
+    """When the selection (on eager models) chose an item-item term, weights by history length and the onboarding term
+    but the catalog gets the large program, export leaves them out and records it; build_manifest refuses each
+    outright."""
     import metarec.export.bundle as eb
     from metarec.export import CompressConfig, export_bundle
     from metarec.export.errors import ExportError
@@ -334,7 +336,8 @@ def test_export_ships_no_item_item_term_with_the_large_program(bundles, tmp_path
 
     def choose(model, validation, extra, ecfg, force, say):
         extra["selection"] = {"neighbors": {"best": dict(NB_SPEC)}}
-        return model, CompressConfig(quant="int8"), dict(NB_SPEC), {"term": [0.0, 2.0], "popularity": [1.0]}
+        return (model, CompressConfig(quant="int8"), dict(NB_SPEC), {"term": [0.0, 2.0], "popularity": [1.0]},
+                OnboardingSpec(weight=(1.0,), span=3, window_days=7.0))
 
     monkeypatch.setattr(eb, "_choose", choose)
     said = []
@@ -344,6 +347,7 @@ def test_export_ships_no_item_item_term_with_the_large_program(bundles, tmp_path
     man = json.loads((out / "manifest.json").read_bytes())
     assert man["neighbors"] is None and "neighbors.bin" not in man["files"]
     assert "by_history" not in man and "popularity.bin" not in man["files"]  # weights by history length: left out too
+    assert "onboarding" not in man and not eb.onboarding_pack_path(out).exists()  # and the onboarding term
     assert man["programs"]["score"]["chunks"] and man["configs"]["selection"]["neighbors"]["shipped"] is False
     assert any("item-item term" in s and "not shipped" in s for s in said)
     from metarec.runtime.manifest import NEIGHBORS_FILE, POPULARITY_FILE, HistoryWeights, NeighborSpec
@@ -356,6 +360,10 @@ def test_export_ships_no_item_item_term_with_the_large_program(bundles, tmp_path
         eb.build_manifest(m, None, {}, serial=1, model_version="x", configs={}, k_max=20,
                           large={"chunks": [0, 1024, 1200], "format": "int8", "group_size": D},
                           by_history=HistoryWeights(popularity=(1.0,), file=POPULARITY_FILE))
+    with pytest.raises(ExportError, match="rank method"):
+        eb.build_manifest(m, None, {}, serial=1, model_version="x", configs={}, k_max=20,
+                          large={"chunks": [0, 1024, 1200], "format": "int8", "group_size": D},
+                          onboarding=OnboardingSpec(weight=(1.0,), span=3, window_days=7.0))
 
 
 def test_catalog_deltas_are_refused_on_a_large_bundle(bundles, tmp_path):
