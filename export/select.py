@@ -20,7 +20,8 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
    week, a weight per bucket (K = 0; 1..3; 4..10), the smallest within one standard error of the best among those
    whose gain has a paired interval above 0;
 3. compression: candidates from the smallest bundle up (pruned + int4 ... mixed int4/int8 ... float32; a mixed table
-   keeps the rows of the items fit users used most in int8), each applied to the
+   keeps the rows of the items fit users used most in int8; the whole table in int4 only where no mixed table can
+   ship), each applied to the
    validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
    that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
    prior and measurably below it (paired interval under 0) is chosen, else the most accurate;
