@@ -363,7 +363,7 @@ def export_bundle(checkpoint_or_model, out_dir, quant: str = "auto", prune=None,
         write_onnx(model, qt.dequantized, out, ecfg.k_max, torch.float32 if ccfg.quant == "none" else torch.float16)
     selection = extra.pop("selection", None)
     if selection is not None:
-        from .select import manifest_record
+        from .select_report import manifest_record
 
         extra["selection"] = manifest_record(selection)
     configs = {"model": model.cfg.to_dict(), "compress": ccfg.to_dict(), "export": ecfg.to_dict(),
@@ -426,7 +426,8 @@ def _choose(model, validation: dict, extra: dict, ecfg: ExportConfig, force: boo
     import copy
     import dataclasses
 
-    from .select import select, selection_summary
+    from .select import select
+    from .select_report import selection_summary
 
     say("0/5 choose the serving steps, the item-item term and the compression on validation users (HR@10 over "
         "K = 1..10, the checkpoint's validation run)")

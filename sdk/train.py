@@ -28,6 +28,7 @@ from metarec.runtime.scene import scene_features
 from metarec.sdk.meta import LEARNERS, MetaLearner, batch_scores, reptile_pull
 from metarec.sdk.model import MetaRecModel, ModelConfig, item_attributes
 from metarec.sdk.neighbors import cooc_vectors, log_popularity
+from metarec.sdk.weight_average import WeightAverage
 
 TRAIN_CONFIG_VERSION = 1
 NEUTRAL_IF_MISSING = {"item_known", "new_bias", "trend_gate_new.weight", "trend_gate_new.bias"}
@@ -374,37 +375,6 @@ def fit_model(cfg: TrainConfig, ds, fit_users: np.ndarray, ckpt_path: str | os.P
     if ckpt_path is not None and rank == 0:
         save_checkpoint(ckpt_path, model, cfg, opt, cfg.steps, ds, fit_users, stats, ckpt_extra)
     return model, stats
-
-
-class WeightAverage:
-    """Uniform average of the parameters over steps `first`.. (Polyak tail averaging): the last Adam iterate
-    wanders around the optimum by the step noise; the tail mean sits nearer it at no serving cost."""
-
-    def __init__(self, model: MetaRecModel, first: int):
-        self.first = int(first)
-        self.n = 0
-        self.sum = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: MetaRecModel, step: int) -> None:
-        if step >= self.first:
-            for n, p in model.named_parameters():
-                self.sum[n].add_(p.detach())
-            self.n += 1
-
-    @torch.no_grad()
-    def apply(self, model: MetaRecModel) -> None:
-        if self.n:
-            for n, p in model.named_parameters():
-                p.copy_(self.sum[n] / self.n)
-
-    def state(self) -> dict:
-        return {"first": self.first, "n": self.n, "sum": {k: v.clone() for k, v in self.sum.items()}}
-
-    def load(self, st: dict | None) -> None:
-        if st is None or st["first"] != self.first or set(st["sum"]) != set(self.sum):
-            raise ValueError("the checkpoint's weight average does not match this config; delete it to restart")
-        self.n, self.sum = int(st["n"]), st["sum"]
 
 
 def save_checkpoint(path, model: MetaRecModel, cfg: TrainConfig, opt, step: int, ds, fit_users, stats=None,

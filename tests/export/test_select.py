@@ -8,7 +8,8 @@ import torch
 from metarec.export import export_bundle, generate_keypair
 from metarec.export.errors import ExportError
 from metarec.export.bundle import onboarding_pack_path, selection_report_path
-from metarec.export.select import CANDIDATES, manifest_record
+from metarec.export.select import CANDIDATES
+from metarec.export.select_report import manifest_record
 
 
 @pytest.fixture(scope="module")

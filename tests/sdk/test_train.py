@@ -152,7 +152,7 @@ def test_the_tail_weight_average_is_the_mean_of_the_last_steps_iterates():
     """TrainConfig.average_last: the parameters after training are the mean of the iterates of the last steps."""
     import torch
 
-    from metarec.sdk.train import WeightAverage
+    from metarec.sdk.weight_average import WeightAverage
 
     m = torch.nn.Linear(2, 1)
     avg = WeightAverage(m, first=2)
