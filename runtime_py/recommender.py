@@ -269,7 +269,8 @@ class Recommender(PackSetters):
                     scores_t, ids_t = out[0], out[1]
                     if len(out) == 4:
                         self._keep_rank_inputs(u, out[2], out[3], scene_key)
-                        if self._nb is not None or self._by_k is not None or self._ob is not None:  # forward's top-k lacks them
+                        # forward's top-k lacks them (the onboarding term only once a pack is set)
+                        if self._nb is not None or self._by_k is not None or self._ob_rows is not None:
                             scores_t, ids_t = self._score.rank_bound(u.rank_args)
             except Exception as e:
                 raise BundleError(f"score program failed: {e}") from e

@@ -381,7 +381,8 @@ void Recommender::recommend(const std::string &user, double now, int k, std::vec
       const float *v = fwd_->out_f(size_t(o_vec_)), *o = fwd_->out_f(size_t(o_off_));
       u.vec.assign(v, v + b_.sh.d), u.offset.assign(o, o + b_.sh.N);
       u.rank_key.assign(sk, sk + b_.sh.F * 4), u.rank_valid = true, u.args_version = version;
-      if (b_.neighbors || b_.by_history || b_.onboarding) {  // forward's top-k lacks these: they join the offset
+      // forward's top-k lacks these: they join the offset (the onboarding term only once a pack is set)
+      if (b_.neighbors || b_.by_history || !ob_rows_.empty()) {
         if (b_.neighbors) {  // cached per (table, history): a new event resets nb_version (add_to_user)
           if (u.nb_version != nb_version_) neighbor_term(u);
           for (size_t j = 0; j < u.nb_idx.size(); j++) u.offset[size_t(u.nb_idx[j])] += u.nb_val[j];
