@@ -87,6 +87,6 @@ def floor_summary(report: dict) -> str:
     """One line for the console: the prior, the best baseline, the paired difference and the verdict."""
     h = report["headline_hr10"]
     lo, hi = report["paired_hr10_diff_ci"]
-    return (f"floor (validation users, n={report['n_users']}): metarec HR@10 {h['metarec']:.3f} vs best baseline "
-            f"{report['best_baseline']} {h[report['best_baseline']]:.3f}: paired {report['paired_hr10_diff']:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] -> {report['verdict']}")
+    return (f"floor (validation users, n={report['n_users']}): the prior alone HR@10 {h['metarec']:.3f} vs best "
+            f"baseline {report['best_baseline']} {h[report['best_baseline']]:.3f}: paired "
+            f"{report['paired_hr10_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] -> {report['verdict']}")

@@ -479,7 +479,8 @@ def train(config: TrainConfig | str | os.PathLike | None, out_path: str | os.Pat
             # the report goes into the manifest; the validation prior stays in the checkpoint for export's choices
             extra = {"floor": run.report, "validation": run.to_checkpoint()}
             if int(os.environ.get("RANK", "0")) == 0:
-                print(floor_summary(extra["floor"]), flush=True)
+                print(floor_summary(extra["floor"]) + " (before export's popularity, item-item and onboarding terms:"
+                      " export checks the bundle against the same baseline)", flush=True)
         _, stats = fit_model(cfg, ds, users, out_path, ckpt_extra=extra)
     finally:
         if own_group:
