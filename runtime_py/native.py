@@ -157,9 +157,10 @@ class NativeRecommender:
 
     def set_onboarding(self, pack, now: float | None = None, allow_older: bool = False) -> None:
         """An `OnboardingPack` (runtime_py/onboarding.py: `at`, `rows`, `catalog`) for the onboarding term, as
-        `Recommender.set_onboarding`: kept in memory only (set it again after open). `InputError`, nothing changed,
-        when the bundle has no term, for a pack of another catalog, other than 11 rows or a negative or non-finite
-        count; `now` / `allow_older` mirror the Python signature, freshness is not checked (as set_trending)."""
+        `Recommender.set_onboarding`: persisted in the state file (store.py's `onboarding_pack` row, the same bytes),
+        restored at open. `InputError`, nothing changed, when the bundle has no term, for a pack of another catalog,
+        other than 11 rows or a negative or non-finite count; `now` / `allow_older` mirror the Python signature,
+        freshness is not checked (as set_trending)."""
         self._live()
         if self.onboarding_spec is not None and pack.catalog != self.catalog:
             raise InputError("onboarding pack was made for another catalog (its `catalog` differs from this bundle's)")

@@ -4,7 +4,8 @@
 On disk: the canonical JSON of bundle_codecs.py (`encode_onboarding`: at, catalog, kind, rows, version) plus a
 detached Ed25519 signature in `<path>.sig`, as a trending pack. A pack is bound to one catalog;
 `Recommender.set_onboarding` refuses it for another catalog, when stale or from the future, or older than the pack
-in use. It is not persisted: after `open` the term is off until the app sets a pack (its counts age in days).
+in use. The pack set is persisted in the state file (store.py `onboarding_pack`: `to_json` bytes) and restored by
+`open` (one for another catalog is dropped there); until a pack is set the term is off.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The Recommender's pack setters (recommender.py): the server's trending, neighbour and onboarding packs, each
-checked against the open bundle before it changes anything (validate.py), the first two persisted in the store."""
+checked against the open bundle before it changes anything (validate.py) and persisted in the store."""
 from __future__ import annotations
 
 import time
 
-from .errors import InputError
+from .errors import BundleError, InputError
 from .neighbors import NeighborPack
 from .onboarding import OnboardingPack
 from .trending import TrendingPack
@@ -56,9 +56,9 @@ class PackSetters:
 
     def set_onboarding(self, pack: OnboardingPack, now: float | None = None, allow_older: bool = False) -> None:
         """Use `pack` (from `OnboardingPack.load(path, trusted_key)`, `metarec onboarding`) for the onboarding term
-        from now on (kept in memory only: set it again after `open`). `InputError` (nothing changed) when the bundle
-        has no such term, for a pack of another catalog, stale or from the future at `now`, or older than the pack in
-        use (`allow_older`: replays of history only, as for `set_trending`)."""
+        from now on; it is persisted (the store's `onboarding_pack` row) and restored by `open`. `InputError`
+        (nothing changed) when the bundle has no such term, for a pack of another catalog, stale or from the future at
+        `now`, or older than the pack in use (`allow_older`: replays of history only, as for `set_trending`)."""
         if not isinstance(pack, OnboardingPack):
             raise InputError(f"set_onboarding takes an OnboardingPack, got {type(pack).__name__}")
         pack = OnboardingPack.from_rows(pack.at, pack.rows, pack.catalog)  # one built directly skipped the checks
@@ -69,5 +69,21 @@ class PackSetters:
             now_t = time.time() if now is None else _check_time(now, "now")
             current = None if allow_older or self._ob_pack is None else self._ob_pack.at
             _check_pack(pack, self.catalog, now_t, current, "onboarding pack")
-            self._ob_pack, self._ob_rows = pack, pack.log_rows(self._cat.index, self.shapes.N)
-            self._users.clear()  # each cached user's offset holds the old counts: rebuilt on the next call
+            self._store.put_onboarding_pack(pack.to_json())  # first: a failed write changes nothing
+            self._use_onboarding(pack)
+
+    def _use_onboarding(self, pack: OnboardingPack) -> None:
+        self._ob_pack, self._ob_rows = pack, pack.log_rows(self._cat.index, self.shapes.N)
+        self._users.clear()  # each cached user's offset holds the old counts: rebuilt on the next call
+
+    def _restore_onboarding(self) -> None:
+        """At open, as the neighbour pack: the stored pack (a row failing its checksum: StateError) when the bundle
+        has the term; one for another catalog, or malformed, is dropped (the term stays off until a pack is set)."""
+        stored = self._store.get_onboarding_pack() if self._ob is not None else None
+        if stored is not None:
+            try:
+                pack = OnboardingPack.from_json(stored)
+                _check_pack(pack, self.catalog, pack.at, None, "onboarding pack")
+                self._use_onboarding(pack)
+            except (BundleError, InputError):
+                pass

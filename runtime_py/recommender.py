@@ -126,6 +126,7 @@ class Recommender(PackSetters):
                 self._nb_pack, self._nb_table = pack, (pack.ids, pack.weights)
             except (BundleError, InputError):  # one for another bundle's term or catalog: dropped
                 pass
+        self._restore_onboarding()  # the stored onboarding pack likewise (packs.py)
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod

@@ -56,7 +56,12 @@ _DELTA_TABLE = ("CREATE TABLE IF NOT EXISTS catalog_deltas (serial INTEGER NOT N
 # and writes the same table with the same `chk` in its schema-1 files, so the migration leaves it as it is
 _NEIGHBOR_TABLE = ("CREATE TABLE IF NOT EXISTS neighbor_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
                    "pack BLOB NOT NULL, chk INTEGER NOT NULL)")
-_TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence", "catalog_deltas", "neighbor_pack"}
+# the onboarding pack in use (runtime_py/onboarding.py): OnboardingPack.to_json bytes, the same row layout and `chk`
+# (native: runtime_native/src/store.cpp writes the same table and bytes)
+_ONBOARDING_TABLE = ("CREATE TABLE IF NOT EXISTS onboarding_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                     "pack BLOB NOT NULL, chk INTEGER NOT NULL)")
+_TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence", "catalog_deltas", "neighbor_pack",
+           "onboarding_pack"}
 _DB_ERRORS = (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError, IndexError)  # corrupt bytes
 
 
@@ -101,6 +106,7 @@ class Store:
                 self._db.execute(stmt)
             self._db.execute(_DELTA_TABLE)
             self._db.execute(_NEIGHBOR_TABLE)
+            self._db.execute(_ONBOARDING_TABLE)
             row = self._db.execute("SELECT value FROM meta WHERE key='store_schema'").fetchone()
             if row is None or row[0] == 1:
                 self._migrate_1_to_2()
@@ -308,14 +314,26 @@ class Store:
         self._write(lambda db: db.execute("INSERT OR REPLACE INTO trending VALUES (1, ?, ?)", (pack, _chk(1, pack))))
 
 
-    # -- neighbour pack -----------------------------------------------------------------------------------------
+    # -- neighbour and onboarding packs: one (1, pack, chk) row each -------------------------------------------
     def get_neighbor_pack(self) -> bytes | None:
-        rows = self._query("SELECT id, pack, chk FROM neighbor_pack WHERE id=1", (), (int, bytes, int))
-        return _verify(rows[0], 2)[1] if rows else None
+        return self._get_pack_row("neighbor_pack")
 
     def put_neighbor_pack(self, pack: bytes) -> None:
-        self._write(lambda db: db.execute("INSERT OR REPLACE INTO neighbor_pack VALUES (1, ?, ?)",
-                                          (pack, _chk(1, pack))))
+        self._put_pack_row("neighbor_pack", pack)
+
+    def get_onboarding_pack(self) -> bytes | None:
+        """The stored OnboardingPack bytes (`to_json`), or None; StateError if the row fails its checksum."""
+        return self._get_pack_row("onboarding_pack")
+
+    def put_onboarding_pack(self, pack: bytes) -> None:
+        self._put_pack_row("onboarding_pack", pack)
+
+    def _get_pack_row(self, table: str) -> bytes | None:
+        rows = self._query(f"SELECT id, pack, chk FROM {table} WHERE id=1", (), (int, bytes, int))
+        return _verify(rows[0], 2)[1] if rows else None
+
+    def _put_pack_row(self, table: str, pack: bytes) -> None:
+        self._write(lambda db: db.execute(f"INSERT OR REPLACE INTO {table} VALUES (1, ?, ?)", (pack, _chk(1, pack))))
 
 
 class _Transaction:

@@ -58,11 +58,13 @@ MR_API int mr_neighbor_spec(const mr_recommender *r, char *kind_out, size_t kind
  * row_lengths[r] (item id, count) entries; the entries of all rows are concatenated in item_ids / counts. Unknown
  * ids are ignored (a repeated id within a row: its last count). For a user with K known events,
  * weight(K) * log1p(count in row min(K, 10)) joins each item's score (weight: mr_onboarding_spec, indexed as
- * by_history). Kept in memory only, as the Python runtime does: after mr_open the term is off until a pack is set.
+ * by_history). Persisted in the state file as the Python runtime does (its `onboarding_pack` row: OnboardingPack
+ * JSON bound to this catalog, every id given kept), durable when it returns, and restored at mr_open (a stored pack
+ * of another catalog is ignored there; until a pack is set the term is off).
  * MR_INPUT_ERROR, nothing changed, when the bundle has no onboarding term, n_rows is not 11, `at` is not finite, an
- * id is NULL or empty, or a count is negative or not finite. Neither freshness nor the pack's catalog is checked
- * here (as for mr_set_trending: the app's to check, NativeRecommender.set_onboarding checks the catalog). Every
- * user's next recommend uses it. */
+ * id is NULL, empty or not UTF-8, or a count is negative or not finite. Neither freshness nor the pack's catalog is
+ * checked here (as for mr_set_trending: the app's to check, NativeRecommender.set_onboarding checks the catalog).
+ * Every user's next recommend uses it. */
 MR_API int mr_set_onboarding(mr_recommender *r, double at, size_t n_rows, const size_t *row_lengths,
                              const char *const *item_ids, const double *counts);
 /* The bundle's onboarding term: *n_weights_out = its weights' count (0: the bundle has none; at most 16), the first

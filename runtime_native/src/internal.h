@@ -48,7 +48,7 @@ inline double at_length(const std::vector<double> &v, size_t k, double dflt) {
 
 // The onboarding term (manifest.py OnboardingSpec): weight by history length (at_length; 1..16 entries in [0, 64],
 // one > 0), span and window_days (how the server counts its packs: informational here). The counts come in packs
-// (mr_set_onboarding), kept in memory only: until one is set the term is off.
+// (mr_set_onboarding), persisted in the state file and restored at open: until one is set the term is off.
 struct OnboardingSpec { std::vector<double> weight; int64_t span = 0; double window_days = 0; };
 constexpr int64_t kOnboardingRows = 11;  // a pack's rows: history lengths K = 0..10, the last also for longer ones
 // manifest.py onboarding_row: the pack row a user with k known events reads
@@ -115,6 +115,13 @@ struct TrendPack { double at = 0; std::map<std::string, double> counts; std::str
 TrendPack parse_trending(const std::string &json);  // BundleError if malformed
 std::string trending_to_json(const TrendPack &p);   // canonical bytes as Python writes them
 
+// Onboarding pack (runtime_py/onboarding.py OnboardingPack): kOnboardingRows rows of item id -> count, bound to a
+// catalog. encode_onboarding: bundle_codecs.encode_onboarding's canonical JSON byte for byte (what store.py keeps in
+// its `onboarding_pack` row); ids must be valid UTF-8 (InputError). decode_onboarding: BundleError if malformed.
+struct OnboardingPack { double at = 0; std::string catalog; std::vector<std::map<std::string, double>> rows; };
+std::string encode_onboarding(const OnboardingPack &p);
+OnboardingPack decode_onboarding(const Bytes &data);
+
 // runtime_py/scene.py: scene_features for one timestamp (15 floats).
 void scene_features(const SceneSpec &spec, double ts, float *out);
 int64_t scene_slot(const SceneSpec &spec, double ts, int64_t *day);
@@ -145,6 +152,9 @@ class Store {
   // runtime's): StateError if the row fails its checksum or is malformed (corrupt)
   std::optional<Bytes> get_neighbor_pack();
   void put_neighbor_pack(const Bytes &pack);  // durable (synchronous=FULL) when it returns
+  // the onboarding pack in use (store.py's `onboarding_pack` table: OnboardingPack.to_json bytes, the same chk)
+  std::optional<Bytes> get_onboarding_pack();
+  void put_onboarding_pack(const Bytes &pack);
 
  private:
   sqlite3 *db_ = nullptr;
@@ -156,6 +166,7 @@ class Store {
   sqlite3_stmt *cached(const char *sql);  // `sql` must be a string literal (the key is its address)
   void step_done(const char *sql);
   void put_pack_row(const char *sql, const Bytes &pack);  // (1, pack, chk) in its own transaction
+  std::optional<Bytes> get_pack_row(const char *sql, const char *what);  // StateError if malformed or corrupt
   void begin();
   void commit();
   void rollback();

@@ -120,6 +120,14 @@ Recommender::Recommender(const std::string &dir, const std::string &state, const
       }
     }
   }
+  if (b_.onboarding)  // the stored onboarding pack likewise (recommender.py / packs.py _restore_onboarding)
+    if (auto stored = store_->get_onboarding_pack()) {  // a row failing its checksum: StateError, as store.py
+      try {  // one for another catalog is dropped, as a malformed one: the term stays off until a pack is set
+        OnboardingPack p = decode_onboarding(*stored);
+        if (p.catalog == catalog_digest(b_.item_ids)) ob_rows_ = onboarding_rows(p);
+      } catch (const BundleError &) {
+      }
+    }
   store_->accept_serial(b_.serial);  // only once the bundle has proven usable
 }
 
@@ -501,20 +509,34 @@ void Recommender::set_onboarding(double at, size_t n_rows, const size_t *row_len
                      std::to_string(kOnboardingRows - 1) + "), got " + std::to_string(n_rows));
   // freshness is the app's to check (as for trending packs): a time is only required to be finite
   if (!std::isfinite(at)) throw InputError("onboarding pack time must be finite");
-  const size_t n = size_t(b_.sh.N);
-  std::vector<double> raw(size_t(kOnboardingRows) * n, 0.0);  // built whole before anything changes
+  OnboardingPack p{at, catalog_digest(b_.item_ids), std::vector<std::map<std::string, double>>(n_rows)};
   size_t e = 0;
   for (size_t r = 0; r < n_rows; r++)
     for (size_t j = 0; j < row_lengths[r]; j++, e++) {
       if (!item_ids[e] || !*item_ids[e]) throw InputError("onboarding item ids must be non-empty strings");
       if (!std::isfinite(counts[e]) || counts[e] < 0) throw InputError("onboarding counts must be finite and >= 0");
-      auto it = index_.find(item_ids[e]);
-      if (it != index_.end()) raw[r * n + size_t(it->second)] = counts[e];  // items not in the catalog are ignored
+      p.rows[r][item_ids[e]] = counts[e];  // a repeated id: its last count (a dict, as OnboardingPack's rows)
+    }
+  std::vector<float> rows = onboarding_rows(p);  // built whole before anything changes
+  // persisted first (store.py's table and bytes, bound to this catalog): a failed write changes nothing
+  std::string bytes = encode_onboarding(p);  // InputError for an id that is not UTF-8 (JSON cannot hold it)
+  store_->put_onboarding_pack(Bytes(bytes.begin(), bytes.end()));
+  ob_rows_ = std::move(rows);
+  args_version_++;  // every user's cached offset holds the old counts (or none): forward runs again
+}
+
+// (kOnboardingRows, N) float32 log1p(count) of a pack's rows; ids not in the catalog are ignored
+std::vector<float> Recommender::onboarding_rows(const OnboardingPack &p) const {
+  const size_t n = size_t(b_.sh.N);
+  std::vector<double> raw(size_t(kOnboardingRows) * n, 0.0);
+  for (size_t r = 0; r < p.rows.size() && r < size_t(kOnboardingRows); r++)
+    for (auto &[id, c] : p.rows[r]) {
+      auto it = index_.find(id);
+      if (it != index_.end()) raw[r * n + size_t(it->second)] = c;
     }
   std::vector<float> rows(raw.size());
   for (size_t i = 0; i < raw.size(); i++) rows[i] = float(std::log1p(raw[i]));  // as numpy: float64 log1p, then f32
-  ob_rows_ = std::move(rows);
-  args_version_++;  // every user's cached offset holds the old counts (or none): forward runs again
+  return rows;
 }
 
 void Recommender::forget(const std::string &user) {

@@ -41,7 +41,8 @@ class Recommender {
   bool has_neighbor_table() const { return nb_.has_value(); }
   // the onboarding term's counts (runtime_py/onboarding.py OnboardingPack): n_rows (must be kOnboardingRows) rows
   // of row_lengths[r] (item id, count) entries, concatenated; unknown ids ignored (a repeated id: the last count).
-  // Kept in memory only. InputError, nothing changed, without a term, for another row count or a bad count.
+  // Persisted (store.py's `onboarding_pack` row, the Python runtime's bytes) and restored at open. InputError, nothing
+  // changed, without a term, for another row count, a bad count or an id that is not UTF-8.
   void set_onboarding(double at, size_t n_rows, const size_t *row_lengths, const char *const *item_ids,
                       const double *counts);
   bool has_onboarding_pack() const { return !ob_rows_.empty(); }
@@ -84,6 +85,7 @@ class Recommender {
   void slots(const std::vector<int64_t> &idx, int64_t size, std::vector<float> &vecs, std::vector<float> &mask);
   void fill_scene(double now);
   void neighbor_term(User &u);
+  std::vector<float> onboarding_rows(const OnboardingPack &p) const;
   void run_rank(User &u);
 };
 }  // namespace mr

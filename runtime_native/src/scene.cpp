@@ -1,4 +1,4 @@
-// runtime_py/scene.py's scene_features for one timestamp, and runtime_py/trending.py's pack JSON: the same
+// runtime_py/scene.py's scene_features for one timestamp, and the trending and onboarding packs' JSON: the same
 // float64 arithmetic as numpy, so the scene vector (and the head cache keyed by its bytes) is bit-identical.
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -114,5 +114,63 @@ TrendPack parse_trending(const std::string &text) {
 std::string trending_to_json(const TrendPack &p) {
   nlohmann::json d = {{"at", p.at}, {"counts", p.counts}, {"version", 1}};
   return d.dump(-1, ' ', true);
+}
+
+// bundle_codecs.encode_onboarding: json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True) of
+// {"at", "catalog", "kind": "onboarding", "rows", "version": 1}; floats as Python's repr, each row's ids in code point
+// order (std::map's byte order on UTF-8), escaped as Python escapes them (nlohmann's ensure_ascii: \u00xx for control
+// characters and DEL, lowercase \uxxxx and surrogate pairs past ASCII)
+std::string encode_onboarding(const OnboardingPack &p) {
+  auto str = [](const std::string &v) {
+    if (!valid_utf8(v)) throw InputError("onboarding item ids must be UTF-8 text");
+    return nlohmann::json(v).dump(-1, ' ', true);
+  };
+  std::string out = "{\"at\":" + py_float_repr(p.at) + ",\"catalog\":" + str(p.catalog);
+  out += ",\"kind\":\"onboarding\",\"rows\":[";
+  for (size_t r = 0; r < p.rows.size(); r++) {
+    out += r ? ",{" : "{";
+    bool first = true;
+    for (auto &[id, c] : p.rows[r]) {
+      out += (first ? "" : ",") + str(id) + ":" + py_float_repr(c);
+      first = false;
+    }
+    out += "}";
+  }
+  return out + "],\"version\":1}";
+}
+
+// bundle_codecs.decode_onboarding + OnboardingPack.from_rows' checks: exactly the five fields, version 1, kind
+// "onboarding", a 64-char catalog, kOnboardingRows objects of non-empty id -> finite count >= 0, a finite time
+OnboardingPack decode_onboarding(const Bytes &data) {
+  using json = nlohmann::json;
+  OnboardingPack p;
+  try {
+    json d = json::parse(data.begin(), data.end());
+    if (!d.is_object() || d.size() != 5 || !d.contains("at") || !d.contains("catalog") || !d.contains("kind") ||
+        !d.contains("rows") || !d.contains("version"))
+      throw BundleError("invalid onboarding pack: exactly the fields at, catalog, kind, rows, version");
+    if (!d["version"].is_number_integer() || d["version"] != 1 || d["kind"] != "onboarding")
+      throw BundleError("invalid onboarding pack: version / kind unsupported (this runtime reads 1, onboarding)");
+    if (!d["catalog"].is_string() || d["catalog"].get<std::string>().size() != 64)
+      throw BundleError("invalid onboarding pack: not bound to a catalog");
+    if (!d["at"].is_number() || !std::isfinite(d["at"].get<double>()))
+      throw BundleError("invalid onboarding pack: time is not a finite number");
+    if (!d["rows"].is_array() || d["rows"].size() != size_t(kOnboardingRows))
+      throw BundleError("invalid onboarding pack: rows must be a list of 11 objects");
+    p.at = d["at"].get<double>(), p.catalog = d["catalog"].get<std::string>();
+    for (auto &row : d["rows"]) {
+      if (!row.is_object()) throw BundleError("invalid onboarding pack: rows must be a list of 11 objects");
+      auto &out = p.rows.emplace_back();
+      for (auto it = row.begin(); it != row.end(); ++it) {
+        if (it.key().empty() || !it->is_number()) throw BundleError("invalid onboarding pack: a count is not a number");
+        double c = it->get<double>();
+        if (!std::isfinite(c) || c < 0) throw BundleError("invalid onboarding pack: counts must be finite and >= 0");
+        out[it.key()] = c;
+      }
+    }
+  } catch (const json::exception &e) {
+    throw BundleError(std::string("invalid onboarding pack: ") + e.what());
+  }
+  return p;
 }
 }  // namespace mr

@@ -38,8 +38,11 @@ const char *kNeighborTable = "CREATE TABLE IF NOT EXISTS neighbor_pack (id INTEG
                              "pack BLOB NOT NULL, chk INTEGER NOT NULL)";
 const char *kDeltaTable = "CREATE TABLE IF NOT EXISTS catalog_deltas (serial INTEGER NOT NULL, seq INTEGER NOT NULL, "
                           "delta BLOB NOT NULL, sig BLOB NOT NULL, chk INTEGER NOT NULL, PRIMARY KEY (serial, seq))";
-const std::set<std::string> kTables = {"meta",          "events",          "heads",        "trending",
-                                       "sqlite_sequence", "catalog_deltas", "neighbor_pack"};
+// the onboarding pack (store.py `_ONBOARDING_TABLE`): the neighbour pack's layout and chk
+const char *kOnboardingTable = "CREATE TABLE IF NOT EXISTS onboarding_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                               "pack BLOB NOT NULL, chk INTEGER NOT NULL)";
+const std::set<std::string> kTables = {"meta",           "events",        "heads",          "trending",
+                                       "sqlite_sequence", "catalog_deltas", "neighbor_pack", "onboarding_pack"};
 // store.py `_CHECKED`: the columns each table's chk covers, in order (the schema 1 -> 2 migration fills them)
 const std::pair<const char *, const char *> kChecked[] = {{"meta", "key, value"},
                                                           {"events", "event_id, user_id, item_id, ts"},
@@ -172,7 +175,7 @@ struct Repr {
   }
 };
 
-// store.py `_chk(1, pack)`: the trending and neighbour pack rows
+// store.py `_chk(1, pack)`: the trending, neighbour and onboarding pack rows
 int64_t pack_chk(const Bytes &pack) { return Repr().i(1).b(pack).crc(); }
 
 std::string col_text(sqlite3_stmt *s, int i) {
@@ -271,6 +274,7 @@ Store::Store(const std::string &path) {
       exec(kSchema);
       exec(kDeltaTable);
       exec(kNeighborTable);
+      exec(kOnboardingTable);
       std::optional<int64_t> v;
       {
         Stmt s{prep("SELECT value FROM meta WHERE key='store_schema'")};
@@ -527,7 +531,7 @@ void Store::put_trending(const std::string &pack) {
   put_pack_row("INSERT OR REPLACE INTO trending (id, pack, chk) VALUES (1, ?, ?)", Bytes(pack.begin(), pack.end()));
 }
 
-// one (1, pack, chk) row in its own durable transaction: the trending and neighbour-pack tables share the layout
+// one (1, pack, chk) row in its own durable transaction: the trending, neighbour and onboarding pack tables share it
 void Store::put_pack_row(const char *sql, const Bytes &pack) {
   begin();
   try {
@@ -542,21 +546,33 @@ void Store::put_pack_row(const char *sql, const Bytes &pack) {
   }
 }
 
-std::optional<Bytes> Store::get_neighbor_pack() {
-  Stmt s{prep("SELECT id, pack, chk FROM neighbor_pack WHERE id=1")};
+std::optional<Bytes> Store::get_pack_row(const char *sql, const char *what) {
+  Stmt s{prep(sql)};
   int rc = sqlite3_step(s.s);
   if (rc == SQLITE_DONE) return std::nullopt;
   if (rc != SQLITE_ROW) throw StateError(std::string("state read failed: ") + sqlite3_errmsg(db_));
   if (sqlite3_column_type(s.s, 0) != SQLITE_INTEGER || sqlite3_column_type(s.s, 1) != SQLITE_BLOB ||
       sqlite3_column_type(s.s, 2) != SQLITE_INTEGER)
-    throw StateError("state database holds a malformed neighbour pack row (corrupt)");
+    throw StateError(std::string("state database holds a malformed ") + what + " row (corrupt)");
   Bytes pack = s.col_blob(1);
   if (sqlite3_column_int64(s.s, 0) != 1 || sqlite3_column_int64(s.s, 2) != pack_chk(pack))
-    throw StateError("state database row (1, <neighbour pack>) fails its checksum (corrupt)");
+    throw StateError(std::string("state database row (1, <") + what + ">) fails its checksum (corrupt)");
   return pack;
+}
+
+std::optional<Bytes> Store::get_neighbor_pack() {
+  return get_pack_row("SELECT id, pack, chk FROM neighbor_pack WHERE id=1", "neighbour pack");
 }
 
 void Store::put_neighbor_pack(const Bytes &pack) {
   put_pack_row("INSERT OR REPLACE INTO neighbor_pack VALUES (1, ?, ?)", pack);
+}
+
+std::optional<Bytes> Store::get_onboarding_pack() {
+  return get_pack_row("SELECT id, pack, chk FROM onboarding_pack WHERE id=1", "onboarding pack");
+}
+
+void Store::put_onboarding_pack(const Bytes &pack) {
+  put_pack_row("INSERT OR REPLACE INTO onboarding_pack VALUES (1, ?, ?)", pack);
 }
 }  // namespace mr

@@ -1,7 +1,7 @@
 """The onboarding term (manifest `onboarding`, runtime_py/manifest_terms.py OnboardingSpec, runtime_py/onboarding.py)
 in the native runtime: with the same pack set, weight(K) * log1p(row K's count) joins forward's offset and both
-runtimes give the same top-10 (ids, scores) at K = 0, 1, 2, 5, 12; without a pack the term is off; every malformed
-block and every bad pack is refused by both."""
+runtimes give the same top-10 (ids, scores) at K = 0, 1, 2, 5, 12; without a pack the term is off; the pack set is
+kept across open; every malformed block and every bad pack is refused by both."""
 import ctypes as C
 import dataclasses
 import json
@@ -181,8 +181,9 @@ def test_no_pack_is_the_bundle_without_the_term(ob_bundle, exported, ids, keys, 
     _same(plain, _native(exported[0], keys, lib, tmp_path, users, "nat-plain"))
 
 
-def test_the_pack_is_not_kept_across_open(ob_bundle, ids, keys, lib, tmp_path):
-    """In memory only, as the Python runtime: after open the term is off until a pack is set again."""
+def test_the_pack_is_kept_across_open(ob_bundle, ids, keys, lib, tmp_path):
+    """Persisted, as the Python runtime: after open the last pack set is in use again (tests/native/
+    test_native_onboarding_store.py: the row, cross-runtime files, tampering)."""
     users = _users(ids, seed=13)
     off = _native(ob_bundle, keys, lib, tmp_path, users, "off")
     state = tmp_path / "keep.db"
@@ -191,7 +192,8 @@ def test_the_pack_is_not_kept_across_open(ob_bundle, ids, keys, lib, tmp_path):
         on = _top(nat, "u0", NOW)
     with NativeRecommender.open(ob_bundle, state, keys / "public.pem", lib=lib) as nat:
         again = _top(nat, "u0", NOW)
-    assert again[0] == off[("u0", 0)][0] != on[0]
+    assert again[0] == on[0] != off[("u0", 0)][0]
+    assert np.array_equal(again[1], on[1])
 
 
 BAD_BLOCKS = [

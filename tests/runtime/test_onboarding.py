@@ -86,8 +86,8 @@ def test_the_pack_is_refused_without_the_term_for_another_catalog_stale_or_repla
             rec.set_onboarding(_pack(_rows(1), at=NOW - 10), now=NOW)
         after = [r.item_id for r in rec.recommend("u", NOW, k=10)]
         assert after != before
-    with Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1]) as rec:  # memory only: off after open
-        assert [r.item_id for r in rec.recommend("u", NOW, k=10)] == before
+    with Recommender.open(b, tmp_path / "s.db", trusted_key=keys[1]) as rec:  # persisted: the last pack set
+        assert [r.item_id for r in rec.recommend("u", NOW, k=10)] == after
 
 
 @pytest.mark.parametrize("rows, match", [
