@@ -130,7 +130,7 @@ struct Event { std::string event_id, item_id; double ts; int64_t seq; };
 struct HeadRow { int64_t serial, event_seq; Bytes scene, head; };
 struct PendingHead { int64_t serial, event_seq; Bytes scene, head; };
 
-// runtime_py/store.py's database, same schema (STORE_SCHEMA 1), WAL + synchronous=FULL.
+// runtime_py/store.py's database, same schema (STORE_SCHEMA 2), WAL + synchronous=FULL.
 class Store {
  public:
   explicit Store(const std::string &path);
