@@ -18,7 +18,8 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
    K = 1, sequences later);
 2d. the onboarding term (export/select_onboarding.py): what other users took at the same history length in the last
    week, a weight per bucket (K = 0; 1..3; 4..10), the smallest within one standard error of the best among those
-   whose gain has a paired interval above 0;
+   whose gain has a paired interval above 0; K = 1..3's raised toward the count where it leaves the headline below
+   the best baseline on the same validation queries;
 3. compression: candidates from the smallest bundle up (pruned + int4 ... mixed int4/int8 ... float32; a mixed table
    keeps the rows of the items fit users used most in int8; the whole table in int4 only where no mixed table can
    ship), each applied to the
@@ -359,7 +360,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     ob = None
     if offset_terms:  # 2d. the onboarding term, over everything above
         rep["onboarding"], ob = choose_onboarding(_recommender(prior, tcfg, nb=nb, bh=bh), ds, split, log,
-                                                  _paired, say)
+                                                  _paired, say, floor=base)
     if nb is not None or bh is not None or ob is not None:
         full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh, ob=ob)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)

@@ -17,7 +17,8 @@ ONBOARDING_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # of log1p(count), 
 # one length of ~94 validation users is too few queries to measure a weight (ML-100K, K = 3 alone: none
 # measurable); later lengths apart, where a sign-up flow no longer leads
 ONBOARDING_BUCKETS = ((0,), (1, 2, 3), tuple(range(4, 11)))
-ONBOARDING_WINDOW_DAYS = 7.0  # the trending pack's window: what users at that step took this week
+ONBOARDING_WINDOW_DAYS = 7.0
+HEADLINE = (1, 2, 3)  # the bucket the bundle's floor reads (select.py HEADLINE_KS)  # the trending pack's window: what users at that step took this week
 
 
 class _OnboardingQueries:
@@ -46,15 +47,45 @@ class _OnboardingQueries:
         return {"user": self.user[sel], "k": self.k[sel], "hr": hr}
 
 
+def _floor_note(r: dict | None) -> str:
+    if r is None:
+        return ""
+    if r["to"] == r["from"]:
+        return f"; below the floor's baseline ({r['gap_before']:+.3f}) and no larger weight closer to it"
+    return (f"; x{r['from']:g} was below the floor's baseline ({r['gap_before']:+.3f}): raised to x{r['to']:g} "
+            f"({r['gap_after']:+.3f})")
+
+
 def _within_one_se(p: dict) -> bool:
     """The paired difference best minus a weight is at most one standard error (its 95% interval / 3.92)."""
     return p["diff"] <= (p["ci"][1] - p["ci"][0]) / 3.92
 
 
-def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BUCKETS) -> tuple[dict, object]:
+def _toward_floor(qs, ks, w: float, floor: dict, paired) -> tuple[float, dict | None]:
+    """(weight, report or None): `w` when the bucket's validation HR@10 at `w` is not below `floor`'s on the same
+    queries; else the smallest larger grid weight that is not, or the larger one closest to it if it is closer than
+    `w`. The point estimate, not the interval: a flat top is where the interval cannot tell, so the side of the floor
+    decides which end of it to lean to."""
+    grid = (w,) + tuple(x for x in ONBOARDING_WEIGHTS if x > w)
+    try:
+        gap = {x: paired(qs.results(ks, x), floor, ks)["diff"] for x in grid}
+    except ValueError:  # the floor's run did not score these queries (an older checkpoint): nothing to compare
+        return w, None
+    if gap[w] >= 0:
+        return w, None
+    up = [x for x in gap if x > w]
+    new = next((x for x in up if gap[x] >= 0), max(up, key=lambda x: gap[x], default=w))
+    new = new if gap[new] > gap[w] else w
+    return new, {"from": w, "to": new, "gap_before": gap[w], "gap_after": gap[new],
+                 "grid": {str(x): g for x, g in gap.items()}}
+
+
+def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BUCKETS, floor: dict | None = None
+                      ) -> tuple[dict, object]:
     """(report, the manifest OnboardingSpec or None): per bucket, the smallest weight that gains measurably and lies
-    within one standard error of the best. `scorer` scores as the bundle will without the term;
-    `paired(a, b, ks)` is select.py's paired difference."""
+    within one standard error of the best; the bucket of K = 1..3 then moves toward `floor` (the best baseline's
+    per-query validation results) when it is below it (`_toward_floor`). `scorer` scores as the bundle will without
+    the term; `paired(a, b, ks)` is select.py's paired difference."""
     from metarec.runtime.manifest import OnboardingSpec
     from metarec.sdk.protocol import ONBOARDING_SPAN
 
@@ -70,14 +101,17 @@ def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BU
         if cands:
             best = max(cands, key=lambda x: gains[x]["diff"])
             w = next(x for x in cands if x == best or _within_one_se(paired(res[best], res[x], ks)))
+        raised = _toward_floor(qs, ks, w, floor, paired)[1] if floor is not None and ks == HEADLINE else None
+        if raised is not None:
+            w = raised["to"]
         weights += [w] * (1 if ks is buckets[-1] else len(ks))  # onboarding_weight: K = 0, 1, ... the last for longer
         rows.append({"ks": list(ks), "weight": w, "hr10_without": float(np.mean(base["hr"])),
-                     "paired": gains[w] if w else None,
+                     "paired": gains[w] if w else None, "toward_floor": raised,
                      "grid": {str(x): {"hr10": float(np.mean(r["hr"])), "paired": gains[x]} for x, r in res.items()}})
         span = f"{ks[0]}{'..' + str(ks[-1]) if len(ks) > 1 else ''}"
         say(f"   onboarding term K = {span}: " + (
             f"x{w:g}: paired {gains[w]['diff']:+.3f} [{gains[w]['ci'][0]:+.3f}, {gains[w]['ci'][1]:+.3f}] over none"
-            if w else "off (no weight gains measurably)"))
+            if w else "off (no weight gains measurably)") + _floor_note(raised))
     rep = {"buckets": rows, "weights": list(ONBOARDING_WEIGHTS), "span": probe.span,
            "window_days": probe.window_days}
     if not any(weights):

@@ -270,3 +270,46 @@ def test_the_onboarding_weight_is_the_smallest_within_one_standard_error_of_the_
     assert [b["weight"] for b in rep["buckets"]] == [0.0, 1.0, 0.0]
     gains.update({w: 0.0 for w in gains})
     assert O.choose_onboarding(None, None, split, None, paired, lambda m: None)[1] is None
+
+
+def test_the_headline_weight_leans_to_the_count_when_it_leaves_the_bundle_below_the_floor(monkeypatch):
+    """2d after the one-SE rule: K = 1..3's weight below the floor's baseline on the same queries is raised to the
+    smallest larger weight that reaches it, else to the closest; not below, or no larger weight closer: unchanged."""
+    import types
+
+    import metarec.export.select_onboarding as O
+
+    hr = {0.0: 0.40, 0.125: 0.41, 0.25: 0.43, 0.5: 0.45, 1.0: 0.46, 2.0: 0.461, 4.0: 0.462, 8.0: 0.464}
+    floor = {"w": "floor", "hr": 0.4615}
+
+    class FakeQueries:
+        def __init__(self, *a):
+            pass
+
+        def results(self, ks, w):
+            return {"w": w, "ks": ks, "hr": np.zeros(3)}
+
+    def paired(a, b, ks):  # a minus b, +-0.01: one standard error is 0.0051
+        if ks != (1, 2, 3):
+            return {"diff": -0.01, "ci": [-0.03, 0.01]}
+        d = hr[a["w"]] - (floor["hr"] if b["w"] == "floor" else hr[b["w"]])
+        return {"diff": d, "ci": [d - 0.01, d + 0.01]}
+
+    monkeypatch.setattr(O, "_OnboardingQueries", FakeQueries)
+    split = types.SimpleNamespace(val=None)
+
+    def headline(floor_arg):
+        rep, spec = O.choose_onboarding(None, None, split, None, paired, lambda m: None, floor=floor_arg)
+        return spec.weight[1], rep["buckets"][1]["toward_floor"]
+
+    assert headline(None) == (1.0, None)  # the one-SE rule alone: 1 is 0.004 below the best, 8
+    w, why = headline(floor)  # 1 and 2 are below the floor: 4 is the first to reach it
+    assert w == 4.0 and why["from"] == 1.0 and why["gap_after"] > 0
+    floor["hr"] = 0.49  # none reaches it: the closest, 8
+    assert headline(floor)[0] == 8.0
+    floor["hr"] = 0.455  # 1 is above it: unchanged
+    assert headline(floor) == (1.0, None)
+    hr.update({4.0: 0.44, 8.0: 0.44, 2.0: 0.44})  # below, and every larger weight further below: unchanged, reported
+    floor["hr"] = 0.47
+    w, why = headline(floor)
+    assert w == 1.0 and why["to"] == 1.0 and why["gap_before"] < 0
