@@ -6,38 +6,23 @@ paired against transition3+onboarding with its blend weight picked on validation
 
     python lab/onboarding_form.py CHECKPOINT BUNDLE/manifest.json OUT.json
 """
-import sys, json, numpy as np, torch
-from metarec.sdk.data import load_dataset
-from metarec.sdk.protocol import EventLog, split_users, next_item_queries, rank_metrics
-from metarec.sdk.train import load_checkpoint, model_from_state, TrainConfig
-from metarec.sdk.neighbors import LiveNeighbors
+import sys, json, numpy as np
+from metarec.sdk.protocol import next_item_queries, rank_metrics
 from metarec.sdk.baselines import ItemKNN, Transition, zscore
 from metarec.sdk.onboarding import onboarding_feature
 from metarec.sdk.coldstart_diagnostics import paired_difference
-from metarec.runtime.manifest import OnboardingSpec
-from metarec.export.select import _recommender, _with_steps, with_pop_delta, _paired
+from metarec.export.select import _paired
 from metarec.export.select_onboarding import ONBOARDING_BUCKETS, ONBOARDING_WEIGHTS, _within_one_se
+from _shipped_scorer import load, scorer
 
 ck_path, man_path, out = sys.argv[1:4]
-ck = torch.load(ck_path, weights_only=False)
-man = json.load(open(man_path)); sel = man['configs']['selection']
-nbm, bhm = man.get('neighbors'), man.get('by_history')
-model, cfg, _ = load_checkpoint(ck_path)
-v = ck['validation']; vcfg = TrainConfig.from_dict(v['train_config'])
-vprior = model_from_state(vcfg, int(v['n_items']), v['state_dict'])
-ds = load_dataset(cfg.dataset); sp = split_users(ds); log = EventLog(ds)
-spec = OnboardingSpec(weight=(1.0,), span=3, window_days=7.0)
-delta = float(sel.get('popularity', {}).get('delta', 0.0) or 0.0)
-steps = int(man['configs']['model']['inner_steps'])
+c = load(ck_path, man_path)
+model, cfg, vprior, vcfg, ds, sp, log, spec, v = c.model, c.cfg, c.vprior, c.vcfg, c.ds, c.sp, c.log, c.spec, c.v
 t3 = Transition(last=3).fit(ds, sp.train, log)
 knn = ItemKNN().fit(ds, sp.train, log)
 
-
 def rows(prior, tcfg, users, ks):
-    prior = _with_steps(with_pop_delta(prior, delta) if delta else prior, steps)
-    nb = (LiveNeighbors(nbm['kind'], nbm['m']), nbm['last'], nbm['decay'], nbm['weight']) if nbm else None
-    bh = {"term": bhm["term"], "popularity": bhm["popularity"]} if bhm else None
-    rec = _recommender(prior, tcfg, nb=nb, bh=bh)
+    rec = scorer(c, prior, tcfg)
     R = []
     for u, k, q, target in next_item_queries(ds, log, users, ks):
         if target in set(q.support_items.tolist()):
