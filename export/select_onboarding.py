@@ -17,8 +17,8 @@ ONBOARDING_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # of log1p(count), 
 # one length of ~94 validation users is too few queries to measure a weight (ML-100K, K = 3 alone: none
 # measurable); later lengths apart, where a sign-up flow no longer leads
 ONBOARDING_BUCKETS = ((0,), (1, 2, 3), tuple(range(4, 11)))
-ONBOARDING_WINDOW_DAYS = 7.0
-HEADLINE = (1, 2, 3)  # the bucket the bundle's floor reads (select.py HEADLINE_KS)  # the trending pack's window: what users at that step took this week
+ONBOARDING_WINDOW_DAYS = 7.0  # the trending pack's window: what users at that step took this week
+HEADLINE = (1, 2, 3)  # the bucket the bundle's floor reads (select.py HEADLINE_KS)
 
 
 class _OnboardingQueries:
@@ -48,6 +48,7 @@ class _OnboardingQueries:
 
 
 def _floor_note(r: dict | None) -> str:
+    """The console's tail for a bucket `_toward_floor` looked at (empty when it was not below the floor)."""
     if r is None:
         return ""
     if r["to"] == r["from"]:
