@@ -62,14 +62,14 @@ def _within_one_se(p: dict) -> bool:
     return p["diff"] <= (p["ci"][1] - p["ci"][0]) / 3.92
 
 
-def _toward_floor(qs, ks, w: float, floor: dict, paired) -> tuple[float, dict | None]:
+def _toward_floor(res: dict, ks, w: float, floor: dict, paired) -> tuple[float, dict | None]:
     """(weight, report or None): `w` when the bucket's validation HR@10 at `w` is not below `floor`'s on the same
     queries; else the smallest larger grid weight that is not, or the larger one closest to it if it is closer than
-    `w`. The point estimate, not the interval: a flat top is where the interval cannot tell, so the side of the floor
-    decides which end of it to lean to."""
+    `w`. `res`: the bucket's results per weight, 0 included. The point estimate, not the interval: a flat top is where
+    the interval cannot tell, so the side of the floor decides which end of it to lean to."""
     grid = (w,) + tuple(x for x in ONBOARDING_WEIGHTS if x > w)
     try:
-        gap = {x: paired(qs.results(ks, x), floor, ks)["diff"] for x in grid}
+        gap = {x: paired(res[x], floor, ks)["diff"] for x in grid}
     except ValueError:  # the floor's run did not score these queries (an older checkpoint): nothing to compare
         return w, None
     if gap[w] >= 0:
@@ -102,7 +102,8 @@ def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BU
         if cands:
             best = max(cands, key=lambda x: gains[x]["diff"])
             w = next(x for x in cands if x == best or _within_one_se(paired(res[best], res[x], ks)))
-        raised = _toward_floor(qs, ks, w, floor, paired)[1] if floor is not None and ks == HEADLINE else None
+        raised = (_toward_floor({0.0: base, **res}, ks, w, floor, paired)[1]
+                  if floor is not None and ks == HEADLINE else None)
         if raised is not None:
             w = raised["to"]
         weights += [w] * (1 if ks is buckets[-1] else len(ks))  # onboarding_weight: K = 0, 1, ... the last for longer
