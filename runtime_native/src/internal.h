@@ -93,9 +93,12 @@ std::vector<float> decode_table(const Bytes &data, int64_t n, int64_t d, const s
 Bytes inflate(const uint8_t *data, size_t n, size_t limit, const std::string &what);
 NeighborTable decode_neighbors(const Bytes &data, int64_t n, int64_t m, const std::string &name);
 std::vector<float> decode_popularity(const Bytes &data, int64_t n, const std::string &name);
+// bundle_codecs.decode_floats: n float32, or n IEEE halves (half) widened exactly to float32
+std::vector<float> decode_floats(const Bytes &b, size_t n, const std::string &name, bool half = false);
 float half_to_float(uint16_t h);
 // What packs are bound to (bundle_codecs.catalog_digest): sha256 hex of the ids joined by "\n".
 std::string catalog_digest(const std::vector<std::string> &item_ids);
+std::string sha256_hex(const Bytes &b);  // lowercase hex (libsodium): a bundle file's, a catalog digest
 // float -> IEEE binary16 bits, round to nearest even (numpy's astype(float16): overflow is inf)
 uint16_t float_to_half(float f);
 // Python's repr of a float (shortest round-trip digits, '1e+16' / '0.0001' / '881250949.0'), as json.dumps writes it

@@ -24,10 +24,6 @@ std::string new_event_id() {
   return s;
 }
 
-int slot_of(const std::vector<std::string> &names, const std::string &n) {
-  for (size_t i = 0; i < names.size(); i++) if (names[i] == n) return int(i);
-  return -1;
-}
 
 bool finite(const std::vector<float> &v) {
   for (float x : v) if (!std::isfinite(x)) return false;
@@ -47,147 +43,13 @@ void check_id(const std::string &v, const char *what) {
   if (!valid_utf8(v))  // the store keeps text as Python does (a str), and checksums its repr
     throw InputError(std::string(what) + " is not valid UTF-8 text");
 }
-
-// numpy's float64 sum (pairwise, 8 accumulators, blocks of 128): the term's std is the Python runtime's to the bit
-double pairwise_sum(const double *a, size_t n) {
-  if (n < 8) {
-    double res = 0.;
-    for (size_t i = 0; i < n; i++) res += a[i];
-    return res;
-  }
-  if (n <= 128) {
-    double r[8];
-    for (int j = 0; j < 8; j++) r[j] = a[j];
-    size_t i = 8;
-    for (; i < n - n % 8; i += 8)
-      for (int j = 0; j < 8; j++) r[j] += a[i + size_t(j)];
-    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; i++) res += a[i];
-    return res;
-  }
-  size_t n2 = n / 2;
-  n2 -= n2 % 8;
-  return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-}
 }  // namespace
-
-Recommender::Recommender(const std::string &dir, const std::string &state, const std::string &pem) {
-  store_ = std::make_unique<Store>(state);
-  b_ = open_bundle(dir, pem);
-  if (int64_t n = store_->count_deltas(b_.serial))  // rows of older serials: deleted by accept_serial, as store.py
-    throw StateError("state database holds catalog deltas (" + std::to_string(n) + ") for bundle serial " +
-                     std::to_string(b_.serial) + ", which the native runtime does not serve; open it with the "
-                     "Python runtime or export a new bundle");
-  if (b_.serial < store_->max_serial())
-    throw BundleError("bundle serial " + std::to_string(b_.serial) + " is older than " +
-                      std::to_string(store_->max_serial()) + ", already seen by this state (rollback)");
-  const Shapes &sh = b_.sh;
-  score_prog_ = std::make_unique<EtProgram>(b_.score_pte, "score");
-  fwd_ = std::make_unique<EtMethod>(*score_prog_, b_.score.method);
-  if (!b_.score.rank_method.empty()) rank_ = std::make_unique<EtMethod>(*score_prog_, b_.score.rank_method);
-  if (b_.has_adapt) {  // no adapt program: nothing loaded, adapt_user serves phi0 as with inner_steps 0
-    adapt_prog_ = std::make_unique<EtProgram>(b_.adapt_pte, "adapt");
-    prepare_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.prepare_method);
-    unrolled_ = std::make_unique<EtMethod>(*adapt_prog_, b_.adapt.unrolled_method);
-  }
-  check_programs();
-  for (size_t i = 0; i < b_.item_ids.size(); i++) index_[b_.item_ids[i]] = int64_t(i);
-  for (int64_t j : b_.negatives)
-    neg_.insert(neg_.end(), b_.table.begin() + j * sh.d, b_.table.begin() + (j + 1) * sh.d);
-  scene_.assign(size_t(sh.F), 0.f), adapt_scene_.assign(size_t(sh.F), 0.f);
-  std::optional<TrendPack> pack;
-  if (auto stored = store_->get_trending()) {
-    try {
-      pack = parse_trending(*stored);
-      if (!pack->catalog.empty() && pack->catalog != catalog_digest(b_.item_ids))
-        pack.reset();  // as recommender.py _initial_pack: a pack for an older catalog is dropped
-    } catch (const BundleError &) {  // a pack we wrote cannot be malformed unless the disk lied: drop it
-    }
-  }
-  if (!pack && b_.trending_json) pack = parse_trending(*b_.trending_json);
-  set_trend(pack);
-  if (b_.neighbors) {  // the bundle's table, if shipped, unless a stored pack (mr_set_neighbors) replaces it
-    nb_ = std::move(b_.neighbor_table), b_.neighbor_table.reset();
-    nb_acc_.assign(size_t(sh.N), 0.0), nb_seen_.assign(size_t(sh.N), 0);
-    if (auto stored = store_->get_neighbor_pack()) {  // a row failing its checksum: StateError, as store.py
-      try {  // as recommender.py: a pack for another catalog, kind or m (another bundle's term) is dropped
-        NeighborPackHead h;
-        NeighborTable t = decode_neighbor_pack(*stored, &h);
-        if (h.catalog == catalog_digest(b_.item_ids) && h.n == sh.N && h.kind == b_.neighbors->kind &&
-            h.m == b_.neighbors->m)
-          nb_ = std::move(t);
-      } catch (const BundleError &) {  // malformed (the disk lied): dropped, the bundle's table stays
-      }
-    }
-  }
-  if (b_.onboarding)  // the stored onboarding pack likewise (recommender.py / packs.py _restore_onboarding)
-    if (auto stored = store_->get_onboarding_pack()) {  // a row failing its checksum: StateError, as store.py
-      try {  // one for another catalog is dropped, as a malformed one: the term stays off until a pack is set
-        OnboardingPack p = decode_onboarding(*stored);
-        if (p.catalog == catalog_digest(b_.item_ids)) ob_rows_ = onboarding_rows(p);
-      } catch (const BundleError &) {
-      }
-    }
-  store_->accept_serial(b_.serial);  // only once the bundle has proven usable
-}
 
 Recommender::~Recommender() {
   try {
     close();
   } catch (...) {  // a destructor must not throw; mr_close reports through its caller only
   }
-}
-
-void Recommender::check_programs() {
-  const Shapes &sh = b_.sh;
-  std::map<std::string, std::vector<int32_t>> want = {
-      {"head", {int32_t(sh.P)}}, {"hist_vecs", {int32_t(sh.L), int32_t(sh.d)}}, {"hist_mask", {int32_t(sh.L)}},
-      {"scene", {int32_t(sh.F)}}, {"trend", {int32_t(sh.N)}}, {"exclude", {int32_t(sh.N)}},
-      {"table", {int32_t(sh.N), int32_t(sh.d)}}, {"theta0", {int32_t(sh.P)}},
-      {"target_vecs", {int32_t(sh.S), int32_t(sh.d)}}, {"target_mask", {int32_t(sh.S)}},
-      {"neg_vecs", {int32_t(sh.R), int32_t(sh.d)}}, {"user_vec", {1, int32_t(sh.d)}}, {"offset", {int32_t(sh.N)}}};
-  auto check = [&](EtMethod &m, const std::vector<std::string> &names, const char *what,
-                   std::vector<std::pair<std::string, int>> &slots) {
-    if (m.num_inputs() != names.size())
-      throw BundleError(std::string(what) + " program takes " + std::to_string(m.num_inputs()) +
-                        " inputs, manifest lists " + std::to_string(names.size()));
-    for (size_t i = 0; i < names.size(); i++) {
-      if (m.input_sizes(i) != want.at(names[i]) || !m.input_is_float(i))
-        throw BundleError(std::string(what) + " input " + names[i] + " does not have the contract's shape");
-      slots.emplace_back(names[i], int(i));
-    }
-  };
-  check(*fwd_, b_.score.inputs, "score", fwd_in_);
-  if (fwd_->num_outputs() != b_.score.outputs.size()) throw BundleError("score program's outputs differ from manifest");
-  o_scores_ = slot_of(b_.score.outputs, "topk_scores"), o_ids_ = slot_of(b_.score.outputs, "topk_ids");
-  if (fwd_->output_sizes(size_t(o_ids_)) != std::vector<int32_t>{int32_t(sh.k_max)})
-    throw BundleError("score program's top-k size differs from k_max");
-  if (rank_) {
-    o_vec_ = slot_of(b_.score.outputs, "user_vec"), o_off_ = slot_of(b_.score.outputs, "offset");
-    if (o_vec_ < 0 || o_off_ < 0) throw BundleError("a rank method needs outputs user_vec and offset");
-    check(*rank_, b_.score.rank_inputs, "rank", rank_in_);
-    if (rank_->num_outputs() != 2 || rank_->output_sizes(1) != std::vector<int32_t>{int32_t(sh.k_max)})
-      throw BundleError("rank method must return (topk_scores, topk_ids) of size k_max");
-  }
-  if (!prepare_) return;  // the bundle has no adapt program
-  check(*prepare_, b_.adapt.inputs, "adapt", adapt_in_);
-  o_packed_ = slot_of(b_.adapt.prepare_outputs, "packed");
-  if (o_packed_ < 0 || prepare_->num_outputs() != b_.adapt.prepare_outputs.size() || unrolled_->num_inputs() != 1 ||
-      unrolled_->output_sizes(0) != std::vector<int32_t>{int32_t(sh.P)} ||
-      unrolled_->input_sizes(0) != prepare_->output_sizes(size_t(o_packed_)))
-    throw BundleError("adapt program's prepare / unrolled methods do not fit the contract");
-}
-
-void Recommender::set_trend(const std::optional<TrendPack> &pack) {
-  std::vector<double> counts(size_t(b_.sh.N), 0.0);
-  if (pack)
-    for (auto &[item, c] : pack->counts) {
-      auto it = index_.find(item);
-      if (it != index_.end()) counts[size_t(it->second)] = c;  // items not in the catalog are ignored
-    }
-  trend_.resize(counts.size());
-  for (size_t i = 0; i < counts.size(); i++) trend_[i] = float(std::log1p(counts[i]));
-  args_version_++;
 }
 
 void Recommender::fill_scene(double now) {
@@ -310,44 +172,6 @@ void Recommender::adapt_user(const std::string &user, User &u) {
   last_adapt_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// runtime_py/neighbors.py neighbor_term, same float64 operations in the same order (bincount's per-item sums in
-// history order, numpy's pairwise sums over the sorted touched items), so the float32 values are Python's.
-void Recommender::neighbor_term(User &u) {
-  const NeighborSpec &s = *b_.neighbors;
-  u.nb_idx.clear(), u.nb_val.clear(), u.nb_version = nb_version_;
-  // by_history.term replaces the spec's weight at this history length; 0 switches the term off there
-  double weight = b_.by_history ? at_length(b_.by_history->term, u.idx.size(), s.weight) : s.weight;
-  if (!nb_ || u.idx.empty() || !(weight > 0)) return;
-  const NeighborTable &t = *nb_;
-  size_t n = std::min(size_t(s.last), u.idx.size());
-  std::vector<int32_t> &touched = nb_touched_;
-  touched.clear();
-  for (size_t a = 0; a < n; a++) {  // newest first, age a
-    int64_t h = u.idx[u.idx.size() - 1 - a];
-    double age = std::pow(s.decay, double(a));
-    for (int64_t j = 0; j < s.m; j++) {
-      int32_t id = t.ids[size_t(h * s.m + j)];
-      if (id < 0) continue;  // a pack's "no neighbour": its weight counts nowhere (as neighbors.py)
-      size_t slot = size_t(id);
-      if (!nb_seen_[slot]) nb_seen_[slot] = 1, touched.push_back(id);
-      nb_acc_[slot] += double(t.weights[size_t(h * s.m + j)]) * age;
-    }
-  }
-  std::sort(touched.begin(), touched.end());
-  std::vector<double> c(touched.size()), c2(touched.size());
-  for (size_t i = 0; i < touched.size(); i++) {
-    size_t slot = size_t(touched[i]);
-    c[i] = nb_acc_[slot], c2[i] = c[i] * c[i];
-    nb_acc_[slot] = 0.0, nb_seen_[slot] = 0;  // the scratch is clean for the next user
-  }
-  double mean = pairwise_sum(c.data(), c.size()) / double(b_.sh.N);
-  double var = pairwise_sum(c2.data(), c2.size()) / double(b_.sh.N) - mean * mean;
-  if (!(var > 0)) return;  // no history or no weight: no term
-  double sd = std::sqrt(var);
-  for (size_t i = 0; i < touched.size(); i++)
-    u.nb_idx.push_back(touched[i]), u.nb_val.push_back(float(weight * c[i] / sd));
-}
-
 void Recommender::run_rank(User &u) {
   float *table = const_cast<float *>(b_.table.data());  // score programs only read their inputs
   for (auto &[name, i] : rank_in_)
@@ -458,86 +282,6 @@ void Recommender::record(const std::string &user, const std::string &item, doubl
   }
 }
 
-void Recommender::set_trending(const TrendPack &pack) {
-  if (closed_) throw StateError("this Recommender is closed");
-  store_->put_trending(trending_to_json(pack));
-  set_trend(pack);
-}
-
-void Recommender::set_neighbors(double at, const std::string &kind, int64_t m, int64_t n_rows, const int32_t *ids,
-                                const float *weights) {
-  if (closed_) throw StateError("this Recommender is closed");
-  if (!b_.neighbors)
-    throw InputError("this bundle has no item-item term (its export chose none on validation users): no neighbour "
-                     "pack to set");
-  const NeighborSpec &s = *b_.neighbors;
-  if (n_rows != b_.sh.N)
-    throw InputError("neighbour pack has " + std::to_string(n_rows) + " rows, this bundle's catalog " +
-                     std::to_string(b_.sh.N));
-  if (kind != s.kind || m != s.m)
-    throw InputError("neighbour pack holds " + kind + " x" + std::to_string(m) + ", this bundle's term reads " +
-                     s.kind + " x" + std::to_string(s.m));
-  // freshness is the app's to check (as for trending packs): a time is only required to be finite
-  if (!std::isfinite(at)) throw InputError("neighbour pack time must be finite");
-  NeighborTable t;
-  t.ids.assign(ids, ids + n_rows * m), t.weights.assign(weights, weights + n_rows * m);
-  std::vector<uint16_t> half(t.weights.size());
-  for (size_t i = 0; i < t.ids.size(); i++) {
-    if (t.ids[i] < -1 || t.ids[i] >= n_rows)
-      throw InputError("neighbour pack ids must be item indices in [-1, " + std::to_string(n_rows) + ")");
-    if (!std::isfinite(t.weights[i]) || t.weights[i] < 0)
-      throw InputError("neighbour pack weights must be finite and >= 0");
-    half[i] = float_to_half(t.weights[i]);  // as a NeighborPack holds them: float16, the stored precision
-    t.weights[i] = half_to_float(half[i]);
-    if (!std::isfinite(t.weights[i]))
-      throw InputError("neighbour pack weights must be at most 65504 (float16, the stored precision)");
-  }
-  // persisted first (store.py's table and bytes, bound to this catalog): a failed write changes nothing
-  NeighborPackHead h{at, catalog_digest(b_.item_ids), kind, m, n_rows};
-  store_->put_neighbor_pack(encode_neighbor_pack(h, ids, half.data()));
-  nb_ = std::move(t);
-  nb_version_++, args_version_++;  // every user's term and forward outputs came from the old table
-}
-
-void Recommender::set_onboarding(double at, size_t n_rows, const size_t *row_lengths, const char *const *item_ids,
-                                 const double *counts) {
-  if (closed_) throw StateError("this Recommender is closed");
-  if (!b_.onboarding)
-    throw InputError("this bundle has no onboarding term (its export chose none on validation users)");
-  if (n_rows != size_t(kOnboardingRows))
-    throw InputError("an onboarding pack has exactly " + std::to_string(kOnboardingRows) + " rows (history lengths 0.." +
-                     std::to_string(kOnboardingRows - 1) + "), got " + std::to_string(n_rows));
-  // freshness is the app's to check (as for trending packs): a time is only required to be finite
-  if (!std::isfinite(at)) throw InputError("onboarding pack time must be finite");
-  OnboardingPack p{at, catalog_digest(b_.item_ids), std::vector<std::map<std::string, double>>(n_rows)};
-  size_t e = 0;
-  for (size_t r = 0; r < n_rows; r++)
-    for (size_t j = 0; j < row_lengths[r]; j++, e++) {
-      if (!item_ids[e] || !*item_ids[e]) throw InputError("onboarding item ids must be non-empty strings");
-      if (!std::isfinite(counts[e]) || counts[e] < 0) throw InputError("onboarding counts must be finite and >= 0");
-      p.rows[r][item_ids[e]] = counts[e];  // a repeated id: its last count (a dict, as OnboardingPack's rows)
-    }
-  std::vector<float> rows = onboarding_rows(p);  // built whole before anything changes
-  // persisted first (store.py's table and bytes, bound to this catalog): a failed write changes nothing
-  std::string bytes = encode_onboarding(p);  // InputError for an id that is not UTF-8 (JSON cannot hold it)
-  store_->put_onboarding_pack(Bytes(bytes.begin(), bytes.end()));
-  ob_rows_ = std::move(rows);
-  args_version_++;  // every user's cached offset holds the old counts (or none): forward runs again
-}
-
-// (kOnboardingRows, N) float32 log1p(count) of a pack's rows; ids not in the catalog are ignored
-std::vector<float> Recommender::onboarding_rows(const OnboardingPack &p) const {
-  const size_t n = size_t(b_.sh.N);
-  std::vector<double> raw(size_t(kOnboardingRows) * n, 0.0);
-  for (size_t r = 0; r < p.rows.size() && r < size_t(kOnboardingRows); r++)
-    for (auto &[id, c] : p.rows[r]) {
-      auto it = index_.find(id);
-      if (it != index_.end()) raw[r * n + size_t(it->second)] = c;
-    }
-  std::vector<float> rows(raw.size());
-  for (size_t i = 0; i < raw.size(); i++) rows[i] = float(std::log1p(raw[i]));  // as numpy: float64 log1p, then f32
-  return rows;
-}
 
 void Recommender::forget(const std::string &user) {
   if (closed_) throw StateError("this Recommender is closed");
