@@ -53,11 +53,11 @@ def _verify(row, n: int) -> tuple:
 _DELTA_TABLE = ("CREATE TABLE IF NOT EXISTS catalog_deltas (serial INTEGER NOT NULL, seq INTEGER NOT NULL, "
                 "delta BLOB NOT NULL, sig BLOB NOT NULL, chk INTEGER NOT NULL, PRIMARY KEY (serial, seq))")
 # the newest neighbour pack set (runtime_py/neighbors.py), its bytes as verified; runtime_native/src/store.cpp creates
-# and writes the same table with the same `chk` in its schema-1 files, so the migration leaves it as it is
+# (store_packs.cpp writes) the same table with the same `chk` in its schema-1 files, so the migration leaves it as it is
 _NEIGHBOR_TABLE = ("CREATE TABLE IF NOT EXISTS neighbor_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
                    "pack BLOB NOT NULL, chk INTEGER NOT NULL)")
 # the onboarding pack in use (runtime_py/onboarding.py): OnboardingPack.to_json bytes, the same row layout and `chk`
-# (native: runtime_native/src/store.cpp writes the same table and bytes)
+# (native: runtime_native/src/store_packs.cpp writes the same table and bytes)
 _ONBOARDING_TABLE = ("CREATE TABLE IF NOT EXISTS onboarding_pack (id INTEGER PRIMARY KEY CHECK (id = 1), "
                      "pack BLOB NOT NULL, chk INTEGER NOT NULL)")
 _TABLES = {"meta", "events", "heads", "trending", "sqlite_sequence", "catalog_deltas", "neighbor_pack",

@@ -1,7 +1,7 @@
-"""Store schema 2 in the native runtime (runtime_native/src/store.cpp): a state file moves both ways between the
-runtimes. Native reads a Python-written file and checks every row it reads against its `chk` (store.py `_chk`: a
-CRC-32 of the row's repr), writes every row with its chk, migrates a schema-1 file (what native wrote before) as
-store.py does, and refuses a file holding catalog deltas for the bundle it opens."""
+"""Store schema 2 in the native runtime (runtime_native/src/store.cpp, store_chk.cpp): a state file moves both
+ways between the runtimes. Native reads a Python-written file and checks every row it reads against its `chk`
+(store.py `_chk`: a CRC-32 of the row's repr), writes every row with its chk, migrates a schema-1 file (what native
+wrote before) as store.py does, and refuses a file holding catalog deltas for the bundle it opens."""
 import shutil
 import sqlite3
 
