@@ -26,22 +26,52 @@ def log_popularity(counts: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
+DENSE_EIGH_MAX = 4096  # items up to which the dense solver runs (seconds); beyond, its O(n^3) took 6 min at 14k items
+
+
 def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
     """(N, dim) item vectors whose dot products approximate item-kNN's cosine co-occurrence among fit users:
-    item-kNN is the best personal signal on this data, so the table starts there instead of at zero."""
+    item-kNN is the best personal signal on this data, so the table starts there instead of at zero.
+    The top `dim` eigenpairs of the cosine matrix: dense up to DENSE_EIGH_MAX items, else Lanczos on the sparse
+    user x item events without forming the N x N matrix (docs/decisions/cooc-init.md)."""
     keep = np.isin(ds.user, fit_users)
-    x = np.zeros((ds.n_users, ds.n_items), np.float32)
-    x[ds.user[keep], ds.item[keep]] = 1.0
-    c = x.T @ x
-    deg = np.sqrt(np.diag(c)) + 1.0
-    c = c / deg[:, None] / deg[None, :]
-    np.fill_diagonal(c, 0.0)
-    lam, vec = np.linalg.eigh(c.astype(np.float64))
+    if ds.n_items > DENSE_EIGH_MAX and dim < ds.n_items:
+        lam, vec = _cooc_top_sparse(ds.user[keep], ds.item[keep], ds.n_users, ds.n_items, dim)
+    else:
+        x = np.zeros((ds.n_users, ds.n_items), np.float32)
+        x[ds.user[keep], ds.item[keep]] = 1.0
+        c = x.T @ x
+        deg = np.sqrt(np.diag(c)) + 1.0
+        c = c / deg[:, None] / deg[None, :]
+        np.fill_diagonal(c, 0.0)
+        lam, vec = np.linalg.eigh(c.astype(np.float64))
     top = np.argsort(-lam)[:dim]
     v = vec[:, top] * np.sqrt(np.clip(lam[top], 0, None))[None, :]
     scale = np.linalg.norm(v, axis=1)
     return (v / max(float(scale[scale > 0].mean()), 1e-8)).astype(np.float32) if (scale > 0).any() else \
         v.astype(np.float32)
+
+
+def _cooc_top_sparse(users: np.ndarray, items: np.ndarray, n_users: int, n: int, k: int):
+    """(eigenvalues (k,), eigenvectors (n, k)): the k largest of the dense path's matrix D^-1 X'X D^-1 with a zero
+    diagonal, applied as X' (X v) so memory stays O(events); each vector's largest entry is made positive."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    x = csr_matrix((np.ones(len(users), np.float64), (users, items)), shape=(n_users, n))
+    x.sum_duplicates()
+    x.data[:] = 1.0  # binary, as the dense path's assignment
+    cnt = np.asarray(x.sum(axis=0), np.float64).ravel()  # X'X's diagonal
+    inv = 1.0 / (np.sqrt(cnt) + 1.0)
+
+    def mv(v):
+        v = np.asarray(v, np.float64).reshape(-1)
+        return inv * (x.T @ (x @ (inv * v))) - cnt * inv * inv * v
+
+    op = LinearOperator((n, n), matvec=mv, dtype=np.float64)
+    lam, vec = eigsh(op, k=k, which="LA", v0=np.full(n, 1.0 / np.sqrt(n)))  # a fixed start: the same vectors each run
+    flip = np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])
+    return lam, vec * np.where(flip == 0, 1.0, flip)[None, :]
 
 
 def _top_m(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:

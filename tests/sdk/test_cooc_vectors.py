@@ -1,0 +1,48 @@
+"""The item table's co-occurrence start (sdk/neighbors.py cooc_vectors): the sparse path that large catalogs take
+gives the dense path's vectors, without forming the N x N matrix."""
+import types
+
+import numpy as np
+
+from metarec.sdk import neighbors
+
+
+def _events(seed=0, n_users=300, n_items=120):
+    """Users drawn from 4 planted item groups (distinct leading eigenvalues), with repeated events."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, 4, n_users)
+    users, items = [], []
+    for u in range(n_users):
+        pool = np.flatnonzero(np.arange(n_items) % 4 == group[u])
+        it = np.concatenate([rng.choice(pool, 8), rng.integers(0, n_items, 3)])
+        users += [u] * len(it)
+        items += list(it)
+    return types.SimpleNamespace(user=np.array(users), item=np.array(items), n_users=n_users, n_items=n_items)
+
+
+def _both(ds, fit, dim, monkeypatch):
+    monkeypatch.setattr(neighbors, "DENSE_EIGH_MAX", 10**9)
+    dense = neighbors.cooc_vectors(ds, fit, dim)
+    monkeypatch.setattr(neighbors, "DENSE_EIGH_MAX", 0)
+    return dense, neighbors.cooc_vectors(ds, fit, dim)
+
+
+def test_the_sparse_path_gives_the_dense_paths_item_similarities(monkeypatch):
+    ds = _events()
+    fit = np.arange(0, ds.n_users, 2)  # the other users' events must stay out of both
+    dense, sparse = _both(ds, fit, 6, monkeypatch)
+    assert dense.shape == sparse.shape == (ds.n_items, 6)
+    # eigenvectors are defined up to sign: the dot products (what the table starts from) are not
+    np.testing.assert_allclose(sparse @ sparse.T, dense @ dense.T, atol=1e-4)
+    cos = np.abs((dense * sparse).sum(0)) / np.linalg.norm(dense, axis=0) / np.linalg.norm(sparse, axis=0)
+    assert cos.min() > 0.999
+
+
+def test_the_sparse_path_is_the_same_each_run_and_reads_only_fit_users(monkeypatch):
+    ds = _events(seed=1)
+    monkeypatch.setattr(neighbors, "DENSE_EIGH_MAX", 0)
+    fit = np.arange(0, ds.n_users, 2)
+    a, b = neighbors.cooc_vectors(ds, fit, 5), neighbors.cooc_vectors(ds, fit, 5)
+    np.testing.assert_array_equal(a, b)
+    other = neighbors.cooc_vectors(ds, np.arange(1, ds.n_users, 2), 5)
+    assert np.abs(a @ a.T - other @ other.T).max() > 1e-2
