@@ -14,6 +14,7 @@ import numpy as np
 
 from metarec.sdk.baselines_seq import SeqRec
 from metarec.sdk.data import Dataset
+from metarec.sdk.neighbors import user_item_csr
 from metarec.sdk.protocol import (HEADLINE_KS, EventLog, Query, Recommender, evaluate_users, run_protocol,
                                   split_users, summarize_next_item)
 
@@ -185,15 +186,6 @@ class Transition:
 
 
 # ---------------------------------------------------------------------------------------------- ALS (implicit)
-def _user_item_csr(ds: Dataset, users: np.ndarray):
-    from scipy.sparse import csr_matrix
-
-    m = np.isin(ds.user, users)
-    x = csr_matrix((np.ones(int(m.sum()), np.float32), (ds.user[m], ds.item[m])), shape=(ds.n_users, ds.n_items))
-    x.data[:] = 1.0  # repeats count once: binary confidence
-    return x
-
-
 class ALS:
     """implicit's ALS fit on the fit users; a cold user is folded in from the support with implicit's own
     `recalculate_user` (the least-squares solve `recommend(..., recalculate_user=True)` uses). K=0: popularity."""
@@ -215,7 +207,7 @@ class ALS:
             self.model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"],
                                                  alpha=p["alpha"], iterations=p["iterations"],
                                                  random_state=p["seed"], num_threads=self.threads)
-            self.model.fit(_user_item_csr(ds, np.asarray(fit_users)), show_progress=False)
+            self.model.fit(user_item_csr(ds, fit_users), show_progress=False)
         return self
 
     def fold_in(self, support_items: np.ndarray) -> np.ndarray:

@@ -26,6 +26,17 @@ def log_popularity(counts: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def user_item_csr(ds, users: np.ndarray):
+    """(n_users, n_items) binary float32 CSR of `users`' events: a repeated (user, item) pair counts once."""
+    from scipy.sparse import csr_matrix
+
+    keep = np.isin(ds.user, np.asarray(users))
+    x = csr_matrix((np.ones(int(keep.sum()), np.float32), (ds.user[keep], ds.item[keep])),
+                   shape=(ds.n_users, ds.n_items))
+    x.data[:] = 1.0  # the constructor sums repeated pairs
+    return x
+
+
 DENSE_EIGH_MAX = 4096  # items up to which the dense solver runs (seconds); beyond, its O(n^3) took 6 min at 14k items
 
 
@@ -34,10 +45,10 @@ def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
     item-kNN is the best personal signal on this data, so the table starts there instead of at zero.
     The top `dim` eigenpairs of the cosine matrix: dense up to DENSE_EIGH_MAX items, else Lanczos on the sparse
     user x item events without forming the N x N matrix (docs/decisions/cooc-init.md)."""
-    keep = np.isin(ds.user, fit_users)
     if ds.n_items > DENSE_EIGH_MAX and dim < ds.n_items:
-        lam, vec = _cooc_top_sparse(ds.user[keep], ds.item[keep], ds.n_users, ds.n_items, dim)
+        lam, vec = _cooc_top_sparse(user_item_csr(ds, fit_users), dim)
     else:
+        keep = np.isin(ds.user, fit_users)
         x = np.zeros((ds.n_users, ds.n_items), np.float32)
         x[ds.user[keep], ds.item[keep]] = 1.0
         c = x.T @ x
@@ -52,15 +63,13 @@ def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
         v.astype(np.float32)
 
 
-def _cooc_top_sparse(users: np.ndarray, items: np.ndarray, n_users: int, n: int, k: int):
+def _cooc_top_sparse(x, k: int):
     """(eigenvalues (k,), eigenvectors (n, k)): the k largest of the dense path's matrix D^-1 X'X D^-1 with a zero
-    diagonal, applied as X' (X v) so memory stays O(events); each vector's largest entry is made positive."""
-    from scipy.sparse import csr_matrix
+    diagonal for the binary user x item events `x`, applied as X' (X v) so memory stays O(events); each vector's
+    largest entry is made positive."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
-    x = csr_matrix((np.ones(len(users), np.float64), (users, items)), shape=(n_users, n))
-    x.sum_duplicates()
-    x.data[:] = 1.0  # binary, as the dense path's assignment
+    n = x.shape[1]
     cnt = np.asarray(x.sum(axis=0), np.float64).ravel()  # X'X's diagonal
     inv = 1.0 / (np.sqrt(cnt) + 1.0)
 
@@ -104,12 +113,7 @@ def build_neighbors(ds, users: np.ndarray, kind: str, m: int = NEIGHBOR_M) -> tu
         tot = np.bincount(r, weights=cnt, minlength=n)
         return _top_m(r, c, cnt / tot[r], n, m)
     if kind == "cooc":
-        from scipy.sparse import csr_matrix
-
-        keep = np.isin(ds.user, np.asarray(users))
-        x = csr_matrix((np.ones(int(keep.sum()), np.float32), (ds.user[keep], ds.item[keep])),
-                       shape=(ds.n_users, n))
-        x.data[:] = 1.0  # binary: a repeated pair counts once
+        x = user_item_csr(ds, users)
         c = (x.T @ x).tocoo()
         deg = np.asarray(x.sum(0)).ravel()
         off = c.row != c.col
