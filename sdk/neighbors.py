@@ -65,20 +65,36 @@ def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
 
 def _cooc_top_sparse(x, k: int):
     """(eigenvalues (k,), eigenvectors (n, k)): the k largest of the dense path's matrix D^-1 X'X D^-1 with a zero
-    diagonal for the binary user x item events `x`, applied as X' (X v) so memory stays O(events); each vector's
-    largest entry is made positive."""
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    diagonal for the binary user x item events `x`, over the items with events (the others' rows are 0). Few such
+    items: dense on them; else Lanczos, applied as X' (X v) so memory stays O(events). Signs: largest entry > 0."""
+    from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 
     n = x.shape[1]
     cnt = np.asarray(x.sum(axis=0), np.float64).ravel()  # X'X's diagonal
-    inv = 1.0 / (np.sqrt(cnt) + 1.0)
+    seen = np.flatnonzero(cnt > 0)
+    xs, cs = x[:, seen], cnt[seen]
+    inv = 1.0 / (np.sqrt(cs) + 1.0)
+    m = len(seen)
+    if m <= DENSE_EIGH_MAX or k >= m:
+        c = (xs.T @ xs).toarray().astype(np.float64) * inv[:, None] * inv[None, :]
+        np.fill_diagonal(c, 0.0)
+        lam_s, vec_s = np.linalg.eigh(c)
+        top = np.argsort(-lam_s)[:k]
+        lam_s, vec_s = lam_s[top], vec_s[:, top]
+    else:
+        def mv(v):
+            v = np.asarray(v, np.float64).reshape(-1)
+            return inv * (xs.T @ (xs @ (inv * v))) - cs * inv * inv * v
 
-    def mv(v):
-        v = np.asarray(v, np.float64).reshape(-1)
-        return inv * (x.T @ (x @ (inv * v))) - cnt * inv * inv * v
-
-    op = LinearOperator((n, n), matvec=mv, dtype=np.float64)
-    lam, vec = eigsh(op, k=k, which="LA", v0=np.full(n, 1.0 / np.sqrt(n)))  # a fixed start: the same vectors each run
+        op = LinearOperator((m, m), matvec=mv, dtype=np.float64)
+        try:  # a fixed start: the same vectors each run
+            lam_s, vec_s = eigsh(op, k=k, which="LA", v0=np.full(m, 1.0 / np.sqrt(m)))
+        except ArpackError as e:
+            raise ValueError(f"the co-occurrence start found no {k} vectors over {m} items ({e}): too few fit "
+                             "events for it; set TrainConfig.cooc_init to false") from e
+    lam, vec = np.zeros(k), np.zeros((n, k))
+    lam[:len(lam_s)] = lam_s
+    vec[seen, :vec_s.shape[1]] = vec_s
     flip = np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])
     return lam, vec * np.where(flip == 0, 1.0, flip)[None, :]
 

@@ -46,3 +46,26 @@ def test_the_sparse_path_is_the_same_each_run_and_reads_only_fit_users(monkeypat
     np.testing.assert_array_equal(a, b)
     other = neighbors.cooc_vectors(ds, np.arange(1, ds.n_users, 2), 5)
     assert np.abs(a @ a.T - other @ other.T).max() > 1e-2
+
+
+def test_a_large_catalog_with_few_items_seen_takes_them_alone(monkeypatch):
+    ds = _events(seed=2, n_items=400)
+    fit = np.arange(0, ds.n_users, 2)
+    keep = np.isin(ds.user, fit) & (ds.item < 60)  # the fit users' events touch 60 items of 400
+    ds = type(ds)(user=ds.user[keep | ~np.isin(ds.user, fit)], item=ds.item[keep | ~np.isin(ds.user, fit)],
+                  n_users=ds.n_users, n_items=ds.n_items)
+    monkeypatch.setattr(neighbors, "DENSE_EIGH_MAX", 10**9)
+    dense = neighbors.cooc_vectors(ds, fit, 6)
+    monkeypatch.setattr(neighbors, "DENSE_EIGH_MAX", 100)  # 400 items: the sparse path; 60 seen: dense on them
+    sub = neighbors.cooc_vectors(ds, fit, 6)
+    np.testing.assert_allclose(sub @ sub.T, dense @ dense.T, atol=1e-4)
+    assert not sub[60:].any()
+
+
+def test_two_users_over_a_large_catalog_start_without_an_arpack_error(monkeypatch):
+    monkeypatch.setattr(neighbors, "DENSE_EIGH_MAX", 100)
+    ds = types.SimpleNamespace(user=np.array([0, 1, 1, 1]), item=np.array([3, 4, 3, 7]), n_users=2, n_items=5000)
+    v = neighbors.cooc_vectors(ds, np.array([0, 1]), 32)
+    assert v.shape == (5000, 32) and np.isfinite(v).all()
+    assert v[[3, 4, 7]].any() and not np.delete(v, [3, 4, 7], axis=0).any()
+    assert not neighbors.cooc_vectors(ds, np.array([], np.int64), 32).any()
