@@ -9,7 +9,7 @@ from metarec.export import export_bundle, generate_keypair
 from metarec.export.errors import ExportError
 from metarec.export.bundle import onboarding_pack_path, selection_report_path
 from metarec.export.select import CANDIDATES
-from metarec.export.select_report import manifest_record
+from metarec.export.select_report import manifest_record, selection_summary
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +313,19 @@ def test_the_headline_weight_leans_to_the_count_when_it_leaves_the_bundle_below_
     floor["hr"] = 0.47
     w, why = headline(floor)
     assert w == 1.0 and why["to"] == 1.0 and why["gap_before"] < 0
+
+
+def test_a_tie_on_few_users_says_how_large_a_loss_it_could_hide():
+    def line(ci, verdict, base=0.063):
+        rep = {"n_users": 59, "chosen": "mixed 10%",
+               "bundle_floor": {"hr10": 0.069, "baseline_hr10": base, "verdict": verdict,
+                                "paired": {"diff": (ci[0] + ci[1]) / 2, "ci": list(ci)}}}
+        return selection_summary(rep, "popularity")
+
+    wide = line((-0.029, +0.046), "tie")  # the Instacart sample's seed-0 bundle floor
+    assert wide.endswith("a loss under about 0.037 (60% of popularity's) would not show on these users")
+    assert "about 0.005 (1% of popularity's)" in line((-0.005, +0.005), "tie", base=0.5)
+    assert "would not show" not in line((+0.010, +0.046), "above")
+    no_base = line((-0.01, +0.01), "tie", base=0.0)
+    assert "would not show" in no_base and "% of" not in no_base
+
