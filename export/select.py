@@ -1,8 +1,10 @@
 """Export's choices, made on validation users (docs/decisions/export-selection.md).
 
-`metarec train` leaves in the checkpoint a prior fit on the train users and the best simple baseline's per-query
-results on the validation users (sdk/floor.py `validation_run`). Export uses them to decide, per dataset, what a
-user would otherwise set by hand, then applies the decisions to the shipped prior:
+`metarec train` leaves in the checkpoint, per forward block of users, a prior fit on the users before it, and the
+best simple baseline's per-query results on every block's users (sdk/floor.py `validation_run`). Each choice below
+scores each block's users with that block's prior (export/select_blocks.py) and reads the pooled queries. Export
+uses them to decide, per dataset, what a user would otherwise set by hand, then applies the decisions to the shipped
+prior:
 1. steps: the phone's adaptation steps are kept only when they pay, i.e. the prior with its steps beats the same
    prior served without them, paired over the validation queries with an interval above 0; otherwise the bundle
    ships `inner_steps = 0` and the runtime skips adaptation (both runtimes honour it);
@@ -23,7 +25,7 @@ user would otherwise set by hand, then applies the decisions to the shipped prio
 3. compression: candidates from the smallest bundle up (pruned + int4 ... mixed int4/int8 ... float32; a mixed table
    keeps the rows of the items fit users used most in int8; the whole table in int4 only where no mixed table can
    ship), each applied to the
-   validation prior (pruned ones re-fine-tuned on the train users) and scored as the phone decodes it; the first
+   validation prior (pruned ones re-fine-tuned on its fit users) and scored as the phone decodes it; the first
    that is not both beyond `ExportConfig.accuracy_budget` (relative HR@10) below the uncompressed validation
    prior and measurably below it (paired interval under 0) is chosen, else the most accurate;
 3b. with the shipped prior given, the chosen form must also keep its point estimates within the budget on the
@@ -38,6 +40,7 @@ import numpy as np
 
 from .compress import compress_model, early_histories, round_head, sdk_finetune, table_of
 from .config import CompressConfig, parse_prune
+from .select_blocks import ByBlock, ValidationPriors
 from .select_onboarding import choose_onboarding
 
 HEADLINE_KS = (1, 2, 3)
@@ -74,8 +77,13 @@ class Selection:
 def _recommender(model, tcfg, table=None, quant="none", nb=None, bh=None, ob=None):
     """The eager scorer of `model` served with its own inner steps, on the table the phone decodes, with the
     item-item term `nb` ((LiveNeighbors, last, decay, weight)), the weights by history length `bh`
-    ({"term", "popularity"}) and the onboarding term `ob` (OnboardingSpec) when given."""
+    ({"term", "popularity"}) and the onboarding term `ob` (OnboardingSpec) when given. `model` ValidationPriors:
+    each block's scorer on its own users (`table` then one per block, or None)."""
     from .report import compressed_recommender
+
+    if isinstance(model, ValidationPriors):
+        tables = table if table is not None else [None] * len(model.models)
+        return ByBlock([_recommender(m, tcfg, t, quant, nb, bh, ob) for m, t in zip(model.models, tables)], model)
 
     table = model.export_item_table().numpy() if table is None else table
     scfg = dataclasses.replace(tcfg, model=dataclasses.replace(tcfg.model, inner_steps=int(model.cfg.inner_steps)))
@@ -126,7 +134,7 @@ class _Plus:
         return s
 
 
-def _choose_neighbors(memo: _Memo, ds, split, log, full: dict, budget: float, say) -> tuple[dict, tuple | None,
+def _choose_neighbors(memo: _Memo, ds, users, log, full: dict, budget: float, say) -> tuple[dict, tuple | None,
                                                                                         tuple | None]:
     """(report, the shipped (LiveNeighbors, last, decay, weight) or None, the best one or None): the best kind, m
     and weight on the validation users, each query's rows those of a server's pack at its time (other users'
@@ -142,7 +150,7 @@ def _choose_neighbors(memo: _Memo, ds, split, log, full: dict, budget: float, sa
             live = widest.truncated(m)
             for weight in NEIGHBOR_WEIGHTS:
                 nb = (live, LAST, DECAY, weight)
-                res = evaluate_users(_Plus(memo, nb), ds, split.val, log, ks=SELECT_KS)
+                res = evaluate_users(_Plus(memo, nb), ds, users, log, ks=SELECT_KS)
                 # a term that helps later queries but costs the first three is not the product's (ML-1M: +0.038 over
                 # K = 1..10, -0.017 over K = 1..3, where sign-up pages make popularity win)
                 head = _paired(res, full, HEADLINE_KS)
@@ -168,9 +176,10 @@ def _choose_neighbors(memo: _Memo, ds, split, log, full: dict, budget: float, sa
 
 class _Queries:
     """The validation queries with K in SELECT_KS, each with the prior's scores, the item-item term at weight 1
-    (linear in its weight) and the target, computed once: 2c's grid re-ranks them."""
+    (linear in its weight), the popularity feature of the user's prior (`feature_of(user)`; None: none) and the
+    target, computed once: 2c's grid re-ranks them."""
 
-    def __init__(self, memo: _Memo, nb: tuple | None, ds, users, log):
+    def __init__(self, memo: _Memo, nb: tuple | None, ds, users, log, feature_of=None):
         from metarec.runtime.neighbors import neighbor_term
         from metarec.sdk.protocol import next_item_queries
 
@@ -186,10 +195,11 @@ class _Queries:
                 term = neighbor_term(ids, w, local, last, decay, 1.0, len(s0))
             self.user.append(u)
             self.k.append(k)
-            self.rows.append((s0, term, target, np.asarray(q.support_items)))
+            feature = feature_of(u) if feature_of is not None else None
+            self.rows.append((s0, term, target, np.asarray(q.support_items), feature))
         self.user, self.k = np.asarray(self.user), np.asarray(self.k)
 
-    def results(self, ks, pop_w: float, term_w: float, feature: np.ndarray) -> dict:
+    def results(self, ks, pop_w: float, term_w: float) -> dict:
         """evaluate_users' {"user", "k", "hr"} for the queries with K in `ks`, with the popularity feature at
         `pop_w` and the term at `term_w` added to the prior's scores."""
         from metarec.sdk.protocol import rank_metrics
@@ -197,7 +207,7 @@ class _Queries:
         sel = np.flatnonzero(np.isin(self.k, ks))
         hr = np.empty(len(sel))
         for j, i in enumerate(sel):
-            s0, (ti, tv), target, support = self.rows[i]
+            s0, (ti, tv), target, support, feature = self.rows[i]
             s = s0 + pop_w * feature if pop_w else s0.copy()
             if term_w and len(ti):
                 s[ti] += term_w * tv
@@ -205,7 +215,7 @@ class _Queries:
         return {"user": self.user[sel], "k": self.k[sel], "hr": hr}
 
 
-def _choose_by_history(prior, memo: _Memo, best_nb: tuple | None, shipped_nb: tuple | None, ds, split, log,
+def _choose_by_history(prior, memo: _Memo, best_nb: tuple | None, shipped_nb: tuple | None, ds, users, log,
                        say) -> tuple[dict, dict | None, tuple | None]:
     """(report, {"term", "popularity"} per LENGTH_BUCKETS or None, the item-item term to serve or None): per
     bucket, the (extra popularity, term weight) pair of the grid with the largest gain over 2 and 2b's choice on
@@ -214,20 +224,20 @@ def _choose_by_history(prior, memo: _Memo, best_nb: tuple | None, shipped_nb: tu
 
     if not getattr(prior.cfg, "pop_prior", False) and best_nb is None:
         return {"reason": "no popularity feature and no item-item term"}, None, shipped_nb
-    feature = popularity_feature(prior) if getattr(prior.cfg, "pop_prior", False) else np.zeros(prior.n_items)
+    feature = prior.per_user(popularity_feature) if getattr(prior.cfg, "pop_prior", False) else None
     pops = POP_EXTRAS if getattr(prior.cfg, "pop_prior", False) else (0.0,)
     weights = (0.0,) + (NEIGHBOR_WEIGHTS if best_nb is not None else ())
     w0 = shipped_nb[3] if shipped_nb is not None else 0.0
-    qs = _Queries(memo, best_nb, ds, split.val, log)
+    qs = _Queries(memo, best_nb, ds, users, log, feature)
     buckets, term, pop = [], [], []
     for ks in LENGTH_BUCKETS:
-        base = qs.results(ks, 0.0, w0, feature)
+        base = qs.results(ks, 0.0, w0)
         best = None
         for e in pops:
             for w in weights:
                 if (e, w) == (0.0, w0):
                     continue
-                p = _paired(qs.results(ks, e, w, feature), base, ks)
+                p = _paired(qs.results(ks, e, w), base, ks)
                 if verdict(p["ci"]) == "above" and (best is None or p["diff"] > best[2]["diff"]):
                     best = (e, w, p)
         e, w = (best[0], best[1]) if best is not None else (0.0, w0)
@@ -265,15 +275,15 @@ def with_pop_delta(model, delta: float):
     return m.eval()
 
 
-def _choose_popularity(prior, tcfg, ds, split, log, full: dict, nb, say) -> tuple[dict, object, dict]:
+def _choose_popularity(prior, tcfg, ds, users, log, full: dict, nb, say) -> tuple[dict, object, dict]:
     """(report, the prior with the chosen pop_w, its validation results): the delta with the largest measurable
     headline gain (paired interval above 0); 0 when none. Its effect over K = 1..10 is printed and recorded."""
     if not getattr(prior.cfg, "pop_prior", False):
         return {"delta": 0.0, "grid": [], "reason": "no popularity prior (ModelConfig.pop_prior false)"}, prior, full
     grid, best = [], None
     for delta in POP_DELTAS:
-        cand = with_pop_delta(prior, delta)
-        res = _evaluate(cand, tcfg, ds, split.val, log, nb=nb)
+        cand = prior.map(lambda m: with_pop_delta(m, delta))
+        res = _evaluate(cand, tcfg, ds, users, log, nb=nb)
         head, wide = _paired(res, full, HEADLINE_KS), _paired(res, full)
         ok = head["ci"][0] > 0  # the first three queries are the product's; what it does to K = 4..10 is reported
         grid.append({"delta": delta, "hr10_headline": _hr(res, HEADLINE_KS), "hr10": _hr(res), "headline": head,
@@ -281,14 +291,19 @@ def _choose_popularity(prior, tcfg, ds, split, log, full: dict, nb, say) -> tupl
         if ok and (best is None or head["diff"] > best[2]["diff"]):
             best = (delta, cand, head, res)
     if best is None:
-        say(f"   popularity weight: no delta gains measurably on the first three queries -> pop_w {float(prior.pop_w.detach()):.3f} kept")
+        say(f"   popularity weight: no delta gains measurably on the first three queries -> pop_w {_pop_w(prior)} kept")
         return {"delta": 0.0, "grid": grid}, prior, full
     delta, cand, head, res = best
     wide = _paired(res, full)
-    say(f"   popularity weight: pop_w {float(prior.pop_w.detach()):.3f} + {delta}: K = 1..3 {_hr(res, HEADLINE_KS):.3f} vs "
+    say(f"   popularity weight: pop_w {_pop_w(prior)} + {delta}: K = 1..3 {_hr(res, HEADLINE_KS):.3f} vs "
         f"{_hr(full, HEADLINE_KS):.3f}, paired {head['diff']:+.3f} [{head['ci'][0]:+.3f}, {head['ci'][1]:+.3f}] -> raised "
         f"(K = 1..10 {wide['diff']:+.3f} [{wide['ci'][0]:+.3f}, {wide['ci'][1]:+.3f}])")
     return {"delta": delta, "grid": grid}, cand, res
+
+
+def _pop_w(prior) -> str:
+    """The blocks' learned popularity weights, for the console."""
+    return ", ".join(f"{float(m.pop_w.detach()):.3f}" for m in prior.models)
 
 
 def _hr(res: dict, ks=SELECT_KS) -> float:
@@ -320,21 +335,23 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     `shipped_prior`: (the prior that ships, its TrainConfig): 3b checks the chosen compression on it too."""
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import verdict
-    from metarec.sdk.protocol import EventLog, split_users
-    from metarec.sdk.train import TrainConfig, model_from_state
+    from metarec.sdk.protocol import EventLog
+    from metarec.sdk.train import TrainConfig
 
     tcfg = TrainConfig.from_dict(validation["train_config"])
     ds = load_dataset(tcfg.dataset)
-    split, log = split_users(ds), EventLog(ds)
+    log = EventLog(ds)
     base = {k: np.asarray(v) for k, v in validation["baseline"].items()}
-    prior = model_from_state(tcfg, int(validation["n_items"]), validation["state_dict"], "validation prior")
-    rep: dict = {"users": "validation", "n_users": int(len(split.val)), "budget": budget, "ks": list(SELECT_KS)}
+    prior = ValidationPriors.from_checkpoint(validation, tcfg, ds)
+    users = prior.judged
+    rep: dict = {"users": "validation", "n_users": int(len(users)), "budget": budget, "ks": list(SELECT_KS),
+                 "blocks": [{"fit_users": int(len(f)), "users": int(len(u))} for f, u in zip(prior.fits, prior.users)]}
 
     # 1. do the steps pay?
     steps = int(prior.cfg.inner_steps)
-    full = _evaluate(prior, tcfg, ds, split.val, log)
+    full = _evaluate(prior, tcfg, ds, users, log)
     if steps:
-        skip = _evaluate(_with_steps(prior, 0), tcfg, ds, split.val, log)
+        skip = _evaluate(prior.map(lambda m: _with_steps(m, 0)), tcfg, ds, users, log)
         p = _paired(full, skip)
         keep = verdict(p["ci"]) == "above"
         rep["steps"] = {"trained": steps, "hr10_with": _hr(full), "hr10_without": _hr(skip), "paired": p,
@@ -342,16 +359,16 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
         say(f"   steps: {steps} step(s) {_hr(full):.3f} vs none {_hr(skip):.3f}: paired {p['diff']:+.3f} "
             f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] -> {'kept' if keep else 'skipped on the phone'}")
         if not keep:
-            steps, prior, full = 0, _with_steps(prior, 0), skip
+            steps, prior, full = 0, prior.map(lambda m: _with_steps(m, 0)), skip
 
     # 2. the popularity weight (the prior's own), then 2b. the item-item term (the server's data) on top of it
-    rep["popularity"], prior, full = _choose_popularity(prior, tcfg, ds, split, log, full, None, say)
+    rep["popularity"], prior, full = _choose_popularity(prior, tcfg, ds, users, log, full, None, say)
     nb = bh = None
     if offset_terms:  # the memo holds an (N,) score vector per validation query: skipped where it cannot ship
         memo = _Memo(_recommender(prior, tcfg))
-        rep["neighbors"], nb, best_nb = _choose_neighbors(memo, ds, split, log, full, budget, say)
+        rep["neighbors"], nb, best_nb = _choose_neighbors(memo, ds, users, log, full, budget, say)
         # 2c. weights by history length, over 2 and 2b's
-        rep["by_history"], bh, nb = _choose_by_history(prior, memo, best_nb, nb, ds, split, log, say)
+        rep["by_history"], bh, nb = _choose_by_history(prior, memo, best_nb, nb, ds, users, log, say)
     else:
         why = "no rank method to add them to (a large catalog's score.pte, or ExportConfig.rank_method false)"
         say(f"   item-item term and weights by history length: not tried, {why}")
@@ -359,15 +376,13 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
         rep["by_history"] = {"reason": why}
     ob = None
     if offset_terms:  # 2d. the onboarding term, over everything above
-        rep["onboarding"], ob = choose_onboarding(_recommender(prior, tcfg, nb=nb, bh=bh), ds, split, log,
+        rep["onboarding"], ob = choose_onboarding(_recommender(prior, tcfg, nb=nb, bh=bh), ds, users, log,
                                                   _paired, say, floor=base)
     if nb is not None or bh is not None or ob is not None:
-        full = _evaluate(prior, tcfg, ds, split.val, log, nb=nb, bh=bh, ob=ob)
+        full = _evaluate(prior, tcfg, ds, users, log, nb=nb, bh=bh, ob=ob)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)
 
     # 3. the smallest compression within the budget
-    hist = early_histories(ds, split.train, prior.cfg.hist_len)
-    finetune = sdk_finetune(ds, split.train, tcfg)
     pruned_cache: dict = {}
     rows = []
     for name, prune, quant, share in CANDIDATES:
@@ -382,14 +397,16 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
         if prune and not ccfg.prunes:
             continue  # the prior is already within the prune targets: the unpruned row is the same model
         if ccfg.prunes:
-            if prune not in pruned_cache:
-                pruned_cache[prune] = compress_model(prior, ccfg, hist, finetune)[0]
+            if prune not in pruned_cache:  # each block's prior re-fine-tuned on its own fit users
+                pruned_cache[prune] = prior.map_fit(lambda m, fit: compress_model(
+                    m, ccfg, early_histories(ds, fit, m.cfg.hist_len), sdk_finetune(ds, fit, tcfg))[0])
             model = pruned_cache[prune]
         else:
             model = prior
-        model = round_head(model, ccfg.head_dtype)  # phi0 as the bundle stores it
-        qt = table_of(model, ccfg)
-        res = _evaluate(model, tcfg, ds, split.val, log, qt.dequantized, quant, nb, bh, ob)
+        model = model.map(lambda m: round_head(m, ccfg.head_dtype))  # phi0 as the bundle stores it
+        qts = [table_of(m, ccfg) for m in model.models]
+        qt = qts[-1]
+        res = _evaluate(model, tcfg, ds, users, log, [q.dequantized for q in qts], quant, nb, bh, ob)
         hr, hr_head = _hr(res), _hr(res, HEADLINE_KS)
         p, p_head = _paired(res, full), _paired(res, full, HEADLINE_KS)
         rel = (ref - hr) / ref if ref > 0 else 0.0
@@ -406,7 +423,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     pick = ok[0] if ok else max(rows, key=lambda r: r["hr10"])
     if shipped_prior is not None and ok:  # 3b. the same budget on the prior that ships
         pick = _confirm_on_shipped(shipped_prior, rows, pick, steps, rep["popularity"]["delta"], (nb, bh, ob), ds,
-                                   split, log, budget, say)
+                                   users, log, budget, say)
     for r in rows:
         lo, hi = r["paired"]["ci"]
         h = r["headline"]
@@ -436,7 +453,7 @@ def select(validation: dict, budget: float, say=lambda m: None, offset_terms: bo
     return Selection(steps, pick["compress"], rep, shipped, rep["popularity"]["delta"], bh, ob)
 
 
-def _confirm_on_shipped(shipped, rows, pick, steps, delta, terms, ds, split, log, budget, say):
+def _confirm_on_shipped(shipped, rows, pick, steps, delta, terms, ds, users, log, budget, say):
     """3b: the first candidate from `pick` up (by bytes, within the budget on validation users) whose point estimates
     on the shipped prior, served as it ships, lose at most `budget` on the validation users' queries (K = 1..10 and
     K = 1..3). Those users are in the shipped prior's fit set, so this under-states a loss rather than inventing one:
@@ -446,7 +463,7 @@ def _confirm_on_shipped(shipped, rows, pick, steps, delta, terms, ds, split, log
 
     model0, stcfg = shipped
     model0 = _with_steps(with_pop_delta(model0, delta) if delta else model0, steps)
-    full = _evaluate(model0, stcfg, ds, split.val, log, None, "none", *terms)
+    full = _evaluate(model0, stcfg, ds, users, log, None, "none", *terms)
     ref, ref_head = _hr(full), _hr(full, HEADLINE_KS)
     fit = fit_users_for(stcfg, ds)
     tools = None
@@ -460,7 +477,7 @@ def _confirm_on_shipped(shipped, rows, pick, steps, delta, terms, ds, split, log
             model = compress_model(model0, ccfg, *tools)[0]
         else:
             model = round_head(model0, ccfg.head_dtype)
-        res = _evaluate(model, stcfg, ds, split.val, log, table_of(model, ccfg).dequantized, ccfg.quant, *terms)
+        res = _evaluate(model, stcfg, ds, users, log, table_of(model, ccfg).dequantized, ccfg.quant, *terms)
         rel = (ref - _hr(res)) / ref if ref > 0 else 0.0
         rel_head = (ref_head - _hr(res, HEADLINE_KS)) / ref_head if ref_head > 0 else 0.0
         ok = rel <= budget and rel_head <= budget

@@ -81,7 +81,7 @@ def _toward_floor(res: dict, ks, w: float, floor: dict, paired) -> tuple[float, 
                  "grid": {str(x): g for x, g in gap.items()}}
 
 
-def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BUCKETS, floor: dict | None = None
+def choose_onboarding(scorer, ds, users, log, paired, say, buckets=ONBOARDING_BUCKETS, floor: dict | None = None
                       ) -> tuple[dict, object]:
     """(report, the manifest OnboardingSpec or None): per bucket, the smallest weight that gains measurably and lies
     within one standard error of the best; the bucket of K = 1..3 then moves toward `floor` (the best baseline's
@@ -91,7 +91,7 @@ def choose_onboarding(scorer, ds, split, log, paired, say, buckets=ONBOARDING_BU
     from metarec.sdk.protocol import ONBOARDING_SPAN
 
     probe = OnboardingSpec(weight=(1.0,), span=ONBOARDING_SPAN, window_days=ONBOARDING_WINDOW_DAYS)
-    qs = _OnboardingQueries(scorer, ds, split.val, log, tuple(k for b in buckets for k in b), probe)
+    qs = _OnboardingQueries(scorer, ds, users, log, tuple(k for b in buckets for k in b), probe)
     rows, weights = [], []
     for ks in buckets:
         base = qs.results(ks, 0.0)

@@ -48,6 +48,7 @@ class TrainConfig(VersionedConfig):
     learner: str = "metasgd"  # (str) one of sdk.meta.LEARNERS
     dataset: str = "ml-100k"  # (str) sdk.data.load_dataset name or path
     fit_users: str = "train+val"  # (str) "train" (choices on validation users) or "train+val" (the test run)
+    val_blocks: int = 3  # (int) forward blocks of users the floor and export's choices judge (sdk/floor.py)
     withhold_new_items: bool = False  # (bool) PROTOCOL v1 new-item run: the seeded 10% of items get no events
     steps: int = 600  # (int) optimizer steps (docs/decisions/outer-loss.md)
     batch_size: int = 256  # (int) global tasks per step (split over ranks)
@@ -72,7 +73,7 @@ class TrainConfig(VersionedConfig):
     # fields added after version 1 shipped, with the value that reproduces a model trained before them
     LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
                               "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0, "holdout_trend": False,
-                              "average_last": 0.0}
+                              "average_last": 0.0, "val_blocks": 1}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)
@@ -86,7 +87,7 @@ class TrainConfig(VersionedConfig):
             raise ValueError(f"unknown learner {self.learner!r}; known: {list(LEARNERS)}")
         if self.fit_users not in ("train", "train+val"):
             raise ValueError(f"fit_users must be 'train' or 'train+val', got {self.fit_users!r}")
-        for name in ("steps", "batch_size", "n_targets"):
+        for name in ("steps", "batch_size", "n_targets", "val_blocks"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if not self.dense_lr_mult > 0:

@@ -35,7 +35,7 @@ def prior(tmp_path_factory):
 def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path):
     ck, keys = prior
     saved = torch.load(ck, weights_only=False)
-    assert {"state_dict", "train_config", "baseline"} <= set(saved["validation"])
+    assert {"blocks", "train_config", "baseline"} <= set(saved["validation"])
     out = export_bundle(ck, tmp_path / "b", key_path=keys / "private.pem", export_config=None)
     man = json.loads((out / "manifest.json").read_bytes())
     sel = json.loads(selection_report_path(out).read_text())  # the whole report, grids included
@@ -126,29 +126,31 @@ def test_the_length_grid_ranks_as_the_served_scorer(prior):
     the term and popularity set by history length, as the runtimes read them)."""
     from metarec.export.select import LENGTH_BUCKETS, SELECT_KS, _evaluate, _Memo, _Queries, _recommender, \
         popularity_feature
+    from metarec.export.select_blocks import ValidationPriors
     from metarec.sdk.data import load_dataset
     from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
-    from metarec.sdk.protocol import EventLog, split_users
-    from metarec.sdk.train import TrainConfig, model_from_state
+    from metarec.sdk.protocol import EventLog
+    from metarec.sdk.train import TrainConfig
 
     v = torch.load(prior[0], weights_only=False)["validation"]
     tcfg = TrainConfig.from_dict(v["train_config"])
     ds = load_dataset(tcfg.dataset)
-    split, log = split_users(ds), EventLog(ds)
-    model = model_from_state(tcfg, int(v["n_items"]), v["state_dict"], "validation prior")
+    log = EventLog(ds)
+    priors = ValidationPriors.from_checkpoint(v, tcfg, ds)
+    users = priors.judged
     nb = (LiveNeighbors("transition", 5), LAST, DECAY, 2.0)
-    qs = _Queries(_Memo(_recommender(model, tcfg)), nb, ds, split.val, log)
+    feature = priors.per_user(popularity_feature)  # each block's own prior's
+    qs = _Queries(_Memo(_recommender(priors, tcfg)), nb, ds, users, log, feature)
     term, pop = [0.0, 4.0, 1.0, 0.5], [8.0, 0.0, -8.0, 4.0]
-    served = _evaluate(model, tcfg, ds, split.val, log, nb=nb, bh={"term": term, "popularity": pop})
-    feature = popularity_feature(model)
-    assert np.ptp(feature) > 0.3  # the feature is there to move rankings
+    served = _evaluate(priors, tcfg, ds, users, log, nb=nb, bh={"term": term, "popularity": pop})
+    assert np.ptp(feature(users[0])) > 0.3  # the feature is there to move rankings
     moved = 0
     for ks, t, p in zip(LENGTH_BUCKETS, term, pop):
-        got = qs.results(ks, p, t, feature)
+        got = qs.results(ks, p, t)
         sel = np.isin(served["k"], ks)
         assert np.array_equal(got["user"], served["user"][sel]) and np.array_equal(got["k"], served["k"][sel])
         assert np.allclose(got["hr"], served["hr"][sel])
-        moved += not np.allclose(qs.results(ks, 0.0, 0.0, feature)["hr"], got["hr"])
+        moved += not np.allclose(qs.results(ks, 0.0, 0.0)["hr"], got["hr"])
     assert moved >= 2 and set(np.unique(served["k"])) <= set(SELECT_KS)
 
 
@@ -204,8 +206,6 @@ def test_no_offset_terms_are_tried_where_they_cannot_ship(prior):
 def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(model, monkeypatch):
     """3b: a form within the budget on the validation prior but beyond it on the shipped prior is passed over for
     the next one up (by bytes) that keeps it; forms outside the validation budget are never checked."""
-    import types
-
     import metarec.export.select as S
     from metarec.export.config import CompressConfig
 
@@ -224,17 +224,17 @@ def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(mo
     rows = [{"name": n, "compress": CompressConfig(quant=q), "within_budget": w}
             for n, q, w in (("int4", "int4", True), ("pruned-ish", "int8", False), ("mixed 10%", "mixed", True),
                             ("int8", "int8", True))]
-    split = types.SimpleNamespace(train=np.arange(5), val=np.arange(5, 10))
+    users = np.arange(5, 10)
     monkeypatch.setattr("metarec.sdk.train.fit_users_for", lambda cfg, ds: np.arange(10))
     say = []
-    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, (None, None, None), None, split, None, 0.02,
+    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, (None, None, None), None, users, None, 0.02,
                                  say.append)
     assert pick["name"] == "mixed 10%"
     assert rows[0]["shipped"]["ok"] is False and rows[2]["shipped"]["ok"] is True
     assert "shipped" not in rows[1] and "shipped" not in rows[3]  # outside the budget / above the pick
     assert len(say) == 2 and "next" in say[0] and "kept" in say[1]
     losing.update({"mixed", "int8"})  # none keeps it: the largest form checked ships
-    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, (None, None, None), None, split, None, 0.02,
+    pick = S._confirm_on_shipped((model, None), rows, rows[0], 0, 0.0, (None, None, None), None, users, None, 0.02,
                                  say.append)
     assert pick["name"] == "int8" and not any(r["shipped"]["ok"] for r in rows if "shipped" in r)
 
@@ -242,8 +242,6 @@ def test_the_shipped_prior_check_moves_to_the_next_form_that_keeps_the_budget(mo
 def test_the_onboarding_weight_is_the_smallest_within_one_standard_error_of_the_best(monkeypatch):
     """2d's rule on a flat top: weights 1..8 gain alike, 0.25 less; the smallest on the top ships, never one whose
     gain is not measurable, and a bucket where nothing gains stays off."""
-    import types
-
     import metarec.export.select_onboarding as O
 
     gains = {0.125: 0.0, 0.25: 0.02, 0.5: 0.03, 1.0: 0.05, 2.0: 0.05, 4.0: 0.05, 8.0: 0.052}
@@ -263,20 +261,17 @@ def test_the_onboarding_weight_is_the_smallest_within_one_standard_error_of_the_
         return {"diff": d, "ci": [d - half, d + half]}
 
     monkeypatch.setattr(O, "_OnboardingQueries", FakeQueries)
-    split = types.SimpleNamespace(val=None)
-    rep, spec = O.choose_onboarding(None, None, split, None, paired, lambda m: None)
+    rep, spec = O.choose_onboarding(None, None, None, None, paired, lambda m: None)
     # measurable: 0.5 .. 8 (gain - 0.03 > 0); best 8; 0.5 is 0.022 below it (> one error), 1 is 0.002 below
     assert spec.weight == (0.0, 1.0, 1.0, 1.0, 0.0)  # entries K = 0, 1, 2, 3, then 4 and longer
     assert [b["weight"] for b in rep["buckets"]] == [0.0, 1.0, 0.0]
     gains.update({w: 0.0 for w in gains})
-    assert O.choose_onboarding(None, None, split, None, paired, lambda m: None)[1] is None
+    assert O.choose_onboarding(None, None, None, None, paired, lambda m: None)[1] is None
 
 
 def test_the_headline_weight_leans_to_the_count_when_it_leaves_the_bundle_below_the_floor(monkeypatch):
     """2d after the one-SE rule: K = 1..3's weight below the floor's baseline on the same queries is raised to the
     smallest larger weight that reaches it, else to the closest; not below, or no larger weight closer: unchanged."""
-    import types
-
     import metarec.export.select_onboarding as O
 
     hr = {0.0: 0.40, 0.125: 0.41, 0.25: 0.43, 0.5: 0.45, 1.0: 0.46, 2.0: 0.461, 4.0: 0.462, 8.0: 0.464}
@@ -296,10 +291,9 @@ def test_the_headline_weight_leans_to_the_count_when_it_leaves_the_bundle_below_
         return {"diff": d, "ci": [d - 0.01, d + 0.01]}
 
     monkeypatch.setattr(O, "_OnboardingQueries", FakeQueries)
-    split = types.SimpleNamespace(val=None)
 
     def headline(floor_arg):
-        rep, spec = O.choose_onboarding(None, None, split, None, paired, lambda m: None, floor=floor_arg)
+        rep, spec = O.choose_onboarding(None, None, None, None, paired, lambda m: None, floor=floor_arg)
         return spec.weight[1], rep["buckets"][1]["toward_floor"]
 
     assert headline(None) == (1.0, None)  # the one-SE rule alone: 1 is 0.004 below the best, 8
@@ -329,3 +323,50 @@ def test_a_tie_on_few_users_says_how_large_a_loss_it_could_hide():
     no_base = line((-0.01, +0.01), "tie", base=0.0)
     assert "would not show" in no_base and "% of" not in no_base
 
+
+
+def test_each_block_is_scored_by_its_own_prior(prior):
+    """Every choice scores a block's users with the prior fit on the users before that block; pooled results are
+    the blocks' own, side by side."""
+    from metarec.export.select import _evaluate
+    from metarec.export.select_blocks import ValidationPriors
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.protocol import EventLog
+    from metarec.sdk.train import TrainConfig
+
+    v = torch.load(prior[0], weights_only=False)["validation"]
+    tcfg = TrainConfig.from_dict(v["train_config"])
+    ds = load_dataset(tcfg.dataset)
+    log = EventLog(ds)
+    priors = ValidationPriors.from_checkpoint(v, tcfg, ds)
+    assert len(priors.models) == 3 and np.array_equal(priors.judged, np.concatenate(priors.users))
+    pooled = _evaluate(priors, tcfg, ds, priors.judged, log)
+    differ = 0
+    for i, (m, users) in enumerate(zip(priors.models, priors.users)):
+        own = _evaluate(m, tcfg, ds, users, log)
+        sel = np.isin(pooled["user"], users)
+        assert np.array_equal(pooled["hr"][sel], own["hr"]) and np.array_equal(pooled["k"][sel], own["k"])
+        if i < len(priors.models) - 1:
+            differ += not np.array_equal(_evaluate(priors.models[-1], tcfg, ds, users, log)["hr"], own["hr"])
+    assert differ  # the routing matters: another block's prior ranks some of these queries otherwise
+
+
+def test_a_checkpoint_before_the_blocks_is_judged_on_the_validation_users(prior):
+    from metarec.export.select import select
+    from metarec.export.select_blocks import ValidationPriors
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.protocol import split_users
+    from metarec.sdk.train import TrainConfig
+
+    v = torch.load(prior[0], weights_only=False)["validation"]
+    last = v.pop("blocks")[-1]
+    old = {**v, "state_dict": last["state_dict"]}
+    tcfg = TrainConfig.from_dict(v["train_config"])
+    ds = load_dataset(tcfg.dataset)
+    split = split_users(ds)
+    base = {k: a[np.isin(v["baseline"]["user"], split.val)] for k, a in v["baseline"].items()}
+    priors = ValidationPriors.from_checkpoint(old, tcfg, ds)
+    assert len(priors.models) == 1 and np.array_equal(priors.fits[0], split.train)
+    assert np.array_equal(priors.judged, split.val)
+    sel = select({**old, "baseline": base}, 0.02, offset_terms=False)
+    assert sel.report["n_users"] == len(split.val) and len(sel.report["blocks"]) == 1

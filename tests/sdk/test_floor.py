@@ -1,4 +1,5 @@
 """The floor (sdk/floor.py): the prior against simple baselines on validation users, stored and enforced."""
+import numpy as np
 import pytest
 import torch
 from metarec_tiny import tiny_dataset
@@ -55,3 +56,55 @@ def test_train_stores_the_floor_and_export_refuses_a_prior_below_it(tmp_path):
     import json
 
     assert json.loads((out / "manifest.json").read_bytes())["configs"]["floor"]["verdict"] == "below"
+
+
+def test_forward_blocks_judge_each_block_by_fits_on_the_users_before_it():
+    from metarec.sdk.floor import MIN_FIT_SHARE, forward_blocks
+    from metarec.sdk.protocol import split_users
+
+    ds = tiny_dataset(n_users=120, n_items=40)
+    split = split_users(ds)
+    order = np.r_[split.train, split.val, split.test]  # arrival order
+    first = np.full(ds.n_users, np.inf)
+    np.minimum.at(first, ds.user, ds.ts)
+    blocks = forward_blocks(ds, 3)
+    assert len(blocks) == 3
+    assert np.array_equal(blocks[-1][0], split.train) and np.array_equal(blocks[-1][1], split.val)
+    for fit, users in blocks:
+        assert len(users) == len(split.val)
+        assert np.array_equal(fit, order[:len(fit)])  # every user who arrived before the block, no later one
+        assert np.array_equal(users, order[len(fit):len(fit) + len(users)])
+        assert first[fit].max() <= first[users].min()
+    assert [len(f) for f, _ in blocks] == sorted({len(f) for f, _ in blocks})  # earliest first, disjoint
+    assert len(forward_blocks(ds, 1)) == 1
+    many = forward_blocks(ds, 20)  # blocks fit on fewer than half the train users are left out
+    assert 3 < len(many) < 20 and min(len(f) for f, _ in many) >= MIN_FIT_SHARE * len(split.train)
+
+
+def test_the_validation_run_pools_its_blocks_and_records_them():
+    from metarec.sdk.floor import baseline_on, validation_run
+    from metarec.sdk.protocol import HEADLINE_KS, EventLog, evaluate_users
+
+    ds = tiny_dataset(n_users=120, n_items=40)
+    run = validation_run(_cfg(), ds, baselines=("popularity",))
+    assert [b["users"] for b in run.report["blocks"]] == [len(u) for _, u in run.blocks]
+    assert run.report["n_users"] == sum(len(u) for _, u in run.blocks) and len(run.blocks) == 3
+    assert "in 3 forward blocks" in floor_summary(run.report)
+    log = EventLog(ds)
+    for fit, users in run.blocks:  # each block's baseline results are those of a fit on the users before it
+        own = evaluate_users(baseline_on("popularity", ds, fit, log), ds, users, log, ks=HEADLINE_KS)
+        sel = np.isin(run.baseline["user"], users)
+        assert np.array_equal(run.baseline["hr"][sel], own["hr"]) and sel.sum() == len(own["hr"])
+    ck = run.to_checkpoint()
+    assert [len(b["fit"]) for b in ck["blocks"]] == [len(f) for f, _ in run.blocks]
+    w = [b["state_dict"]["item_emb"] for b in ck["blocks"]]
+    assert not torch.equal(w[0], w[-1])  # three priors, not one stored three times
+
+
+def test_a_config_saved_before_the_blocks_keeps_one():
+    d = _cfg().to_dict()
+    assert d["val_blocks"] == 3
+    del d["val_blocks"]
+    assert TrainConfig.from_dict(d).val_blocks == 1
+    with pytest.raises(ValueError, match="val_blocks"):
+        _cfg(val_blocks=0)
