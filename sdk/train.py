@@ -73,7 +73,7 @@ class TrainConfig(VersionedConfig):
     # fields added after version 1 shipped, with the value that reproduces a model trained before them
     LEGACY: ClassVar[dict] = {"topk_weight": 0.0, "topk_temp": 1.0, "later_start": 0, "rate_lr_mult": 1.0,
                               "meta_holdout_frac": 0.0, "scene_lr_mult": 1.0, "holdout_trend": False,
-                              "average_last": 0.0, "val_blocks": 1}
+                              "average_last": 0.0}
     cooc_init: bool = True  # (bool) start item ids from the top eigenvectors of fit users' item co-occurrence
     seed: int = 0  # (int) everything random derives from it
     ckpt_every: int = 200  # (int) steps between checkpoints (0: only at the end)

@@ -101,10 +101,9 @@ def test_the_validation_run_pools_its_blocks_and_records_them():
     assert not torch.equal(w[0], w[-1])  # three priors, not one stored three times
 
 
-def test_a_config_saved_before_the_blocks_keeps_one():
-    d = _cfg().to_dict()
-    assert d["val_blocks"] == 3
-    del d["val_blocks"]
-    assert TrainConfig.from_dict(d).val_blocks == 1
+def test_a_config_file_without_the_field_gets_the_blocks(tmp_path):
+    """A hand-written config holds only what differs from the defaults: it must not fall back to one block."""
+    (tmp_path / "c.json").write_text('{"seed": 1}')
+    assert TrainConfig.load(tmp_path / "c.json").val_blocks == 3 == _cfg().val_blocks
     with pytest.raises(ValueError, match="val_blocks"):
         _cfg(val_blocks=0)
