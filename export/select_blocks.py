@@ -70,3 +70,8 @@ class ByBlock:
 
     def score(self, q) -> np.ndarray:
         return self.recs[self._owner[int(q.user)]].score(q)
+
+
+def validation_state(validation: dict) -> dict:
+    """The state dict of the prior fit on the train users, which judges the validation users (the last block)."""
+    return validation["blocks"][-1]["state_dict"] if "blocks" in validation else validation["state_dict"]

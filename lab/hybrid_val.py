@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from metarec.export.select_blocks import validation_state
 from metarec.sdk.baselines import BLEND_GRID, _CachedZ, _Weighted
 from metarec.sdk.coldstart_diagnostics import paired_difference
 from metarec.sdk.data import load_dataset
@@ -37,7 +38,7 @@ def main() -> None:
     model, cfg, ck = load_checkpoint(a.checkpoint)
     v = ck["validation"]
     vcfg = TrainConfig.from_dict(v["train_config"])
-    vprior = MetaRecRecommender(vcfg).set_model(model_from_state(vcfg, v["n_items"], v["state_dict"]), vcfg)
+    vprior = MetaRecRecommender(vcfg).set_model(model_from_state(vcfg, v["n_items"], validation_state(v)), vcfg)
     prior = MetaRecRecommender(cfg).set_model(model, cfg)
     out = {"dataset": ds.name, "checkpoint": a.checkpoint, "rows": {}}
     test_base = {n: evaluate_users(baseline_on(n, ds, fit, log), ds, split.test, log, ks=HEADLINE_KS)

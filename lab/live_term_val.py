@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from metarec.export.select_blocks import validation_state
 from metarec.runtime.neighbors import add_neighbor_term
 from metarec.sdk.coldstart_diagnostics import paired_difference
 from metarec.sdk.data import load_dataset
@@ -59,7 +60,7 @@ def main() -> None:
     model, cfg, ck = load_checkpoint(a.checkpoint)
     v = ck["validation"]
     vcfg = TrainConfig.from_dict(v["train_config"])
-    vprior = MetaRecRecommender(vcfg).set_model(model_from_state(vcfg, v["n_items"], v["state_dict"]), vcfg)
+    vprior = MetaRecRecommender(vcfg).set_model(model_from_state(vcfg, v["n_items"], validation_state(v)), vcfg)
     prior = MetaRecRecommender(cfg).set_model(model, cfg)
     out = {"dataset": ds.name, "checkpoint": a.checkpoint, "grid": []}
     vmemo, tmemo = {}, {}

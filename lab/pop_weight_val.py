@@ -13,6 +13,7 @@ import json
 import numpy as np
 import torch
 
+from metarec.export.select_blocks import validation_state
 from metarec.sdk.coldstart_diagnostics import paired_difference
 from metarec.sdk.data import load_dataset
 from metarec.sdk.floor import FLOOR_BASELINES, baseline_on
@@ -46,7 +47,7 @@ def main() -> None:
     model, cfg, ck = load_checkpoint(a.checkpoint)
     v = ck["validation"]
     vcfg = TrainConfig.from_dict(v["train_config"])
-    vmodel = model_from_state(vcfg, v["n_items"], v["state_dict"])
+    vmodel = model_from_state(vcfg, v["n_items"], validation_state(v))
     out = {"dataset": ds.name, "pop_w": float(model.pop_w), "val": {}, "test": {}}
     val = {d: evaluate_users(with_delta(vmodel, vcfg, d), ds, split.val, log, ks=HEADLINE_KS) for d in DELTAS}
     for d in DELTAS:

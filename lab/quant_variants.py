@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from metarec.bench.runtime_eval import _serve_as
+from metarec.export.select_blocks import validation_state
 from metarec.export.report import compressed_recommender
 from metarec.runtime.bundle import open_bundle
 from metarec.sdk.coldstart_diagnostics import paired_difference
@@ -139,7 +140,7 @@ def setup(checkpoint, bundle, key):
     val = ck["validation"]
     vcfg = TrainConfig.from_dict(val["train_config"])
     ds = load_dataset(vcfg.dataset)
-    vprior = model_from_state(vcfg, int(val["n_items"]), val["state_dict"], "validation prior")
+    vprior = model_from_state(vcfg, int(val["n_items"]), validation_state(val), "validation prior")
     return dict(shipped=shipped, steps=m.inner_steps, delta=delta, prior=prior, tcfg=tcfg, vprior=vprior,
                 vcfg=vcfg, ds=ds, split=split_users(ds), log=EventLog(ds))
 
