@@ -44,7 +44,16 @@ def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
     """(N, dim) item vectors whose dot products approximate item-kNN's cosine co-occurrence among fit users:
     item-kNN is the best personal signal on this data, so the table starts there instead of at zero.
     The top `dim` eigenpairs of the cosine matrix: dense up to DENSE_EIGH_MAX items, else Lanczos on the sparse
-    user x item events without forming the N x N matrix (docs/decisions/cooc-init.md)."""
+    user x item events without forming the N x N matrix (docs/decisions/cooc-init.md). One BLAS thread: LAPACK's
+    eigenvector signs follow its thread count (ML-100K: 7 of 32 columns flipped with 2 threads), so `make demo` and a
+    run with OMP_NUM_THREADS=1 trained different priors."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _cooc_vectors(ds, fit_users, dim)
+
+
+def _cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
     if ds.n_items > DENSE_EIGH_MAX and dim < ds.n_items:
         lam, vec = _cooc_top_sparse(user_item_csr(ds, fit_users), dim)
     else:

@@ -69,3 +69,20 @@ def test_two_users_over_a_large_catalog_start_without_an_arpack_error(monkeypatc
     assert v.shape == (5000, 32) and np.isfinite(v).all()
     assert v[[3, 4, 7]].any() and not np.delete(v, [3, 4, 7], axis=0).any()
     assert not neighbors.cooc_vectors(ds, np.array([], np.int64), 32).any()
+
+
+def test_the_start_does_not_follow_the_blas_thread_count(ml100k_dir):
+    """With two BLAS threads LAPACK flipped 7 of 32 eigenvectors of ML-100K's second forward block (make demo and an
+    OMP_NUM_THREADS=1 run then trained different priors): the start pins one thread itself."""
+    from threadpoolctl import threadpool_limits
+
+    from metarec.sdk.data import load_recbole_atomic
+    from metarec.sdk.floor import forward_blocks
+
+    ds = load_recbole_atomic(ml100k_dir)
+    fit = forward_blocks(ds, 3)[1][0]
+    with threadpool_limits(limits=1):
+        one = neighbors.cooc_vectors(ds, fit, 32)
+    with threadpool_limits(limits=2):
+        two = neighbors.cooc_vectors(ds, fit, 32)
+    assert np.array_equal(one, two)
