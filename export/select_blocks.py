@@ -26,8 +26,9 @@ class ValidationPriors:
             return cls([model_from_state(tcfg, n, validation["state_dict"], "validation prior")], [split.train],
                        [split.val])
         bl = validation["blocks"]
-        return cls([model_from_state(tcfg, n, b["state_dict"], f"validation prior, block {i + 1}")
-                    for i, b in enumerate(bl)], [np.asarray(b["fit"]) for b in bl], [np.asarray(b["users"]) for b in bl])
+        models = [model_from_state(tcfg, n, b["state_dict"], f"validation prior, block {i + 1}")
+                  for i, b in enumerate(bl)]
+        return cls(models, [np.asarray(b["fit"]) for b in bl], [np.asarray(b["users"]) for b in bl])
 
     def map(self, fn) -> "ValidationPriors":
         """fn(model) per block."""
