@@ -119,21 +119,6 @@ class _Memo:
         return self.memo[key]
 
 
-class _Plus:
-    def __init__(self, memo: _Memo, nb: tuple):
-        self.memo, self.nb, self.name = memo, nb, memo.name
-
-    def score(self, q) -> np.ndarray:
-        from metarec.runtime.neighbors import add_neighbor_term
-
-        s = self.memo.score(q).copy()
-        if len(q.support_items):
-            live, last, decay, weight = self.nb
-            ids, w, local = live.rows(q.log, q.support_items, q.t, q.user, last)
-            add_neighbor_term(s, ids, w, local, last, decay, weight)
-        return s
-
-
 def _choose_neighbors(memo: _Memo, ds, users, log, full: dict, budget: float, say) -> tuple[dict, tuple | None,
                                                                                         tuple | None]:
     """(report, the shipped (LiveNeighbors, last, decay, weight) or None, the best one or None): the best kind, m
@@ -141,16 +126,18 @@ def _choose_neighbors(memo: _Memo, ds, users, log, full: dict, budget: float, sa
     events before it: the item-item baselines' time rule), kept only when it gains more than the budget there."""
     from metarec.runtime.manifest import NEIGHBOR_KINDS
     from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
-    from metarec.sdk.protocol import evaluate_users
 
     grid, best = [], None
     for kind in NEIGHBOR_KINDS:
         widest = LiveNeighbors(kind, max(NEIGHBOR_MS))
         for m in NEIGHBOR_MS:
             live = widest.truncated(m)
+            # each query's rows once, not once per weight (the term is linear in it; the weights are powers of two,
+            # so the scores are the ones add_neighbor_term gives to the bit)
+            queries = _Queries(memo, (live, LAST, DECAY, 1.0), ds, users, log)
             for weight in NEIGHBOR_WEIGHTS:
                 nb = (live, LAST, DECAY, weight)
-                res = evaluate_users(_Plus(memo, nb), ds, users, log, ks=SELECT_KS)
+                res = queries.results(SELECT_KS, 0.0, weight)
                 # a term that helps later queries but costs the first three is not the product's (ML-1M: +0.038 over
                 # K = 1..10, -0.017 over K = 1..3, where sign-up pages make popularity win)
                 head = _paired(res, full, HEADLINE_KS)

@@ -44,9 +44,9 @@ def cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
     """(N, dim) item vectors whose dot products approximate item-kNN's cosine co-occurrence among fit users:
     item-kNN is the best personal signal on this data, so the table starts there instead of at zero.
     The top `dim` eigenpairs of the cosine matrix: dense up to DENSE_EIGH_MAX items, else Lanczos on the sparse
-    user x item events without forming the N x N matrix (docs/decisions/cooc-init.md). One BLAS thread: LAPACK's
-    eigenvector signs follow its thread count (ML-100K: 7 of 32 columns flipped with 2 threads), so `make demo` and a
-    run with OMP_NUM_THREADS=1 trained different priors."""
+    user x item events without forming the N x N matrix (docs/decisions/cooc-init.md). Each vector's largest entry
+    is positive, and one BLAS thread: LAPACK's eigenvector signs followed its thread count (ML-100K: 7 of 32 columns
+    flipped with 2 threads), so `make demo` and a run with OMP_NUM_THREADS=1 had trained different priors."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
@@ -66,7 +66,7 @@ def _cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
         np.fill_diagonal(c, 0.0)
         lam, vec = np.linalg.eigh(c.astype(np.float64))
     top = np.argsort(-lam)[:dim]
-    v = vec[:, top] * np.sqrt(np.clip(lam[top], 0, None))[None, :]
+    v = _signed(vec[:, top]) * np.sqrt(np.clip(lam[top], 0, None))[None, :]
     scale = np.linalg.norm(v, axis=1)
     return (v / max(float(scale[scale > 0].mean()), 1e-8)).astype(np.float32) if (scale > 0).any() else \
         v.astype(np.float32)
@@ -75,7 +75,7 @@ def _cooc_vectors(ds, fit_users: np.ndarray, dim: int) -> np.ndarray:
 def _cooc_top_sparse(x, k: int):
     """(eigenvalues (k,), eigenvectors (n, k)): the k largest of the dense path's matrix D^-1 X'X D^-1 with a zero
     diagonal for the binary user x item events `x`, over the items with events (the others' rows are 0). Few such
-    items: dense on them; else Lanczos, applied as X' (X v) so memory stays O(events). Signs: largest entry > 0."""
+    items: dense on them; else Lanczos, applied as X' (X v) so memory stays O(events). Signs: `_signed`."""
     from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 
     n = x.shape[1]
@@ -104,8 +104,15 @@ def _cooc_top_sparse(x, k: int):
     lam, vec = np.zeros(k), np.zeros((n, k))
     lam[:len(lam_s)] = lam_s
     vec[seen, :vec_s.shape[1]] = vec_s
-    flip = np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])
-    return lam, vec * np.where(flip == 0, 1.0, flip)[None, :]
+    return lam, vec
+
+
+def _signed(vec: np.ndarray) -> np.ndarray:
+    """Each column times the sign of its largest-magnitude entry: an eigenvector's sign is LAPACK's and ARPACK's
+    choice (it followed the BLAS thread count and build), the start must not be."""
+    k = vec.shape[1]
+    flip = np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)]) if len(vec) else np.ones(k)
+    return vec * np.where(flip == 0, 1.0, flip)[None, :]
 
 
 def _top_m(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:

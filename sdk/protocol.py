@@ -90,12 +90,33 @@ class EventLog:
         """Per-item event counts of users other than `exclude_user` in [t - window, t) (window None: all past)."""
         hi = self.cut(t)
         lo = 0 if window is None else int(np.searchsorted(self.ts, t - window, side="left"))
-        c = np.bincount(self.item[lo:hi], minlength=self.n_items).astype(np.float64)
+        c = self._prefix(hi) - self._prefix(lo) if hi > lo else np.zeros(self.n_items)
         own = self.user_rows(exclude_user)
         own = own[(own >= lo) & (own < hi)]
         if len(own):
             c -= np.bincount(self.item[own], minlength=self.n_items)
         return c
+
+    def _prefix(self, i: int) -> np.ndarray:
+        """(n_items,) float64 counts of the first i events: a stored sum every `_stride` events plus the rest (every
+        query's popularity was a pass over the whole log: 13 s of ML-100K's export, O(events) per query on ML-1M)."""
+        j = i // self._stride
+        return self._sums[j] + np.bincount(self.item[j * self._stride:i], minlength=self.n_items)
+
+    @functools.cached_property
+    def _stride(self) -> int:
+        # at least 4,096 events; more where the sums would pass 16 M cells (128 MB): 32,000 items x 1 M events
+        return max(4096, -(-len(self.item) * self.n_items // (1 << 24)))
+
+    @functools.cached_property
+    def _sums(self) -> np.ndarray:
+        """(events // stride + 1, n_items) float64: the counts of the first 0, stride, 2 x stride, ... events."""
+        b = self._stride
+        n = len(self.item) // b
+        out = np.zeros((n + 1, self.n_items))
+        for j in range(n):
+            out[j + 1] = out[j] + np.bincount(self.item[j * b:(j + 1) * b], minlength=self.n_items)
+        return out
 
     @functools.cached_property
     def position(self) -> np.ndarray:

@@ -32,10 +32,27 @@ def test_the_sparse_path_gives_the_dense_paths_item_similarities(monkeypatch):
     fit = np.arange(0, ds.n_users, 2)  # the other users' events must stay out of both
     dense, sparse = _both(ds, fit, 6, monkeypatch)
     assert dense.shape == sparse.shape == (ds.n_items, 6)
-    # eigenvectors are defined up to sign: the dot products (what the table starts from) are not
     np.testing.assert_allclose(sparse @ sparse.T, dense @ dense.T, atol=1e-4)
-    cos = np.abs((dense * sparse).sum(0)) / np.linalg.norm(dense, axis=0) / np.linalg.norm(sparse, axis=0)
+    # the same vectors, signs included: both paths take each column's largest entry positive
+    cos = (dense * sparse).sum(0) / np.linalg.norm(dense, axis=0) / np.linalg.norm(sparse, axis=0)
     assert cos.min() > 0.999
+
+
+def test_the_dense_start_does_not_take_lapacks_signs(monkeypatch):
+    """An eigenvector's sign is the solver's choice (LAPACK's followed its thread count): the start fixes it."""
+    ds = _events()
+    fit = np.arange(ds.n_users)
+    before = neighbors.cooc_vectors(ds, fit, 6)
+    eigh = np.linalg.eigh
+
+    def flipped(c):
+        lam, vec = eigh(c)
+        return lam, vec * np.where(np.arange(vec.shape[1]) % 2 == 0, -1.0, 1.0)[None, :]
+
+    monkeypatch.setattr(np.linalg, "eigh", flipped)
+    after = neighbors.cooc_vectors(ds, fit, 6)
+    np.testing.assert_array_equal(after, before)
+    assert (before[np.abs(before).argmax(axis=0), np.arange(6)] > 0).all()
 
 
 def test_the_sparse_path_is_the_same_each_run_and_reads_only_fit_users(monkeypatch):

@@ -114,3 +114,23 @@ def test_split_config_is_versioned():
         SplitConfig.from_dict({"version": 2})
     with pytest.raises(ValueError, match="known"):
         SplitConfig.from_dict({"test_frac": 0.2})
+
+
+def test_counts_from_stored_sums_equal_a_pass_over_the_log(monkeypatch):
+    """EventLog.counts adds a partial pass to a stored sum every `_stride` events: the same counts as one pass over
+    the log, at every cut, window and excluded user (a stride of 7 puts cuts on, before and after each sum)."""
+    rng = np.random.default_rng(0)
+    n = 500
+    ts = np.sort(rng.integers(0, 200, n)).astype(float) * 3600.0
+    ds = build_dataset("c", rng.integers(0, 9, n).astype(str), rng.integers(0, 40, n).astype(str), ts)
+    log = EventLog(ds)
+    monkeypatch.setattr(EventLog, "_stride", 7)
+    for t in np.r_[ts[[0, 6, 7, 8, 13, 14, 250, n - 1]], ts[-1] + 1.0, rng.uniform(0, ts[-1], 20)]:
+        for u in (0, 4):
+            for window in (None, 86400.0, 7 * 86400.0):
+                lo = 0 if window is None else np.searchsorted(log.ts, t - window, side="left")
+                hi = np.searchsorted(log.ts, t, side="left")
+                m = (np.arange(len(log.ts)) >= lo) & (np.arange(len(log.ts)) < hi) & (log.user != u)
+                want = np.bincount(log.item[m], minlength=log.n_items).astype(np.float64)
+                np.testing.assert_array_equal(log.counts(t, u, window), want)
+    assert log._sums.shape == (len(log.item) // 7 + 1, log.n_items)
