@@ -105,7 +105,7 @@ class EventLog:
 
     @functools.cached_property
     def _stride(self) -> int:
-        # at least 4,096 events; more where the sums would pass 16 M cells (128 MB): 32,000 items x 1 M events
+        # at least 4,096 events; more where the sums would pass 16 M cells (128 MB), e.g. over a 1 M-item catalog
         return max(4096, -(-len(self.item) * self.n_items // (1 << 24)))
 
     @functools.cached_property

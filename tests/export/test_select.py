@@ -154,6 +154,31 @@ def test_the_length_grid_ranks_as_the_served_scorer(prior):
     assert moved >= 2 and set(np.unique(served["k"])) <= set(SELECT_KS)
 
 
+def test_the_item_item_grid_measures_what_the_bundle_serves(prior):
+    """2b re-ranks each query's rows once per weight; each grid cell must be the served scorer's HR@10 with the
+    term at that kind, m and weight (add_neighbor_term, as the runtimes add it)."""
+    from metarec.export.select import _choose_neighbors, _evaluate, _hr, _Memo, _recommender
+    from metarec.export.select_blocks import ValidationPriors
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
+    from metarec.sdk.protocol import EventLog
+    from metarec.sdk.train import TrainConfig
+
+    v = torch.load(prior[0], weights_only=False)["validation"]
+    tcfg = TrainConfig.from_dict(v["train_config"])
+    ds = load_dataset(tcfg.dataset)
+    log = EventLog(ds)
+    priors = ValidationPriors.from_checkpoint(v, tcfg, ds)
+    users = priors.judged
+    full = _evaluate(priors, tcfg, ds, users, log)
+    rep, _, _ = _choose_neighbors(_Memo(_recommender(priors, tcfg)), ds, users, log, full, 0.02, lambda m: None)
+    cells = {(g["kind"], g["m"], g["weight"]): g["hr10"] for g in rep["grid"]}
+    assert len(cells) == 36 and len(set(cells.values())) > 2  # the weights move the ranking
+    for kind, m, w in (("transition", 20, 0.0625), ("transition", 50, 16.0), ("cooc", 20, 1.0), ("cooc", 50, 4.0)):
+        served = _evaluate(priors, tcfg, ds, users, log, nb=(LiveNeighbors(kind, m), LAST, DECAY, w))
+        assert cells[(kind, m, w)] == _hr(served)
+
+
 def test_a_bundle_below_the_best_baseline_is_refused_unless_forced(prior, tmp_path):
     ck, keys = prior
     saved = torch.load(ck, weights_only=False)
