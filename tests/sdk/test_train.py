@@ -36,7 +36,7 @@ def test_config_json_round_trip_and_validation():
         TrainConfig(batch_size=0)
 
 
-def test_tasks_are_time_honest():
+def test_tasks_are_time_honest(monkeypatch):
     ds = tiny_dataset()
     bank = TaskBank(ds, _users(ds), 4)
     b = bank.sample(np.random.default_rng(0), 16, 0.5, 3)
@@ -47,6 +47,20 @@ def test_tasks_are_time_honest():
     want = np.bincount(ds.item[(ds.ts < t[0]) & (ds.ts >= t[0] - 7 * 86400) & (ds.user != u[0])],
                        minlength=ds.n_items)
     np.testing.assert_array_equal(bank.trend(t, u)[0], want)
+    # a batch, from stored sums every 7 events (the stride ML-1M's log would use is 4,096): only other FIT users'
+    # events in the week before each query count
+    from metarec.sdk.protocol import EventLog
+
+    monkeypatch.setattr(EventLog, "_stride", 7)
+    fit = _users(ds)[::2]
+    half = TaskBank(ds, fit, 4)
+    rows = np.random.default_rng(2).integers(0, ds.n_events, 40)
+    tb, ub = ds.ts[rows], ds.user[rows]
+    got = half.trend(tb, ub)
+    for i in range(len(rows)):
+        m = (ds.ts < tb[i]) & (ds.ts >= tb[i] - 7 * 86400) & (ds.user != ub[i]) & np.isin(ds.user, fit)
+        np.testing.assert_array_equal(got[i], np.bincount(ds.item[m], minlength=ds.n_items))
+    assert got.dtype == np.float32 and got.sum() > 0 and half.trend(tb[:0], ub[:0]).shape == (0, ds.n_items)
     # the support items are excluded, the next item is not
     hm = b["hist_mask"] > 0
     assert all(b["exclude"][i, b["hist"][i, hm[i]]].all() for i in range(16))
