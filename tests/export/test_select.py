@@ -121,23 +121,28 @@ def test_auto_export_chooses_on_validation_users_and_records_why(prior, tmp_path
     assert not selection_report_path(out).exists()
 
 
-def test_the_length_grid_ranks_as_the_served_scorer(prior):
-    """2c's grid re-ranks cached scores; what it measures must be what the bundle serves (the sdk's scorer with
-    the term and popularity set by history length, as the runtimes read them)."""
-    from metarec.export.select import LENGTH_BUCKETS, SELECT_KS, _evaluate, _Memo, _Queries, _recommender, \
-        popularity_feature
+def _validation(prior):
+    """(the checkpoint's validation priors, its TrainConfig, dataset, judged users, EventLog)."""
     from metarec.export.select_blocks import ValidationPriors
     from metarec.sdk.data import load_dataset
-    from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
     from metarec.sdk.protocol import EventLog
     from metarec.sdk.train import TrainConfig
 
     v = torch.load(prior[0], weights_only=False)["validation"]
     tcfg = TrainConfig.from_dict(v["train_config"])
     ds = load_dataset(tcfg.dataset)
-    log = EventLog(ds)
     priors = ValidationPriors.from_checkpoint(v, tcfg, ds)
-    users = priors.judged
+    return priors, tcfg, ds, priors.judged, EventLog(ds)
+
+
+def test_the_length_grid_ranks_as_the_served_scorer(prior):
+    """2c's grid re-ranks cached scores; what it measures must be what the bundle serves (the sdk's scorer with
+    the term and popularity set by history length, as the runtimes read them)."""
+    from metarec.export.select import LENGTH_BUCKETS, SELECT_KS, _evaluate, _Memo, _Queries, _recommender, \
+        popularity_feature
+    from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
+
+    priors, tcfg, ds, users, log = _validation(prior)
     nb = (LiveNeighbors("transition", 5), LAST, DECAY, 2.0)
     feature = priors.per_user(popularity_feature)  # each block's own prior's
     qs = _Queries(_Memo(_recommender(priors, tcfg)), nb, ds, users, log, feature)
@@ -158,18 +163,9 @@ def test_the_item_item_grid_measures_what_the_bundle_serves(prior):
     """2b re-ranks each query's rows once per weight; each grid cell must be the served scorer's HR@10 with the
     term at that kind, m and weight (add_neighbor_term, as the runtimes add it)."""
     from metarec.export.select import _choose_neighbors, _evaluate, _hr, _Memo, _recommender
-    from metarec.export.select_blocks import ValidationPriors
-    from metarec.sdk.data import load_dataset
     from metarec.sdk.neighbors import DECAY, LAST, LiveNeighbors
-    from metarec.sdk.protocol import EventLog
-    from metarec.sdk.train import TrainConfig
 
-    v = torch.load(prior[0], weights_only=False)["validation"]
-    tcfg = TrainConfig.from_dict(v["train_config"])
-    ds = load_dataset(tcfg.dataset)
-    log = EventLog(ds)
-    priors = ValidationPriors.from_checkpoint(v, tcfg, ds)
-    users = priors.judged
+    priors, tcfg, ds, users, log = _validation(prior)
     full = _evaluate(priors, tcfg, ds, users, log)
     rep, _, _ = _choose_neighbors(_Memo(_recommender(priors, tcfg)), ds, users, log, full, 0.02, lambda m: None)
     cells = {(g["kind"], g["m"], g["weight"]): g["hr10"] for g in rep["grid"]}
