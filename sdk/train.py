@@ -125,8 +125,7 @@ class TaskBank:
     def __init__(self, ds, fit_users: np.ndarray, hist_len: int):
         self.n_items, self.hist_len = ds.n_items, hist_len
         keep = np.isin(ds.user, fit_users)
-        self.log_user, self.log_item, self.log_ts = ds.user[keep], ds.item[keep], ds.ts[keep]
-        self._log = EventLog(ds, keep)
+        self._log = EventLog(ds, keep)  # the fit users' events, time-ordered: trend counts and unseen items
         per_user = ds.user_events()
         rows = [per_user[u] for u in fit_users if len(per_user[u]) >= 2]
         if not rows:
@@ -139,7 +138,7 @@ class TaskBank:
         self.scene = np.zeros((len(rows), tmax, 15), np.float32)
         # items without a single fit event (new items) stay out of the training softmax: pushed down as
         # negatives they would learn "never chosen" and score last once they have trending counts
-        self.unseen = np.bincount(self.log_item, minlength=self.n_items) == 0
+        self.unseen = np.bincount(self._log.item, minlength=self.n_items) == 0
         sc_all = scene_features(ds.ts)  # once for every event: the scene of a task is its query's
         for j, r in enumerate(rows):
             self.items[j, :len(r)], self.ts[j, :len(r)], self.scene[j, :len(r)] = ds.item[r], ds.ts[r], sc_all[r]
