@@ -18,6 +18,7 @@ from metarec.runtime import Recommender, TrendingPack
 from metarec.runtime.neighbors import NeighborPack
 from metarec.runtime.onboarding import OnboardingPack
 from metarec.runtime.scene import scene_features, scene_labels
+from metarec.sdk.catalog import id_counts
 from metarec.sdk.data import Dataset
 from metarec.sdk.onboarding import pack_rows
 from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make_query, split_users
@@ -59,8 +60,7 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
                 done = k
                 t = float(ds.ts[rows[k]])
                 counts = log.counts(t, u, WEEK)
-                nz = np.nonzero(counts)[0]
-                rec.set_trending(TrendingPack.from_counts(t, {str(ds.item_ids[i]): int(counts[i]) for i in nz}),
+                rec.set_trending(TrendingPack.from_counts(t, id_counts(ds.item_ids, counts.astype(np.int64))),
                                  now=t, allow_older=True)  # users are replayed one after another: time goes back
                 if live is not None:
                     ids, w = live.table(log, ds.item[rows[:k]], t, u, spec.last)

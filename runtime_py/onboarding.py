@@ -66,8 +66,8 @@ class OnboardingPack:
         """(ONBOARDING_ROWS, n_items) float32 log1p(count); ids not in the catalog are ignored."""
         out = np.zeros((ONBOARDING_ROWS, n_items), dtype=np.float64)
         for k, row in enumerate(self.rows):
-            for item, c in row.items():
-                i = index.get(item)
-                if i is not None and i < n_items:
-                    out[k, i] = c
+            at = np.fromiter((index.get(item, -1) for item in row), np.int64, len(row))
+            c = np.fromiter(row.values(), np.float64, len(row))
+            keep = (at >= 0) & (at < n_items)
+            out[k, at[keep]] = c[keep]
         return np.log1p(out).astype(np.float32)

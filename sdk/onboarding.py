@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from metarec.runtime.manifest import ONBOARDING_ROWS, onboarding_row
+from metarec.sdk.catalog import id_counts
 
 DAY = 86400.0
 
@@ -23,6 +24,5 @@ def pack_rows(log, t: float, user: int, spec, item_ids) -> list[dict]:
     rows = []
     for k in range(ONBOARDING_ROWS):
         c = log.onboarding_counts(t, user, k, spec.span, spec.window_days * DAY)
-        nz = np.flatnonzero(c)
-        rows.append({str(item_ids[i]): int(c[i]) for i in nz})
+        rows.append(id_counts(item_ids, c.astype(np.int64)))
     return rows

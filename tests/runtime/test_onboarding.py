@@ -172,3 +172,14 @@ def test_the_onboarding_cli_writes_a_pack_the_device_takes(tmp_path, tiny, keys,
     plain = write_bundle(tmp_path / "plain", tiny[0], tiny_rank_programs, keys[0], rank=True)
     assert main(["onboarding", str(events), "--bundle", str(plain), "--at", str(int(T0) + 500),
                  "--key", str(tmp_path / "private.pem"), "--out", str(tmp_path / "x.pack")]) == 2  # no term
+
+
+def test_log_rows_place_each_count_at_its_catalog_row():
+    counts = _rows(3)
+    rows = [{ITEM_IDS[i]: int(c[i]) for i in np.flatnonzero(c)} for c in counts]
+    rows[2]["not-in-catalog"] = 9
+    pack = OnboardingPack.from_rows(NOW, rows, CATALOG)
+    index = {s: i for i, s in enumerate(ITEM_IDS)}
+    np.testing.assert_array_equal(pack.log_rows(index, N), np.log1p(counts).astype(np.float32))
+    # a catalog cut to its first N - 1 rows: the last item's counts are left out, the others stay
+    np.testing.assert_array_equal(pack.log_rows(index, N - 1), np.log1p(counts[:, :N - 1]).astype(np.float32))
