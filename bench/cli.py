@@ -185,6 +185,20 @@ def parse_duration(text: str) -> float:
     return v
 
 
+def parse_ks(text: str) -> tuple[int, ...]:
+    """History lengths K of "1-3", "1-10" or "0,1,2,5" (0 <= K <= 100); ValueError otherwise."""
+    try:
+        ks = set()
+        for part in str(text).split(","):
+            lo, _, hi = part.strip().partition("-")
+            ks.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"--ks {text!r}: use e.g. 1-3, 1-10 or 0,1,2,5") from None
+    if not ks or min(ks) < 0 or max(ks) > 100:
+        raise ValueError(f"--ks {text!r}: history lengths must lie in 0..100")
+    return tuple(sorted(ks))
+
+
 def parse_time(text: str | None) -> float:
     """Unix seconds of "1700000000", an ISO 8601 date/time (naive = UTC) or None (now)."""
     import datetime as _dt
@@ -222,7 +236,8 @@ def cmd_eval_bundle(a, argv) -> int:
     from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines
 
     names = [n.strip() for n in a.baselines.split(",")] if a.baselines else None
-    r = bundle_vs_baselines(a.bundle, a.key, _dataset_arg(a.dataset), names, checkpoint=a.checkpoint)
+    r = bundle_vs_baselines(a.bundle, a.key, _dataset_arg(a.dataset), names, checkpoint=a.checkpoint,
+                            ks=parse_ks(a.ks))
     r["command"] = _command(argv)
     print(bundle_table(r))
     if a.json:
@@ -349,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, help="also write the result as JSON here")
     s.add_argument("--checkpoint", default=None, help="also pair the bundle with this checkpoint's fp32 prior, "
                                                       "served with the bundle's steps and term")
+    s.add_argument("--ks", default="1-3", help="the test queries' history lengths K, e.g. 1-10 (default %(default)s: "
+                                               "the headline)")
     s.set_defaults(fn=cmd_eval_bundle)
 
     s = sub.add_parser("parity", help="runtime top-10 vs the sdk's eager model on PROTOCOL v1 test users")

@@ -182,10 +182,11 @@ def _serve_as(rec, shipped):
 
 
 def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", baselines=None,
-                        progress: bool = True, checkpoint=None) -> dict:
-    """`metarec eval-bundle`: the bundle through `metarec.runtime.Recommender` on PROTOCOL v1 test users (K = 1..3)
-    against each baseline fit on the fit users, paired over the same queries (95% bootstrap interval over users);
-    with `checkpoint`, also against its fp32 prior served the same way (steps, term): the compression's cost."""
+                        progress: bool = True, checkpoint=None, ks=HEADLINE_KS) -> dict:
+    """`metarec eval-bundle`: the bundle through `metarec.runtime.Recommender` on PROTOCOL v1 test users (the queries
+    with K in `ks`, the headline's 1..3 by default) against each baseline fit on the fit users, paired over the same
+    queries (95% bootstrap interval over users); with `checkpoint`, also against its fp32 prior served the same way
+    (steps, term): the compression's cost."""
     from metarec.sdk.coldstart_diagnostics import paired_difference
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import FLOOR_BASELINES, baseline_on, verdict
@@ -194,21 +195,22 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
     ds = load_dataset(dataset)
     split, log = split_users(ds), EventLog(ds)
     fit = np.r_[split.train, split.val]
-    rt = runtime_next_item(bundle_dir, trusted_key, ds, progress=progress)
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    rt = runtime_next_item(bundle_dir, trusted_key, ds, ks=ks, progress=progress)
     mine = rt["results"]
-    rows = {"bundle": {"hr10": rt["headline"]["hr10"], "hr10_ci": rt["headline"]["hr10_ci"],
-                       "scene": scene_slices(mine)}}
+    head = summarize_next_item(mine, ks, headline=ks)["headline"]  # at K = 1..3, runtime_next_item's headline
+    rows = {"bundle": {"hr10": head["hr10"], "hr10_ci": head["hr10_ci"], "scene": scene_slices(mine, ks)}}
     for name in baselines or FLOOR_BASELINES:
-        res = evaluate_users(baseline_on(name, ds, fit, log), ds, split.test, log, ks=HEADLINE_KS)
+        res = evaluate_users(baseline_on(name, ds, fit, log), ds, split.test, log, ks=ks)
         key = {(int(u), int(k)) for u, k in zip(res["user"], res["k"])}
         keep = np.array([(int(u), int(k)) in key for u, k in zip(mine["user"], mine["k"])])
         a = {k: v[keep] for k, v in mine.items()}
-        p = paired_difference(a, res, HEADLINE_KS)
-        h = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
-        rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "scene": scene_slices(res), "bundle_minus": p["hr10_diff"],
+        p = paired_difference(a, res, ks)
+        h = summarize_next_item(res, ks, headline=ks)["headline"]
+        rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "scene": scene_slices(res, ks), "bundle_minus": p["hr10_diff"],
                       "bundle_minus_ci": p["hr10_diff_ci"], "verdict": verdict(p["hr10_diff_ci"])}
     best = max((n for n in rows if n != "bundle"), key=lambda n: rows[n]["hr10"])
-    out = {"dataset": ds.name, "users": "test", "n_users": rt["headline"]["n_users"], "rows": rows,
+    out = {"dataset": ds.name, "users": "test", "ks": list(ks), "n_users": head["n_users"], "rows": rows,
            "best_baseline": best, "verdict": rows[best]["verdict"]}
     if checkpoint is not None:
         from metarec.runtime.bundle import open_bundle
@@ -216,11 +218,11 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
 
         model, cfg, _ = load_checkpoint(checkpoint)
         ref = _fp32_reference(model, cfg, open_bundle(bundle_dir, trusted_key))
-        res = evaluate_users(ref, ds, split.test, log, ks=HEADLINE_KS)
+        res = evaluate_users(ref, ds, split.test, log, ks=ks)
         key = {(int(u), int(k)) for u, k in zip(res["user"], res["k"])}
         keep = np.array([(int(u), int(k)) in key for u, k in zip(mine["user"], mine["k"])])
-        p = paired_difference({k: v[keep] for k, v in mine.items()}, res, HEADLINE_KS)
-        h = summarize_next_item(res, ks=HEADLINE_KS)["headline"]
+        p = paired_difference({k: v[keep] for k, v in mine.items()}, res, ks)
+        h = summarize_next_item(res, ks, headline=ks)["headline"]
         out["fp32"] = {"checkpoint": str(checkpoint), "hr10": h["hr10"], "hr10_ci": h["hr10_ci"],
                        "bundle_minus": p["hr10_diff"], "bundle_minus_ci": p["hr10_diff_ci"],
                        "relative": p["hr10_diff"] / h["hr10"] if h["hr10"] > 0 else 0.0}
@@ -229,7 +231,9 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
 
 def bundle_table(r: dict) -> str:
     """Markdown table of `bundle_vs_baselines`."""
-    out = [f"# Bundle vs baselines ({r['dataset']}, PROTOCOL v1 test users, n={r['n_users']}, HR@10 K = 1..3)", "",
+    ks = r.get("ks", list(HEADLINE_KS))
+    span = f"{ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) else ", ".join(map(str, ks))
+    out = [f"# Bundle vs baselines ({r['dataset']}, PROTOCOL v1 test users, n={r['n_users']}, HR@10 K = {span})", "",
            "| scorer | HR@10 [95% CI] | bundle minus it, paired [95% CI] | verdict |", "|---|---|---|---|"]
     for name, v in r["rows"].items():
         ci = v["hr10_ci"]

@@ -252,8 +252,9 @@ def evaluate_users(model: Recommender, ds: Dataset, users: Iterable[int], log: E
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def summarize_next_item(res: dict, ks=KS) -> dict:
-    """per_k table and the K=1..3 headline with bootstrap intervals over users."""
+def summarize_next_item(res: dict, ks=KS, headline=HEADLINE_KS) -> dict:
+    """per_k table and the headline (K = 1..3 unless `headline` names other K) with bootstrap intervals over
+    users."""
     per_k = {}
     for k in ks:
         m = res["k"] == k
@@ -261,9 +262,9 @@ def summarize_next_item(res: dict, ks=KS) -> dict:
                          "ndcg10": float(res["ndcg"][m].mean()) if m.any() else float("nan"),
                          "n": int(m.sum()), "hr10_ci": bootstrap_ci(res["hr"][m]),
                          "ndcg10_ci": bootstrap_ci(res["ndcg"][m])}
-    hm = np.isin(res["k"], HEADLINE_KS)
+    hm = np.isin(res["k"], headline)
     users = np.unique(res["user"][hm])
-    # per-user mean over K = 1..3, so the bootstrap resamples users, not queries
+    # per-user mean over the headline's K, so the bootstrap resamples users, not queries
     hr_u = np.array([res["hr"][hm & (res["user"] == u)].mean() for u in users])
     nd_u = np.array([res["ndcg"][hm & (res["user"] == u)].mean() for u in users])
     headline = {"hr10": float(hr_u.mean()), "hr10_ci": bootstrap_ci(hr_u), "ndcg10": float(nd_u.mean()),
@@ -271,9 +272,10 @@ def summarize_next_item(res: dict, ks=KS) -> dict:
     return {"per_k": per_k, "headline": headline}
 
 
-def scene_slices(res: dict) -> dict:
-    """HR@10 over K=1..3 queries where the target's scene differs from the last support event's, and where not."""
-    hm = np.isin(res["k"], HEADLINE_KS)
+def scene_slices(res: dict, ks=HEADLINE_KS) -> dict:
+    """HR@10 over the queries with K in `ks` (1..3 unless told) where the target's scene differs from the last support
+    event's, and where not."""
+    hm = np.isin(res["k"], ks)
     ch, same = hm & res["scene_changed"], hm & ~res["scene_changed"]
     hr_ch = float(res["hr"][ch].mean()) if ch.any() else float("nan")
     hr_same = float(res["hr"][same].mean()) if same.any() else float("nan")

@@ -396,3 +396,22 @@ def test_eval_bundle_pairs_the_bundle_with_its_fp32_prior_and_reports_scene_rete
     assert r["rows"]["popularity"]["scene"]["changed"]["n"] == sc["changed"]["n"]  # the same queries, both sides
     text = bundle_table(r)
     assert "Against its fp32 prior" in text and "Scene retention" in text
+
+
+def test_eval_bundle_reads_the_history_lengths_it_is_given(world):
+    """`metarec eval-bundle --ks 1-5`: every side scores the queries with K in 1..5 (more than the headline's 1..3,
+    the same ones on both sides of a pair); the table names them."""
+    from metarec.bench.cli import parse_ks
+    from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines
+
+    args = (world["bundle"], world["keys"] / "public.pem", str(world["data"]), ["popularity"])
+    r3 = bundle_vs_baselines(*args, progress=False)
+    r5 = bundle_vs_baselines(*args, progress=False, ks=parse_ks("1-5"))
+    n = lambda r, name="bundle": sum(r["rows"][name]["scene"][s]["n"] for s in ("changed", "same"))
+    assert r3["ks"] == [1, 2, 3] and r5["ks"] == [1, 2, 3, 4, 5]
+    assert n(r5) > n(r3) and n(r5, "popularity") == n(r5)
+    assert "K = 1..5)" in bundle_table(r5) and "K = 1..3)" in bundle_table(r3)
+    assert parse_ks("0,2,5-6") == (0, 2, 5, 6)
+    for bad in ("a", "3-1", "-1", "101", ""):
+        with pytest.raises(ValueError):
+            parse_ks(bad)
