@@ -91,7 +91,7 @@ def _recommender(model, tcfg, table=None, quant="none", nb=None, bh=None, ob=Non
     if nb is not None:
         rec.set_neighbors(*nb)
     if bh is not None:
-        rec.set_by_history(bh["term"], bh["popularity"], popularity_feature(model))
+        rec.set_by_history(bh["term"], bh["popularity"], popularity_feature(model) if bh["popularity"] else None)
     return rec.set_onboarding(ob)
 
 

@@ -11,8 +11,10 @@ it reads (`VERSION`) and, for fields added after that version shipped, the value
 ...     version: int = 1
 ...     a: int = 1
 ...     b: int = 2
->>> Demo.from_dict({"version": 1, "a": 3}).b
+>>> Demo.from_dict({"version": 1, "a": 3}).b  # saved by `to_dict` before `b` existed
 0
+>>> Demo.from_dict({"a": 3}).b  # written by hand: the fields it leaves out keep their defaults
+2
 >>> Demo.from_json(Demo(a=5).to_json()) == Demo(a=5)
 True
 
@@ -47,15 +49,17 @@ class VersionedConfig:
 
     @classmethod
     def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
-        """Read a dict written by `to_dict` of this or an older version (missing fields take their LEGACY value)."""
+        """Read a dict written by `to_dict` of this or an older version (it carries `version`: missing fields take
+        their LEGACY value), or by hand (no `version`: missing fields take their defaults)."""
         if not isinstance(d, Mapping):
             raise ValueError(f"{cls.__name__} needs a dict, got {type(d).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = set(d) - set(known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-        if "version" in d:
-            check_version(cls, d["version"])
+        if "version" not in d:  # by hand: `{"model": {"dim": 64}}` must not turn off what came after version 1
+            return cls(**d)
+        check_version(cls, d["version"])
         legacy = {k: v for k, v in cls.LEGACY.items() if k not in d}
         return cls(**{**legacy, **d})
 

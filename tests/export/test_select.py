@@ -391,3 +391,14 @@ def test_a_checkpoint_before_the_blocks_is_judged_on_the_validation_users(prior)
     assert np.array_equal(priors.judged, split.val)
     sel = select({**old, "baseline": base}, 0.02, offset_terms=False)
     assert sel.report["n_users"] == len(split.val) and len(sel.report["blocks"]) == 1
+
+
+def test_a_prior_without_the_popularity_feature_serves_a_term_by_length(tiny):
+    """A checkpoint saved before the popularity prior (pop_prior false: no log_pop) whose 2c moves only the term's
+    weight: export serves it (it raised AttributeError reading the feature it does not use)."""
+    from metarec.export.select import _recommender
+    from metarec.sdk.train import TrainConfig
+
+    rec = _recommender(tiny(pop_prior=False, inner_steps=1), TrainConfig(), bh={"term": [0.0625, 0.0, 0.0, 0.0],
+                                                                              "popularity": []})
+    assert rec.by_history == ((0.0625, 0.0, 0.0, 0.0), (), None)

@@ -22,10 +22,16 @@ def test_round_trip_dict_json_and_file(tmp_path):
     assert Demo.load(tmp_path / "c.json") == cfg
 
 
-def test_legacy_fills_only_missing_fields():
+def test_legacy_fills_only_missing_fields_of_a_saved_dict():
     assert Demo.from_dict({"version": 2}).b == 0  # saved before `b` existed: its old behaviour
+    assert Demo.from_dict({"version": 2, "b": 7}).b == 7
+    assert Demo().b == 5  # the dataclass default is for new configs
+
+
+def test_a_hand_written_dict_keeps_the_defaults_it_leaves_out():
+    assert Demo.from_dict({"a": 3}) == Demo(a=3)  # no version: by hand, b keeps its default 5
     assert Demo.from_dict({"b": 7}).b == 7
-    assert Demo().b == 5  # the dataclass default is for new configs only
+
 
 
 def test_errors_name_the_problem():

@@ -39,6 +39,15 @@ def test_configs_saved_before_a_field_existed_load_with_its_legacy_value():
         TrainConfig(later_start=-1)
 
 
+def test_a_hand_written_config_keeps_the_model_defaults_it_leaves_out(tmp_path):
+    """`metarec train --config` naming one model field: the model's later terms stay on (the nested dict took
+    version 1's LEGACY values, and the popularity prior was off)."""
+    (tmp_path / "c.json").write_text('{"model": {"inner_steps": 0}, "seed": 3}')
+    cfg = TrainConfig.load(tmp_path / "c.json")
+    assert cfg.model == ModelConfig(inner_steps=0) and cfg.model.pop_prior and cfg.seed == 3
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # and a saved one reads back the same
+
+
 def _model(**kw):
     torch.manual_seed(0)
     n = 40
