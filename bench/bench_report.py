@@ -102,11 +102,6 @@ def _f(x, nd: int = 3) -> str:
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
-def _ci(v: dict, key: str) -> str:
-    ci = v.get(f"{key}_ci")
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-
-
 def _load(results_dir: Path, name: str) -> dict | None:
     p = results_dir / f"{name}.json"
     if not p.is_file():
@@ -125,7 +120,7 @@ def _coldstart(rows, png, command) -> list[str]:
            "|---|---:|---|---:|" + "---:|" * len(ks)]
     for name, r in sorted(rows, key=lambda x: -x[1]["headline"]["hr10"]):
         h = r["headline"]
-        out.append(f"| {name} | {h['hr10']:.3f} | {_ci(h, 'hr10')} | {h['ndcg10']:.3f} | "
+        out.append(f"| {name} | {h['hr10']:.3f} | {bu.ci_text(h, 'hr10')} | {h['ndcg10']:.3f} | "
                    + " | ".join(_f(r["per_k"].get(k, {}).get("hr10")) for k in ks) + " |")
     _plot_lines(rows, png, command, lambda r: r["per_k"], "hr10", "support size K", "next-item HR@10",
                 "Cold start per K (95% CI)")
@@ -156,7 +151,7 @@ def _new_items(rows, png, command) -> list[str]:
            "|---|---:|---|---:|---:|"]
     for name, r in sorted(rows, key=lambda x: -x[1]["new_items"]["hr10"]):
         ni = r["new_items"]
-        out.append(f"| {name} | {ni['hr10']:.3f} | {_ci(ni, 'hr10')} | {_f(ni.get('ndcg10'))} | {ni.get('n', '-')} |")
+        out.append(f"| {name} | {ni['hr10']:.3f} | {bu.ci_text(ni, 'hr10')} | {_f(ni.get('ndcg10'))} | {ni.get('n', '-')} |")
     _plot_bars([(n, r["new_items"]) for n, r in rows], png, command, "hr10", "new-item HR@10", "New items (95% CI)")
     return out + ["", f"![new items]({png.name})", ""]
 
@@ -166,12 +161,12 @@ def _scene(rows) -> list[str]:
     if not rows:
         return ["## Scene retention", "", "not yet produced: no result carries scene figures", ""]
     out = ["## Scene retention (HR@10 when the scene changed vs stayed the same)", "",
-           "| model | changed HR@10 (n) | same HR@10 (n) | retention | weekend HR@10 (n) |", "|---|---:|---:|---:|---:|"]
+           "| model | changed HR@10 (n) | same HR@10 (n) | retention [95% CI] | weekend HR@10 (n) |", "|---|---:|---:|---:|---:|"]
     for name, r in rows:
         s = r["scene"]
         c, sm, w = s.get("changed", {}), s.get("same", {}), s.get("weekend", {})
         out.append(f"| {name} | {_f(c.get('hr10'))} ({c.get('n', '-')}) | {_f(sm.get('hr10'))} ({sm.get('n', '-')}) | "
-                   f"{_f(s.get('retention'))} | {_f(w.get('hr10'))} ({w.get('n', '-')}) |")
+                   f"{_f(s.get('retention'))} {bu.ci_text(s, 'retention')} | {_f(w.get('hr10'))} ({w.get('n', '-')}) |")
     small = [n for n, r in rows if r["scene"].get("changed", {}).get("n", 0) < 30]
     if small:
         out += ["", f"Caution: fewer than 30 changed-scene queries for {', '.join(small)}; retention is noise there."]
@@ -182,7 +177,7 @@ def _headline_table(title: str, rows, png, command) -> list[str]:
     out = [f"## {title}", "", "| variant | headline HR@10 | 95% CI | NDCG@10 | new-item HR@10 |", "|---|---:|---|---:|---:|"]
     for name, r in rows:
         h = r["headline"]
-        out.append(f"| {name} | {h['hr10']:.3f} | {_ci(h, 'hr10')} | {h['ndcg10']:.3f} | "
+        out.append(f"| {name} | {h['hr10']:.3f} | {bu.ci_text(h, 'hr10')} | {h['ndcg10']:.3f} | "
                    f"{_f(r.get('new_items', {}).get('hr10'))} |")
     _plot_bars([(n, r["headline"]) for n, r in rows], png, command, "hr10", "headline HR@10 (K=1..3)", title)
     return out + ["", f"![{title}]({png.name})", ""]

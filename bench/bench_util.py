@@ -244,6 +244,12 @@ def save_png(fig, path, command: str) -> None:
     plt.close(fig)
 
 
+def ci_text(v: dict, key: str) -> str:
+    """ "[lo, hi]" of `v[key + "_ci"]` (3 decimals); "" when it is missing or NaN (too few queries, older results)."""
+    ci = v.get(f"{key}_ci")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and all(x == x for x in ci) else ""
+
+
 def fmt_us(x: float | None) -> str:
     return "-" if x is None else (f"{x:,.1f}" if x < 1000 else f"{x:,.0f}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from metarec.bench.bench_util import ci_text
 from metarec.runtime import Recommender, TrendingPack
 from metarec.runtime.neighbors import NeighborPack
 from metarec.runtime.onboarding import OnboardingPack
@@ -243,8 +244,8 @@ def bundle_table(r: dict) -> str:
     out += ["", f"Best baseline: {r['best_baseline']} -> the bundle is {r['verdict']} it."]
     sc, sb = r["rows"]["bundle"]["scene"], r["rows"][r["best_baseline"]]["scene"]
     out.append(f"Scene retention (HR@10 when the scene changed since the last event / when it did not): bundle "
-               f"{sc['retention']:.3f} ({sc['changed']['hr10']:.3f}, n={sc['changed']['n']} / {sc['same']['hr10']:.3f}, "
-               f"n={sc['same']['n']}); {r['best_baseline']} {sb['retention']:.3f}.")
+               f"{sc['retention']:.3f} {ci_text(sc, 'retention')} ({sc['changed']['hr10']:.3f}, n={sc['changed']['n']} / "
+               f"{sc['same']['hr10']:.3f}, n={sc['same']['n']}); {r['best_baseline']} {sb['retention']:.3f} {ci_text(sb, 'retention')}.")
     if "fp32" in r:
         f = r["fp32"]
         out.append(f"Against its fp32 prior ({f['checkpoint']}, served the same way): {f['hr10']:.3f}; bundle minus "

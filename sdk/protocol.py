@@ -272,6 +272,24 @@ def summarize_next_item(res: dict, ks=KS, headline=HEADLINE_KS) -> dict:
     return {"per_k": per_k, "headline": headline}
 
 
+def retention_ci(hr, user, changed, same, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% percentile interval of HR@10(changed) / HR@10(same) over users resampled as bootstrap_ci does (a user's
+    queries stay together): on real data a few dozen changed-scene queries make the ratio swing. NaN when more than
+    5% of the resamples lack a query on one side or score HR 0 on the same side."""
+    hr, (ids, inv) = np.asarray(hr, np.float64), np.unique(np.asarray(user), return_inverse=True)
+    if not (np.any(changed) and np.any(same)):
+        return [float("nan"), float("nan")]
+    per = [np.bincount(inv, weights=w, minlength=len(ids)) for w in (hr * changed, changed, hr * same, same)]
+    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    hc, nc, hs, ns = (p[idx].sum(1) for p in per)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (hc / nc) / (hs / ns)
+    ratio = ratio[np.isfinite(ratio)]
+    if len(ratio) < n_boot * 0.95:  # too many resamples without one side: no interval
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(ratio, 2.5)), float(np.percentile(ratio, 97.5))]
+
+
 def scene_slices(res: dict, ks=HEADLINE_KS) -> dict:
     """HR@10 over the queries with K in `ks` (1..3 unless told) where the target's scene differs from the last support
     event's, and where not."""
@@ -283,6 +301,7 @@ def scene_slices(res: dict, ks=HEADLINE_KS) -> dict:
     wk, hol = (sc[:, 13] > 0) & hm, (sc[:, 14] > 0) & hm
     return {"changed": {"hr10": hr_ch, "n": int(ch.sum())}, "same": {"hr10": hr_same, "n": int(same.sum())},
             "retention": hr_ch / hr_same if same.any() and ch.any() and hr_same > 0 else float("nan"),
+            "retention_ci": retention_ci(res["hr"], res["user"], ch, same) if "user" in res else [float("nan")] * 2,
             "weekend": {"hr10": float(res["hr"][wk].mean()) if wk.any() else float("nan"), "n": int(wk.sum())},
             "holiday": {"hr10": float(res["hr"][hol].mean()) if hol.any() else float("nan"), "n": int(hol.sum())}}
 

@@ -3,7 +3,7 @@ import pytest
 
 from metarec.sdk.data import build_dataset
 from metarec.sdk.protocol import (EventLog, bootstrap_ci, learning_curve, make_query, rank_metrics, recall_at,
-                                  split_users, withheld_items)
+                                  retention_ci, scene_slices, split_users, withheld_items)
 
 
 def test_rank_metrics_hand_computed():
@@ -42,6 +42,24 @@ def _toy():
     items = ["1", "2", "1", "3", "2", "3", "3"]
     ts = [0.0, 10.0, 20.0, 30.0, 30.0, 40.0, 50.0]
     return build_dataset("toy", users, items, ts)
+
+
+def test_retention_interval_brackets_the_ratio_and_resamples_users_not_queries():
+    rng = np.random.default_rng(1)
+    n = 200  # users with 4 same-scene queries (HR 0.6) and 2 changed-scene ones (HR 0.3)
+    user = np.repeat(np.arange(n), 6)
+    changed = np.tile([False] * 4 + [True] * 2, n)
+    hr = np.where(changed, rng.random(6 * n) < 0.3, rng.random(6 * n) < 0.6).astype(float)
+    res = {"user": user, "k": np.tile([1, 2, 3, 1, 2, 3], n), "hr": hr, "scene_changed": changed,
+           "target_scene": [np.zeros(15)] * (6 * n)}
+    sc = scene_slices(res)
+    lo, hi = sc["retention_ci"]
+    assert lo < sc["retention"] < hi and hi < 0.9 and lo > 0.2  # ~0.5, and clearly below 0.9 with 400 changed queries
+    assert retention_ci(hr, user, changed, ~changed) == [lo, hi]  # seeded
+    # every changed query from one user of 200: most resamples lack it (or it is all there is) -> no interval, where a
+    # bootstrap over queries would give a narrow one
+    one = user == 0
+    assert np.isnan(retention_ci(hr, user, changed & one, ~changed)).all()
 
 
 def test_time_rule_only_other_users_strictly_before():
