@@ -34,16 +34,22 @@ class _OnboardingQueries:
                 continue  # as evaluate_users: a repeat of a support item is not a query
             self.user.append(u)
             self.k.append(k)
-            self.rows.append((scorer.score(q), onboarding_feature(log, q.t, q.user, k, spec), target,
-                              np.asarray(q.support_items)))
+            f = onboarding_feature(log, q.t, q.user, k, spec)
+            nz = np.flatnonzero(f)  # a week of other users' counts at one step: a few items of the catalog
+            self.rows.append((scorer.score(q), (nz, f[nz]), target, np.asarray(q.support_items)))
         self.user, self.k = np.asarray(self.user), np.asarray(self.k)
 
     def results(self, ks, w: float) -> dict:
         from metarec.sdk.protocol import rank_metrics
 
         sel = np.flatnonzero(np.isin(self.k, ks))
-        hr = np.array([rank_metrics(self.rows[i][0] + w * self.rows[i][1], self.rows[i][2], self.rows[i][3])[0]
-                       for i in sel])
+        hr = np.empty(len(sel))
+        for j, i in enumerate(sel):
+            s, (nz, f), target, support = self.rows[i]
+            if w:  # s + w * feature, item by item as the dense sum (feature 0 elsewhere adds nothing)
+                s = s.copy()
+                s[nz] += w * f
+            hr[j] = rank_metrics(s, target, support)[0]
         return {"user": self.user[sel], "k": self.k[sel], "hr": hr}
 
 
