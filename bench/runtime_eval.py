@@ -210,6 +210,10 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
         h = summarize_next_item(res, ks, headline=ks)["headline"]
         rows[name] = {"hr10": h["hr10"], "hr10_ci": h["hr10_ci"], "scene": scene_slices(res, ks), "bundle_minus": p["hr10_diff"],
                       "bundle_minus_ci": p["hr10_diff_ci"], "verdict": verdict(p["hr10_diff_ci"])}
+        ch = np.asarray(a["scene_changed"], bool)  # the same queries, so the same flags as res's
+        if ch.any():  # where the scene changed since the last event: does the bundle keep up with what else there is?
+            pc = paired_difference(*({f: np.asarray(r[f])[ch] for f in ("user", "k", "hr")} for r in (a, res)), ks)
+            rows[name]["changed_minus"], rows[name]["changed_minus_ci"] = pc["hr10_diff"], pc["hr10_diff_ci"]
     best = max((n for n in rows if n != "bundle"), key=lambda n: rows[n]["hr10"])
     out = {"dataset": ds.name, "users": "test", "ks": list(ks), "n_users": head["n_users"], "rows": rows,
            "best_baseline": best, "verdict": rows[best]["verdict"]}
@@ -246,6 +250,10 @@ def bundle_table(r: dict) -> str:
     out.append(f"Scene retention (HR@10 when the scene changed since the last event / when it did not): bundle "
                f"{sc['retention']:.3f} {ci_text(sc, 'retention')} ({sc['changed']['hr10']:.3f}, n={sc['changed']['n']} / "
                f"{sc['same']['hr10']:.3f}, n={sc['same']['n']}); {r['best_baseline']} {sb['retention']:.3f} {ci_text(sb, 'retention')}.")
+    b = r["rows"][r["best_baseline"]]
+    if "changed_minus" in b:
+        out.append(f"On the queries whose scene changed, the bundle minus {r['best_baseline']}: {b['changed_minus']:+.3f} "
+                   f"[{b['changed_minus_ci'][0]:+.3f}, {b['changed_minus_ci'][1]:+.3f}] (paired over users).")
     if "fp32" in r:
         f = r["fp32"]
         out.append(f"Against its fp32 prior ({f['checkpoint']}, served the same way): {f['hr10']:.3f}; bundle minus "

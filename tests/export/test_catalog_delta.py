@@ -418,3 +418,29 @@ def test_eval_bundle_reads_the_history_lengths_it_is_given(world):
     for bad in ("a", "3-1", "-1", "101", ""):
         with pytest.raises(ValueError):
             parse_ks(bad)
+
+
+def test_eval_bundle_pairs_the_scene_changed_queries_with_the_baseline(world):
+    """eval-bundle's changed-scene comparison is the paired difference over exactly the queries whose scene changed
+    since the last event (the bundle's and the baseline's results for them, user by user)."""
+    from metarec.bench.runtime_eval import bundle_table, bundle_vs_baselines, runtime_next_item
+    from metarec.sdk.data import load_dataset
+    from metarec.sdk.floor import baseline_on
+    from metarec.sdk.protocol import EventLog, evaluate_users, split_users
+
+    ks = tuple(range(1, 11))
+    r = bundle_vs_baselines(world["bundle"], world["keys"] / "public.pem", str(world["data"]), ["popularity"],
+                            progress=False, ks=ks)
+    ds = load_dataset(str(world["data"]))
+    split, log = split_users(ds), EventLog(ds)
+    mine = runtime_next_item(world["bundle"], world["keys"] / "public.pem", ds, ks=ks)["results"]
+    base = evaluate_users(baseline_on("popularity", ds, np.r_[split.train, split.val], log), ds, split.test, log, ks=ks)
+    ch = np.asarray(mine["scene_changed"], bool)
+    assert ch.any() and (~ch).any() and np.array_equal(ch, np.asarray(base["scene_changed"], bool))
+    d = np.asarray(mine["hr"])[ch] - np.asarray(base["hr"])[ch]
+    u = np.asarray(mine["user"])[ch]
+    want = np.mean([d[u == x].mean() for x in np.unique(u)])
+    row = r["rows"]["popularity"]
+    assert row["changed_minus"] == pytest.approx(want, abs=1e-12)
+    assert row["changed_minus_ci"][0] <= want <= row["changed_minus_ci"][1]
+    assert "On the queries whose scene changed, the bundle minus" in bundle_table(r)
