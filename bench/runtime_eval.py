@@ -22,7 +22,7 @@ from metarec.runtime.scene import scene_features, scene_labels
 from metarec.sdk.catalog import id_counts
 from metarec.sdk.data import Dataset
 from metarec.sdk.onboarding import pack_rows
-from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, bootstrap_ci, make_query, split_users
+from metarec.sdk.protocol import HEADLINE_KS, WEEK, EventLog, make_query, split_users, summarize_next_item
 
 
 def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADLINE_KS, state_path=None,
@@ -88,19 +88,11 @@ def runtime_next_item(bundle_dir, trusted_key, ds: Dataset, users=None, ks=HEADL
     kk = np.array([r[1] for r in rows_out])
     hr = np.array([r[2] for r in rows_out])
     nd = np.array([r[3] for r in rows_out])
-    per_k = {str(k): {"hr10": float(hr[kk == k].mean()), "ndcg10": float(nd[kk == k].mean()), "n": int((kk == k).sum())}
-             for k in sorted(ks) if (kk == k).any()}  # a K no test user reaches has no row (no NaN, no warning)
-    head = np.isin(kk, HEADLINE_KS)  # the headline is the mean over K = 1..3 only, whatever else was asked
-    us = np.unique(user[head])
-    hr_u = np.array([hr[head & (user == x)].mean() for x in us])
-    nd_u = np.array([nd[head & (user == x)].mean() for x in us])
-    out = {"per_k": per_k, "headline": {"hr10": float(hr_u.mean()), "hr10_ci": bootstrap_ci(hr_u),
-                                        "ndcg10": float(nd_u.mean()), "ndcg10_ci": bootstrap_ci(nd_u),
-                                        "n_users": int(len(us))},
-           "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out},
-           "results": {"user": user, "k": kk, "hr": hr, "ndcg": nd,
-                       "scene_changed": np.array([r[6] for r in rows_out], bool),
-                       "target_scene": np.array([r[7] for r in rows_out], np.float32).reshape(len(rows_out), -1)}}
+    res = {"user": user, "k": kk, "hr": hr, "ndcg": nd, "scene_changed": np.array([r[6] for r in rows_out], bool),
+           "target_scene": np.array([r[7] for r in rows_out], np.float32).reshape(len(rows_out), -1)}
+    # a K no test user reaches has no row (no NaN, no warning); the headline is K = 1..3 only, whatever else was asked
+    out = {**summarize_next_item(res, [k for k in sorted(ks) if (kk == k).any()], headline=HEADLINE_KS),
+           "top10": {(int(r[0]), int(r[1])): r[4] for r in rows_out}, "results": res}
     if eager is not None:
         same = np.array([r[4] == r[5] for r in rows_out])
         same_set = np.array([set(r[4]) == set(r[5]) for r in rows_out])
@@ -130,7 +122,7 @@ def parity_report(checkpoint, bundle_dir, trusted_key, dataset: str = "ml-100k",
     `as_shipped`: the eager model uses the bundle's (quantized) item table and bias."""
     from metarec.runtime.bundle import open_bundle
     from metarec.sdk.data import load_dataset
-    from metarec.sdk.protocol import evaluate_users, summarize_next_item
+    from metarec.sdk.protocol import evaluate_users
     from metarec.sdk.recommender import MetaRecRecommender
 
     shipped = open_bundle(bundle_dir, trusted_key)  # the runtime's reader, before minutes of evaluation
@@ -191,7 +183,7 @@ def bundle_vs_baselines(bundle_dir, trusted_key, dataset: str = "ml-100k", basel
     from metarec.sdk.coldstart_diagnostics import paired_difference
     from metarec.sdk.data import load_dataset
     from metarec.sdk.floor import FLOOR_BASELINES, baseline_on, verdict
-    from metarec.sdk.protocol import evaluate_users, scene_slices, summarize_next_item
+    from metarec.sdk.protocol import evaluate_users, scene_slices
 
     ds = load_dataset(dataset)
     split, log = split_users(ds), EventLog(ds)
