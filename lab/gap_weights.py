@@ -6,39 +6,20 @@ for the validation queries whose gap (target time - last support event) is at le
 shipped scorer plus an extra popularity weight b and the item-item term scaled by a, and prints the best (a, b) per
 G, paired over that bucket's queries and over all queries, and the changed/same-scene HR before and after.
 
-    python lab/gap_weights.py CHECKPOINT [--split val]
+    python lab/gap_weights.py CHECKPOINT
 """
 import sys
 import numpy as np
-import torch
+from export_steps import export_steps
 from metarec.export import select as S
-from metarec.export.select_onboarding import choose_onboarding
 from metarec.runtime.manifest import at_length
 from metarec.runtime.neighbors import neighbor_term
-from metarec.sdk.data import load_dataset
-from metarec.sdk.floor import verdict
-from metarec.sdk.protocol import EventLog, next_item_queries, rank_metrics, scene_labels
+from metarec.sdk.protocol import next_item_queries, rank_metrics, scene_labels
 from metarec.sdk.coldstart_diagnostics import paired_difference
 
-ck = torch.load(sys.argv[1], weights_only=False)
-validation = ck["validation"]
-say = print
-from metarec.sdk.train import TrainConfig
-tcfg = TrainConfig.from_dict(validation["train_config"])
-ds = load_dataset(tcfg.dataset); log = EventLog(ds)
-base = {k: np.asarray(v) for k, v in validation["baseline"].items()}
-prior = S.ValidationPriors.from_checkpoint(validation, tcfg, ds)
-users = prior.judged
-full = S._evaluate(prior, tcfg, ds, users, log)
-if prior.cfg.inner_steps:
-    skip = S._evaluate(prior.map(lambda m: S._with_steps(m, 0)), tcfg, ds, users, log)
-    if verdict(S._paired(full, skip)["ci"]) != "above":
-        prior, full = prior.map(lambda m: S._with_steps(m, 0)), skip
-_, prior, full = S._choose_popularity(prior, tcfg, ds, users, log, full, None, say)
-memo = S._Memo(S._recommender(prior, tcfg))
-_, nb, best_nb = S._choose_neighbors(memo, ds, users, log, full, 0.02, say)
-_, bh, nb = S._choose_by_history(prior, memo, best_nb, nb, ds, users, log, say)
-_, ob = choose_onboarding(S._recommender(prior, tcfg, nb=nb, bh=bh), ds, users, log, S._paired, say, floor=base)
+st = export_steps(sys.argv[1])
+ds, log, tcfg, prior, users = st.ds, st.log, st.tcfg, st.prior, st.users
+nb, best_nb, bh, ob = st.nb, st.best_nb, st.bh, st.ob
 print("shipped: nb", None if nb is None else (nb[0].kind, nb[0].m, nb[3]), "bh", bh, "ob", ob)
 
 shipped = S._Memo(S._recommender(prior, tcfg, nb=nb, bh=bh, ob=ob))

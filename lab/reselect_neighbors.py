@@ -6,33 +6,13 @@ in the scorer (export/select.py `_choose_neighbors` over a scorer with it), and 
 
     python lab/reselect_neighbors.py CHECKPOINT
 """
-import sys, torch, numpy as np
+import sys
+from export_steps import export_steps
 from metarec.export import select as S
-from metarec.export.select_onboarding import choose_onboarding
-from metarec.sdk.data import load_dataset
-from metarec.sdk.protocol import EventLog
-from metarec.sdk.train import TrainConfig
-from metarec.sdk.floor import verdict
 
-ck = torch.load(sys.argv[1], weights_only=False)
-validation = ck["validation"]
+st = export_steps(sys.argv[1])
+ds, log, tcfg, prior, users, base, ob = st.ds, st.log, st.tcfg, st.prior, st.users, st.base, st.ob
 say = print
-tcfg = TrainConfig.from_dict(validation["train_config"])
-ds = load_dataset(tcfg.dataset); log = EventLog(ds)
-base = {k: np.asarray(v) for k, v in validation["baseline"].items()}
-prior = S.ValidationPriors.from_checkpoint(validation, tcfg, ds)
-users = prior.judged
-full = S._evaluate(prior, tcfg, ds, users, log)
-if prior.cfg.inner_steps:
-    skip = S._evaluate(prior.map(lambda m: S._with_steps(m, 0)), tcfg, ds, users, log)
-    p = S._paired(full, skip)
-    if verdict(p["ci"]) != "above":
-        prior, full = prior.map(lambda m: S._with_steps(m, 0)), skip
-rep, prior, full = S._choose_popularity(prior, tcfg, ds, users, log, full, None, say)
-memo = S._Memo(S._recommender(prior, tcfg))
-r_nb, nb, best_nb = S._choose_neighbors(memo, ds, users, log, full, 0.02, say)
-r_bh, bh, nb = S._choose_by_history(prior, memo, best_nb, nb, ds, users, log, say)
-r_ob, ob = choose_onboarding(S._recommender(prior, tcfg, nb=nb, bh=bh), ds, users, log, S._paired, say, floor=base)
 print("--- re-measured with the onboarding term on (and no item-item term)")
 full2 = S._evaluate(prior, tcfg, ds, users, log, ob=ob)
 memo2 = S._Memo(S._recommender(prior, tcfg, ob=ob))
