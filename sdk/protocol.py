@@ -276,9 +276,11 @@ def retention_ci(hr, user, changed, same, n_boot: int = 1000, seed: int = 0) -> 
     """95% percentile interval of HR@10(changed) / HR@10(same) over users resampled as bootstrap_ci does (a user's
     queries stay together): on real data a few dozen changed-scene queries make the ratio swing. NaN when more than
     5% of the resamples lack a query on one side or score HR 0 on the same side."""
-    hr, (ids, inv) = np.asarray(hr, np.float64), np.unique(np.asarray(user), return_inverse=True)
+    m = np.asarray(changed, bool) | np.asarray(same, bool)  # the users with a query on either side, as bootstrap_ci's
     if not (np.any(changed) and np.any(same)):
         return [float("nan"), float("nan")]
+    hr, changed, same = np.asarray(hr, np.float64)[m], np.asarray(changed, bool)[m], np.asarray(same, bool)[m]
+    ids, inv = np.unique(np.asarray(user)[m], return_inverse=True)
     per = [np.bincount(inv, weights=w, minlength=len(ids)) for w in (hr * changed, changed, hr * same, same)]
     idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
     hc, nc, hs, ns = (p[idx].sum(1) for p in per)
